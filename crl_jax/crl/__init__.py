@@ -1,0 +1,31 @@
+"""Class Rectification Loss: pure, static-shape JAX (imports jax only).
+
+Data flow: profile (class histograms, minority sets, Omega_imb, alpha) -> mining (masked
+top-kappa hard positives/negatives) -> criteria (relative / absolute / distribution
+terms) -> rectify (the public losses and the blended objective of Eqn 8).
+"""
+
+from crl_jax.crl.criteria import absolute_terms
+from crl_jax.crl.criteria import histogram_overlap
+from crl_jax.crl.criteria import masked_mean
+from crl_jax.crl.criteria import relative_terms
+from crl_jax.crl.criteria import soft_histogram_weights
+from crl_jax.crl.mining import class_level_hard_samples
+from crl_jax.crl.mining import HardSamples
+from crl_jax.crl.mining import instance_level_hard_samples
+from crl_jax.crl.mining import masked_top_k
+from crl_jax.crl.profile import class_histogram
+from crl_jax.crl.profile import eligible_classes
+from crl_jax.crl.profile import imbalance_alpha
+from crl_jax.crl.profile import imbalance_measure
+from crl_jax.crl.profile import label_validity
+from crl_jax.crl.profile import minority_classes
+from crl_jax.crl.rectify import blended_objective
+from crl_jax.crl.rectify import check_options
+from crl_jax.crl.rectify import class_rectification_loss
+from crl_jax.crl.rectify import CRITERIA
+from crl_jax.crl.rectify import default_margin
+from crl_jax.crl.rectify import LEVELS
+from crl_jax.crl.rectify import multi_attribute_crl
+from crl_jax.crl.rectify import multi_attribute_cross_entropy
+from crl_jax.crl.rectify import SCOPES

@@ -1,0 +1,143 @@
+"""Masked top-kappa hard sample mining (Section 3.2, Eqns 4-7).
+
+Miners return fixed-size index arrays plus validity masks, one row per anchor, so the
+same code runs under ``jit``, ``vmap``, ``pmap`` and ``shard_map``: nothing is
+boolean-indexed and nothing depends on the data's shape. Mining selects samples; it
+carries no gradient (the inputs are wrapped in ``stop_gradient``). The distances built
+from the selected indices do carry gradients (see ``rectify``).
+
+Tie-breaking: among equal scores or distances the lower batch index is selected first
+(``jax.lax.top_k``'s rule).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class HardSamples(NamedTuple):
+  """Hard positives and negatives per anchor, padded to ``K = min(kappa, B)``.
+
+  Attributes:
+    anchor_mask: bool[B], ``True`` for anchors (valid samples of eligible classes).
+    positive_indices: int32[B, K] batch indices of each anchor's hard positives.
+    positive_mask: bool[B, K], ``False`` for padding, for the anchor itself and for
+      every row that is not an anchor.
+    negative_indices: int32[B, K] batch indices of each anchor's hard negatives.
+    negative_mask: bool[B, K], ``False`` for padding and non-anchor rows.
+  """
+
+  anchor_mask: jax.Array
+  positive_indices: jax.Array
+  positive_mask: jax.Array
+  negative_indices: jax.Array
+  negative_mask: jax.Array
+
+
+def _check_kappa(kappa) -> int:
+  if isinstance(kappa, bool) or not isinstance(kappa, int) or kappa < 1:
+    raise ValueError(f"kappa={kappa!r} must be a Python int >= 1 (the number of hard "
+                     "positives and negatives mined per anchor; the paper uses 25).")
+  return kappa
+
+
+def masked_top_k(keys, candidate_mask, k: int):
+  """Top-``k`` along the last axis among the entries where ``candidate_mask`` holds.
+
+  Non-candidates are filled with ``-inf`` before ``jax.lax.top_k``, so candidates come
+  first; when a row has fewer than ``k`` candidates the remaining slots are marked
+  invalid.
+
+  Args:
+    keys: float[..., N] larger is selected first.
+    candidate_mask: bool[..., N].
+    k: static int, ``1 <= k <= N``.
+
+  Returns:
+    ``(indices int32[..., k], mask bool[..., k])``.
+  """
+  filled = jnp.where(candidate_mask, keys, -jnp.inf)
+  _, indices = jax.lax.top_k(filled, k)
+  selected = jnp.take_along_axis(candidate_mask, indices, axis=-1)
+  return indices.astype(jnp.int32), selected
+
+
+def class_level_hard_samples(scores, labels, valid, eligible, kappa: int) -> HardSamples:
+  """Class-level hard mining on prediction scores, Eqns (4)-(5).
+
+  For every eligible class ``c`` the hard positives are the ``kappa`` valid class-``c``
+  samples with the lowest ``scores[:, c]`` (fewer if the class has fewer) and the hard
+  negatives the ``kappa`` valid non-``c`` samples with the highest ``scores[:, c]``. Both
+  sets are shared by every anchor of ``c`` (every valid class-``c`` sample); the pair
+  (anchor, itself) is masked out.
+
+  Args:
+    scores: float[B, C] class scores (the softmax probabilities ``p``).
+    labels: int[B] class ids (any value where ``valid`` is ``False``).
+    valid: bool[B] samples with a usable label.
+    eligible: bool[C] classes that receive CRL (``profile.eligible_classes``).
+    kappa: static int >= 1.
+
+  Returns:
+    ``HardSamples`` with ``K = min(kappa, B)``.
+  """
+  kappa = _check_kappa(kappa)
+  batch_size, num_classes = scores.shape
+  k = min(kappa, batch_size)
+  scores = jax.lax.stop_gradient(scores)
+  anchor_class = jnp.clip(labels, 0, num_classes - 1)
+  batch_index = jnp.arange(batch_size)
+
+  score_by_class = scores.T.astype(jnp.float32)  # [C, B]
+  is_member = (labels[None, :] == jnp.arange(num_classes)[:, None]) & valid[None, :]
+  is_other = ~is_member & valid[None, :]
+  class_positive_indices, class_positive_mask = masked_top_k(-score_by_class, is_member, k)
+  class_negative_indices, class_negative_mask = masked_top_k(score_by_class, is_other, k)
+
+  anchor_mask = valid & eligible[anchor_class]
+  positive_indices = class_positive_indices[anchor_class]
+  positive_mask = (class_positive_mask[anchor_class]
+                   & (positive_indices != batch_index[:, None])
+                   & anchor_mask[:, None])
+  negative_indices = class_negative_indices[anchor_class]
+  negative_mask = class_negative_mask[anchor_class] & anchor_mask[:, None]
+  return HardSamples(anchor_mask, positive_indices, positive_mask, negative_indices,
+                     negative_mask)
+
+
+def instance_level_hard_samples(distances, labels, valid, eligible,
+                                kappa: int) -> HardSamples:
+  """Instance-level hard mining on feature distances, Eqns (6)-(7).
+
+  For each anchor ``a`` (a valid sample of an eligible class) the hard positives are the
+  ``kappa`` other valid same-class samples farthest from ``a``, the hard negatives the
+  ``kappa`` valid other-class samples nearest to ``a``.
+
+  Args:
+    distances: float[B, B] pairwise feature distances.
+    labels: int[B] class ids.
+    valid: bool[B] samples with a usable label.
+    eligible: bool[C] classes that receive CRL.
+    kappa: static int >= 1.
+
+  Returns:
+    ``HardSamples`` with ``K = min(kappa, B)``.
+  """
+  kappa = _check_kappa(kappa)
+  batch_size = distances.shape[0]
+  num_classes = eligible.shape[0]
+  k = min(kappa, batch_size)
+  distances = jax.lax.stop_gradient(distances).astype(jnp.float32)
+  same_class = labels[:, None] == labels[None, :]
+  not_self = ~jnp.eye(batch_size, dtype=bool)
+  positive_candidates = same_class & not_self & valid[None, :]
+  negative_candidates = ~same_class & valid[None, :]
+  positive_indices, positive_mask = masked_top_k(distances, positive_candidates, k)
+  negative_indices, negative_mask = masked_top_k(-distances, negative_candidates, k)
+
+  anchor_mask = valid & eligible[jnp.clip(labels, 0, num_classes - 1)]
+  return HardSamples(anchor_mask, positive_indices, positive_mask & anchor_mask[:, None],
+                     negative_indices, negative_mask & anchor_mask[:, None])

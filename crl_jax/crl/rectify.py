@@ -1,0 +1,401 @@
+"""The Class Rectification Loss (Section 3.3) and the blended objective of Eqn (8).
+
+Pipeline for one attribute: profile the batch (histogram, minority classes under rho,
+Eqn 3) -> mine hard positives/negatives (class level on scores, Eqns 4-5, or instance
+level on features, Eqns 6-7) -> distances (Eqns 10-11) -> criterion (relative Eqn 9,
+absolute Eqn 13, distribution Eqns 14-16) -> reduce. Several attributes are computed in
+one ``vmap`` over the attribute axis of padded heads.
+
+Conventions the paper leaves open, pinned here:
+
+1. Minority set (Eqn 3): valid samples are counted per class; classes are sorted by count
+   ascending, ties by class index; a class is minority when the cumulative count up to
+   and including it is ``<= rho * n_valid``.
+2. Eligible classes: minority classes (``scope="minority"``) or every class
+   (``scope="all"``) with at least 2 valid samples in the batch (footnote 2).
+3. Anchors: every valid sample of an eligible class.
+4. Class level: ``p = softmax(logits)`` over the real classes. For eligible class ``c``
+   the hard positives are the ``kappa`` class-``c`` samples with the lowest ``p[:, c]``,
+   the hard negatives the ``kappa`` valid non-``c`` samples with the highest ``p[:, c]``,
+   shared by all anchors of ``c``; a pair never joins a sample with itself.
+   ``d(a,+) = |p_a - p_+|``, ``d(a,-) = p_a - p_-`` (scores on ``c``, Eqn 10). Default
+   margins: relative 0.5, absolute 0.5. Histogram range ``[-1, 1]``.
+5. Instance level: features are L2-normalised; Euclidean distance (Eqn 11). For anchor
+   ``a`` the hard positives are the ``kappa`` other same-class samples farthest from
+   ``a``, the hard negatives the ``kappa`` valid other-class samples nearest to ``a``.
+   Default margins: relative ``2*pi/C`` (Eqn 12, ``C`` the attribute's number of real
+   classes), absolute 1.0. Histogram range ``[0, 2]``.
+6. Relative (Eqn 9): mean over all triplets of the attribute (each anchor, each of its
+   positives, each of its negatives) of ``max(0, m + d(a,+) - d(a,-))``.
+7. Absolute (Eqn 13): ``0.5 * (mean over positive pairs of d^2 + mean over negative
+   pairs of max(m - d, 0)^2)``; an empty pair set contributes 0.
+8. Distribution (Eqns 14-16): ``num_bins`` bins evenly spaced over the level's range
+   (both ends included), linear interpolation of each clipped distance to its two
+   nearest bins, histograms normalised by the number of pairs;
+   ``loss = sum_t h+_t * sum_{k<=t} h-_k``.
+9. No eligible class or no triplet/pair: the loss is exactly 0 with a finite gradient.
+10. Mining carries no gradient; distances do, through every sample involved.
+11. Labels outside ``[0, C)`` (``-1`` = missing), labels of padded classes and rows with
+    ``valid=False`` are ignored everywhere (histogram, anchors, positives, negatives and
+    the cross-entropy).
+12. ``axis_name``: inside ``pmap``/``shard_map`` the inputs are all-gathered (tiled) over
+    that axis first, so mining sees the global batch exactly as one device would; every
+    device then returns the same (replicated) value, and the gradient with respect to a
+    device's rows is the gradient of the global loss with respect to those rows.
+
+Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
+Rectification", TPAMI 2018.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from crl_jax.crl import criteria
+from crl_jax.crl import mining
+from crl_jax.crl import profile
+
+LEVELS = ("class", "instance")
+CRITERIA = ("relative", "absolute", "distribution")
+SCOPES = ("minority", "all")
+
+# Logit given to padded classes: exp() of it underflows to exactly 0 in float32, while
+# staying finite so that no inf - inf or 0 * inf can appear in values or gradients.
+_PADDED_CLASS_LOGIT = -1e30
+
+HISTOGRAM_RANGE = {"class": (-1.0, 1.0), "instance": (0.0, 2.0)}
+
+
+def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bins,
+                  margin=None) -> None:
+  """Validates the static CRL options; raises ``ValueError`` naming the fix."""
+  if level not in LEVELS:
+    raise ValueError(f"level={level!r} is unknown; use one of {LEVELS}.")
+  if criterion not in CRITERIA:
+    raise ValueError(f"criterion={criterion!r} is unknown; use one of {CRITERIA}.")
+  if scope not in SCOPES:
+    raise ValueError(f"scope={scope!r} is unknown; use one of {SCOPES}.")
+  mining._check_kappa(kappa)  # pylint: disable=protected-access
+  profile.check_rho(rho)
+  if criterion == "distribution":
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
+      raise ValueError(f"num_bins={num_bins!r} must be an int >= 2.")
+    if margin is not None:
+      raise ValueError("margin has no meaning for criterion='distribution' (Eqn 16 "
+                       "has no margin); leave it None.")
+  if isinstance(margin, (int, float)) and margin < 0:
+    raise ValueError(f"margin={margin!r} must be >= 0.")
+
+
+def default_margin(level: str, criterion: str, num_classes):
+  """The paper's margins: class level 0.5 (Eqns 9, 13); instance level relative
+  ``2*pi/C`` (Eqn 12), absolute 1.0. ``num_classes`` may be traced (padded heads)."""
+  if level == "instance" and criterion == "relative":
+    return 2.0 * math.pi / jnp.asarray(num_classes, jnp.float32)
+  if level == "instance":
+    return jnp.float32(1.0)
+  return jnp.float32(0.5)
+
+
+def _masked_logits(logits, class_mask):
+  logits = logits.astype(jnp.float32)
+  if class_mask is None:
+    return logits
+  return jnp.where(class_mask, logits, _PADDED_CLASS_LOGIT)
+
+
+def _l2_normalise(features):
+  squared_norm = jnp.sum(jnp.square(features), axis=-1, keepdims=True)
+  return features * jax.lax.rsqrt(jnp.maximum(squared_norm, 1e-24))
+
+
+def _safe_norm(differences):
+  """Euclidean norm over the last axis with a zero (not NaN) gradient at 0."""
+  squared = jnp.sum(jnp.square(differences), axis=-1)
+  positive = squared > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+
+
+def _pairwise_distances(normalised_features):
+  """float32[B, B] Euclidean distances between unit vectors (used for mining only)."""
+  gram = normalised_features @ normalised_features.T
+  return jnp.sqrt(jnp.maximum(2.0 - 2.0 * gram, 0.0))
+
+
+def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, level,
+                    criterion, kappa, rho, scope, num_bins):
+  """CRL of one attribute. Shapes: logits f[B, C], features f[B, D] or None, labels
+  int[B], valid bool[B] or None, class_mask bool[C] or None, margin f32 scalar or None.
+  Returns float32 scalar."""
+  batch_size, num_classes = logits.shape
+  valid = profile.label_validity(labels, num_classes, valid, class_mask)
+  histogram = profile.class_histogram(labels, num_classes, valid)
+  eligible = profile.eligible_classes(histogram, rho=rho, scope=scope)
+  anchor_class = jnp.clip(labels, 0, num_classes - 1)
+
+  if level == "class":
+    scores = jax.nn.softmax(_masked_logits(logits, class_mask), axis=-1)
+    hard = mining.class_level_hard_samples(scores, labels, valid, eligible, kappa)
+    anchor_score = jnp.take_along_axis(scores, anchor_class[:, None], axis=1)  # [B, 1]
+    positive_score = scores[hard.positive_indices, anchor_class[:, None]]  # [B, K]
+    negative_score = scores[hard.negative_indices, anchor_class[:, None]]
+    positive_distances = jnp.abs(anchor_score - positive_score)
+    negative_distances = anchor_score - negative_score
+  else:
+    normalised = _l2_normalise(features.astype(jnp.float32))
+    hard = mining.instance_level_hard_samples(
+        _pairwise_distances(normalised), labels, valid, eligible, kappa)
+    anchors = normalised[:, None, :]
+    positive_distances = _safe_norm(anchors - normalised[hard.positive_indices])
+    negative_distances = _safe_norm(anchors - normalised[hard.negative_indices])
+
+  if margin is None and criterion != "distribution":
+    real_classes = num_classes if class_mask is None else jnp.sum(class_mask)
+    margin = default_margin(level, criterion, real_classes)
+
+  if criterion == "relative":
+    terms, mask = criteria.relative_terms(positive_distances, hard.positive_mask,
+                                          negative_distances, hard.negative_mask, margin)
+    return criteria.masked_mean(terms, mask)
+  if criterion == "absolute":
+    positive_terms, positive_mask, negative_terms, negative_mask = criteria.absolute_terms(
+        positive_distances, hard.positive_mask, negative_distances, hard.negative_mask,
+        margin)
+    return 0.5 * (criteria.masked_mean(positive_terms, positive_mask)
+                  + criteria.masked_mean(negative_terms, negative_mask))
+  lower, upper = HISTOGRAM_RANGE[level]
+  return criteria.histogram_overlap(
+      criteria.soft_histogram_weights(positive_distances, lower, upper, num_bins),
+      hard.positive_mask,
+      criteria.soft_histogram_weights(negative_distances, lower, upper, num_bins),
+      hard.negative_mask)
+
+
+def _gather(x, axis_name):
+  if x is None or axis_name is None:
+    return x
+  # "invarying": every device holds the same global batch, so the loss is replicated
+  # (``out_specs=P()`` in shard_map) and the gradient with respect to a device's shard
+  # is exactly the gradient of the global loss with respect to those rows.
+  return jax.lax.all_gather(x, axis_name, axis=0, tiled=True, to="invarying")
+
+
+def class_rectification_loss(logits, features, labels, *, level: str = "class",
+                             criterion: str = "relative", kappa: int = 25,
+                             rho: float = 0.5, scope: str = "minority",
+                             margin: Optional[float] = None, num_bins: int = 50,
+                             valid=None, class_mask=None,
+                             axis_name: Optional[str] = None):
+  """Class Rectification Loss of one attribute on one batch (Eqns 3-16).
+
+  The six designs of the paper are ``level`` x ``criterion``; the paper's default is
+  ``level="class", criterion="relative"``. See the module docstring for the exact
+  conventions (minority set, anchors, mining, distances, margins, bins).
+
+  Args:
+    logits: float[B, C] (float32 or bfloat16; computed in float32).
+    features: float[B, D] per-sample features for ``level="instance"``; may be ``None``
+      for ``level="class"``.
+    labels: int[B] class ids in ``[0, C)``; ``-1`` (or any id outside) is missing.
+    level: ``"class"`` (scores, Eqn 10) or ``"instance"`` (features, Eqn 11).
+    criterion: ``"relative"`` (Eqn 9), ``"absolute"`` (Eqn 13) or ``"distribution"``
+      (Eqns 14-16).
+    kappa: static int >= 1, hard positives and negatives per anchor (top-kappa).
+    rho: minority criterion of Eqn (3), in ``(0, 1]``.
+    scope: ``"minority"`` (the paper's default) or ``"all"`` classes.
+    margin: ``None`` for the paper's default of the design, or a float >= 0. Must be
+      ``None`` for ``"distribution"``.
+    num_bins: static int >= 2, histogram bins for ``"distribution"``.
+    valid: optional bool[B]; ``False`` for padding rows.
+    class_mask: optional bool[C]; ``False`` for padded classes (excluded from the
+      softmax and from the class count of Eqn 12).
+    axis_name: optional mapped axis name (``pmap``/``shard_map``); the batch is
+      all-gathered over it so mining sees the global batch.
+
+  Returns:
+    float32 scalar, >= 0; exactly 0 when the batch has no eligible class or no pair.
+
+  Example:
+    >>> logits = jax.random.normal(jax.random.key(0), (128, 16))
+    >>> labels = jax.random.randint(jax.random.key(1), (128,), 0, 16)
+    >>> loss = class_rectification_loss(logits, None, labels)  # class-level relative
+  """
+  check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
+                num_bins=num_bins, margin=margin)
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
+  if logits.ndim != 2:
+    raise ValueError(f"logits must be f[B, C], got shape {logits.shape}; for several "
+                     "attributes use multi_attribute_crl.")
+  if labels.shape != logits.shape[:1]:
+    raise ValueError(f"labels must be int[B] = int[{logits.shape[0]}] to match logits "
+                     f"{logits.shape}, got shape {labels.shape}.")
+  if level == "instance":
+    if features is None:
+      raise ValueError("level='instance' mines in feature space: pass features f[B, D].")
+    if jnp.ndim(features) != 2 or jnp.shape(features)[0] != logits.shape[0]:
+      raise ValueError(f"features must be f[B, D] with B={logits.shape[0]}, got shape "
+                       f"{jnp.shape(features)}.")
+  else:
+    features = None
+  if margin is not None:
+    margin = jnp.asarray(margin, jnp.float32)
+  logits, features, labels, valid = (_gather(x, axis_name)
+                                     for x in (logits, features, labels, valid))
+  return _attribute_loss(logits, features, labels, valid, class_mask, margin,
+                         level=level, criterion=criterion, kappa=kappa, rho=rho,
+                         scope=scope, num_bins=num_bins)
+
+
+def _check_heads(logits, labels, class_mask, features=None):
+  if logits.ndim != 3:
+    raise ValueError(f"logits must be f[B, A, Cmax] (padded heads), got shape "
+                     f"{logits.shape}.")
+  batch_size, num_attributes, max_classes = logits.shape
+  if labels.shape != (batch_size, num_attributes):
+    raise ValueError(f"labels must be int[B, A] = int[{batch_size}, {num_attributes}], "
+                     f"got shape {labels.shape}.")
+  if class_mask is not None and tuple(class_mask.shape) != (num_attributes, max_classes):
+    raise ValueError(f"class_mask must be bool[A, Cmax] = bool[{num_attributes}, "
+                     f"{max_classes}], got shape {tuple(class_mask.shape)}.")
+  if features is not None and (features.ndim != 3
+                               or features.shape[:2] != (batch_size, num_attributes)):
+    raise ValueError(f"features must be f[B, A, D] = f[{batch_size}, {num_attributes}, "
+                     f"D], got shape {features.shape}.")
+
+
+def multi_attribute_crl(logits, features, labels, class_mask=None, *,
+                        level: str = "class", criterion: str = "relative",
+                        kappa: int = 25, rho: float = 0.5, scope: str = "minority",
+                        margin=None, num_bins: int = 50, valid=None,
+                        axis_name: Optional[str] = None):
+  """CRL of every attribute in one vectorised pass (``vmap`` over attributes).
+
+  Each attribute ``j`` is the single-attribute ``class_rectification_loss`` on
+  ``logits[:, j, :]`` with classes ``class_mask[j]``; see that function and the module
+  docstring for the conventions.
+
+  Args:
+    logits: float[B, A, Cmax] padded heads.
+    features: float[B, A, D] per-attribute features (``level="instance"``) or ``None``.
+    labels: int[B, A]; ``-1`` marks a missing label.
+    class_mask: bool[A, Cmax]; ``False`` for padded classes. ``None``: all real.
+    level, criterion, kappa, rho, scope, num_bins: as ``class_rectification_loss``.
+    margin: ``None`` (paper defaults, per attribute), a float, or float[A].
+    valid: optional bool[B] (padding rows) or bool[B, A] (per-label validity).
+    axis_name: optional mapped axis to all-gather the batch over (global mining).
+
+  Returns:
+    float32[A], the CRL of every attribute.
+
+  Example:
+    >>> crl = multi_attribute_crl(logits, None, labels, class_mask)  # f32[A]
+  """
+  check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
+                num_bins=num_bins, margin=margin)
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
+  class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
+  if level == "instance":
+    if features is None:
+      raise ValueError("level='instance' mines in feature space: pass features "
+                       "f[B, A, D].")
+    features = jnp.asarray(features)
+  else:
+    features = None
+  _check_heads(logits, labels, class_mask, features)
+  batch_size, num_attributes, _ = logits.shape
+  if valid is not None:
+    valid = jnp.asarray(valid, bool)
+    if valid.ndim == 1:
+      valid = jnp.broadcast_to(valid[:, None], (batch_size, num_attributes))
+  if margin is not None:
+    margin = jnp.broadcast_to(jnp.asarray(margin, jnp.float32), (num_attributes,))
+  logits, features, labels, valid = (_gather(x, axis_name)
+                                     for x in (logits, features, labels, valid))
+  per_attribute = functools.partial(_attribute_loss, level=level, criterion=criterion,
+                                    kappa=kappa, rho=rho, scope=scope, num_bins=num_bins)
+  return jax.vmap(per_attribute, in_axes=(1, 1, 1, 1, 0, 0))(
+      logits, features, labels, valid, class_mask, margin)
+
+
+def _attribute_cross_entropy(logits, labels, valid, class_mask):
+  """Sum and count of ``-log softmax`` over valid samples of one attribute."""
+  num_classes = logits.shape[-1]
+  valid = profile.label_validity(labels, num_classes, valid, class_mask)
+  log_probabilities = jax.nn.log_softmax(_masked_logits(logits, class_mask), axis=-1)
+  picked = jnp.take_along_axis(log_probabilities,
+                               jnp.clip(labels, 0, num_classes - 1)[:, None], axis=1)
+  total = -jnp.sum(jnp.where(valid, picked[:, 0], 0.0))
+  return total, jnp.sum(valid, dtype=jnp.float32)
+
+
+def multi_attribute_cross_entropy(logits, labels, class_mask=None, *, valid=None,
+                                  axis_name: Optional[str] = None):
+  """Per-attribute cross-entropy, Eqns (1)-(2).
+
+  ``L_ce_j = mean over valid samples i of -log softmax(logits[i, j])[labels[i, j]]``,
+  padded classes masked out of the softmax; 0 for an attribute with no valid label.
+
+  Args:
+    logits: float[B, A, Cmax].
+    labels: int[B, A]; ``-1`` marks a missing label.
+    class_mask: bool[A, Cmax] or ``None``.
+    valid: optional bool[B] or bool[B, A].
+    axis_name: optional mapped axis; sums and counts are ``psum``-ed over it so the
+      mean is over the global batch.
+
+  Returns:
+    float32[A].
+  """
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
+  class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
+  _check_heads(logits, labels, class_mask)
+  if valid is not None:
+    valid = jnp.asarray(valid, bool)
+    if valid.ndim == 1:
+      valid = jnp.broadcast_to(valid[:, None], labels.shape)
+  total, count = jax.vmap(_attribute_cross_entropy, in_axes=(1, 1, 1, 0))(
+      logits, labels, valid, class_mask)
+  if axis_name is not None:
+    total, count = jax.lax.psum((total, count), axis_name)
+  return total / jnp.maximum(count, 1.0)
+
+
+def blended_objective(logits, features, labels, class_mask, alpha, *,
+                      level: str = "class", criterion: str = "relative", kappa: int = 25,
+                      rho: float = 0.5, scope: str = "minority", margin=None,
+                      num_bins: int = 50, valid=None, axis_name: Optional[str] = None):
+  """The class-balanced objective of Eqn (8), summed over attributes.
+
+  ``L = sum_j alpha_j * L_crl_j + (1 - alpha_j) * L_ce_j`` with ``alpha_j = eta *
+  Omega_imb_j`` computed once from the training set (``profile.imbalance_alpha``), or a
+  fixed value from the config.
+
+  Args:
+    logits: float[B, A, Cmax].
+    features: float[B, A, D] or ``None`` (class level).
+    labels: int[B, A]; ``-1`` marks a missing label.
+    class_mask: bool[A, Cmax] or ``None``.
+    alpha: float[A] or scalar, each in ``[0, 1]``.
+    level, criterion, kappa, rho, scope, margin, num_bins, valid, axis_name: as
+      ``multi_attribute_crl``.
+
+  Returns:
+    ``(loss float32 scalar, {"cross_entropy": float32[A], "crl": float32[A]})``.
+  """
+  crl = multi_attribute_crl(logits, features, labels, class_mask, level=level,
+                            criterion=criterion, kappa=kappa, rho=rho, scope=scope,
+                            margin=margin, num_bins=num_bins, valid=valid,
+                            axis_name=axis_name)
+  cross_entropy = multi_attribute_cross_entropy(logits, labels, class_mask, valid=valid,
+                                                axis_name=axis_name)
+  alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), crl.shape)
+  loss = jnp.sum(alpha * crl + (1.0 - alpha) * cross_entropy)
+  return loss, {"cross_entropy": cross_entropy, "crl": crl}

@@ -1,0 +1,292 @@
+"""Every CRL design against the loop reference, plus the properties the core promises."""
+
+import functools
+import itertools
+
+import chex
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crl_jax import crl
+from tests.crl import reference
+
+DESIGNS = list(itertools.product(crl.LEVELS, crl.CRITERIA, crl.SCOPES))
+FEATURE_DIM = 8
+
+
+def make_batch(seed, batch_size, num_classes, *, skew=1.0, missing=0.1, invalid=0.1,
+               feature_dim=FEATURE_DIM, logit_scale=3.0):
+  """Random logits/features and power-law skewed labels (some missing, some padded)."""
+  rng = np.random.default_rng(seed)
+  logits = (logit_scale * rng.standard_normal((batch_size, num_classes))).astype(np.float32)
+  features = rng.standard_normal((batch_size, feature_dim)).astype(np.float32)
+  shares = 1.0 / np.arange(1, num_classes + 1) ** skew
+  labels = rng.choice(num_classes, size=batch_size, p=shares / shares.sum())
+  labels = rng.permutation(num_classes)[labels]  # rare classes anywhere, not last
+  labels = np.where(rng.random(batch_size) < missing, -1, labels).astype(np.int32)
+  valid = rng.random(batch_size) >= invalid
+  return logits, features, labels, valid
+
+
+@functools.lru_cache(maxsize=None)
+def jitted_loss(level, criterion, scope, kappa, rho, num_bins):
+  return jax.jit(functools.partial(crl.class_rectification_loss, level=level,
+                                   criterion=criterion, scope=scope, kappa=kappa,
+                                   rho=rho, num_bins=num_bins))
+
+
+@pytest.mark.parametrize("level,criterion,scope", DESIGNS)
+@hypothesis.settings(max_examples=12, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.too_slow])
+@hypothesis.given(batch_size=st.integers(1, 96), num_classes=st.integers(2, 60),
+                  skew=st.floats(0.0, 2.5), missing=st.sampled_from([0.0, 0.1, 0.5]),
+                  invalid=st.sampled_from([0.0, 0.2]),
+                  kappa=st.integers(1, 110), rho=st.sampled_from([0.1, 0.3, 0.5, 1.0]),
+                  num_bins=st.integers(2, 60), seed=st.integers(0, 2**31 - 1))
+def test_loss_matches_loop_reference(level, criterion, scope, batch_size, num_classes,
+                                     skew, missing, invalid, kappa, rho, num_bins, seed):
+  logits, features, labels, valid = make_batch(seed, batch_size, num_classes, skew=skew,
+                                               missing=missing, invalid=invalid)
+  expected = reference.crl(logits, features, labels, level=level, criterion=criterion,
+                           kappa=kappa, rho=rho, scope=scope, num_bins=num_bins,
+                           valid=valid)
+  loss = jitted_loss(level, criterion, scope, kappa, rho, num_bins)(
+      logits, features, labels, valid=valid)
+  assert loss.shape == () and loss.dtype == jnp.float32
+  np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("level,criterion", list(itertools.product(crl.LEVELS,
+                                                                   crl.CRITERIA)))
+def test_explicit_margin_matches_reference(level, criterion):
+  logits, features, labels, valid = make_batch(3, 64, 7)
+  margin = None if criterion == "distribution" else 0.3
+  loss = crl.class_rectification_loss(logits, features, labels, level=level,
+                                      criterion=criterion, margin=margin, valid=valid)
+  expected = reference.crl(logits, features, labels, level=level, criterion=criterion,
+                           kappa=25, rho=0.5, scope="minority", margin=margin,
+                           valid=valid)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_class_mask_matches_unpadded_reference():
+  logits, features, labels, valid = make_batch(4, 48, 5)
+  padded = np.concatenate([logits, 5.0 * np.ones((48, 3), np.float32)], axis=1)
+  class_mask = np.array([True] * 5 + [False] * 3)
+  for level, criterion in itertools.product(crl.LEVELS, crl.CRITERIA):
+    loss = crl.class_rectification_loss(padded, features, labels, level=level,
+                                        criterion=criterion, valid=valid,
+                                        class_mask=class_mask)
+    expected = reference.crl(logits, features, labels, level=level, criterion=criterion,
+                             kappa=25, rho=0.5, scope="minority", valid=valid)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
+
+
+def make_heads(seed, batch_size=40, class_counts=(2, 7, 3, 12), feature_dim=FEATURE_DIM):
+  rng = np.random.default_rng(seed)
+  num_attributes, max_classes = len(class_counts), max(class_counts)
+  logits = 3.0 * rng.standard_normal((batch_size, num_attributes, max_classes))
+  features = rng.standard_normal((batch_size, num_attributes, feature_dim))
+  class_mask = np.arange(max_classes)[None, :] < np.array(class_counts)[:, None]
+  labels = np.stack([
+      rng.choice(c, size=batch_size, p=(lambda s: s / s.sum())(1.0 / np.arange(1, c + 1)))
+      for c in class_counts], axis=1)
+  labels = np.where(rng.random(labels.shape) < 0.15, -1, labels)
+  return (logits.astype(np.float32), features.astype(np.float32),
+          labels.astype(np.int32), class_mask)
+
+
+@pytest.mark.parametrize("level,criterion,scope", DESIGNS)
+def test_multi_attribute_equals_per_attribute_loop(level, criterion, scope):
+  logits, features, labels, class_mask = make_heads(5)
+  valid = np.random.default_rng(0).random(logits.shape[0]) > 0.1
+  losses = jax.jit(functools.partial(crl.multi_attribute_crl, level=level,
+                                     criterion=criterion, scope=scope, kappa=6))(
+                                         logits, features, labels, class_mask,
+                                         valid=valid)
+  assert losses.shape == (4,) and losses.dtype == jnp.float32
+  for j, num_classes in enumerate(class_mask.sum(axis=1)):
+    expected = reference.crl(logits[:, j, :num_classes], features[:, j], labels[:, j],
+                             level=level, criterion=criterion, kappa=6, rho=0.5,
+                             scope=scope, valid=valid)
+    np.testing.assert_allclose(losses[j], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_blended_objective_is_eqn_8():
+  logits, features, labels, class_mask = make_heads(6)
+  alpha = np.array([0.0, 0.2, 0.5, 1.0], np.float32)
+  loss, terms = jax.jit(crl.blended_objective)(logits, features, labels, class_mask,
+                                               alpha)
+  for j, num_classes in enumerate(class_mask.sum(axis=1)):
+    expected_ce = reference.cross_entropy(logits[:, j, :num_classes], labels[:, j])
+    expected_crl = reference.crl(logits[:, j, :num_classes], None, labels[:, j],
+                                 level="class", criterion="relative", kappa=25, rho=0.5,
+                                 scope="minority")
+    np.testing.assert_allclose(terms["cross_entropy"][j], expected_ce, rtol=1e-5)
+    np.testing.assert_allclose(terms["crl"][j], expected_crl, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      loss, np.sum(alpha * terms["crl"] + (1 - alpha) * terms["cross_entropy"]),
+      rtol=1e-6)
+
+
+@pytest.mark.parametrize("level,criterion,scope", DESIGNS)
+def test_batch_permutation_leaves_loss_unchanged(level, criterion, scope):
+  logits, features, labels, valid = make_batch(7, 80, 9)
+  permutation = np.random.default_rng(1).permutation(80)
+  loss = functools.partial(crl.class_rectification_loss, level=level, criterion=criterion,
+                           scope=scope, kappa=10)
+  np.testing.assert_allclose(
+      loss(logits, features, labels, valid=valid),
+      loss(logits[permutation], features[permutation], labels[permutation],
+           valid=valid[permutation]), rtol=1e-5, atol=1e-6)
+
+
+DEGENERATE = {
+    "one_class_only": dict(labels=np.zeros(16, np.int32)),
+    "every_label_missing": dict(labels=-np.ones(16, np.int32)),
+    "every_row_padding": dict(valid=np.zeros(16, bool)),
+    "single_sample": dict(batch_size=1),
+    "singletons_only": dict(labels=np.arange(16, dtype=np.int32) % 16, num_classes=16),
+    "kappa_above_batch": dict(kappa=500),
+    "identical_features": dict(features=np.ones((16, FEATURE_DIM), np.float32)),
+    "zero_features": dict(features=np.zeros((16, FEATURE_DIM), np.float32)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+@pytest.mark.parametrize("level,criterion", list(itertools.product(crl.LEVELS,
+                                                                   crl.CRITERIA)))
+def test_gradient_is_finite_in_degenerate_batches(case, level, criterion):
+  options = dict(DEGENERATE[case])
+  batch_size = options.pop("batch_size", 16)
+  num_classes = options.pop("num_classes", 3)
+  kappa = options.pop("kappa", 25)
+  logits, features, labels, valid = make_batch(8, batch_size, num_classes, invalid=0.0)
+  labels = options.pop("labels", labels)
+  valid = options.pop("valid", valid)
+  features = options.pop("features", features)
+  assert not options
+
+  def loss_fn(logits, features):
+    return crl.class_rectification_loss(logits, features, labels, level=level,
+                                        criterion=criterion, scope="all", kappa=kappa,
+                                        valid=valid)
+
+  loss, grads = jax.value_and_grad(loss_fn, argnums=(0, 1))(logits, features)
+  assert np.isfinite(loss)
+  for grad in grads:
+    assert np.all(np.isfinite(grad))
+  expected = reference.crl(logits, features, labels, level=level, criterion=criterion,
+                           kappa=kappa, rho=0.5, scope="all", valid=valid)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
+  no_pairs = ("every_label_missing", "every_row_padding", "single_sample",
+              "singletons_only")
+  # One class only has positive pairs but no negatives: no triplet (relative) and no
+  # negative histogram (distribution) give 0; absolute keeps its positive half.
+  if case in no_pairs or (case == "one_class_only" and criterion != "absolute"):
+    assert float(loss) == 0.0
+    for grad in grads:
+      assert not np.any(grad)
+
+
+@pytest.mark.parametrize("level,criterion", list(itertools.product(crl.LEVELS,
+                                                                   crl.CRITERIA)))
+def test_gradient_reaches_anchor_positive_and_negative(level, criterion):
+  logits, features, labels, valid = make_batch(9, 48, 4, invalid=0.0, missing=0.0)
+  grads = jax.grad(lambda x: crl.class_rectification_loss(
+      x if level == "class" else logits, x if level == "instance" else None, labels,
+      level=level, criterion=criterion, scope="all"))(
+          logits if level == "class" else features)
+  assert np.all(np.isfinite(grads))
+  # With every class eligible, every sample is an anchor and so receives gradient.
+  touched = np.abs(np.asarray(grads)).sum(axis=1) > 0
+  assert touched.mean() > 0.5
+
+
+@pytest.mark.parametrize("level", crl.LEVELS)
+def test_check_grads_absolute(level):
+  """Numerical gradients where the loss is smooth (away from the mining boundaries)."""
+  logits, features, labels, _ = make_batch(10, 24, 3, invalid=0.0, missing=0.0,
+                                           logit_scale=1.0)
+  if level == "class":
+    fn = lambda x: crl.class_rectification_loss(x, None, labels, criterion="absolute",
+                                                scope="all", kappa=50)
+    argument = logits
+  else:
+    fn = lambda x: crl.class_rectification_loss(logits, x, labels, level="instance",
+                                                criterion="absolute", scope="all",
+                                                kappa=50)
+    argument = features
+  # kappa > batch: every pair is selected, so mining cannot switch under perturbation.
+  jax.test_util.check_grads(fn, (argument,), order=1, modes=["rev"], eps=1e-3,
+                            atol=2e-2, rtol=2e-2)
+
+
+def test_bf16_logits_are_accepted_and_accumulate_in_f32():
+  logits, features, labels, valid = make_batch(11, 64, 6)
+  bf16_logits = jnp.asarray(logits, jnp.bfloat16)
+  for level, criterion in itertools.product(crl.LEVELS, crl.CRITERIA):
+    loss = crl.class_rectification_loss(bf16_logits, jnp.asarray(features, jnp.bfloat16),
+                                        labels, level=level, criterion=criterion,
+                                        valid=valid)
+    assert loss.dtype == jnp.float32
+    expected = reference.crl(np.asarray(bf16_logits.astype(jnp.float32)),
+                             np.asarray(jnp.asarray(features, jnp.bfloat16)
+                                        .astype(jnp.float32)),
+                             labels, level=level, criterion=criterion, kappa=25, rho=0.5,
+                             scope="minority", valid=valid)
+    np.testing.assert_allclose(loss, expected, rtol=1e-4, atol=1e-4)
+  heads = make_heads(12)
+  loss, _ = crl.blended_objective(jnp.asarray(heads[0], jnp.bfloat16), None, heads[2],
+                                  heads[3], 0.5)
+  assert loss.dtype == jnp.float32 and np.isfinite(loss)
+
+
+@pytest.mark.parametrize("level,criterion", [("class", "relative"),
+                                             ("instance", "distribution")])
+def test_compiles_once_across_changing_data(level, criterion):
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def objective(logits, features, labels):
+    return crl.blended_objective(logits, features, labels, class_mask, 0.3, level=level,
+                                 criterion=criterion)[0]
+
+  _, _, _, class_mask = make_heads(0)
+  values = []
+  for seed in range(20):
+    logits, features, labels, _ = make_heads(seed)
+    values.append(float(objective(logits, features, labels)))
+  assert len(set(values)) > 1
+
+
+def test_bad_inputs_name_the_problem():
+  logits, features, labels, _ = make_batch(0, 8, 3)
+  with pytest.raises(ValueError, match="level='pixel' is unknown"):
+    crl.class_rectification_loss(logits, None, labels, level="pixel")
+  with pytest.raises(ValueError, match="criterion"):
+    crl.class_rectification_loss(logits, None, labels, criterion="ranking")
+  with pytest.raises(ValueError, match="scope"):
+    crl.class_rectification_loss(logits, None, labels, scope="majority")
+  with pytest.raises(ValueError, match="kappa=0"):
+    crl.class_rectification_loss(logits, None, labels, kappa=0)
+  with pytest.raises(ValueError, match="rho"):
+    crl.class_rectification_loss(logits, None, labels, rho=0.0)
+  with pytest.raises(ValueError, match="num_bins"):
+    crl.class_rectification_loss(logits, None, labels, criterion="distribution",
+                                 num_bins=1)
+  with pytest.raises(ValueError, match="margin has no meaning"):
+    crl.class_rectification_loss(logits, None, labels, criterion="distribution",
+                                 margin=0.5)
+  with pytest.raises(ValueError, match="pass features"):
+    crl.class_rectification_loss(logits, None, labels, level="instance")
+  with pytest.raises(ValueError, match=r"labels must be int\[B\]"):
+    crl.class_rectification_loss(logits, None, labels[:4])
+  with pytest.raises(ValueError, match=r"logits must be f\[B, C\]"):
+    crl.class_rectification_loss(logits[None], None, labels)
+  heads = make_heads(0)
+  with pytest.raises(ValueError, match=r"class_mask must be bool\[A, Cmax\]"):
+    crl.multi_attribute_crl(heads[0], None, heads[2], heads[3][:2])
