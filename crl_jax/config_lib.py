@@ -1,0 +1,257 @@
+"""Shared config pieces: the full default ConfigDict, loading, and validation.
+
+Experiment files in ``configs/`` call ``base_config()`` and change what their experiment
+needs (they are loaded by path, so their shared pieces live here, in the package, and
+every config imports them the same way). The returned config is locked and typed:
+unknown keys and wrong types are errors; ``validate`` refuses values out of range in one
+line that names the key, the value and what is allowed, before anything compiles.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, Optional, Sequence
+
+import ml_collections
+from ml_collections import config_dict
+
+MODEL_NAMES = ("tiny", "deepid2", "mtct", "resnet32", "cifarnet", "densenet", "resnet50")
+DATASET_NAMES = ("synthetic_attributes", "celeb_a", "cifar100", "csv", "xdomain",
+                 "deep_fashion")
+LOSS_NAMES = ("ce", "crl", "cost_sensitive", "focal", "class_balanced", "ldam_drw",
+              "logit_adjust", "balanced_softmax")
+ADJUSTMENTS = ("none", "threshold", "logit_adjust")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot run; the message names key, value and what is allowed."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key a run reads, with defaults (the paper's X-Domain settings where it has
+  them). Unlocked; ``finalise`` locks it."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "synthetic_attributes"
+  c.data.data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.data.image_size = 32
+  c.data.synthetic = ml_collections.ConfigDict(dict(
+      kind="xdomain", image_size=32, num_train=40_000, num_validation=4_000,
+      num_test=10_000, seed=0))
+  c.data.cifar = ml_collections.ConfigDict(dict(
+      protocol="standard", gamma=1.0, imbalance_factor=100.0, validation_per_class=10,
+      seed=0))
+  c.data.csv = ml_collections.ConfigDict(dict(
+      path=config_dict.placeholder(str), image_dir=config_dict.placeholder(str),
+      image_column="image", split_column=config_dict.placeholder(str),
+      attributes=config_dict.placeholder(tuple), validation_size=10_000,
+      test_size=80_000, seed=0))
+  c.data.celeb_a = ml_collections.ConfigDict(dict(test_split="validation"))
+  c.data.deep_fashion = ml_collections.ConfigDict(dict(
+      root=config_dict.placeholder(str)))
+  c.data.resampling = "none"  # none | over | down (data/resampling.py)
+  c.data.resampling_max_factor = 50.0
+  c.data.resampling_min_keep_fraction = 0.05
+  c.data.flip = True
+  c.data.crop_padding = 4
+  c.data.shuffle_buffer = 16_384
+  c.data.prefetch = 4
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "mtct"
+  c.model.feature_dim = 64
+  c.model.dtype = "float32"  # or bfloat16: bf16 compute, f32 parameters and loss
+  c.model.init_from = config_dict.placeholder(str)  # orbax checkpoint dir of an earlier run
+  c.model.kwargs = ml_collections.ConfigDict()  # passed to the model's constructor
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "crl"
+  c.loss.crl = ml_collections.ConfigDict(dict(
+      level="class", criterion="relative", kappa=25, rho=0.5, scope="minority",
+      margin=config_dict.placeholder(float), num_bins=50, eta=0.01,
+      alpha=config_dict.placeholder(float),  # fixed alpha instead of eta * Omega_imb
+      mining="global",  # global: over the whole (sharded) batch; local: per device
+      base="ce"))  # the loss CRL is blended with (Eqn 8): ce, or a baseline name
+  c.loss.focal = ml_collections.ConfigDict(dict(gamma=2.0))
+  c.loss.class_balanced = ml_collections.ConfigDict(dict(beta=0.9999, gamma=0.0))
+  c.loss.ldam = ml_collections.ConfigDict(dict(max_margin=0.5, scale=30.0,
+                                               drw_start_fraction=0.8, beta=0.9999))
+  c.loss.logit_adjust = ml_collections.ConfigDict(dict(tau=1.0))
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 0.001
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.weight_decay = 0.0005
+  c.optim.schedule = "cosine"  # constant | cosine | step
+  c.optim.warmup_steps = 0
+  c.optim.step_boundaries = (0.5, 0.75)  # fractions of training, for "step"
+  c.optim.step_factor = 0.1
+  c.optim.grad_clip_norm = config_dict.placeholder(float)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128
+  c.train.num_steps = config_dict.placeholder(int)
+  c.train.num_epochs = 1.0  # used when num_steps is None
+  c.train.log_every = 50
+  c.train.eval_every = 500
+  c.train.inject_nan_at_step = config_dict.placeholder(int)  # debug: fault injection
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 256
+  c.eval.adjustment = "none"  # none | threshold | logit_adjust (post-hoc)
+  c.eval.best_metric = "mean_class_balanced_accuracy"
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 500
+  c.checkpoint.keep = 2
+  return c
+
+
+def _allowed(key: str, value: Any, allowed: str) -> ConfigError:
+  return ConfigError(f"config.{key}={value!r} is not allowed: {allowed}.")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> None:
+  """Refuses values out of range, one line each; call before anything compiles."""
+  def one_of(key, value, options):
+    if value not in options:
+      raise _allowed(key, value, f"use one of {', '.join(map(str, options))}")
+
+  def positive(key, value, minimum=1):
+    if value is None or value < minimum:
+      raise _allowed(key, value, f"must be >= {minimum}")
+
+  one_of("data.name", config.data.name, DATASET_NAMES)
+  positive("data.image_size", config.data.image_size, 8)
+  one_of("data.resampling", config.data.resampling, ("none", "over", "down"))
+  one_of("model.name", config.model.name, MODEL_NAMES)
+  one_of("model.dtype", config.model.dtype, ("float32", "bfloat16"))
+  positive("model.feature_dim", config.model.feature_dim)
+  one_of("loss.name", config.loss.name, LOSS_NAMES)
+  crl = config.loss.crl
+  one_of("loss.crl.level", crl.level, ("class", "instance"))
+  one_of("loss.crl.criterion", crl.criterion, ("relative", "absolute", "distribution"))
+  one_of("loss.crl.scope", crl.scope, ("minority", "all"))
+  one_of("loss.crl.mining", crl.mining, ("global", "local"))
+  one_of("loss.crl.base", crl.base, ("ce", "cost_sensitive", "focal", "class_balanced",
+                                     "logit_adjust", "balanced_softmax"))
+  positive("loss.crl.kappa", crl.kappa)
+  positive("loss.crl.num_bins", crl.num_bins, 2)
+  if not 0.0 < crl.rho <= 1.0:
+    raise _allowed("loss.crl.rho", crl.rho, "must be in (0, 1]")
+  if crl.eta < 0:
+    raise _allowed("loss.crl.eta", crl.eta, "must be >= 0")
+  if crl.alpha is not None and not 0.0 <= crl.alpha <= 1.0:
+    raise _allowed("loss.crl.alpha", crl.alpha, "must be in [0, 1] (or None for eta * "
+                   "Omega_imb)")
+  if crl.margin is not None and crl.margin < 0:
+    raise _allowed("loss.crl.margin", crl.margin, "must be >= 0 (or None for the "
+                   "paper's default)")
+  if crl.margin is not None and crl.criterion == "distribution":
+    raise _allowed("loss.crl.margin", crl.margin, "must be None with criterion="
+                   "'distribution' (Eqn 16 has no margin)")
+  if config.loss.focal.gamma < 0:
+    raise _allowed("loss.focal.gamma", config.loss.focal.gamma, "must be >= 0")
+  if not 0.0 <= config.loss.class_balanced.beta < 1.0:
+    raise _allowed("loss.class_balanced.beta", config.loss.class_balanced.beta,
+                   "must be in [0, 1)")
+  if config.loss.logit_adjust.tau < 0:
+    raise _allowed("loss.logit_adjust.tau", config.loss.logit_adjust.tau, "must be >= 0")
+  if config.loss.ldam.max_margin <= 0 or config.loss.ldam.scale <= 0:
+    raise _allowed("loss.ldam", (config.loss.ldam.max_margin, config.loss.ldam.scale),
+                   "max_margin and scale must be > 0")
+  if not 0.0 <= config.loss.ldam.drw_start_fraction <= 1.0:
+    raise _allowed("loss.ldam.drw_start_fraction", config.loss.ldam.drw_start_fraction,
+                   "must be in [0, 1]")
+  one_of("optim.schedule", config.optim.schedule, ("constant", "cosine", "step"))
+  if config.optim.learning_rate <= 0:
+    raise _allowed("optim.learning_rate", config.optim.learning_rate, "must be > 0")
+  if not 0.0 <= config.optim.momentum < 1.0:
+    raise _allowed("optim.momentum", config.optim.momentum, "must be in [0, 1)")
+  if config.optim.weight_decay < 0:
+    raise _allowed("optim.weight_decay", config.optim.weight_decay, "must be >= 0")
+  positive("train.batch_size", config.train.batch_size)
+  positive("eval.batch_size", config.eval.batch_size)
+  if config.train.num_steps is not None:
+    positive("train.num_steps", config.train.num_steps)
+  elif config.train.num_epochs <= 0:
+    raise _allowed("train.num_epochs", config.train.num_epochs, "must be > 0")
+  positive("train.log_every", config.train.log_every)
+  positive("train.eval_every", config.train.eval_every)
+  positive("checkpoint.every_steps", config.checkpoint.every_steps)
+  positive("checkpoint.keep", config.checkpoint.keep)
+  one_of("eval.adjustment", config.eval.adjustment, ADJUSTMENTS)
+  if num_devices is not None:
+    for key in ("train.batch_size", "eval.batch_size"):
+      section, name = key.split(".")
+      value = config[section][name]
+      if value % num_devices:
+        raise _allowed(key, value, f"must be divisible by the {num_devices} devices "
+                       "of the mesh")
+
+
+def load_config(spec: str,
+                overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Loads ``path.py[:arg]``, applies ``key=value`` overrides, locks and validates.
+
+  Args:
+    spec: a config file path, optionally with ``:arg`` passed to ``get_config(arg)``.
+    overrides: ``"loss.crl.kappa=10"``-style strings (values parsed as Python literals
+      where possible).
+
+  Returns:
+    A locked ``ConfigDict``.
+  """
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise ConfigError(f"config file {path!r} does not exist (give a path such as "
+                      "configs/synthetic.py or configs/synthetic.py:smoke).")
+  module_spec = importlib.util.spec_from_file_location(
+      f"crl_jax_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  config = finalise(config)
+  for override in overrides:
+    key, _, value = override.partition("=")
+    set_by_path(config, key, parse_value(value))
+  validate(config)
+  return config
+
+
+def finalise(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Locks a config (model.kwargs stays open for backbone-specific arguments)."""
+  config.lock()
+  config.model.kwargs.unlock()
+  return config
+
+
+def parse_value(text: str):
+  import ast
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def set_by_path(config: ml_collections.ConfigDict, key: str, value) -> None:
+  """``config.a.b.c = value`` with a one-line error for unknown keys or bad types."""
+  parts = key.split(".")
+  node = config
+  for i, part in enumerate(parts[:-1]):
+    if part not in node:
+      raise ConfigError(f"config.{'.'.join(parts[:i + 1])} does not exist; keys there: "
+                        f"{', '.join(sorted(node.keys()))}.")
+    node = node[part]
+  if parts[-1] not in node and not (isinstance(node, ml_collections.ConfigDict)
+                                    and not node.is_locked):
+    raise ConfigError(f"config.{key} does not exist; keys there: "
+                      f"{', '.join(sorted(node.keys()))}.")
+  try:
+    node[parts[-1]] = value
+  except TypeError as error:
+    raise ConfigError(f"config.{key}={value!r} has the wrong type: {error}") from None

@@ -1,0 +1,1 @@
+"""Evaluation: confusion matrices summed on device -> class-balanced accuracy."""

@@ -1,0 +1,66 @@
+r"""Train and evaluate an attribute model with cross-entropy + CRL.
+
+    python -m crl_jax.main --config=configs/synthetic.py --workdir=/tmp/run
+    python -m crl_jax.main --config=configs/xdomain.py:smoke --workdir=/tmp/run \
+        --config.loss.crl.kappa=10
+    python -m crl_jax.main --config=configs/synthetic.py --workdir=/tmp/run --mode=eval
+
+Flags only; the work is ``crl_jax.train.loop.train_and_evaluate(config, workdir)``.
+Rerunning with the same workdir resumes; a workdir holding a run with a different
+config is refused unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally with ':arg' (e.g. configs/synthetic.py:smoke)",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
+                          "train (and evaluate at the end) or only evaluate.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Replace a different run found in --workdir.")
+_NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Hide the progress bar.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.ERROR)
+  from crl_jax import config_lib
+  from crl_jax.train import loop
+  from crl_jax.train import checkpoint
+  from crl_jax import data as data_lib
+  config = config_lib.finalise(_CONFIG.value)
+  try:
+    config_lib.validate(config)
+    if _MODE.value == "train":
+      result = loop.train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value,
+                                       progress=not _NO_PROGRESS.value)
+    else:
+      result = loop.evaluate(config, _WORKDIR.value)
+  except (config_lib.ConfigError, data_lib.DataError, checkpoint.CheckpointError,
+          loop.TrainingError) as error:
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    return 2
+  del result
+  return 0
+
+
+def run():
+  app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,1 @@
+"""Training: state, optimiser, objective, step, sharding, checkpoints and the loop."""

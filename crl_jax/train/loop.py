@@ -1,0 +1,528 @@
+"""The training and evaluation loops: the only module of ``train/`` that does I/O.
+
+``train_and_evaluate(config, workdir)`` prepares the data, builds the model, resumes
+from the workdir's latest checkpoint, trains with periodic validation (the best
+checkpoint by validation mean class-balanced accuracy is kept), evaluates the test
+split with the best checkpoint and returns (and writes) the results.
+``evaluate(config, workdir)`` re-evaluates a trained workdir.
+
+Only process 0 writes logs, metrics and reports; every process takes part in
+checkpointing (orbax coordinates multi-host saves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crl_jax import baselines
+from crl_jax import config_lib
+from crl_jax import data as data_lib
+from crl_jax import models
+from crl_jax.evaluation import metrics as metrics_lib
+from crl_jax.train import checkpoint as checkpoint_lib
+from crl_jax.train import mesh as mesh_lib
+from crl_jax.train import objective as objective_lib
+from crl_jax.train import optimizer as optimizer_lib
+from crl_jax.train import state as state_lib
+from crl_jax.train import step as step_lib
+
+THRESHOLD_TEMPERATURES = (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+class TrainingError(RuntimeError):
+  """The run cannot continue; the message says why and what was kept."""
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
+
+
+def _print(*args):
+  if is_main_process():
+    print(*args, flush=True)
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything built once for a config: data, model, objective, steps, shardings."""
+
+  config: Any
+  mesh: Any
+  source: Any
+  schema: Any
+  class_counts: np.ndarray
+  class_mask: np.ndarray
+  model: Any
+  objective: objective_lib.Objective
+  optimizer: Any
+  schedule: Any
+  num_steps: int
+  steps_per_epoch: float
+  train_multiplicity: np.ndarray
+
+
+def build(config, *, prepare: bool = True) -> Run:
+  """Validates the config, prepares the data and builds model, objective, optimiser."""
+  config_lib.validate(config, num_devices=jax.device_count())
+  mesh = mesh_lib.make_mesh()
+  source = data_lib.get_source(config.data)
+  if prepare:
+    if is_main_process():
+      source.prepare()
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("data prepared")
+      source.prepare()  # the others find it prepared (shared file system)
+  schema = source.schema
+  class_counts = source.train_class_counts().astype(np.float32)
+  class_mask = schema.class_mask
+  multiplicity = data_lib.training_multiplicity(source, config.data, config.seed)
+  epoch_size = int(multiplicity.sum())
+  steps_per_epoch = epoch_size / config.train.batch_size
+  num_steps = (config.train.num_steps if config.train.num_steps is not None else
+               max(1, math.ceil(config.train.num_epochs * steps_per_epoch)))
+  model = models.get_model(config.model.name, class_counts=schema.class_counts,
+                           feature_dim=config.model.feature_dim,
+                           dtype=jnp.dtype(config.model.dtype),
+                           **dict(config.model.kwargs))
+  alpha = objective_lib.attribute_alpha(config.loss, class_counts, class_mask)
+  objective = objective_lib.Objective(
+      loss_config=config.loss, class_mask=class_mask, class_counts=class_counts,
+      alpha=alpha, attribute_names=schema.names, num_steps=num_steps, mesh=mesh)
+  schedule = optimizer_lib.learning_rate_schedule(config.optim, num_steps)
+  optimizer = optimizer_lib.make_optimizer(config.optim, num_steps)
+  return Run(config=config, mesh=mesh, source=source, schema=schema,
+             class_counts=class_counts, class_mask=class_mask, model=model,
+             objective=objective, optimizer=optimizer, schedule=schedule,
+             num_steps=num_steps, steps_per_epoch=steps_per_epoch,
+             train_multiplicity=multiplicity)
+
+
+def initial_state(run: Run, rng) -> state_lib.TrainState:
+  """A freshly initialised, replicated ``TrainState``."""
+  size = run.config.data.image_size
+  images = jnp.zeros((1, size, size, 3), jnp.float32)
+
+  def init(rng):
+    params_rng, dropout_rng = jax.random.split(rng)
+    variables = run.model.init({"params": params_rng, "dropout": dropout_rng}, images,
+                               train=False)
+    return state_lib.create(variables["params"], variables.get("batch_stats", {}),
+                            run.optimizer, run.schema.num_attributes)
+
+  return jax.jit(init, out_shardings=mesh_lib.replicated_sharding(run.mesh))(rng)
+
+
+def abstract_state(run: Run):
+  shapes = jax.eval_shape(lambda: initial_state(run, jax.random.key(0)))
+  replicated = mesh_lib.replicated_sharding(run.mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                     sharding=replicated), shapes)
+
+
+def load_pretrained(state: state_lib.TrainState, init_from: str, mesh):
+  """Copies every variable of an earlier run whose path and shape match; the rest
+  (typically heads for other classes) stays freshly initialised. Returns
+  ``(state, report lines)``."""
+  earlier = checkpoint_lib.restore_variables(init_from)
+  report = []
+
+  def merge(collection, current):
+    flat_current = dict(jax.tree_util.tree_flatten_with_path(current)[0])
+    flat_earlier = dict(jax.tree_util.tree_flatten_with_path(earlier.get(collection,
+                                                                         {}))[0])
+    merged, copied = {}, 0
+    for path, leaf in flat_current.items():
+      name = "/".join(str(getattr(k, "key", k)) for k in path)
+      old = flat_earlier.get(path)
+      if old is not None and tuple(old.shape) == tuple(leaf.shape):
+        merged[path] = jnp.asarray(old, leaf.dtype)
+        copied += 1
+      else:
+        merged[path] = leaf
+        why = "absent there" if old is None else (
+            f"shape {tuple(old.shape)} there vs {tuple(leaf.shape)} here")
+        report.append(f"re-initialised {collection}/{name} ({why})")
+    treedef = jax.tree_util.tree_structure(current)
+    leaves = [merged[path] for path, _ in jax.tree_util.tree_flatten_with_path(current)[0]]
+    report.insert(0, f"loaded {copied}/{len(flat_current)} {collection} arrays from "
+                  f"{init_from}")
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+  params = merge("params", state.params)
+  batch_stats = merge("batch_stats", state.batch_stats) if state.batch_stats else {}
+  replicated = mesh_lib.replicated_sharding(mesh)
+  params = jax.device_put(params, replicated)
+  batch_stats = jax.device_put(batch_stats, replicated)
+  return state.replace(params=params, batch_stats=batch_stats), report
+
+
+def eval_adjustments(run: Run) -> tuple[list, list]:
+  """``(names, functions)`` of the post-hoc prediction variants of ``eval.adjustment``."""
+  counts = jnp.asarray(run.class_counts)
+  mask = jnp.asarray(run.class_mask)
+  name = run.config.eval.adjustment
+  if name == "threshold":
+    return ([f"threshold_T{t:g}" for t in THRESHOLD_TEMPERATURES],
+            [functools.partial(baselines.ADJUSTMENTS["threshold"], class_mask=mask,
+                               class_counts=counts, temperature=t)
+             for t in THRESHOLD_TEMPERATURES])
+  if name == "logit_adjust":
+    return (["logit_adjust"],
+            [functools.partial(baselines.ADJUSTMENTS["logit_adjust"], class_mask=mask,
+                               class_counts=counts,
+                               tau=run.config.loss.logit_adjust.tau)])
+  return [], []
+
+
+def confusion_of_split(run: Run, eval_step, state, split: str) -> np.ndarray:
+  """int64[V, A, Cmax, Cmax] summed over the split (every example once)."""
+  dataset, num_batches = data_lib.pipeline.eval_dataset(
+      run.source, split, data_lib.pipeline_options(run.config.data),
+      global_batch_size=run.config.eval.batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  sharding = mesh_lib.batch_sharding(run.mesh)
+  total = None
+  for batch in dataset.as_numpy_iterator():
+    confusion = eval_step(state.params, state.batch_stats,
+                          data_lib.pipeline.to_global(batch, sharding))
+    total = confusion if total is None else total + confusion
+  del num_batches
+  return np.asarray(jax.device_get(total), np.int64)
+
+
+def choose_variants(run: Run, validation_confusion: np.ndarray) -> np.ndarray:
+  """int[A]: per attribute, the prediction variant used for reporting. Without an
+  adjustment it is 0 (raw); with threshold adjustment, the temperature with the best
+  validation class-balanced accuracy (ties: the smaller T)."""
+  if validation_confusion.shape[0] == 1:
+    return np.zeros(run.schema.num_attributes, int)
+  adjusted = validation_confusion[1:]
+  scores = np.stack([metrics_lib.class_balanced_accuracy(c) for c in adjusted])
+  return 1 + np.argmax(np.nan_to_num(scores, nan=-1.0), axis=0)
+
+
+def pick(confusion: np.ndarray, variants: np.ndarray) -> np.ndarray:
+  return confusion[variants, np.arange(len(variants))]
+
+
+def summarise(run: Run, confusion: np.ndarray) -> dict:
+  return metrics_lib.summarise(confusion, run.schema.names, run.class_counts,
+                               run.class_mask)
+
+
+class _Preemption:
+  """Turns SIGTERM/SIGINT into a flag that the loop checks between steps."""
+
+  def __init__(self):
+    self.signal_name = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading_is_main():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal_name = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def threading_is_main() -> bool:
+  import threading
+  return threading.current_thread() is threading.main_thread()
+
+
+def _agree(flag: bool) -> bool:
+  """True on every process when any process raised the flag (multi-host)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+
+class _Writer:
+  """JSON lines and TensorBoard events in the workdir (process 0 only)."""
+
+  def __init__(self, workdir: str):
+    self.enabled = is_main_process()
+    if not self.enabled:
+      return
+    import tensorflow as tf
+    self._tf = tf
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._summary = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, split: str, scalars: dict) -> None:
+    if not self.enabled:
+      return
+    self._jsonl.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
+    self._jsonl.flush()
+    with self._summary.as_default(step=step):
+      for key, value in scalars.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+          self._tf.summary.scalar(f"{split}/{key}", value)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._summary.flush()
+      self._summary.close()
+
+
+def _nonfinite_message(run: Run, state, last_good: Optional[int], workdir: str) -> str:
+  step = int(jax.device_get(state.nonfinite_step))
+  terms = np.asarray(jax.device_get(state.nonfinite_terms))
+  labels = []
+  base_name = ("cross-entropy" if run.config.loss.name in ("ce", "crl")
+               and (run.config.loss.name == "ce" or run.config.loss.crl.base == "ce")
+               else (run.config.loss.crl.base if run.config.loss.name == "crl"
+                     else run.config.loss.name))
+  for row, term in ((0, base_name), (1, "CRL")):
+    for j in np.flatnonzero(terms[row]):
+      labels.append(f"{term} of attribute '{run.schema.names[j]}'")
+  what = ", ".join(labels) if labels else "the gradients (every loss term was finite)"
+  kept = (f"the last good checkpoint is step {last_good} in "
+          f"{os.path.join(workdir, 'checkpoints')}" if last_good is not None
+          else "no checkpoint had been saved yet")
+  return (f"non-finite loss at step {step}: {what}. That update was skipped and no "
+          f"non-finite state was saved; {kept}. Lower optim.learning_rate or set "
+          "optim.grad_clip_norm, then rerun to resume from the checkpoint.")
+
+
+def _prepare_workdir(config, workdir: str, overwrite: bool) -> None:
+  if is_main_process():
+    if overwrite and os.path.isdir(workdir):
+      for name in ("checkpoints", "best", "config.json", "metrics.jsonl", "tensorboard",
+                   "results.json"):
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        elif os.path.exists(path):
+          os.remove(path)
+    checkpoint_lib.check_config(workdir, config.to_json(sort_keys=True), overwrite)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("workdir ready")
+
+
+def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
+                       progress: bool = True) -> dict:
+  """Trains (resuming from ``workdir``), then evaluates the test split.
+
+  Returns:
+    A dict with ``status`` ("finished" or "preempted"), ``step``, and for a finished
+    run ``validation`` / ``test`` summaries (``evaluation.metrics.summarise``) of the
+    best checkpoint, ``best_step`` and ``train_seconds``.
+  """
+  run = build(config)
+  _prepare_workdir(config, workdir, overwrite)
+  store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep)
+  writer = _Writer(workdir)
+  try:
+    return _train(run, workdir, store, writer, progress)
+  finally:
+    writer.close()
+    store.close()
+
+
+def _describe(run: Run) -> None:
+  _print(f"data: {run.source.name}, {run.source.num_examples('train')} training images "
+         f"({int(run.train_multiplicity.sum())} per epoch after "
+         f"{run.config.data.resampling!r} resampling), {run.schema.num_attributes} "
+         f"attributes, {sum(run.schema.class_counts)} classes")
+  _print(f"model: {run.config.model.name}; loss: {run.config.loss.name}; "
+         f"{run.num_steps} steps of global batch {run.config.train.batch_size} "
+         f"(~{run.num_steps / max(run.steps_per_epoch, 1e-9):.1f} epochs) on "
+         f"{jax.device_count()} {jax.devices()[0].platform} device(s), "
+         f"{jax.process_count()} process(es)")
+  if run.config.loss.name == "crl":
+    alpha = ", ".join(f"{n}={a:.3f}" for n, a in zip(run.schema.names,
+                                                     run.objective.alpha))
+    _print(f"CRL: {run.config.loss.crl.level}/{run.config.loss.crl.criterion}/"
+           f"{run.config.loss.crl.scope}, kappa={run.config.loss.crl.kappa}, "
+           f"rho={run.config.loss.crl.rho}, mining={run.config.loss.crl.mining}; "
+           f"alpha: {alpha}")
+
+
+def _train(run: Run, workdir: str, store, writer, progress: bool) -> dict:
+  config = run.config
+  _describe(run)
+  rng = jax.random.key(config.seed)
+  init_rng, step_rng = jax.random.split(rng)
+  state = initial_state(run, init_rng)
+  meta = {"best_metric": None, "best_step": None, "train_seconds": 0.0}
+  restored = store.restore_latest(abstract_state(run))
+  if restored is not None:
+    state, meta, skipped = restored
+    for step, reason in skipped:
+      _print(f"WARNING: checkpoint at step {step} is damaged ({reason}); resumed from "
+             "an older one.")
+    _print(f"resumed from step {int(state.step)} ({store.periodic.directory})")
+  elif config.model.init_from:
+    state, report = load_pretrained(state, config.model.init_from, run.mesh)
+    for line in report:
+      _print(f"init_from: {line}")
+  start_step = int(jax.device_get(state.step))
+
+  train_step = step_lib.make_train_step(
+      run.model, run.objective, run.optimizer, mesh=run.mesh,
+      learning_rate=run.schedule,
+      inject_nan_at_step=config.train.inject_nan_at_step)
+  adjustment_names, adjustments = eval_adjustments(run)
+  eval_step = step_lib.make_eval_step(run.model, class_mask=run.class_mask,
+                                      adjustments=adjustments, mesh=run.mesh)
+  dataset = data_lib.pipeline.train_dataset(
+      run.source, data_lib.pipeline_options(config.data),
+      global_batch_size=config.train.batch_size, seed=config.seed,
+      start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count(), multiplicity=run.train_multiplicity)
+  batches = dataset.as_numpy_iterator()
+  sharding = mesh_lib.batch_sharding(run.mesh)
+
+  bar = None
+  if progress and is_main_process() and start_step < run.num_steps:
+    from tqdm import tqdm
+    bar = tqdm(total=run.num_steps, initial=start_step, desc="train", unit="step",
+               dynamic_ncols=True, file=sys.stdout, mininterval=1.0)
+  last_saved = store.latest_step()
+  step = start_step
+  started = time.time()
+  interval_start, interval_steps, input_seconds = time.time(), 0, 0.0
+  status = "finished"
+  with _Preemption() as preemption:
+    while step < run.num_steps:
+      fetch_start = time.time()
+      batch = data_lib.pipeline.to_global(next(batches), sharding)
+      input_seconds += time.time() - fetch_start
+      state, step_metrics = train_step(state, batch, step_rng)
+      step += 1
+      interval_steps += 1
+      if bar is not None:
+        bar.update(1)
+      at_log = step % config.train.log_every == 0 or step == run.num_steps
+      at_eval = step % config.train.eval_every == 0 or step == run.num_steps
+      at_save = step % config.checkpoint.every_steps == 0 or step == run.num_steps
+      stop = preemption.signal_name is not None
+      if jax.process_count() > 1 and not (at_log or at_save):
+        stop = False  # agree on stopping only at the (collective) log/save points
+      elif jax.process_count() > 1:
+        stop = _agree(stop)
+      if at_log or at_save or at_eval or stop:
+        if int(jax.device_get(state.nonfinite_step)) >= 0:
+          raise TrainingError(_nonfinite_message(run, state, last_saved, workdir))
+      if at_log:
+        scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        elapsed = time.time() - interval_start
+        scalars["steps_per_second"] = interval_steps / max(elapsed, 1e-9)
+        scalars["input_fraction"] = input_seconds / max(elapsed, 1e-9)
+        writer.write(step, "train", scalars)
+        if bar is not None:
+          bar.set_postfix(loss=f"{scalars['loss']:.4f}", crl=f"{scalars['crl_loss']:.3f}")
+        interval_start, interval_steps, input_seconds = time.time(), 0, 0.0
+      if at_eval:
+        validation = confusion_of_split(run, eval_step, state, "validation")
+        variants = choose_variants(run, validation)
+        summary = summarise(run, pick(validation, variants))
+        metric = summary["mean_class_balanced_accuracy"]
+        writer.write(step, "validation", {
+            "mean_class_balanced_accuracy": metric, "mean_accuracy":
+            summary["mean_accuracy"], **{f"class_balanced_accuracy/{n}": e[
+                "class_balanced_accuracy"] for n, e in summary["attributes"].items()}})
+        if meta["best_metric"] is None or metric > meta["best_metric"]:
+          meta.update(best_metric=metric, best_step=step)
+          store.save_best(step, state, dict(meta, step=step))
+        if bar is not None:
+          bar.write(f"step {step}: validation mean class-balanced accuracy "
+                    f"{100 * metric:.2f}% (best {100 * meta['best_metric']:.2f}% at "
+                    f"step {meta['best_step']})")
+      if at_save or stop:
+        meta["train_seconds"] = meta.get("train_seconds", 0.0) + time.time() - started
+        started = time.time()
+        store.save(step, state, dict(meta, step=step))
+        last_saved = step
+      if stop:
+        status = "preempted"
+        break
+  if bar is not None:
+    bar.close()
+  if status == "preempted":
+    _print(f"Preempted by {preemption.signal_name} at step {step}: checkpoint saved to "
+           f"{store.periodic.directory}; rerun the same command to resume.")
+    return {"status": "preempted", "step": step}
+  results = evaluate_workdir(run, store, eval_step)
+  results.update(status="finished", step=step,
+                 train_seconds=meta.get("train_seconds", 0.0))
+  _write_results(workdir, results)
+  return results
+
+
+def evaluate_workdir(run: Run, store, eval_step=None) -> dict:
+  """Validation and test summaries of the best checkpoint (per-attribute variant chosen
+  on validation when an adjustment is configured)."""
+  if eval_step is None:
+    _, adjustments = eval_adjustments(run)
+    eval_step = step_lib.make_eval_step(run.model, class_mask=run.class_mask,
+                                        adjustments=adjustments, mesh=run.mesh)
+  state, meta = store.restore_best(abstract_state(run))
+  validation = confusion_of_split(run, eval_step, state, "validation")
+  test = confusion_of_split(run, eval_step, state, "test")
+  variants = choose_variants(run, validation)
+  names, _ = eval_adjustments(run)
+  results = {
+      "best_step": int(meta.get("step", jax.device_get(state.step))),
+      "validation": summarise(run, pick(validation, variants)),
+      "test": summarise(run, pick(test, variants)),
+      "adjustment": run.config.eval.adjustment,
+      "adjustment_variant": {n: (["none"] + names)[int(v)]
+                             for n, v in zip(run.schema.names, variants)},
+  }
+  if run.config.eval.adjustment != "none":
+    results["test_unadjusted"] = summarise(run, test[0])
+  _print(metrics_lib.format_table(
+      results["test"], title=f"test split, best checkpoint (step {results['best_step']})"
+      ", class-balanced accuracy per attribute:"))
+  return results
+
+
+def _write_results(workdir: str, results: dict) -> None:
+  if not is_main_process():
+    return
+  path = os.path.join(workdir, "results.json")
+  with open(f"{path}.tmp", "w") as f:
+    json.dump(results, f, indent=1)
+  os.replace(f"{path}.tmp", path)
+
+
+def evaluate(config, workdir: str) -> dict:
+  """``--mode=eval``: evaluates the best checkpoint of a trained workdir."""
+  run = build(config)
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise checkpoint_lib.CheckpointError(
+        f"{workdir} holds no run (no config.json): train first with --mode=train.")
+  store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep)
+  try:
+    results = evaluate_workdir(run, store)
+  finally:
+    store.close()
+  _write_results(workdir, dict(results, status="evaluated"))
+  return results

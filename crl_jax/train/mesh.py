@@ -1,0 +1,29 @@
+"""The device mesh and the shardings of data-parallel training.
+
+One mesh axis, ``"data"``, over every device JAX sees (all processes). The batch is
+sharded along it; parameters and optimiser state are replicated. Inside ``jit`` the
+arrays are global, so batch-norm statistics and (global) CRL mining see the whole
+batch, exactly as on one device.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D ``Mesh`` over ``devices`` (default: all devices of all processes)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())

@@ -1,0 +1,189 @@
+"""The training objective: the only place where the model meets the loss.
+
+``loss.name``:
+
+* ``"ce"``: ``sum_j L_ce_j`` (Eqn 2: per-attribute means over labelled samples, summed).
+* ``"crl"``: Eqn (8), ``sum_j alpha_j * L_crl_j + (1 - alpha_j) * L_base_j`` with
+  ``L_base`` cross-entropy or, with ``loss.crl.base``, another per-attribute loss of
+  ``crl_jax.baselines`` (CRL + logit-adjusted CE, CRL + focal, ...). ``alpha_j`` is
+  ``eta * Omega_imb_j`` of the training counts, or the fixed ``loss.crl.alpha``.
+* a baseline name (``cost_sensitive``, ``focal``, ``class_balanced``, ``ldam_drw``,
+  ``logit_adjust``, ``balanced_softmax``): ``sum_j L_baseline_j``.
+
+CRL mining: ``loss.crl.mining = "global"`` computes the loss on the global batch inside
+``jit`` (the compiler gathers what mining needs across devices), so the result is
+exactly what one device would compute. ``"local"`` runs the CRL under ``shard_map``:
+each device mines only its own rows (hard samples from other devices are never
+paired), and the per-attribute CRL is the mean over devices; cross-entropy stays the
+global mean. Local mining is cheaper at scale but is a different (noisier) objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from crl_jax import baselines
+from crl_jax import crl
+from crl_jax.train import mesh as mesh_lib
+
+BASELINE_LOSSES = {"cost_sensitive": "cost_sensitive", "focal": "focal",
+                   "class_balanced": "class_balanced", "ldam_drw": "ldam",
+                   "logit_adjust": "logit_adjust", "balanced_softmax": "balanced_softmax"}
+
+
+def attribute_alpha(loss_config, class_counts: np.ndarray,
+                    class_mask: np.ndarray) -> np.ndarray:
+  """float32[A]: ``clip(eta * Omega_imb_j, 0, 1)`` or the fixed ``loss.crl.alpha``."""
+  if loss_config.crl.alpha is not None:
+    return np.full(len(class_counts), loss_config.crl.alpha, np.float32)
+  alpha = jax.vmap(crl.imbalance_alpha, in_axes=(0, None, 0))(
+      jnp.asarray(class_counts), loss_config.crl.eta, jnp.asarray(class_mask))
+  return np.asarray(alpha, np.float32)
+
+
+def baseline_hyperparameters(loss_config, name: str) -> dict:
+  if name == "focal":
+    return {"gamma": loss_config.focal.gamma}
+  if name == "class_balanced":
+    return {"beta": loss_config.class_balanced.beta,
+            "gamma": loss_config.class_balanced.gamma}
+  if name == "ldam_drw":
+    return {"max_margin": loss_config.ldam.max_margin, "scale": loss_config.ldam.scale}
+  if name == "logit_adjust":
+    return {"tau": loss_config.logit_adjust.tau}
+  return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """Everything the loss needs that is fixed for a run.
+
+  Attributes:
+    loss_config: ``config.loss``.
+    class_mask: bool[A, Cmax].
+    class_counts: float32[A, Cmax] training class counts.
+    alpha: float32[A] CRL weights (Eqn 8).
+    attribute_names: for metric names.
+    num_steps: total training steps (the deferred re-weighting of LDAM-DRW starts at
+      ``loss.ldam.drw_start_fraction * num_steps``).
+    mesh: the device mesh (local mining runs ``shard_map`` over it).
+  """
+
+  loss_config: Any
+  class_mask: np.ndarray
+  class_counts: np.ndarray
+  alpha: np.ndarray
+  attribute_names: tuple
+  num_steps: int
+  mesh: Any = None
+
+  def _base_losses(self, name: str, logits, labels, valid, step):
+    """float32[A] per-attribute base loss."""
+    class_mask = jnp.asarray(self.class_mask)
+    if name == "ce":
+      return crl.multi_attribute_cross_entropy(logits, labels, class_mask, valid=valid)
+    counts = jnp.asarray(self.class_counts)
+    hyperparameters = baseline_hyperparameters(self.loss_config, name)
+    if name == "ldam_drw":
+      drw_weights = baselines.drw_class_weights(counts, class_mask,
+                                                beta=self.loss_config.ldam.beta)
+      start = int(self.loss_config.ldam.drw_start_fraction * self.num_steps)
+      weights = jnp.where(step >= start, drw_weights, jnp.ones_like(drw_weights))
+      hyperparameters["per_class_weights"] = weights
+    return baselines.LOSSES[BASELINE_LOSSES[name]](logits, labels, class_mask, counts,
+                                                   valid=valid, **hyperparameters)
+
+  def _crl_losses(self, logits, features, labels, valid):
+    options = self.loss_config.crl
+    kwargs = dict(level=options.level, criterion=options.criterion, kappa=options.kappa,
+                  rho=options.rho, scope=options.scope, margin=options.margin,
+                  num_bins=options.num_bins)
+    class_mask = jnp.asarray(self.class_mask)
+    if options.level == "class":
+      features = None
+    if options.mining == "global" or self.mesh is None:
+      return crl.multi_attribute_crl(logits, features, labels, class_mask, valid=valid,
+                                     **kwargs)
+
+    def per_device(logits, features, labels, valid):
+      local = crl.multi_attribute_crl(logits, features, labels, class_mask, valid=valid,
+                                      **kwargs)
+      return jax.lax.pmean(local, mesh_lib.DATA_AXIS)
+
+    spec = PartitionSpec(mesh_lib.DATA_AXIS)
+    if features is None:
+      return jax.shard_map(lambda l, y, v: per_device(l, None, y, v), mesh=self.mesh,
+                           in_specs=(spec, spec, spec), out_specs=PartitionSpec())(
+                               logits, labels, valid)
+    return jax.shard_map(per_device, mesh=self.mesh, in_specs=(spec,) * 4,
+                         out_specs=PartitionSpec())(logits, features, labels, valid)
+
+  def __call__(self, outputs: dict, labels, valid, step):
+    """The loss of one batch.
+
+    Args:
+      outputs: the model's ``{"logits": f[B, A, Cmax], "features": f[B, A, D]}``.
+      labels: int32[B, A], ``-1`` missing.
+      valid: bool[B].
+      step: int32 scalar, the optimiser step.
+
+    Returns:
+      ``(loss float32 scalar, {"base": float32[A], "crl": float32[A]})``; ``crl`` is
+      zeros when the loss has no CRL term.
+    """
+    name = self.loss_config.name
+    logits = outputs["logits"]
+    num_attributes = logits.shape[1]
+    if name != "crl":
+      base = self._base_losses(name, logits, labels, valid, step)
+      return jnp.sum(base), {"base": base, "crl": jnp.zeros((num_attributes,))}
+    base = self._base_losses(self.loss_config.crl.base, logits, labels, valid, step)
+    rectification = self._crl_losses(logits, outputs.get("features"), labels, valid)
+    alpha = jnp.asarray(self.alpha)
+    loss = jnp.sum(alpha * rectification + (1.0 - alpha) * base)
+    return loss, {"base": base, "crl": rectification}
+
+
+def model_loss(model, objective: Objective, params, batch_stats, batch: dict, rng, step,
+               *, inject_nan_at_step: Optional[int] = None):
+  """Applies the model in training mode and evaluates the objective.
+
+  Args:
+    model: a ``crl_jax.models`` module.
+    objective: the run's ``Objective``.
+    params, batch_stats: model variables (``batch_stats`` may be an empty dict).
+    batch: ``{"image": f[B, H, W, 3], "labels": int32[B, A]}`` and optionally
+      ``"valid": bool[B]``.
+    rng: PRNG key for dropout.
+    step: int32 scalar.
+    inject_nan_at_step: debug fault injection: at this step the CRL (or base) term of
+      the first attribute becomes NaN.
+
+  Returns:
+    ``(loss, (terms, new_batch_stats))``.
+  """
+  variables = {"params": params}
+  mutable = []
+  if batch_stats:
+    variables["batch_stats"] = batch_stats
+    mutable = ["batch_stats"]
+  outputs, updates = model.apply(variables, batch["image"], train=True, mutable=mutable,
+                                 rngs={"dropout": rng})
+  valid = batch.get("valid")
+  if valid is None:
+    valid = jnp.ones(batch["labels"].shape[:1], bool)
+  loss, terms = objective(outputs, batch["labels"], valid, step)
+  if inject_nan_at_step is not None:
+    key = "crl" if objective.loss_config.name == "crl" else "base"
+    poisoned = terms[key].at[0].set(jnp.where(step == inject_nan_at_step, jnp.nan,
+                                              terms[key][0]))
+    loss = loss + jnp.sum(poisoned - terms[key])
+    terms = dict(terms, **{key: poisoned})
+  return loss, (terms, updates.get("batch_stats", batch_stats))
