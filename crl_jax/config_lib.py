@@ -42,16 +42,21 @@ def base_config() -> ml_collections.ConfigDict:
       kind="xdomain", image_size=32, num_train=40_000, num_validation=4_000,
       num_test=10_000, seed=0))
   c.data.cifar = ml_collections.ConfigDict(dict(
-      protocol="standard", gamma=1.0, imbalance_factor=100.0, validation_per_class=10,
-      seed=0))
+      protocol="standard",  # standard | imb | bln | lt (data/cifar.py)
+      gamma=1.0, imbalance_factor=100.0, validation_per_class=10, seed=0,
+      largest_class_size=500, smallest_class_size=25))
   c.data.csv = ml_collections.ConfigDict(dict(
       path=config_dict.placeholder(str), image_dir=config_dict.placeholder(str),
       image_column="image", split_column=config_dict.placeholder(str),
-      attributes=config_dict.placeholder(tuple), validation_size=10_000,
-      test_size=80_000, seed=0))
-  c.data.celeb_a = ml_collections.ConfigDict(dict(test_split="validation"))
+      attributes=config_dict.placeholder(tuple),
+      # Random split without a split column: row counts, or fractions in [0, 1).
+      validation_size=0.1, test_size=0.2, seed=0,
+      class_names=ml_collections.ConfigDict(),  # column -> list of class names
+      verify_images="header"))  # header | decode | none (data/csv_source.py)
+  c.data.celeb_a = ml_collections.ConfigDict(dict(test_split="validation",
+                                                  validation_size=10_000))
   c.data.deep_fashion = ml_collections.ConfigDict(dict(
-      root=config_dict.placeholder(str)))
+      root=config_dict.placeholder(str), verify_images="header"))
   c.data.resampling = "none"  # none | over | down (data/resampling.py)
   c.data.resampling_max_factor = 50.0
   c.data.resampling_min_keep_fraction = 0.05
@@ -224,9 +229,11 @@ def load_config(spec: str,
 
 
 def finalise(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Locks a config (model.kwargs stays open for backbone-specific arguments)."""
+  """Locks a config (``model.kwargs`` and ``data.csv.class_names`` stay open: their
+  keys are a backbone's arguments and a CSV's column names)."""
   config.lock()
   config.model.kwargs.unlock()
+  config.data.csv.class_names.unlock()
   return config
 
 

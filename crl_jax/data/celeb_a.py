@@ -71,8 +71,10 @@ class OfflineTfdsSource(sources.TfdsSource):
   runs with its download step pointed at those files), or raises ``DataError`` naming
   the expected paths and how to get the data there. Every reader checks the same.
 
-  Subclasses set ``builder`` and implement ``_missing_message`` and
-  ``_offline_download``.
+  Subclasses set ``builder`` and ``_data_dir`` (the tfds data dir) and implement
+  ``_missing_message``, ``_labels_of`` and, where the official files can be built
+  offline, ``_offline_download``. ``read`` yields decoded images; ``stored_labels``
+  skips image decoding.
   """
 
   _prepared: bool = False

@@ -11,7 +11,7 @@ category       16     torso silhouette: shoulder width (4 levels) x hem flare (4
 colour         55     garment colour: 11 hues x 5 saturation/value tones
 collar         22     neckline: 11 cuts (crew, round x3, V x3, square x2, turtle,
                       boat) x white trim or not
-button         12     0-5 buttons down the front x dark or light buttons
+button         12     none, 1-5 buttons down the front x dark or light, or a zip
 pattern        20     plain, stripes (3 directions, several periods), checks, dots,
                       gradients, grain, a chest band, two-tone
 shape          15     waist pinch (5 levels) x hem curve (flat, down, up)
@@ -389,16 +389,21 @@ def render_xdomain(labels: np.ndarray, size: int, rng: np.random.Generator) -> n
   canvas = _blend(canvas, garment_colour, torso)
   canvas = _blend(canvas, np.full((n, 3), 0.95, np.float32), trim)
 
-  # Buttons: button // 2 -> how many, button % 2 -> dark or light.
-  count = button // 2
+  # Buttons: class 0 none; 1-10 one to five buttons, dark (odd) or light (even);
+  # 11 a zip down the front.
+  count = np.where((button >= 1) & (button <= 10), (button + 1) // 2, 0)
   spacing = (bottom - top - 0.34) / 5.0
-  button_colour = np.where((button % 2 == 1)[:, None], 0.95, 0.08).astype(np.float32)
+  button_colour = np.where((button % 2 == 0)[:, None], 0.95, 0.08).astype(np.float32)
   button_colour = np.repeat(button_colour, 3, axis=1)
   for k in range(5):
     centre_y = top + 0.27 + k * spacing
     distance = np.sqrt(x ** 2 + (y - _b(centre_y)) ** 2)
     dot = _b(k < count) * _edge(0.055 - distance, local_pixel)
     canvas = _blend(canvas, button_colour, dot)
+  zip_line = (_b(button == 11) * _edge(0.025 - np.abs(x), local_pixel)
+              * _edge(y - (top + 0.12), local_pixel) * _edge(hem_line - 0.06 - y,
+                                                            local_pixel))
+  canvas = _blend(canvas, np.full((n, 3), 0.75, np.float32), zip_line)
   return _finish(rng, canvas, size)
 
 

@@ -1,0 +1,31 @@
+"""Class-imbalance baselines: pure losses and test-time adjustments (jax/numpy only).
+
+Losses (``f32[A]`` per attribute, padded multi-attribute heads as in ``crl_jax.crl``):
+cost-sensitive cross-entropy and threshold adjustment (the CRL paper's Section 4
+competitors 3 and 4), focal (Lin et al. 2017), class-balanced (Cui et al. 2019),
+LDAM-DRW (Cao et al. 2019), logit adjustment (Menon et al. 2021) and balanced softmax
+(Ren et al. 2020). ``LOSSES`` / ``ADJUSTMENTS`` map config names to them.
+"""
+
+from crl_jax.baselines.adjustments import class_balanced_accuracy_from_predictions
+from crl_jax.baselines.adjustments import DEFAULT_CANDIDATE_TEMPERATURES
+from crl_jax.baselines.adjustments import posthoc_logit_adjustment
+from crl_jax.baselines.adjustments import select_threshold_temperature
+from crl_jax.baselines.adjustments import threshold_adjusted_probabilities
+from crl_jax.baselines.checks import check_hyperparameters
+from crl_jax.baselines.losses import balanced_softmax_loss
+from crl_jax.baselines.losses import class_balanced_loss
+from crl_jax.baselines.losses import cost_sensitive_cross_entropy
+from crl_jax.baselines.losses import focal_loss
+from crl_jax.baselines.losses import ldam_loss
+from crl_jax.baselines.losses import logit_adjusted_loss
+from crl_jax.baselines.priors import class_shares
+from crl_jax.baselines.priors import drw_class_weights
+from crl_jax.baselines.priors import effective_number_weights
+from crl_jax.baselines.priors import ldam_margins
+from crl_jax.baselines.priors import log_class_prior
+from crl_jax.baselines.registry import ADJUSTMENTS
+from crl_jax.baselines.registry import get_adjustment
+from crl_jax.baselines.registry import get_loss
+from crl_jax.baselines.registry import hyperparameter_names
+from crl_jax.baselines.registry import LOSSES

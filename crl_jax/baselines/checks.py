@@ -1,0 +1,188 @@
+"""Input plumbing shared by the baselines: shape checks, label validity, ranges.
+
+Everything that can fail is checked on the host before tracing, with a one-line
+``ValueError`` that names the offending key, its value and what is allowed. Values that
+are traced (inside ``jit`` with the hyperparameter as an argument) cannot be checked and
+are passed through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Logit given to padded classes inside a softmax: exp() of it underflows to exactly 0 in
+# float32 while staying finite, so no ``inf - inf`` or ``0 * inf`` can appear in values
+# or gradients (the same convention as ``crl_jax.crl``).
+PADDED_CLASS_LOGIT = -1e30
+
+# name -> (predicate on a float64 array, what is allowed). ``alpha`` and
+# ``per_class_weights`` are per-class weights; the rest are scalars (``temperature``
+# may also be one value per attribute).
+_ALLOWED_RANGES: dict[str, tuple[Callable[[np.ndarray], bool], str]] = {
+    "gamma": (lambda v: bool(np.all(v >= 0)), "a float >= 0"),
+    "beta": (lambda v: bool(np.all((v >= 0) & (v < 1))), "a float in [0, 1)"),
+    "tau": (lambda v: bool(np.all(v >= 0)), "a float >= 0"),
+    "temperature": (lambda v: bool(np.all(v >= 0)), "a float >= 0 (or one per "
+                    "attribute)"),
+    "max_margin": (lambda v: bool(np.all(v > 0)), "a float > 0"),
+    "scale": (lambda v: bool(np.all(v > 0)), "a float > 0"),
+    "alpha": (lambda v: bool(np.all(v >= 0)), "None or per-class weights >= 0 "
+              "broadcastable to [A, Cmax]"),
+    "per_class_weights": (lambda v: bool(np.all(v >= 0)), "None or per-class weights "
+                          ">= 0 broadcastable to [A, Cmax]"),
+}
+
+CHECKED_HYPERPARAMETERS = frozenset(_ALLOWED_RANGES)
+
+
+def describe_value(value: Any) -> str:
+  """A one-line ``repr`` of a hyperparameter value (arrays are summarised)."""
+  if isinstance(value, (np.ndarray, jax.Array, np.generic)):
+    array = concrete_value(value)
+    if array is None:
+      return f"<traced {jnp.shape(value)}>"
+    if array.ndim == 0:
+      return repr(array.item())
+    if array.size <= 8:
+      return repr(array.tolist())
+    return (f"array(shape={array.shape}, min={np.nanmin(array)!r}, "
+            f"max={np.nanmax(array)!r})")
+  return repr(value)
+
+
+def concrete_value(value: Any) -> Optional[np.ndarray]:
+  """``value`` as a float64 numpy array, or ``None`` when it is traced."""
+  try:
+    return np.asarray(value, np.float64)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def check_hyperparameters(owner: str, **hyperparameters: Any) -> None:
+  """Raises a one-line ``ValueError`` when a concrete hyperparameter is out of range.
+
+  Args:
+    owner: the function the values belong to, named in the message.
+    **hyperparameters: ``name=value`` pairs; ``None`` values and traced values are
+      skipped. NaN is always out of range.
+
+  Raises:
+    ValueError: e.g. ``gamma=-1.0 is out of range for focal_loss; allowed: a float
+      >= 0.``
+  """
+  for name, value in hyperparameters.items():
+    if value is None:
+      continue
+    predicate, allowed = _ALLOWED_RANGES[name]
+    array = concrete_value(value)
+    if array is None:
+      continue
+    if not (np.all(np.isfinite(array)) and predicate(array)):
+      raise ValueError(f"{name}={describe_value(value)} is out of range for {owner}; "
+                       f"allowed: {allowed}.")
+
+
+def check_heads(logits, labels=None, class_mask=None, class_counts=None, valid=None):
+  """Checks and normalises padded multi-attribute inputs.
+
+  Args:
+    logits: float[B, A, Cmax] (any float dtype).
+    labels: optional int[B, A]; ``-1`` marks a missing label.
+    class_mask: optional bool[A, Cmax]; ``None`` means every class is real.
+    class_counts: optional int/float[A, Cmax] training class counts.
+    valid: optional bool[B] or bool[B, A].
+
+  Returns:
+    ``(logits float32[B, A, Cmax], labels int32[B, A] or None, class_mask bool[A, Cmax],
+    class_counts float32[A, Cmax] or None (0 on padded classes), valid bool[B, A] or
+    None)``.
+
+  Raises:
+    ValueError: naming the argument whose shape is wrong.
+  """
+  logits = jnp.asarray(logits)
+  if logits.ndim != 3:
+    raise ValueError(f"logits must be f[B, A, Cmax] (padded heads), got shape "
+                     f"{logits.shape}.")
+  batch_size, num_attributes, max_classes = logits.shape
+  logits = logits.astype(jnp.float32)
+  if class_mask is None:
+    class_mask = jnp.ones((num_attributes, max_classes), bool)
+  class_mask = jnp.asarray(class_mask, bool)
+  if class_mask.shape != (num_attributes, max_classes):
+    raise ValueError(f"class_mask must be bool[A, Cmax] = bool[{num_attributes}, "
+                     f"{max_classes}], got shape {class_mask.shape}.")
+  if labels is not None:
+    labels = jnp.asarray(labels)
+    if labels.shape != (batch_size, num_attributes):
+      raise ValueError(f"labels must be int[B, A] = int[{batch_size}, {num_attributes}]"
+                       f", got shape {labels.shape}.")
+    labels = labels.astype(jnp.int32)
+  if class_counts is not None:
+    class_counts = jnp.asarray(class_counts)
+    if class_counts.shape != (num_attributes, max_classes):
+      raise ValueError(f"class_counts must be [A, Cmax] = [{num_attributes}, "
+                       f"{max_classes}], got shape {class_counts.shape}.")
+    class_counts = jnp.where(class_mask, class_counts.astype(jnp.float32), 0.0)
+  if valid is not None:
+    valid = jnp.asarray(valid, bool)
+    if valid.shape == (batch_size,):
+      valid = jnp.broadcast_to(valid[:, None], (batch_size, num_attributes))
+    elif valid.shape != (batch_size, num_attributes):
+      raise ValueError(f"valid must be bool[B] or bool[B, A] = bool[{batch_size}, "
+                       f"{num_attributes}], got shape {valid.shape}.")
+  return logits, labels, class_mask, class_counts, valid
+
+
+def gather_per_class(per_class, labels):
+  """``per_class[j, labels[i, j]]`` for every sample and attribute.
+
+  Args:
+    per_class: float[A, Cmax].
+    labels: int[B, A]; out-of-range labels are clipped (mask them afterwards).
+
+  Returns:
+    float[B, A].
+  """
+  num_attributes, max_classes = per_class.shape
+  return per_class[jnp.arange(num_attributes)[None, :],
+                   jnp.clip(labels, 0, max_classes - 1)]
+
+
+def label_validity(labels, class_mask, valid=None):
+  """Which ``(sample, attribute)`` pairs carry a usable label.
+
+  A label counts when it lies in ``[0, Cmax)`` (``-1`` marks a missing label), names a
+  real (unpadded) class of its attribute, and ``valid`` (if given) is set.
+
+  Args:
+    labels: int[B, A].
+    class_mask: bool[A, Cmax].
+    valid: optional bool[B, A].
+
+  Returns:
+    bool[B, A].
+  """
+  max_classes = class_mask.shape[-1]
+  labelled = (labels >= 0) & (labels < max_classes)
+  labelled &= gather_per_class(class_mask, labels)
+  if valid is not None:
+    labelled &= valid
+  return labelled
+
+
+def masked_logits(scores, class_mask):
+  """Puts padded classes at ``PADDED_CLASS_LOGIT`` so a softmax ignores them.
+
+  Args:
+    scores: float32[B, A, Cmax].
+    class_mask: bool[A, Cmax].
+
+  Returns:
+    float32[B, A, Cmax].
+  """
+  return jnp.where(class_mask[None], scores, PADDED_CLASS_LOGIT)

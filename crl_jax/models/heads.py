@@ -1,0 +1,243 @@
+"""Batched per-attribute heads: one feature layer and one prediction layer per attribute.
+
+The paper gives every attribute its own branch on top of a shared trunk (Section 4.1: "an
+additional 64-dim FC2 feature layer and a 2-dim binary prediction layer for each face
+attribute"; Section 4.2: "n_attr parallel branches with each a 3-FC-layers sub-network").
+With up to 1000 attributes (DeepFashion) a Python loop over branches would trace 1000
+layers, so every branch layer here is one ``AttributeDense``: a kernel ``[A, in, out]``
+applied with one ``einsum``, attribute ``j`` seeing only its own slice.
+
+Attributes have different numbers of classes; the prediction layer is padded to
+``Cmax = max(class_counts)`` and the logits of padded classes are set to
+``PADDED_LOGIT`` so that a softmax gives them probability 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+from flax.linen import dtypes as flax_dtypes
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Logit of every padded class (index >= class_counts[j] of attribute j): a large finite
+# negative number, not -inf, so that softmax, log-softmax and their gradients stay
+# finite while the padded classes get probability exactly 0.
+PADDED_LOGIT = -1e9
+
+# Per-attribute initialisers: the fan-in of kernel [A, in, out] is ``in`` (axis 0 is a
+# batch axis), so every attribute is initialised as an independent Dense layer.
+he_normal_per_attribute = nn.initializers.he_normal(in_axis=-2, out_axis=-1,
+                                                    batch_axis=(0,))
+lecun_normal_per_attribute = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1,
+                                                          batch_axis=(0,))
+
+
+def check_head_options(class_counts, feature_dim) -> tuple[int, ...]:
+  """Validates the head configuration and returns ``class_counts`` as a tuple of ints.
+
+  Args:
+    class_counts: sequence of ints, the number of classes of each attribute; at least
+      one attribute and at least 2 classes each.
+    feature_dim: int >= 1, the width ``D`` of each attribute's feature layer.
+
+  Returns:
+    ``tuple[int, ...]`` of length ``A``.
+
+  Raises:
+    ValueError: on an empty ``class_counts``, a count that is not an int >= 2, or a
+      ``feature_dim`` that is not an int >= 1.
+  """
+  if isinstance(class_counts, (str, bytes)) or not isinstance(
+      class_counts, (Sequence, np.ndarray)):
+    raise ValueError(f"class_counts={class_counts!r} must be a sequence of ints (the "
+                     "number of classes of each attribute).")
+  counts = []
+  for attribute, count in enumerate(class_counts):
+    if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)):
+      raise ValueError(f"class_counts[{attribute}]={count!r} must be an int.")
+    if count < 2:
+      raise ValueError(f"class_counts[{attribute}]={count} must be >= 2: every "
+                       "attribute needs at least two classes.")
+    counts.append(int(count))
+  if not counts:
+    raise ValueError("class_counts is empty: the model needs at least one attribute.")
+  if (isinstance(feature_dim, (bool, np.bool_))
+      or not isinstance(feature_dim, (int, np.integer)) or feature_dim < 1):
+    raise ValueError(f"feature_dim={feature_dim!r} must be an int >= 1 (the width of "
+                     "each attribute's feature layer; the paper uses 64).")
+  return tuple(counts)
+
+
+def valid_class_mask(class_counts: Sequence[int]) -> np.ndarray:
+  """Which entries of the padded ``[A, Cmax]`` logits are real classes.
+
+  Args:
+    class_counts: sequence of ``A`` ints.
+
+  Returns:
+    numpy bool[A, Cmax], ``True`` where ``class_index < class_counts[attribute]``; the
+    ``class_mask`` that ``crl.blended_objective`` takes.
+
+  Example:
+    >>> valid_class_mask([2, 3])
+    array([[ True,  True, False],
+           [ True,  True,  True]])
+  """
+  counts = np.asarray(class_counts, dtype=np.int64)
+  return np.arange(counts.max())[None, :] < counts[:, None]
+
+
+def padded_logit_value(dtype) -> float:
+  """``PADDED_LOGIT`` in ``dtype``, clipped to its most negative finite value.
+
+  float32 and bfloat16 hold ``-1e9`` (bfloat16 rounds it to ``-998244352``); float16,
+  whose most negative finite value is ``-65504``, gets that instead, so the padded
+  logit is finite in every floating dtype.
+
+  Args:
+    dtype: a floating dtype.
+
+  Returns:
+    Python float.
+  """
+  return float(max(PADDED_LOGIT, float(jnp.finfo(dtype).min)))
+
+
+class AttributeDense(nn.Module):
+  """``A`` independent Dense layers applied at once: ``y[b, a] = x[b, a] @ W[a] + c[a]``.
+
+  The kernel has shape ``[A, in, out]`` and the bias ``[A, out]``; the output for
+  attribute ``a`` depends only on ``W[a]``, ``c[a]`` and (for a per-attribute input)
+  ``x[:, a]``. A shared input ``f[B, in]`` (the trunk's features) is fed to every
+  attribute: ``y[b, a] = x[b] @ W[a] + c[a]``.
+
+  Attributes:
+    num_attributes: ``A``.
+    features: ``out``, the width of each attribute's output.
+    use_bias: whether to add the per-attribute bias.
+    dtype: compute dtype (``None``: promote inputs and parameters).
+    param_dtype: parameter dtype (float32).
+    kernel_init: initialiser of the ``[A, in, out]`` kernel; must treat axis 0 as a
+      batch axis (see ``he_normal_per_attribute``). Default LeCun normal per attribute.
+    bias_init: initialiser of the ``[A, out]`` bias.
+
+  Example:
+    >>> layer = AttributeDense(num_attributes=40, features=64)
+    >>> variables = layer.init(jax.random.key(0), jnp.ones((8, 160)))
+    >>> variables["params"]["kernel"].shape
+    (40, 160, 64)
+    >>> layer.apply(variables, jnp.ones((8, 160))).shape
+    (8, 40, 64)
+  """
+
+  num_attributes: int
+  features: int
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable[..., jax.Array] = lecun_normal_per_attribute
+  bias_init: Callable[..., jax.Array] = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, inputs):
+    """Applies the ``A`` layers.
+
+    Args:
+      inputs: f[B, in] shared by every attribute, or f[B, A, in] one row per attribute.
+
+    Returns:
+      f[B, A, out] in ``dtype``.
+    """
+    if inputs.ndim == 3 and inputs.shape[1] != self.num_attributes:
+      raise ValueError(f"AttributeDense got per-attribute inputs of shape {inputs.shape}"
+                       f"; axis 1 must be num_attributes={self.num_attributes}.")
+    if inputs.ndim not in (2, 3):
+      raise ValueError(f"AttributeDense takes f[B, in] or f[B, A, in], got shape "
+                       f"{inputs.shape}.")
+    kernel = self.param("kernel", self.kernel_init,
+                        (self.num_attributes, inputs.shape[-1], self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.num_attributes, self.features),
+                       self.param_dtype) if self.use_bias else None)
+    inputs, kernel, bias = flax_dtypes.promote_dtype(inputs, kernel, bias,
+                                                     dtype=self.dtype)
+    if inputs.ndim == 2:
+      outputs = jnp.einsum("bi,aio->bao", inputs, kernel)
+    else:
+      outputs = jnp.einsum("bai,aio->bao", inputs, kernel)
+    if bias is not None:
+      outputs = outputs + bias
+    return outputs
+
+
+class AttributeHeads(nn.Module):
+  """The per-attribute branches: [hidden layers ->] feature layer -> prediction layer.
+
+  For every attribute ``j`` (all computed at once by ``AttributeDense``)::
+
+    h_0 = trunk_features                                  f[B, F]
+    h_k = dropout(relu(AttributeDense(hidden_dims[k-1])(h_{k-1})))
+    features[:, j] = relu(AttributeDense(feature_dim)(h_last))[:, j]   f[B, A, D]
+    logits[:, j]   = AttributeDense(Cmax)(dropout(features))[:, j]     f[B, A, Cmax]
+
+  with ``logits[:, j, c] = PADDED_LOGIT`` for every padded class ``c >= class_counts[j]``.
+  ``features`` is the per-attribute representation that instance-level CRL (Eqn 11)
+  compares; it is returned before its own dropout (with hidden layers it still sees
+  theirs, so with ``hidden_dims=()`` it is the same whether or not dropout is on).
+  Feature and hidden layers use He-normal, the prediction layer LeCun-normal
+  initialisation, each per attribute.
+
+  Attributes:
+    class_counts: tuple of ``A`` ints >= 2.
+    feature_dim: ``D`` (64 in the paper).
+    hidden_dims: widths of the hidden per-attribute layers before the feature layer
+      (``()`` for the 2-layer branch of Section 4.1, one entry for the 3-FC-layer branch
+      of Section 4.2).
+    dropout_rate: dropout after each hidden layer and on the features fed to the
+      prediction layer, only when ``train=True``; 0 disables it (and then no
+      ``"dropout"`` rng is needed).
+    dtype: compute dtype; parameters are float32.
+  """
+
+  class_counts: tuple[int, ...]
+  feature_dim: int = 64
+  hidden_dims: tuple[int, ...] = ()
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, trunk_features, train: bool = False):
+    """Computes every attribute's features and logits.
+
+    Args:
+      trunk_features: f[B, F], the shared trunk's output.
+      train: enables dropout.
+
+    Returns:
+      ``{"logits": f[B, A, Cmax], "features": f[B, A, D]}`` in ``dtype``.
+    """
+    class_counts = check_head_options(self.class_counts, self.feature_dim)
+    num_attributes = len(class_counts)
+
+    def dropout(x):
+      if self.dropout_rate == 0.0:
+        return x
+      return nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+
+    hidden = trunk_features
+    for index, width in enumerate(self.hidden_dims):
+      hidden = AttributeDense(num_attributes, width, dtype=self.dtype,
+                              kernel_init=he_normal_per_attribute,
+                              name=f"hidden_{index}")(hidden)
+      hidden = dropout(nn.relu(hidden))
+    features = nn.relu(AttributeDense(num_attributes, self.feature_dim, dtype=self.dtype,
+                                      kernel_init=he_normal_per_attribute,
+                                      name="feature")(hidden))
+    logits = AttributeDense(num_attributes, max(class_counts), dtype=self.dtype,
+                            name="logits")(dropout(features))
+    logits = jnp.where(valid_class_mask(class_counts), logits,
+                       jnp.asarray(padded_logit_value(logits.dtype), logits.dtype))
+    return {"logits": logits, "features": features}

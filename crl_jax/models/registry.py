@@ -1,0 +1,104 @@
+"""``get_model(name, ...)``: the models by the names the paper uses."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+
+from crl_jax.models import base
+from crl_jax.models import heads
+from crl_jax.models.cifarnet import CifarNet
+from crl_jax.models.deepid2 import DeepID2
+from crl_jax.models.densenet import DenseNet
+from crl_jax.models.mtct import MTCT
+from crl_jax.models.resnet import ResNet32
+from crl_jax.models.resnet import ResNet50
+from crl_jax.models.tiny import Tiny
+
+_MODEL_CLASSES: dict[str, type[base.MultiAttributeModel]] = {
+    "tiny": Tiny,
+    "deepid2": DeepID2,
+    "mtct": MTCT,
+    "cifarnet": CifarNet,
+    "resnet32": ResNet32,
+    "densenet": DenseNet,
+    "resnet50": ResNet50,
+}
+
+# The names ``get_model`` accepts.
+MODEL_NAMES: tuple[str, ...] = tuple(_MODEL_CLASSES)
+
+_COMMON_FIELDS = ("class_counts", "feature_dim", "dtype")
+
+
+def model_options(name: str) -> tuple[str, ...]:
+  """The model-specific keyword arguments ``get_model(name, ...)`` accepts.
+
+  Args:
+    name: one of ``MODEL_NAMES``.
+
+  Returns:
+    tuple of option names (e.g. ``("widths", "kernel_sizes", "stem_stride",
+    "hidden_dim", "dropout_rate")`` for ``"mtct"``).
+  """
+  model_class = _model_class(name)
+  return tuple(field.name for field in dataclasses.fields(model_class)
+               if field.init and field.name not in _COMMON_FIELDS + ("parent", "name"))
+
+
+def _model_class(name):
+  if name not in _MODEL_CLASSES:
+    raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}.")
+  return _MODEL_CLASSES[name]
+
+
+def get_model(name: str, *, class_counts: Sequence[int], feature_dim: int = 64,
+              dtype: Any = jnp.float32, **model_kwargs) -> base.MultiAttributeModel:
+  """Builds a multi-attribute model by name.
+
+  Every model maps ``images f[B, H, W, 3]`` to
+  ``{"logits": f[B, A, Cmax], "features": f[B, A, D]}`` (``A = len(class_counts)``,
+  ``Cmax = max(class_counts)``, ``D = feature_dim``) with parameters under
+  ``params["backbone"]`` and ``params["heads"]``; see the package docstring.
+
+  Args:
+    name: one of ``MODEL_NAMES``: ``"tiny"``, ``"deepid2"``, ``"mtct"``,
+      ``"cifarnet"``, ``"resnet32"``, ``"densenet"``, ``"resnet50"``.
+    class_counts: the number of classes of each attribute (each >= 2), e.g.
+      ``[2] * 40`` for CelebA or ``[100]`` for CIFAR-100.
+    feature_dim: width ``D`` of each attribute's feature layer (64 in the paper).
+    dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters are always
+      float32 and logits/features come back in ``dtype``.
+    **model_kwargs: model-specific options, see ``model_options(name)`` (e.g.
+      ``dropout_rate=0.5`` for ``"mtct"``, ``depth=40`` for ``"densenet"``).
+
+  Returns:
+    An unbound ``flax.linen.Module``.
+
+  Raises:
+    ValueError: unknown ``name``; empty ``class_counts`` or a count < 2;
+      ``feature_dim < 1``; a non-floating ``dtype``.
+    TypeError: an option the model does not have.
+
+  Example:
+    >>> model = get_model("deepid2", class_counts=[2] * 40)
+    >>> images = jnp.zeros((8, 64, 64, 3))
+    >>> variables = model.init(jax.random.key(0), images, train=False)
+    >>> out, updates = model.apply(variables, images, train=True,
+    ...                            mutable=["batch_stats"])
+    >>> out["logits"].shape, out["features"].shape
+    ((8, 40, 2), (8, 40, 64))
+  """
+  model_class = _model_class(name)
+  counts = heads.check_head_options(class_counts, feature_dim)
+  unknown = sorted(set(model_kwargs) - set(model_options(name)))
+  if unknown:
+    raise TypeError(f"Model {name!r} has no option(s) {', '.join(unknown)}; its options "
+                    f"are: {', '.join(model_options(name)) or 'none'}.")
+  for option, value in model_kwargs.items():
+    if isinstance(value, list):
+      model_kwargs[option] = tuple(value)
+  return model_class(class_counts=counts, feature_dim=int(feature_dim), dtype=dtype,
+                     **model_kwargs)

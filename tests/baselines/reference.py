@@ -1,0 +1,277 @@
+"""Slow, obviously-correct baselines written straight from the papers' formulas.
+
+Python loops over attributes, samples and classes in float64 (``math`` / ``fractions``);
+nothing here is shared with ``crl_jax.baselines``. Inputs are numpy arrays in the
+padded multi-attribute layout: logits [B, A, Cmax], labels [B, A], class_mask [A, Cmax],
+class_counts [A, Cmax], valid None / [B] / [B, A]. Losses return float64[A].
+"""
+
+from __future__ import annotations
+
+import fractions
+import math
+
+import numpy as np
+
+
+def real_classes(class_mask, attribute):
+  return [c for c in range(class_mask.shape[1]) if class_mask[attribute, c]]
+
+
+def is_labelled(labels, class_mask, valid, sample, attribute):
+  label = int(labels[sample, attribute])
+  if not 0 <= label < class_mask.shape[1] or not class_mask[attribute, label]:
+    return False
+  if valid is None:
+    return True
+  valid = np.asarray(valid)
+  return bool(valid[sample] if valid.ndim == 1 else valid[sample, attribute])
+
+
+def log_softmax(scores):
+  """{class: score} -> {class: log softmax}."""
+  largest = max(scores.values())
+  log_total = largest + math.log(sum(math.exp(v - largest) for v in scores.values()))
+  return {c: v - log_total for c, v in scores.items()}
+
+
+def shares(class_counts, class_mask, attribute):
+  classes = real_classes(class_mask, attribute)
+  total = sum(float(class_counts[attribute, c]) for c in classes)
+  return {c: (float(class_counts[attribute, c]) / total if total > 0 else 0.0)
+          for c in classes}
+
+
+def safe_count(class_counts, attribute, c):
+  return max(float(class_counts[attribute, c]), 1.0)
+
+
+def _mean_loss(logits, labels, class_mask, valid, term):
+  """Per attribute: mean of term(sample, attribute) over labelled samples, or 0."""
+  logits = np.asarray(logits, np.float64)
+  batch_size, num_attributes, _ = logits.shape
+  out = []
+  for j in range(num_attributes):
+    terms = [term(i, j) for i in range(batch_size)
+             if is_labelled(labels, class_mask, valid, i, j)]
+    out.append(sum(terms) / len(terms) if terms else 0.0)
+  return np.array(out)
+
+
+def _negative_log_likelihood(scores_of, labels):
+  def term(i, j):
+    return -log_softmax(scores_of(i, j))[int(labels[i, j])]
+  return term
+
+
+def _raw_scores(logits, class_mask):
+  logits = np.asarray(logits, np.float64)
+  return lambda i, j: {c: logits[i, j, c] for c in real_classes(class_mask, j)}
+
+
+def cross_entropy(logits, labels, class_mask, class_counts=None, valid=None):
+  return _mean_loss(logits, labels, class_mask, valid,
+                    _negative_log_likelihood(_raw_scores(logits, class_mask), labels))
+
+
+def cost_sensitive(logits, labels, class_mask, class_counts, valid=None):
+  nll = _negative_log_likelihood(_raw_scores(logits, class_mask), labels)
+
+  def term(i, j):
+    r = shares(class_counts, class_mask, j)[int(labels[i, j])]
+    return math.exp(-r) * nll(i, j)
+  return _mean_loss(logits, labels, class_mask, valid, term)
+
+
+def _focal_term(log_p, gamma):
+  return (1.0 - math.exp(log_p)) ** gamma * -log_p
+
+
+def focal(logits, labels, class_mask, class_counts=None, valid=None, gamma=2.0,
+          alpha=None):
+  scores = _raw_scores(logits, class_mask)
+  if alpha is not None:
+    alpha = np.broadcast_to(np.asarray(alpha, np.float64), class_mask.shape)
+
+  def term(i, j):
+    y = int(labels[i, j])
+    value = _focal_term(log_softmax(scores(i, j))[y], gamma)
+    return value if alpha is None else alpha[j, y] * value
+  return _mean_loss(logits, labels, class_mask, valid, term)
+
+
+def effective_number_weights(class_counts, class_mask, beta):
+  weights = np.zeros(class_mask.shape)
+  for j in range(class_mask.shape[0]):
+    classes = real_classes(class_mask, j)
+    raw = {c: (1.0 - beta) / (1.0 - beta ** safe_count(class_counts, j, c))
+           for c in classes}
+    total = sum(raw.values())
+    for c in classes:
+      weights[j, c] = raw[c] * len(classes) / total
+  return weights
+
+
+def class_balanced(logits, labels, class_mask, class_counts, valid=None, beta=0.9999,
+                   gamma=0.0):
+  weights = effective_number_weights(class_counts, class_mask, beta)
+  scores = _raw_scores(logits, class_mask)
+
+  def term(i, j):
+    y = int(labels[i, j])
+    return weights[j, y] * _focal_term(log_softmax(scores(i, j))[y], gamma)
+  return _mean_loss(logits, labels, class_mask, valid, term)
+
+
+def ldam_margins(class_counts, class_mask, max_margin):
+  margins = np.zeros(class_mask.shape)
+  for j in range(class_mask.shape[0]):
+    classes = real_classes(class_mask, j)
+    raw = {c: 1.0 / safe_count(class_counts, j, c) ** 0.25 for c in classes}
+    for c in classes:
+      margins[j, c] = max_margin * raw[c] / max(raw.values())
+  return margins
+
+
+def ldam(logits, labels, class_mask, class_counts, valid=None, max_margin=0.5,
+         scale=30.0, per_class_weights=None):
+  logits = np.asarray(logits, np.float64)
+  margins = ldam_margins(class_counts, class_mask, max_margin)
+
+  def nll(i, j):
+    y = int(labels[i, j])
+    scores = {c: scale * (logits[i, j, c] - (margins[j, c] if c == y else 0.0))
+              for c in real_classes(class_mask, j)}
+    return -log_softmax(scores)[y]
+
+  if per_class_weights is None:
+    return _mean_loss(logits, labels, class_mask, valid, nll)
+  weights = np.broadcast_to(np.asarray(per_class_weights, np.float64), class_mask.shape)
+  out = []
+  for j in range(logits.shape[1]):
+    numerator = denominator = 0.0
+    for i in range(logits.shape[0]):
+      if is_labelled(labels, class_mask, valid, i, j):
+        w = weights[j, int(labels[i, j])]
+        numerator += w * nll(i, j)
+        denominator += w
+    out.append(numerator / denominator if denominator > 0 else 0.0)
+  return np.array(out)
+
+
+def log_prior(class_counts, class_mask, attribute):
+  classes = real_classes(class_mask, attribute)
+  total = sum(safe_count(class_counts, attribute, c) for c in classes)
+  return {c: math.log(safe_count(class_counts, attribute, c) / total) for c in classes}
+
+
+def logit_adjusted(logits, labels, class_mask, class_counts, valid=None, tau=1.0):
+  logits = np.asarray(logits, np.float64)
+
+  def scores(i, j):
+    prior = log_prior(class_counts, class_mask, j)
+    return {c: logits[i, j, c] + tau * prior[c] for c in prior}
+  return _mean_loss(logits, labels, class_mask, valid,
+                    _negative_log_likelihood(scores, labels))
+
+
+def balanced_softmax(logits, labels, class_mask, class_counts, valid=None):
+  logits = np.asarray(logits, np.float64)
+
+  def scores(i, j):
+    return {c: logits[i, j, c] + math.log(safe_count(class_counts, j, c))
+            for c in real_classes(class_mask, j)}
+  return _mean_loss(logits, labels, class_mask, valid,
+                    _negative_log_likelihood(scores, labels))
+
+
+LOSSES = {
+    "cost_sensitive": cost_sensitive,
+    "focal": focal,
+    "class_balanced": class_balanced,
+    "ldam": ldam,
+    "logit_adjust": logit_adjusted,
+    "balanced_softmax": balanced_softmax,
+}
+
+
+def _per_attribute_value(value, attribute):
+  value = np.asarray(value, np.float64)
+  return float(value if value.ndim == 0 else value[attribute])
+
+
+def threshold_adjusted_probabilities(logits, class_mask, class_counts, temperature):
+  """p~_c = p_c * exp(-r_c)^T on real classes, 0 on padded. float64[B, A, Cmax]."""
+  logits = np.asarray(logits, np.float64)
+  out = np.zeros(logits.shape)
+  for j in range(logits.shape[1]):
+    r = shares(class_counts, class_mask, j)
+    t = _per_attribute_value(temperature, j)
+    for i in range(logits.shape[0]):
+      log_p = log_softmax({c: logits[i, j, c] for c in real_classes(class_mask, j)})
+      for c, value in log_p.items():
+        out[i, j, c] = math.exp(value) * math.exp(-r[c]) ** t
+  return out
+
+
+def posthoc_logit_adjustment(logits, class_mask, class_counts, tau):
+  """z_c - tau log pi_c on real classes, NaN on padded (checked separately)."""
+  logits = np.asarray(logits, np.float64)
+  out = np.full(logits.shape, np.nan)
+  for j in range(logits.shape[1]):
+    prior = log_prior(class_counts, class_mask, j)
+    t = _per_attribute_value(tau, j)
+    for i in range(logits.shape[0]):
+      for c in prior:
+        out[i, j, c] = logits[i, j, c] - t * prior[c]
+  return out
+
+
+def class_balanced_accuracy(predictions, labels, class_mask, valid=None):
+  """Exact per-attribute mean per-class recall (list of ``Fraction``)."""
+  out = []
+  for j in range(labels.shape[1]):
+    sizes, hits = {}, {}
+    for i in range(labels.shape[0]):
+      if is_labelled(labels, class_mask, valid, i, j):
+        y = int(labels[i, j])
+        sizes[y] = sizes.get(y, 0) + 1
+        hits[y] = hits.get(y, 0) + int(int(predictions[i, j]) == y)
+    recalls = [fractions.Fraction(hits[c], sizes[c]) for c in sizes]
+    out.append(sum(recalls) / len(recalls) if recalls else fractions.Fraction(0))
+  return out
+
+
+def argmax_first(values):
+  best = 0
+  for c in range(1, len(values)):
+    if values[c] > values[best]:
+      best = c
+  return best
+
+
+def threshold_accuracies(logits, labels, class_mask, class_counts, temperatures,
+                         valid=None):
+  """Exact class-balanced accuracy for every (temperature, attribute)."""
+  table = []
+  for t in temperatures:
+    scores = threshold_adjusted_probabilities(logits, class_mask, class_counts, t)
+    predictions = np.array([[argmax_first(scores[i, j]) for j in range(scores.shape[1])]
+                            for i in range(scores.shape[0])]).reshape(labels.shape)
+    table.append(class_balanced_accuracy(predictions, labels, class_mask, valid))
+  return table
+
+
+def select_threshold_temperature(logits, labels, class_mask, class_counts, temperatures,
+                                 valid=None):
+  """Brute force: for each attribute the first temperature of maximal accuracy."""
+  table = threshold_accuracies(logits, labels, class_mask, class_counts, temperatures,
+                               valid)
+  chosen = []
+  for j in range(labels.shape[1]):
+    best = 0
+    for k in range(1, len(temperatures)):
+      if table[k][j] > table[best][j]:
+        best = k
+    chosen.append(float(temperatures[best]))
+  return np.array(chosen), table

@@ -1,0 +1,110 @@
+"""train_and_evaluate end to end: outputs, resume equivalence, workdir safety, faults."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from crl_jax.train import checkpoint as checkpoint_lib
+from crl_jax.train import loop
+from crl_jax.train import step as step_lib
+from tests.train.conftest import smoke_config
+
+
+def final_params(config, workdir):
+  run = loop.build(config)
+  store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep)
+  state, meta, _ = store.restore_latest(loop.abstract_state(run))
+  store.close()
+  return jax.device_get(state.params), jax.device_get(state.batch_stats), meta
+
+
+def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys):
+  config = smoke_config(data_dir, **{"train.num_steps": 6, "train.eval_every": 3,
+                                     "train.log_every": 2, "checkpoint.every_steps": 3})
+  results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert results["status"] == "finished" and results["step"] == 6
+  test = results["test"]
+  assert set(test["attributes"]) == set(loop.build(config).schema.names)
+  assert 0.0 <= test["mean_class_balanced_accuracy"] <= 1.0
+  for name in ("config.json", "metrics.jsonl", "results.json", "checkpoints", "best",
+               "tensorboard"):
+    assert os.path.exists(tmp_path / name), name
+  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert {l["split"] for l in lines} == {"train", "validation"}
+  assert all(np.isfinite(l["loss"]) for l in lines if l["split"] == "train")
+  assert "class-balanced accuracy per attribute" in capsys.readouterr().out
+  # --mode=eval re-evaluates the same best checkpoint and gets the same numbers.
+  again = loop.evaluate(config, str(tmp_path))
+  assert again["test"]["mean_class_balanced_accuracy"] == pytest.approx(
+      test["mean_class_balanced_accuracy"])
+
+
+def test_resumed_run_ends_with_the_same_parameters(data_dir, tmp_path, monkeypatch):
+  config = smoke_config(data_dir, **{"train.num_steps": 8, "train.eval_every": 4,
+                                     "checkpoint.every_steps": 4,
+                                     "loss.crl.scope": "all"})
+  straight = tmp_path / "straight"
+  loop.train_and_evaluate(config, str(straight), progress=False)
+
+  original = step_lib.make_train_step
+
+  def preempt_after_three_steps(*args, **kwargs):
+    train_step = original(*args, **kwargs)
+    calls = {"n": 0}
+
+    def wrapped(state, batch, rng):
+      calls["n"] += 1
+      if calls["n"] == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return train_step(state, batch, rng)
+
+    return wrapped
+
+  interrupted = tmp_path / "interrupted"
+  monkeypatch.setattr(step_lib, "make_train_step", preempt_after_three_steps)
+  first = loop.train_and_evaluate(config, str(interrupted), progress=False)
+  assert first == {"status": "preempted", "step": 3}
+  monkeypatch.setattr(step_lib, "make_train_step", original)
+  second = loop.train_and_evaluate(config, str(interrupted), progress=False)
+  assert second["status"] == "finished"
+
+  params_a, stats_a, _ = final_params(config, str(straight))
+  params_b, stats_b, _ = final_params(config, str(interrupted))
+  for a, b in zip(jax.tree.leaves((params_a, stats_a)), jax.tree.leaves((params_b,
+                                                                         stats_b))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_workdir_of_another_config_is_refused(data_dir, tmp_path):
+  config = smoke_config(data_dir, **{"train.num_steps": 2, "train.eval_every": 2,
+                                     "checkpoint.every_steps": 2})
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  other = smoke_config(data_dir, **{"train.num_steps": 2, "train.eval_every": 2,
+                                    "checkpoint.every_steps": 2, "loss.crl.kappa": 7})
+  with pytest.raises(checkpoint_lib.CheckpointError,
+                     match=r"different config \(loss.crl.kappa: 25 -> 7\).*--overwrite"):
+    loop.train_and_evaluate(other, str(tmp_path), progress=False)
+  assert os.path.isdir(tmp_path / "checkpoints" / "2")  # nothing was touched
+  results = loop.train_and_evaluate(other, str(tmp_path), overwrite=True, progress=False)
+  assert results["status"] == "finished"
+
+
+def test_injected_nan_stops_with_a_clear_error_and_keeps_the_checkpoint(data_dir,
+                                                                         tmp_path):
+  config = smoke_config(data_dir, **{"train.num_steps": 8, "train.eval_every": 4,
+                                     "train.log_every": 1, "checkpoint.every_steps": 2,
+                                     "train.inject_nan_at_step": 5})
+  with pytest.raises(loop.TrainingError) as error:
+    loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  message = str(error.value)
+  assert "non-finite loss at step 5" in message
+  assert "CRL of attribute 'category'" in message
+  assert "last good checkpoint is step 4" in message
+  steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
+  assert steps[-1] == 4
+  params, _, _ = final_params(config, str(tmp_path))
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(params))

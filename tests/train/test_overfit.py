@@ -1,0 +1,71 @@
+"""A tiny model overfits a small batch with CE and with each CRL design."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from crl_jax import config_lib
+from crl_jax import models
+from crl_jax.train import objective as objective_lib
+
+# Instance-level relative CRL uses the paper margin 2*pi/C, reachable for 8 and 10
+# classes (a simplex of C unit vectors has edges sqrt(2 + 2/(C-1)) > 2*pi/C + spread).
+CLASS_COUNTS = (8, 10)
+BATCH = 40
+
+
+def make_objective(name, level="class", criterion="relative"):
+  loss = config_lib.base_config().loss
+  loss.name = name
+  loss.crl.level, loss.crl.criterion, loss.crl.scope = level, criterion, "all"
+  loss.crl.alpha = 0.5
+  class_mask = np.arange(10)[None, :] < np.array(CLASS_COUNTS)[:, None]
+  counts = np.ones((2, 10), np.float32) * class_mask
+  return objective_lib.Objective(
+      loss_config=loss, class_mask=class_mask, class_counts=counts,
+      alpha=np.full(2, 0.5, np.float32), attribute_names=("a", "b"), num_steps=200)
+
+
+@pytest.mark.parametrize("name,level,criterion", [("ce", "class", "relative")] + [
+    ("crl", level, criterion)
+    for level, criterion in itertools.product(("class", "instance"),
+                                              ("relative", "absolute", "distribution"))])
+def test_tiny_model_overfits_a_batch(name, level, criterion):
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.standard_normal((BATCH, 16, 16, 3)), jnp.float32)
+  labels = jnp.asarray(np.stack([np.arange(BATCH) % 8, np.arange(BATCH) % 10], 1),
+                       jnp.int32)
+  valid = jnp.ones(BATCH, bool)
+  model = models.get_model("tiny", class_counts=CLASS_COUNTS, feature_dim=16)
+  variables = model.init(jax.random.key(0, impl="rbg"), images, train=False)
+  objective = make_objective(name, level, criterion)
+  optimizer = optax.adam(1e-2)
+
+  def loss_fn(params, batch_stats):
+    outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
+                                   images, train=True, mutable=["batch_stats"])
+    loss, terms = objective(outputs, labels, valid, 0)
+    return loss, (terms, updates["batch_stats"])
+
+  @jax.jit
+  def step(params, batch_stats, opt_state):
+    (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, updates), batch_stats, opt_state, loss, terms
+
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  opt_state = optimizer.init(params)
+  first = None
+  for _ in range(300):
+    params, batch_stats, opt_state, loss, terms = step(params, batch_stats, opt_state)
+    first = float(loss) if first is None else first
+  assert float(loss) < 0.05 * first, (first, float(loss))
+  assert float(jnp.sum(terms["base"])) < 0.1
+  if name == "crl":
+    assert float(jnp.sum(terms["crl"])) < 0.1
