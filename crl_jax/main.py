@@ -31,6 +31,15 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Replace a different run found in --workdir.")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Hide the progress bar.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0 for a multi-process job "
+    "(not needed on SLURM or Cloud TPU, where it is detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process, in [0, N).")
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "initialization_timeout", 120, "Seconds to wait for every process to join.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout", 60, "Seconds after which a silent (dead) process stops the job.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -38,6 +47,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.ERROR)
+  from crl_jax import distributed
+  try:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                           initialization_timeout=_INIT_TIMEOUT.value,
+                           heartbeat_timeout=_HEARTBEAT_TIMEOUT.value)
+  except distributed.DistributedError as error:
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    return 2
   from crl_jax import config_lib
   from crl_jax.train import loop
   from crl_jax.train import checkpoint

@@ -21,8 +21,8 @@ sleeve_length  6      sleeve length (cap sleeve to long)
 =============  =====  ==============================================================
 
 Neighbouring classes of an attribute differ by one step of one parameter, so some pairs
-are near-identical at 32x32 (adjacent tones, stripe periods 0.33 vs 0.25, lengths one
-pixel apart): the fine-grained cases. Every image gets scale/position jitter,
+are near-identical at 32x32 (adjacent tones, stripe periods 0.4 vs 0.3, lengths 1.4
+pixels apart): the fine-grained cases. Every image gets scale/position jitter,
 illumination changes, a random two-colour background with clutter shapes and a random
 line, sometimes an occluding patch, and pixel noise.
 
@@ -31,6 +31,10 @@ so that largest:smallest equals the paper's Table 5 ratio (2, 138, 210, 242, 476
 3401, 4115, 4162); which class gets which rank is a seeded permutation, so rare classes
 sit next to frequent look-alikes. Validation and test splits keep the training shares
 but give every class at least ``min_per_class`` images (10 and 20).
+
+``cifar`` (100 balanced classes, one attribute) and ``deepfashion`` (1000 binary
+attributes in DeepFashion's 5 groups, imbalance up to 1:733) give the CIFAR-100 and
+DeepFashion configs an offline smoke mode at their real shapes.
 
 ``celeba``: 40 binary attributes named as CelebA's with CelebA-like positive rates
 (imbalance up to 1:43); a face on a cluttered background, each attribute a visible cue
@@ -74,6 +78,9 @@ CELEBA_POSITIVE_RATES = (
     0.472, 0.123, 0.073, 0.774)
 
 SPLITS = ("train", "validation", "test")
+KINDS = ("xdomain", "celeba", "cifar", "deepfashion")
+DEEPFASHION_GROUPS = ("texture", "fabric", "shape", "part", "style")
+DEEPFASHION_NUM_ATTRIBUTES = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +95,8 @@ class SyntheticSpec:
   seed: int = 0
 
   def __post_init__(self):
-    if self.kind not in ("xdomain", "celeba"):
-      raise ValueError(f"synthetic kind={self.kind!r} is unknown; use 'xdomain' or "
-                       "'celeba'.")
+    if self.kind not in KINDS:
+      raise ValueError(f"synthetic kind={self.kind!r} is unknown; use one of {KINDS}.")
     if self.image_size < 16:
       raise ValueError(f"image_size={self.image_size} is too small; use >= 16.")
     for name in ("num_train", "num_validation", "num_test"):
@@ -104,13 +110,22 @@ class SyntheticSpec:
 
 def schema_for(kind: str) -> schema_lib.Schema:
   """The schema of a synthetic kind."""
+  if kind == "cifar":
+    return schema_lib.Schema((schema_lib.Attribute(
+        "label", tuple(f"class_{i:02d}" for i in range(100))),))
+  if kind == "deepfashion":
+    names = [f"{DEEPFASHION_GROUPS[i % 5]}_{i // 5:03d}"
+             for i in range(DEEPFASHION_NUM_ATTRIBUTES)]
+    groups = {g: tuple(range(k, DEEPFASHION_NUM_ATTRIBUTES, 5))
+              for k, g in enumerate(DEEPFASHION_GROUPS)}
+    return schema_lib.Schema(schema_lib.binary_attributes(names), groups=groups)
   if kind == "xdomain":
     return schema_lib.Schema(tuple(
         schema_lib.Attribute(name, tuple(f"{name}_{i:02d}" for i in range(count)))
         for name, count in zip(XDOMAIN_ATTRIBUTES, XDOMAIN_CLASS_COUNTS)))
   if kind == "celeba":
     return schema_lib.Schema(schema_lib.binary_attributes(CELEBA_ATTRIBUTES))
-  raise ValueError(f"synthetic kind={kind!r} is unknown; use 'xdomain' or 'celeba'.")
+  raise ValueError(f"synthetic kind={kind!r} is unknown; use one of {KINDS}.")
 
 
 # ----------------------------------------------------------------------------------
@@ -163,12 +178,28 @@ def split_class_sizes(spec: SyntheticSpec, split: str) -> list[np.ndarray]:
                            f"of {count} classes; use >= {minimum * count}.")
         class_sizes = _round_to_total(shares * total, total, minimum)
       sizes.append(class_sizes)
+  elif spec.kind == "cifar":
+    if total < 100:
+      raise ValueError(f"num_{split}={total} cannot hold one image of each of 100 "
+                       "classes.")
+    sizes.append(_round_to_total(np.full(100, total / 100.0), total))
+  elif spec.kind == "deepfashion":
+    for rate in deepfashion_positive_rates():
+      positives = min(max(int(round(rate * total)), 1), total - 1)
+      sizes.append(np.array([total - positives, positives], np.int64))
   else:
     for rate in CELEBA_POSITIVE_RATES:
       positives = int(round(rate * total))
       positives = min(max(positives, 1), total - 1)
       sizes.append(np.array([total - positives, positives], np.int64))
   return sizes
+
+
+def deepfashion_positive_rates() -> np.ndarray:
+  """Positive rates of the 1000 binary attributes: log-uniform from 1/734 to 1/2, so
+  the imbalance spans DeepFashion's (up to 1:733, the paper's Table 7)."""
+  return np.exp(np.linspace(np.log(1 / 734), np.log(0.5), DEEPFASHION_NUM_ATTRIBUTES))[
+      np.random.default_rng(97).permutation(DEEPFASHION_NUM_ATTRIBUTES)]
 
 
 def split_labels(spec: SyntheticSpec, split: str) -> np.ndarray:
@@ -235,11 +266,11 @@ def _background(rng, n, size, u, v):
             + second[:, None, None, :] * ramp[..., None])
   for _ in range(2):
     centre = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
-    radii = rng.uniform(0.08, 0.35, (n, 2)).astype(np.float32)
+    radii = rng.uniform(0.05, 0.25, (n, 2)).astype(np.float32)
     colour = rng.uniform(0, 1, (n, 3)).astype(np.float32)
     distance = np.sqrt(((u - centre[:, 0, None, None]) / radii[:, 0, None, None]) ** 2
                        + ((v - centre[:, 1, None, None]) / radii[:, 1, None, None]) ** 2)
-    canvas = _blend(canvas, colour, 0.8 * _edge((1 - distance) * radii.min(1)[:, None,
+    canvas = _blend(canvas, colour, 0.5 * _edge((1 - distance) * radii.min(1)[:, None,
                                                                              None],
                                                 pixel))
   # A random thin line: distance to an infinite line through a point.
@@ -248,10 +279,10 @@ def _background(rng, n, size, u, v):
   distance = np.abs(np.cos(angle)[:, None, None] * u + np.sin(angle)[:, None, None] * v
                     - offset[:, None, None])
   colour = rng.uniform(0, 1, (n, 3)).astype(np.float32)
-  return _blend(canvas, colour, 0.7 * _edge(0.03 - distance, pixel))
+  return _blend(canvas, colour, 0.5 * _edge(0.03 - distance, pixel))
 
 
-def _finish(rng, canvas, size, occlusion_probability=0.15, noise=0.035):
+def _finish(rng, canvas, size, occlusion_probability=0.08, noise=0.025):
   """Occluding patch (sometimes), pixel noise, quantisation to uint8."""
   n = canvas.shape[0]
   occluded = rng.random(n) < occlusion_probability
@@ -276,7 +307,7 @@ def _grid(size):
 
 
 def _pattern(pattern, x, y):
-  """Multiplicative modulation in [0.7, 1.3] of the garment colour. f[N,S,S]."""
+  """Multiplicative modulation in [0.65, 1.35] of the garment colour. f[N,S,S]."""
   def wave(coordinate, period):
     return np.sin(2 * np.pi * coordinate / period[:, None, None])
 
@@ -285,7 +316,7 @@ def _pattern(pattern, x, y):
 
   modulation = np.zeros_like(x)
   # 1-3 horizontal, 4-6 vertical stripes; 7-8 / 9-10 the two diagonals.
-  period = pick([1, .5, .33, .25, .5, .33, .25, .4, .28, .4, .28] + [1] * 9)
+  period = pick([1, .5, .4, .3, .5, .4, .3, .5, .35, .5, .35] + [1] * 9)
   k = pattern[:, None, None]
   modulation = np.where((k >= 1) & (k <= 3), np.sign(wave(y, period)), modulation)
   modulation = np.where((k >= 4) & (k <= 6), np.sign(wave(x, period)), modulation)
@@ -294,10 +325,10 @@ def _pattern(pattern, x, y):
   modulation = np.where((k >= 9) & (k <= 10), np.sign(wave(x - y, period * 1.41)),
                         modulation)
   # 11-12 checks, 13-14 dots.
-  check_period = pick([1] * 11 + [.5, .33] + [1] * 7)
+  check_period = pick([1] * 11 + [.5, .35] + [1] * 7)
   checks = np.sign(wave(x, check_period) * wave(y, check_period))
   modulation = np.where((k >= 11) & (k <= 12), checks, modulation)
-  dot_period = pick([1] * 13 + [.4, .28] + [1] * 5)
+  dot_period = pick([1] * 13 + [.5, .35] + [1] * 5)
   dots = ((np.cos(2 * np.pi * x / dot_period[:, None, None])
            + np.cos(2 * np.pi * y / dot_period[:, None, None])) > 1.2) * 2.0 - 1.0
   modulation = np.where((k >= 13) & (k <= 14), dots, modulation)
@@ -307,7 +338,7 @@ def _pattern(pattern, x, y):
   modulation = np.where(k == 17, grain, modulation)
   modulation = np.where(k == 18, np.where(np.abs(y + 0.2) < 0.12, -1.0, 0.3), modulation)
   modulation = np.where(k == 19, np.where(x < 0, -0.8, 0.8), modulation)
-  return 1.0 + 0.3 * modulation
+  return 1.0 + 0.35 * modulation
 
 
 def render_xdomain(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -320,8 +351,8 @@ def render_xdomain(labels: np.ndarray, size: int, rng: np.random.Generator) -> n
   canvas = _background(rng, n, size, u, v)
 
   # Per-image jitter: scale and position.
-  scale = rng.uniform(0.94, 1.06, n).astype(np.float32)[:, None, None]
-  shift = rng.uniform(-0.08, 0.08, (n, 2)).astype(np.float32)
+  scale = rng.uniform(0.95, 1.05, n).astype(np.float32)[:, None, None]
+  shift = rng.uniform(-0.06, 0.06, (n, 2)).astype(np.float32)
   x = (u - shift[:, 0, None, None]) / scale
   y = (v - shift[:, 1, None, None]) / scale
   local_pixel = pixel / scale
@@ -329,12 +360,12 @@ def render_xdomain(labels: np.ndarray, size: int, rng: np.random.Generator) -> n
   # Torso: category -> shoulder width and flare; shape -> waist pinch and hem curve;
   # length -> hem position.
   top = -0.62
-  shoulder = np.array([0.24, 0.29, 0.34, 0.39], np.float32)[category // 4]
-  flare = np.array([-0.05, 0.0, 0.1, 0.24], np.float32)[category % 4]
+  shoulder = np.array([0.22, 0.28, 0.34, 0.40], np.float32)[category // 4]
+  flare = np.array([-0.06, 0.0, 0.12, 0.28], np.float32)[category % 4]
   hem = shoulder + flare
-  pinch = np.array([0.0, 0.04, 0.08, 0.12, 0.16], np.float32)[shape // 3]
-  curve = np.array([0.0, 0.12, -0.12], np.float32)[shape % 3]
-  bottom = top + np.linspace(0.6, 1.45, 12).astype(np.float32)[length]
+  pinch = np.array([0.0, 0.06, 0.12, 0.18, 0.24], np.float32)[shape // 3]
+  curve = np.array([0.0, 0.18, -0.18], np.float32)[shape % 3]
+  bottom = top + np.linspace(0.55, 1.5, 12).astype(np.float32)[length]
   _b = lambda a: a[:, None, None]  # noqa: E731 broadcast a per-image scalar
   hem_line = _b(bottom) + _b(curve) * (x / _b(hem)) ** 2
   t = np.clip((y - top) / (_b(bottom) - top), 0, 1)
@@ -345,27 +376,27 @@ def render_xdomain(labels: np.ndarray, size: int, rng: np.random.Generator) -> n
   # Neckline: collar // 2 -> the cut, collar % 2 -> white trim.
   cut_kind = collar // 2
   neck_x, neck_y = np.abs(x), y - top
-  radius = np.array([.07, .1, .14, .18, 0, 0, 0, 0, 0, 0, 0], np.float32)[cut_kind]
+  radius = np.array([.08, .13, .18, .24, 0, 0, 0, 0, 0, 0, 0], np.float32)[cut_kind]
   round_cut = _b(radius) - np.sqrt(neck_x ** 2 + neck_y ** 2)
-  v_depth = np.array([0, 0, 0, 0, .15, .25, .35, 0, 0, 0, 0], np.float32)[cut_kind]
-  v_cut = np.minimum(_b(v_depth) * (1 - neck_x / 0.12) - neck_y, 0.12 - neck_x)
-  square_depth = np.array([0] * 7 + [.1, .18, 0, 0], np.float32)[cut_kind]
-  square_cut = np.minimum(_b(square_depth) - neck_y, 0.12 - neck_x)
-  boat_cut = 0.06 * (1 - (neck_x / 0.25) ** 2) - neck_y
+  v_depth = np.array([0, 0, 0, 0, .18, .3, .42, 0, 0, 0, 0], np.float32)[cut_kind]
+  v_cut = np.minimum(_b(v_depth) * (1 - neck_x / 0.16) - neck_y, 0.16 - neck_x)
+  square_depth = np.array([0] * 7 + [.12, .22, 0, 0], np.float32)[cut_kind]
+  square_cut = np.minimum(_b(square_depth) - neck_y, 0.16 - neck_x)
+  boat_cut = 0.09 * (1 - (neck_x / 0.3) ** 2) - neck_y
   cut = np.where(_b(cut_kind) <= 3, round_cut,
                  np.where(_b(cut_kind) <= 6, v_cut,
                           np.where(_b(cut_kind) <= 8, square_cut,
                                    np.where(_b(cut_kind) == 10, boat_cut, -1.0))))
-  turtle = (_b(cut_kind) == 9) * _edge(0.1 - neck_x, local_pixel) * _edge(
-      neck_y + 0.12, local_pixel) * _edge(-neck_y + 0.02, local_pixel)
-  trim = (_b(collar % 2 == 1) * _edge(cut + 0.06, local_pixel)
+  turtle = (_b(cut_kind) == 9) * _edge(0.13 - neck_x, local_pixel) * _edge(
+      neck_y + 0.16, local_pixel) * _edge(-neck_y + 0.02, local_pixel)
+  trim = (_b(collar % 2 == 1) * _edge(cut + 0.09, local_pixel)
           * (1 - _edge(cut, local_pixel)) * torso)
   torso = np.maximum(torso * (1 - _edge(cut, local_pixel)), turtle)
 
   # Sleeves: sleeve_length -> length; sleeve_shape -> cuff ratio and angle.
-  sleeve_length_value = np.array([.08, .18, .3, .42, .55, .7], np.float32)[sleeve_length]
-  cuff = np.array([.6, .85, 1.1, 1.4, 1.8], np.float32)[sleeve_shape // 4]
-  angle = np.deg2rad(np.array([20, 35, 50, 65], np.float32)[sleeve_shape % 4])
+  sleeve_length_value = np.array([.1, .22, .34, .46, .58, .7], np.float32)[sleeve_length]
+  cuff = np.array([.5, .8, 1.1, 1.5, 2.0], np.float32)[sleeve_shape // 4]
+  angle = np.deg2rad(np.array([15, 32, 49, 66], np.float32)[sleeve_shape % 4])
   sleeves = np.zeros_like(torso)
   for side in (-1.0, 1.0):
     direction_x, direction_y = side * np.sin(angle), np.cos(angle)
@@ -373,7 +404,7 @@ def render_xdomain(labels: np.ndarray, size: int, rng: np.random.Generator) -> n
     py = y - (top + 0.04)
     along = px * _b(direction_x) + py * _b(direction_y)
     across = np.abs(px * _b(direction_y) - py * _b(direction_x))
-    width = 0.08 * (1 + (_b(cuff) - 1) * np.clip(along / _b(sleeve_length_value), 0, 1))
+    width = 0.1 * (1 + (_b(cuff) - 1) * np.clip(along / _b(sleeve_length_value), 0, 1))
     sleeve = (_edge(along, local_pixel) * _edge(_b(sleeve_length_value) - along,
                                                 local_pixel)
               * _edge(width - across, local_pixel))
@@ -398,9 +429,9 @@ def render_xdomain(labels: np.ndarray, size: int, rng: np.random.Generator) -> n
   for k in range(5):
     centre_y = top + 0.27 + k * spacing
     distance = np.sqrt(x ** 2 + (y - _b(centre_y)) ** 2)
-    dot = _b(k < count) * _edge(0.055 - distance, local_pixel)
+    dot = _b(k < count) * _edge(0.075 - distance, local_pixel)
     canvas = _blend(canvas, button_colour, dot)
-  zip_line = (_b(button == 11) * _edge(0.025 - np.abs(x), local_pixel)
+  zip_line = (_b(button == 11) * _edge(0.04 - np.abs(x), local_pixel)
               * _edge(y - (top + 0.12), local_pixel) * _edge(hem_line - 0.06 - y,
                                                             local_pixel))
   canvas = _blend(canvas, np.full((n, 3), 0.75, np.float32), zip_line)
@@ -445,6 +476,43 @@ def render_celeba(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
   return _finish(rng, canvas, size, occlusion_probability=0.05)
 
 
+def _random_garment_labels(rng, n):
+  return np.stack([rng.integers(0, c, n) for c in XDOMAIN_CLASS_COUNTS],
+                  axis=1).astype(np.int32)
+
+
+def render_cifar(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  """100 object classes as garments: class ``c`` fixes the category (``c mod 16``) and
+  the colour (``7c + 3 mod 55``), a unique pair per class; the other garment
+  attributes are random nuisance."""
+  garments = _random_garment_labels(rng, labels.shape[0])
+  garments[:, 0] = labels[:, 0] % 16
+  garments[:, 1] = (7 * labels[:, 0] + 3) % 55
+  return render_xdomain(garments, size, rng)
+
+
+def render_deepfashion(labels: np.ndarray, size: int,
+                       rng: np.random.Generator) -> np.ndarray:
+  """1000 binary attributes: a random garment, and attribute ``k`` darkens or lightens
+  cell ``k`` of a 32x32 grid over the image (visible from 64x64 up)."""
+  n = labels.shape[0]
+  images = render_xdomain(_random_garment_labels(rng, n), size, rng).astype(np.float32)
+  cells = 32
+  edges = np.linspace(0, size, cells + 1).astype(int)
+  rows = np.searchsorted(edges, np.arange(size), side="right") - 1
+  cell_index = rows[:, None] * cells + rows[None, :]  # [S, S], row-major cells
+  grid = np.zeros((n, cells * cells), np.float32)
+  grid[:, :labels.shape[1]] = labels
+  on = grid[:, cell_index]  # [N, S, S]
+  shade = np.where(np.arange(cells * cells) % 2 == 0, 0.0, 255.0)[cell_index]
+  images = images * (1 - 0.6 * on[..., None]) + 0.6 * on[..., None] * shade[..., None]
+  return np.clip(np.round(images), 0, 255).astype(np.uint8)
+
+
+RENDERERS = {"xdomain": render_xdomain, "celeba": render_celeba, "cifar": render_cifar,
+             "deepfashion": render_deepfashion}
+
+
 def generate(spec: SyntheticSpec, split: str,
              chunk_size: int = 500) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
   """Yields ``(index, image uint8[S, S, 3], labels int32[A])`` for a whole split.
@@ -455,7 +523,7 @@ def generate(spec: SyntheticSpec, split: str,
   del chunk_size  # fixed blocks keep the bytes independent of how callers chunk
   block = 500
   labels = split_labels(spec, split)
-  render = render_xdomain if spec.kind == "xdomain" else render_celeba
+  render = RENDERERS[spec.kind]
   split_id = SPLITS.index(split)
   for start in range(0, len(labels), block):
     rng = np.random.default_rng([spec.seed, split_id, start // block, 31337])

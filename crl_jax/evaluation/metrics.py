@@ -73,7 +73,7 @@ def imbalance_ratios(class_counts: np.ndarray, class_mask: np.ndarray) -> np.nda
 
 
 def summarise(confusion: np.ndarray, attribute_names, class_counts=None, class_mask=None,
-              split_ratio: float = 5.0) -> dict:
+              split_ratio: float = 5.0, groups=None) -> dict:
   """Every number a report needs from summed confusion matrices.
 
   Returns a flat-ish dict: ``mean_class_balanced_accuracy``, ``mean_accuracy``,
@@ -108,12 +108,21 @@ def summarise(confusion: np.ndarray, attribute_names, class_counts=None, class_m
                                       else None)
     result["more_imbalanced_mean"] = (float(np.nanmean(balanced[more])) if more
                                       else None)
+  if groups:
+    result["group_means"] = {name: float(np.nanmean(balanced[list(indices)]))
+                             for name, indices in groups.items() if len(indices)}
   return result
 
 
 def format_table(summary: dict, title: str = "") -> str:
   """A per-attribute table of class-balanced accuracy (%), plain accuracy beside it."""
   lines = [title] if title else []
+  if len(summary["attributes"]) > 60:  # e.g. DeepFashion's 1000: groups, not rows
+    lines.append(f"{len(summary['attributes'])} attributes; mean class-balanced accuracy "
+                 f"{100 * summary['mean_class_balanced_accuracy']:.2f}%")
+    for name, value in summary.get("group_means", {}).items():
+      lines.append(f"  {name:12s} {100 * value:6.2f}%")
+    return "\n".join(lines)
   header = f"{'attribute':24s} {'ratio 1:x':>10s} {'bal. acc %':>10s} {'acc %':>8s}"
   lines += [header, "-" * len(header)]
   for name, entry in summary["attributes"].items():

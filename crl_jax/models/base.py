@@ -97,7 +97,9 @@ class MultiAttributeModel(nn.Module):
   dtype: Any = jnp.float32
 
   def __post_init__(self):
-    heads_lib.check_head_options(self.class_counts, self.feature_dim)
+    # A list of counts becomes a tuple of ints, so the module stays hashable.
+    object.__setattr__(self, "class_counts",
+                       heads_lib.check_head_options(self.class_counts, self.feature_dim))
     if not jnp.issubdtype(jnp.dtype(self.dtype), jnp.floating):
       raise ValueError(f"dtype={self.dtype!r} must be a floating dtype (the compute "
                        "dtype, e.g. jnp.float32 or jnp.bfloat16).")

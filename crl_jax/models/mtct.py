@@ -84,9 +84,9 @@ class MTCT(base.MultiAttributeModel):
 
   Defaults (the paper does not give MTCT's widths): ``widths=(64, 128, 192, 256, 384)``,
   ``kernel_sizes=(5, 3, 3, 3, 3)``, ``stem_stride=2``, ``hidden_dim=256``: 2.17M
-  backbone parameters, sized so that a 2-core CPU still trains it at 64x64 (about 1.4 s
-  per forward+backward step at batch 128). Wider units closer to NIN's ImageNet model,
-  e.g. ``widths=(96, 192, 256, 384, 512)`` (4.3M), cost about twice as much.
+  backbone parameters, sized so that a 2-core CPU still trains it at 64x64 (1.4-2.5 s
+  per forward+backward step at batch 128, measured). Wider units closer to NIN's
+  ImageNet model, e.g. ``widths=(96, 192, 256, 384, 512)`` (4.3M), cost twice as much.
 
   Attributes:
     class_counts, feature_dim, dtype: see ``MultiAttributeModel``.

@@ -1,4 +1,4 @@
-"""Residual networks: the CIFAR ``resnet32`` (Section 4.3) and ``resnet50`` (DeepFashion)."""
+"""Residual networks: CIFAR ``resnet32`` (Section 4.3) and ``resnet50`` (DeepFashion)."""
 
 from __future__ import annotations
 

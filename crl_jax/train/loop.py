@@ -233,7 +233,7 @@ def pick(confusion: np.ndarray, variants: np.ndarray) -> np.ndarray:
 
 def summarise(run: Run, confusion: np.ndarray) -> dict:
   return metrics_lib.summarise(confusion, run.schema.names, run.class_counts,
-                               run.class_mask)
+                               run.class_mask, groups=run.schema.groups)
 
 
 class _Preemption:

@@ -34,8 +34,12 @@ def _all_finite(tree) -> jax.Array:
 def make_train_step(model, objective: objective_lib.Objective,
                     optimizer: optax.GradientTransformation, *, mesh,
                     learning_rate: Optional[Callable] = None,
-                    inject_nan_at_step: Optional[int] = None):
+                    inject_nan_at_step: Optional[int] = None,
+                    trace_hook: Optional[Callable[[], None]] = None):
   """Returns the jitted ``train_step(state, batch, rng) -> (state, metrics)``.
+
+  ``trace_hook`` (optional) is called each time the step is traced, i.e. compiled:
+  benchmarks and tests count retraces with it.
 
   ``metrics`` is a flat dict of float32 scalars with stable names: ``loss``,
   ``base_loss``, ``crl_loss``, ``grad_norm``, ``learning_rate`` and per attribute
@@ -44,6 +48,8 @@ def make_train_step(model, objective: objective_lib.Objective,
   names = objective.attribute_names
 
   def train_step(state, batch, rng):
+    if trace_hook is not None:
+      trace_hook()
     rng = jax.random.fold_in(rng, state.step)
 
     def loss_fn(params):

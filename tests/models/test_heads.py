@@ -1,5 +1,7 @@
 """AttributeDense and AttributeHeads against per-attribute loop references."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 from crl_jax import models
 from tests.models.common import CLASS_COUNTS
+from tests.models.common import jit_unoptimised
 
 
 def test_attribute_dense_shared_input_matches_a_loop_of_dense_layers():
@@ -95,18 +98,31 @@ def test_heads_with_hidden_layers_and_dropout():
   heads = models.AttributeHeads(class_counts=CLASS_COUNTS, feature_dim=4,
                                 hidden_dims=(8,), dropout_rate=0.5)
   trunk = np.random.default_rng(4).normal(size=(16, 6)).astype(np.float32)
-  variables = heads.init(jax.random.key(4), trunk)
+  variables = jit_unoptimised(heads.init)(jax.random.key(4), trunk)
   assert variables["params"]["hidden_0"]["kernel"].shape == (2, 6, 8)
   assert variables["params"]["feature"]["kernel"].shape == (2, 8, 4)
-  evaluation = heads.apply(variables, trunk)
-  np.testing.assert_array_equal(evaluation["logits"], heads.apply(variables, trunk)["logits"])
-  with pytest.raises(Exception, match="dropout"):
-    heads.apply(variables, trunk, train=True)
-  first = heads.apply(variables, trunk, train=True, rngs={"dropout": jax.random.key(5)})
-  second = heads.apply(variables, trunk, train=True, rngs={"dropout": jax.random.key(6)})
+  apply = jit_unoptimised(heads.apply, static_argnames="train")
+  evaluation = apply(variables, trunk)
+  np.testing.assert_array_equal(evaluation["logits"], apply(variables, trunk)["logits"])
+  with pytest.raises(Exception, match="dropout"):  # raised while tracing
+    jax.eval_shape(functools.partial(heads.apply, train=True), variables, trunk)
+  first = apply(variables, trunk, train=True, rngs={"dropout": jax.random.key(5)})
+  second = apply(variables, trunk, train=True, rngs={"dropout": jax.random.key(6)})
   assert not np.allclose(first["logits"], second["logits"])
   assert not np.allclose(first["logits"], evaluation["logits"])
   np.testing.assert_array_equal(first["logits"][:, 0, 2], models.PADDED_LOGIT)
+
+
+def test_heads_features_skip_dropout_without_hidden_layers():
+  heads = models.AttributeHeads(class_counts=CLASS_COUNTS, feature_dim=4,
+                                dropout_rate=0.5)
+  trunk = np.random.default_rng(7).normal(size=(16, 6)).astype(np.float32)
+  variables = jit_unoptimised(heads.init)(jax.random.key(7), trunk)
+  apply = jit_unoptimised(heads.apply, static_argnames="train")
+  evaluation = apply(variables, trunk)
+  first = apply(variables, trunk, train=True, rngs={"dropout": jax.random.key(8)})
+  np.testing.assert_allclose(first["features"], evaluation["features"], rtol=1e-6)
+  assert not np.allclose(first["logits"], evaluation["logits"])
 
 
 def test_valid_class_mask():

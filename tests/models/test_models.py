@@ -212,7 +212,20 @@ def test_mtct_dropout_needs_an_rng_only_when_training():
   assert not np.allclose(first["features"], second["features"])
   assert not np.allclose(first["logits"], second["logits"])
   np.testing.assert_array_equal(first["logits"][:, 0, 2], models.PADDED_LOGIT)
-  with pytest.raises(Exception, match="dropout"):
-    model.apply(variables, images, train=True, mutable=["batch_stats"])
+  with pytest.raises(Exception, match="dropout"):  # raised while tracing
+    jax.eval_shape(functools.partial(model.apply, train=True, mutable=["batch_stats"]),
+                   variables, images)
   evaluation = jit_unoptimised(model.apply)(variables, images)
   assert_valid_output(evaluation, CLASS_COUNTS, 64, jnp.float32, batch_size=8)
+
+
+def test_bad_architecture_options_are_reported():
+  with pytest.raises(ValueError, match="same length"):
+    abstract_variables(models.get_model("mtct", class_counts=[2], widths=(8, 8)))
+  with pytest.raises(ValueError, match="6n \\+ 4"):
+    abstract_variables(models.get_model("densenet", class_counts=[2], depth=50))
+  with pytest.raises(ValueError, match="compression"):
+    abstract_variables(models.get_model("densenet", class_counts=[2], compression=0.0))
+  with pytest.raises(ValueError, match="f\\[B, H, W, C\\]"):
+    jax.eval_shape(models.get_model("tiny", class_counts=[2]).init, jax.random.key(0),
+                   jax.ShapeDtypeStruct((32, 32, 3), jnp.float32))

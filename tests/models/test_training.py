@@ -11,6 +11,7 @@ import optax
 
 from crl_jax import models
 from tests.models.common import CLASS_COUNTS
+from tests.models.common import jit_unoptimised
 from tests.models.common import random_images
 
 
@@ -25,10 +26,10 @@ def test_tiny_model_overfits_a_random_batch():
   images = random_images(0, batch_size=16)
   rng = np.random.default_rng(1)
   labels = np.stack([rng.integers(0, count, size=16) for count in CLASS_COUNTS], axis=1)
-  variables = jax.jit(model.init)(jax.random.key(0), images)
+  variables = jit_unoptimised(model.init)(jax.random.key(0), images)
   optimizer = optax.adam(1e-2)
 
-  @jax.jit
+  @jit_unoptimised
   def train_step(params, batch_stats, optimizer_state):
     def loss_fn(params):
       output, updates = model.apply({"params": params, "batch_stats": batch_stats},
@@ -58,15 +59,17 @@ def test_tiny_model_overfits_a_random_batch():
   assert loss < 0.05, float(loss)
   np.testing.assert_array_equal(np.argmax(output["logits"], axis=-1), labels)
   # The running statistics have followed the (fixed) batch: evaluation agrees too.
-  evaluation = model.apply({"params": params, "batch_stats": batch_stats}, images)
+  evaluation = jit_unoptimised(model.apply)({"params": params,
+                                             "batch_stats": batch_stats}, images)
   np.testing.assert_array_equal(np.argmax(evaluation["logits"], axis=-1), labels)
 
 
 def test_jit_compiles_once_for_every_batch():
   model = models.get_model("tiny", class_counts=CLASS_COUNTS)
-  variables = jax.jit(model.init)(jax.random.key(0), random_images(0, batch_size=4))
+  variables = jit_unoptimised(model.init)(jax.random.key(0),
+                                          random_images(0, batch_size=4))
 
-  @jax.jit
+  @jit_unoptimised
   @chex.assert_max_traces(n=1)
   def train_apply(variables, images):
     return model.apply(variables, images, train=True, mutable=["batch_stats"])
@@ -82,16 +85,17 @@ def test_batch_norm_statistics_are_those_of_the_global_sharded_batch():
   assert num_devices == 8, "tests/conftest.py sets 8 CPU devices"
   model = models.get_model("tiny", class_counts=CLASS_COUNTS)
   images = random_images(5, batch_size=2 * num_devices)
-  variables = jax.jit(model.init)(jax.random.key(0), images[:2])
+  variables = jit_unoptimised(model.init)(jax.random.key(0), images[:2])
 
   def train_apply(variables, images):
     return model.apply(variables, images, train=True, mutable=["batch_stats"])
 
-  single_output, single_updates = jax.jit(train_apply)(variables, images)
+  single_output, single_updates = jit_unoptimised(train_apply)(variables, images)
   mesh = Mesh(np.array(jax.devices()), ("batch",))
   sharded_images = jax.device_put(images, NamedSharding(mesh, P("batch")))
   replicated = jax.device_put(variables, NamedSharding(mesh, P()))
-  sharded_output, sharded_updates = jax.jit(train_apply)(replicated, sharded_images)
+  sharded_output, sharded_updates = jit_unoptimised(train_apply)(replicated,
+                                                                  sharded_images)
   assert sharded_output["logits"].sharding.spec[0] == "batch"
   chex.assert_trees_all_close(sharded_updates, single_updates, rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(sharded_output, single_output, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,373 @@
+r"""Benchmark: the cost of CRL over plain cross-entropy in the full train step.
+
+    python -m crl_jax.bench [--config=configs/xdomain.py] [--quick] [--steps=30]
+        [--sweep_batch] [--sweep_kappa] [--sweep_classes] [--sweep_attributes]
+        [--sweep_devices] [--json=PATH] [--plot=PATH.png]
+
+No dataset is needed: random images and labels at the config's real shapes (image size,
+attributes, classes, batch; labels drawn from power-law class sizes like the
+dataset's). For every variant -- CE alone, and CE + CRL for each of the six designs
+(class/instance x relative/absolute/distribution) in both scopes -- it compiles the
+real jitted train step (forward, backward, SGD update; state donated), warms it up,
+then times the variants round-robin (one step of each per round, so machine drift hits
+all alike), synchronising with ``block_until_ready``. Reported per variant: median and
+10th/90th percentile step time, the ratio of medians to CE, compile time, peak memory
+(device memory stats where the backend has them, else the process's peak RSS growth
+while that variant compiled and ran) and the number of traces (must stay 1).
+
+``--quick``: the config's shapes, CE and the default design only, 10 timed steps each.
+Sweeps (each its own flag) rerun CE and the default design over batch sizes, kappa,
+classes per attribute, number of attributes (9 as X-Domain, 40 as CelebA, 1000 as
+DeepFashion) and simulated devices (1, 2, 8; global and local mining; needs
+XLA_FLAGS=--xla_force_host_platform_device_count=8 on a CPU, set automatically when
+``--sweep_devices`` is given before jax starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from typing import Optional
+
+if "--sweep_devices" in sys.argv and "xla_force_host_platform_device_count" not in (
+    os.environ.get("XLA_FLAGS", "")):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from crl_jax import config_lib  # noqa: E402
+from crl_jax import models  # noqa: E402
+from crl_jax.data import schema as schema_lib  # noqa: E402
+from crl_jax.data import synthetic  # noqa: E402
+from crl_jax.train import mesh as mesh_lib  # noqa: E402
+from crl_jax.train import objective as objective_lib  # noqa: E402
+from crl_jax.train import optimizer as optimizer_lib  # noqa: E402
+from crl_jax.train import state as state_lib  # noqa: E402
+from crl_jax.train import step as step_lib  # noqa: E402
+
+DEFAULT_DESIGN = "class/relative/minority"
+DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level, criterion, scope in
+                itertools.product(("class", "instance"),
+                                  ("relative", "absolute", "distribution"),
+                                  ("minority", "all")))
+# data.name -> the synthetic kind with the same attributes and classes.
+_SHAPE_KINDS = {"xdomain": "xdomain", "celeb_a": "celeba", "deep_fashion": "deepfashion",
+                "cifar100": "cifar"}
+
+
+def config_schema(config) -> schema_lib.Schema:
+  """The attributes and classes of a config's dataset, without reading any data."""
+  if config.data.name == "synthetic_attributes":
+    return synthetic.schema_for(config.data.synthetic.kind)
+  if config.data.name in _SHAPE_KINDS:
+    return synthetic.schema_for(_SHAPE_KINDS[config.data.name])
+  raise config_lib.ConfigError(
+      f"config.data.name={config.data.name!r}: the benchmark needs a dataset with known "
+      "shapes (xdomain, celeb_a, deep_fashion, cifar100, synthetic_attributes).")
+
+
+def power_law_counts(class_counts, ratio=100.0) -> np.ndarray:
+  """float32[A, Cmax] training counts with largest:smallest ~ ratio per attribute."""
+  max_classes = max(class_counts)
+  counts = np.zeros((len(class_counts), max_classes), np.float32)
+  for j, c in enumerate(class_counts):
+    counts[j, :c] = synthetic.power_law_sizes(100 * c, c, ratio)
+  return counts
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One point of a sweep: the shapes and the parallelism."""
+
+  batch: int
+  kappa: int
+  class_counts: tuple
+  devices: int = 1
+  mining: str = "global"
+
+
+class _TraceCounter:
+  def __init__(self):
+    self.count = 0
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _device_peak_mb(devices) -> Optional[float]:
+  peaks = []
+  for device in devices:
+    try:
+      stats = device.memory_stats()
+    except Exception:  # pylint: disable=broad-except
+      stats = None
+    if stats and "peak_bytes_in_use" in stats:
+      peaks.append(stats["peak_bytes_in_use"] / 2**20)
+  return max(peaks) if peaks else None
+
+
+def build_variant(config, setting: Setting, variant: str, image_size: int):
+  """Returns ``(step_fn, state, batch, rng, trace_counter, devices)`` for a variant."""
+  devices = jax.devices()[:setting.devices]
+  mesh = mesh_lib.make_mesh(devices)
+  loss = config.loss.copy_and_resolve_references()
+  if variant == "ce":
+    loss.name = "ce"
+  else:
+    level, criterion, scope = variant.split("/")
+    loss.name = "crl"
+    loss.crl.update(level=level, criterion=criterion, scope=scope, kappa=setting.kappa,
+                    mining=setting.mining, margin=None)
+  class_counts = setting.class_counts
+  class_mask = np.arange(max(class_counts))[None, :] < np.array(class_counts)[:, None]
+  counts = power_law_counts(class_counts)
+  alpha = objective_lib.attribute_alpha(loss, counts, class_mask)
+  objective = objective_lib.Objective(
+      loss_config=loss, class_mask=class_mask, class_counts=counts, alpha=alpha,
+      attribute_names=tuple(f"a{j}" for j in range(len(class_counts))),
+      num_steps=10_000, mesh=mesh)
+  model = models.get_model(config.model.name, class_counts=class_counts,
+                           feature_dim=config.model.feature_dim,
+                           dtype=jnp.dtype(config.model.dtype),
+                           **dict(config.model.kwargs))
+  optimizer = optimizer_lib.make_optimizer(config.optim, 10_000)
+  rng = np.random.default_rng(0)
+  images = rng.standard_normal((setting.batch, image_size, image_size, 3),
+                               dtype=np.float32)
+  labels = np.stack([rng.choice(c, setting.batch, p=counts[j, :c] / counts[j, :c].sum())
+                     for j, c in enumerate(class_counts)], axis=1).astype(np.int32)
+  batch = {"image": images, "labels": labels, "valid": np.ones(setting.batch, bool)}
+  batch = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh)) for k, v in batch.items()}
+  replicated = mesh_lib.replicated_sharding(mesh)
+
+  def init(key):
+    variables = model.init({"params": key, "dropout": key}, images[:1], train=False)
+    return state_lib.create(variables["params"], variables.get("batch_stats", {}),
+                            optimizer, len(class_counts))
+
+  state = jax.jit(init, out_shardings=replicated)(jax.random.key(0, impl="rbg"))
+  counter = _TraceCounter()
+  step_fn = step_lib.make_train_step(model, objective, optimizer, mesh=mesh,
+                                     trace_hook=lambda: setattr(counter, "count",
+                                                                counter.count + 1))
+  return step_fn, state, batch, jax.random.key(1), counter, devices
+
+
+def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
+                image_size: int, log=print) -> list[dict]:
+  """Compiles every variant, then times them round-robin; one dict per variant."""
+  prepared = {}
+  for variant in variants:
+    rss_before = _peak_rss_mb()
+    step_fn, state, batch, rng, counter, devices = build_variant(config, setting,
+                                                                 variant, image_size)
+    start = time.perf_counter()
+    state, metrics = step_fn(state, batch, rng)
+    jax.block_until_ready(metrics)
+    compile_seconds = time.perf_counter() - start
+    for _ in range(warmup):
+      state, metrics = step_fn(state, batch, rng)
+    jax.block_until_ready(metrics)
+    prepared[variant] = dict(step_fn=step_fn, state=state, batch=batch, rng=rng,
+                             counter=counter, devices=devices, compile_s=compile_seconds,
+                             rss_growth=_peak_rss_mb() - rss_before, times=[])
+    log(f"  compiled {variant:32s} in {compile_seconds:6.1f} s")
+  traces_after_warmup = {v: p["counter"].count for v, p in prepared.items()}
+  for _ in range(steps):
+    for variant, p in prepared.items():
+      start = time.perf_counter()
+      p["state"], metrics = p["step_fn"](p["state"], p["batch"], p["rng"])
+      jax.block_until_ready(metrics)
+      p["times"].append(time.perf_counter() - start)
+  ce_median = float(np.median(prepared["ce"]["times"])) if "ce" in prepared else None
+  results = []
+  for variant, p in prepared.items():
+    times_ms = 1e3 * np.asarray(p["times"])
+    median = float(np.median(times_ms))
+    device_peak = _device_peak_mb(p["devices"])
+    results.append({
+        "variant": variant, "batch": setting.batch, "kappa": setting.kappa,
+        "num_attributes": len(setting.class_counts),
+        "max_classes": max(setting.class_counts),
+        "devices": setting.devices, "mining": setting.mining,
+        "step_ms_median": median,
+        "step_ms_p10": float(np.percentile(times_ms, 10)),
+        "step_ms_p90": float(np.percentile(times_ms, 90)),
+        "ratio_to_ce": (median / (1e3 * ce_median)) if ce_median else None,
+        "compile_s": p["compile_s"],
+        "peak_mem_mb": device_peak if device_peak is not None else p["rss_growth"],
+        "peak_mem_source": "device" if device_peak is not None else "rss_growth",
+        # Traces over the whole benchmark, warm-up included; 1 means no retracing.
+        "traces": p["counter"].count,
+        "traces_after_warmup": p["counter"].count - traces_after_warmup[variant],
+    })
+  return results
+
+
+def machine_description() -> dict:
+  device = jax.devices()[0]
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return {"backend": jax.default_backend(), "device_kind": device.device_kind,
+          "num_devices": jax.device_count(), "jax_version": jax.__version__,
+          "cpu": cpu, "cpu_count": os.cpu_count()}
+
+
+def format_table(results) -> str:
+  header = (f"{'variant':28s} {'batch':>5s} {'kappa':>5s} {'A':>4s} {'Cmax':>4s} "
+            f"{'dev':>3s} {'mining':>6s} {'median ms':>9s} {'p10':>8s} {'p90':>8s} "
+            f"{'x CE':>6s} {'compile s':>9s} {'mem MB':>8s} {'traces':>6s}")
+  lines = [header, "-" * len(header)]
+  for r in results:
+    ratio = "" if r["ratio_to_ce"] is None else f"{r['ratio_to_ce']:6.3f}"
+    lines.append(
+        f"{r['variant']:28s} {r['batch']:5d} {r['kappa']:5d} {r['num_attributes']:4d} "
+        f"{r['max_classes']:4d} {r['devices']:3d} {r['mining']:>6s} "
+        f"{r['step_ms_median']:9.2f} {r['step_ms_p10']:8.2f} {r['step_ms_p90']:8.2f} "
+        f"{ratio:>6s} {r['compile_s']:9.2f} {r['peak_mem_mb']:8.1f} {r['traces']:6d}")
+  return "\n".join(lines)
+
+
+def plot(results, path: str) -> None:
+  """Step time against batch and against kappa, CE vs the default design."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for axis, sweep, key in ((axes[0], "batch", "batch"), (axes[1], "kappa", "kappa")):
+    rows = [r for r in results if r.get("sweep") == sweep]
+    for variant in sorted({r["variant"] for r in rows}):
+      points = sorted((r[key], r["step_ms_median"]) for r in rows
+                      if r["variant"] == variant)
+      if points:
+        axis.plot(*zip(*points), marker="o", label=variant)
+    axis.set_xlabel(key)
+    axis.set_ylabel("train step, median ms")
+    axis.set_title(f"step time vs {key}")
+    if sweep == "batch":
+      axis.set_xscale("log", base=2)
+    axis.legend(fontsize=7)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="configs/xdomain.py")
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--batch", type=int, default=None, help="default: the config's")
+  parser.add_argument("--image_size", type=int, default=None,
+                      help="default: the config's")
+  parser.add_argument("--designs", default=None,
+                      help="comma-separated variants (default: all 12 designs)")
+  parser.add_argument("--sweep_batch", default=None, nargs="?",
+                      const="32,64,128,256,512,1024")
+  parser.add_argument("--sweep_kappa", default=None, nargs="?", const="1,25,75,125,175")
+  parser.add_argument("--sweep_classes", default=None, nargs="?", const="2,10,55,200")
+  parser.add_argument("--sweep_attributes", default=None, nargs="?", const="9,40,1000")
+  parser.add_argument("--sweep_devices", default=None, nargs="?", const="1,2,8")
+  parser.add_argument("--json", default=None)
+  parser.add_argument("--plot", default=None)
+  args, rest = parser.parse_known_args(argv)
+  overrides = [item[len("--config."):] for item in rest if item.startswith("--config.")]
+  unknown = [item for item in rest if not item.startswith("--config.")]
+  if unknown:
+    parser.error(f"unknown arguments {unknown}")
+  config = config_lib.load_config(args.config, overrides)
+  schema = config_schema(config)
+  image_size = args.image_size or config.data.image_size
+  batch = args.batch or config.train.batch_size
+  base = Setting(batch=batch, kappa=config.loss.crl.kappa,
+                 class_counts=tuple(schema.class_counts))
+  machine = machine_description()
+  print(f"machine: {machine}")
+  print(f"config: {args.config}; model {config.model.name} at {image_size}x{image_size},"
+        f" {schema.num_attributes} attributes (Cmax {schema.max_classes}), batch {batch}")
+  steps = 10 if args.quick else args.steps
+  if args.quick:
+    variants = ["ce", DEFAULT_DESIGN]
+  elif args.designs:
+    variants = ["ce"] + [d for d in args.designs.split(",") if d != "ce"]
+  else:
+    variants = ["ce", *DESIGNS]
+  for variant in variants[1:]:
+    if variant not in DESIGNS:
+      parser.error(f"unknown design {variant!r}; use level/criterion/scope, e.g. "
+                   f"{DEFAULT_DESIGN}")
+  results = []
+
+  def record(rows, sweep):
+    for row in rows:
+      row["sweep"] = sweep
+    results.extend(rows)
+    print(format_table(rows), flush=True)
+
+  print(f"\n[main] {len(variants)} variants, {steps} timed steps each, interleaved")
+  record(run_setting(config, base, variants, steps=steps, warmup=args.warmup,
+                     image_size=image_size), "main")
+  if not args.quick:
+    pair = ["ce", DEFAULT_DESIGN]
+    sweeps = []
+    if args.sweep_batch:
+      sweeps += [("batch", dataclasses.replace(base, batch=int(b)))
+                 for b in args.sweep_batch.split(",")]
+    if args.sweep_kappa:
+      sweeps += [("kappa", dataclasses.replace(base, kappa=int(k)))
+                 for k in args.sweep_kappa.split(",")]
+    if args.sweep_classes:
+      sweeps += [("classes", dataclasses.replace(
+          base, class_counts=(int(c),) * schema.num_attributes))
+                 for c in args.sweep_classes.split(",")]
+    if args.sweep_attributes:
+      sweeps += [("attributes", dataclasses.replace(
+          base, class_counts=tuple(np.resize(schema.class_counts, int(a)).tolist())))
+                 for a in args.sweep_attributes.split(",")]
+    if args.sweep_devices:
+      for d in args.sweep_devices.split(","):
+        if int(d) > jax.device_count():
+          print(f"skipping devices={d}: only {jax.device_count()} devices")
+          continue
+        for mining in ("global", "local"):
+          sweeps.append(("devices", dataclasses.replace(base, devices=int(d),
+                                                        mining=mining)))
+    for sweep, setting in sweeps:
+      print(f"\n[{sweep}] batch {setting.batch}, kappa {setting.kappa}, "
+            f"{len(setting.class_counts)} attributes (Cmax {max(setting.class_counts)}), "
+            f"{setting.devices} device(s), {setting.mining} mining")
+      record(run_setting(config, setting, pair, steps=steps, warmup=args.warmup,
+                         image_size=image_size), sweep)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"machine": machine, "config": args.config,
+                 "image_size": image_size, "results": results}, f, indent=1)
+    print(f"wrote {args.json}")
+  if args.plot:
+    plot(results, args.plot)
+    print(f"wrote {args.plot}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

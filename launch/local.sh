@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# N processes of crl_jax.main on this machine, wired over 127.0.0.1 (CPU devices, gloo
+# collectives): how we test multi-host, and how you try it without a cluster.
+#
+#   launch/local.sh NUM_PROCESSES [crl_jax.main flags...]
+#   DEVICES_PER_PROCESS=2 PORT=23456 launch/local.sh 2 --config=configs/synthetic.py:smoke --workdir=/tmp/run
+#
+# Environment: DEVICES_PER_PROCESS (CPU devices each process simulates, default 1),
+# PORT (coordinator port, default: a free one), PYTHON (default: python).
+# Output of process I goes to stdout prefixed "[I]". When one process fails, the
+# others are stopped and the script exits with that process's status.
+set -euo pipefail
+
+if [[ $# -lt 1 || ! "$1" =~ ^[0-9]+$ || "$1" -lt 1 ]]; then
+  echo "usage: launch/local.sh NUM_PROCESSES [crl_jax.main flags...]" >&2
+  exit 2
+fi
+num_processes=$1
+shift
+python=${PYTHON:-python}
+devices=${DEVICES_PER_PROCESS:-1}
+port=${PORT:-$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+for ((i = 0; i < num_processes; i++)); do
+  echo "launch/local.sh: process $i/$num_processes: XLA_FLAGS=--xla_force_host_platform_device_count=$devices" \
+       "$python -m crl_jax.main --coordinator_address=127.0.0.1:$port --num_processes=$num_processes --process_id=$i $*"
+  XLA_FLAGS="--xla_force_host_platform_device_count=$devices" JAX_PLATFORMS=cpu \
+    "$python" -m crl_jax.main --coordinator_address="127.0.0.1:$port" \
+      --num_processes="$num_processes" --process_id="$i" "$@" \
+      > >(sed -u "s/^/[$i] /") 2> >(sed -u "s/^/[$i] /" >&2) &
+  pids+=($!)
+done
+
+status=0
+remaining=${#pids[@]}
+while (( remaining > 0 )); do
+  if wait -n "${pids[@]}"; then
+    remaining=$((remaining - 1))
+  else
+    status=$?
+    echo "launch/local.sh: a process exited with status $status; stopping the others" >&2
+    break
+  fi
+done
+if (( status != 0 )); then
+  cleanup
+  wait || true
+  exit "$status"
+fi
+trap - EXIT
+wait
+exit 0

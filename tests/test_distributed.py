@@ -1,0 +1,141 @@
+"""Multi-process training on jax.distributed over 127.0.0.1 (CPU devices, gloo)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from crl_jax import distributed
+from crl_jax.train import checkpoint as checkpoint_lib
+from crl_jax.train import loop
+from tests.train.conftest import REPO
+from tests.train.conftest import smoke_config
+
+SMOKE_FLAGS = ["--config=configs/synthetic.py:smoke", "--no_progress",
+               "--config.data.image_size=16", "--config.data.synthetic.image_size=16",
+               "--config.data.synthetic.num_train=512",
+               "--config.data.synthetic.num_validation=560",
+               "--config.data.synthetic.num_test=1100",
+               "--config.train.batch_size=32", "--config.eval.batch_size=400",
+               "--config.model.kwargs.widths=(8,16)", "--config.train.num_steps=4",
+               "--config.train.eval_every=4", "--config.checkpoint.every_steps=4",
+               "--config.loss.crl.scope=all"]
+
+
+def environment(data_dir, devices):
+  return dict(os.environ, TFDS_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+              PYTHON=sys.executable)
+
+
+def restore(workdir, data_dir):
+  config = smoke_config(data_dir, **{"train.num_steps": 4, "loss.crl.scope": "all"})
+  run = loop.build(config)
+  store = checkpoint_lib.CheckpointStore(str(workdir), 2)
+  state, _, _ = store.restore_latest(loop.abstract_state(run))
+  store.close()
+  return jax.device_get((state.params, state.batch_stats))
+
+
+def test_two_processes_equal_one_process(tmp_path):
+  data_dir = tmp_path / "tfds"
+  two = subprocess.run(
+      ["bash", "launch/local.sh", "2", f"--workdir={tmp_path / 'two'}", *SMOKE_FLAGS],
+      cwd=REPO, env=dict(environment(data_dir, 2), DEVICES_PER_PROCESS="2"),
+      capture_output=True, text=True, timeout=600)
+  assert two.returncode == 0, two.stderr[-4000:]
+  assert "launch/local.sh: process 1/2" in two.stdout
+  # Only process 0 writes logs and reports.
+  assert "[0] test split" in two.stdout and "[1] test split" not in two.stdout
+  one = subprocess.run(
+      [sys.executable, "-m", "crl_jax.main", f"--workdir={tmp_path / 'one'}",
+       *SMOKE_FLAGS], cwd=REPO, env=environment(data_dir, 4), capture_output=True,
+      text=True, timeout=600)
+  assert one.returncode == 0, one.stderr[-4000:]
+
+  # The 2-process checkpoint restores in this (1-process, 8-device) process.
+  params_two = restore(tmp_path / "two", data_dir)
+  params_one = restore(tmp_path / "one", data_dir)
+  for a, b in zip(jax.tree.leaves(params_two), jax.tree.leaves(params_one)):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  results_two = json.load(open(tmp_path / "two" / "results.json"))
+  results_one = json.load(open(tmp_path / "one" / "results.json"))
+  assert results_two["test"]["mean_class_balanced_accuracy"] == pytest.approx(
+      results_one["test"]["mean_class_balanced_accuracy"], abs=1e-6)
+  train_two = [json.loads(l) for l in open(tmp_path / "two" / "metrics.jsonl")
+               if '"train"' in l]
+  train_one = [json.loads(l) for l in open(tmp_path / "one" / "metrics.jsonl")
+               if '"train"' in l]
+  assert train_two[-1]["loss"] == pytest.approx(train_one[-1]["loss"], rel=1e-5)
+
+
+def test_a_dead_process_stops_the_others(tmp_path):
+  port = 20000 + os.getpid() % 20000
+  flags = [f"--workdir={tmp_path / 'run'}", *SMOKE_FLAGS[:-4],
+           "--config.train.num_steps=100000", "--config.train.eval_every=100000",
+           "--config.checkpoint.every_steps=100000", "--heartbeat_timeout=10",
+           "--config.train.log_every=5"]
+  processes = [subprocess.Popen(
+      [sys.executable, "-m", "crl_jax.main", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={i}", *flags], cwd=REPO,
+      env=environment(tmp_path / "tfds", 1), stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  # Wait until both train (the metrics file appears), then kill process 1.
+  deadline = time.time() + 300
+  while not (tmp_path / "run" / "metrics.jsonl").exists():
+    assert time.time() < deadline, "training never started"
+    assert processes[0].poll() is None, processes[0].stdout.read()[-3000:]
+    time.sleep(1)
+  processes[1].send_signal(signal.SIGKILL)
+  killed_at = time.time()
+  try:
+    status = processes[0].wait(timeout=120)
+  except subprocess.TimeoutExpired:
+    processes[0].kill()
+    pytest.fail("the surviving process hung after its peer died")
+  output = processes[0].stdout.read()
+  assert status != 0
+  assert time.time() - killed_at < 120
+  assert output.strip(), "the surviving process exited without saying why"
+
+
+def test_incomplete_explicit_flags_are_refused():
+  with pytest.raises(distributed.DistributedError, match="give all of"):
+    distributed.initialize("127.0.0.1:1234", None, 0)
+  with pytest.raises(distributed.DistributedError, match=r"--process_id=3 must be in"):
+    distributed.initialize("127.0.0.1:1234", 2, 3)
+
+
+def test_cluster_detection(monkeypatch):
+  for key in ("SLURM_JOB_ID", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
+              "MEGASCALE_COORDINATOR_ADDRESS"):
+    monkeypatch.delenv(key, raising=False)
+  assert distributed.detected_cluster() is None
+  monkeypatch.setenv("SLURM_JOB_ID", "7")
+  monkeypatch.setenv("SLURM_NTASKS", "1")
+  assert distributed.detected_cluster() is None
+  monkeypatch.setenv("SLURM_NTASKS", "4")
+  assert distributed.detected_cluster() == "slurm"
+  monkeypatch.delenv("SLURM_JOB_ID")
+  monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "w0,w1")
+  assert distributed.detected_cluster() == "tpu"
+
+
+def test_peer_that_never_shows_up_is_a_bounded_clear_error(tmp_path):
+  port = 40000 + os.getpid() % 20000
+  started = time.time()
+  result = subprocess.run(
+      [sys.executable, "-m", "crl_jax.main", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", "--process_id=0", "--initialization_timeout=5",
+       f"--workdir={tmp_path}", *SMOKE_FLAGS], cwd=REPO,
+      env=environment(tmp_path / "tfds", 1), capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert time.time() - started < 120
+  assert "jax.distributed could not connect" in result.stderr or (
+      "DEADLINE" in result.stderr.upper()), result.stderr[-2000:]

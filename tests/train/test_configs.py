@@ -1,0 +1,89 @@
+"""Every config: the :smoke variants through the real command, and one real step of the
+celeb_a and cifar100 configs on tfds.testing.mock_data."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow_datasets as tfds
+
+from crl_jax import config_lib
+from crl_jax.data import celeb_a
+from crl_jax.data import cifar
+from crl_jax.train import loop
+from tests.data import test_celeb_a
+from tests.data import test_cifar
+from tests.train.conftest import REPO
+
+CONFIGS = ("synthetic", "xdomain", "celeba", "deepfashion", "cifar100", "cifar100_imb")
+
+
+def run_main(args, env_data_dir, timeout=600):
+  env = dict(os.environ, TFDS_DATA_DIR=str(env_data_dir), JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return subprocess.run([sys.executable, "-m", "crl_jax.main", *args], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=() if name == "synthetic" else pytest.mark.slow)
+    for name in CONFIGS])
+def test_smoke_config_runs_through_the_command(name, tmp_path):
+  workdir = tmp_path / "run"
+  result = run_main([f"--config=configs/{name}.py:smoke", f"--workdir={workdir}",
+                     "--no_progress"], tmp_path / "tfds")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "class-balanced accuracy per attribute" in result.stdout
+  assert (workdir / "results.json").exists()
+  # A second start finds the finished run and only evaluates again.
+  again = run_main([f"--config=configs/{name}.py:smoke", f"--workdir={workdir}",
+                    "--mode=eval"], tmp_path / "tfds")
+  assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_bad_config_value_is_one_line_before_compiling(tmp_path):
+  result = run_main(["--config=configs/synthetic.py:smoke", f"--workdir={tmp_path}",
+                     "--config.loss.crl.rho=1.5"], tmp_path / "tfds")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: config.loss.crl.rho=1.5 is not allowed: must be in (0, 1].")
+  assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.fixture(scope="module")
+def celeb_a_dir(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp("celeb_a"))
+  test_celeb_a.write_official_files(celeb_a.manual_dir(data_dir))
+  celeb_a.from_config(test_celeb_a.config(data_dir)).prepare()
+  return data_dir
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp("cifar"))
+  test_cifar.write_archive(os.path.join(celeb_a.manual_dir(data_dir),
+                                        cifar.OFFICIAL_ARCHIVE))
+  cifar.from_config(test_cifar.config(data_dir)).prepare()
+  return data_dir
+
+
+@pytest.mark.parametrize("name,fixture,shrink,num_examples", [
+    ("celeba", "celeb_a_dir", ["data.celeb_a.validation_size=5"], 5),
+    ("cifar100", "cifar_dir", ["data.cifar.validation_per_class=2"], 64)])
+def test_one_step_of_the_real_config_on_mock_data(name, fixture, shrink, num_examples,
+                                                  request, tmp_path):
+  """The config's real model, loss and shapes; only the split sizes fit the fixture."""
+  data_dir = request.getfixturevalue(fixture)
+  config = config_lib.load_config(os.path.join(REPO, f"configs/{name}.py"), [
+      "train.num_steps=1", "train.eval_every=1", "checkpoint.every_steps=1",
+      "train.batch_size=32", "eval.batch_size=64", *shrink])
+  config.data.data_dir = data_dir
+  # The mock yields num_examples random examples per read: no more than the smallest
+  # stored split of the fixture, whose sizes the source's split plans are built from.
+  with tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_FILES,
+                              data_dir=data_dir):
+    results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert results["status"] == "finished" and results["step"] == 1
+  expected = 40 if name == "celeba" else 1
+  assert len(results["test"]["attributes"]) == expected
