@@ -16,7 +16,7 @@ pattern        20     plain, stripes (3 directions, several periods), checks, do
                       gradients, grain, a chest band, two-tone
 shape          15     waist pinch (5 levels) x hem curve (flat, down, up)
 length         12     hem position (12 evenly spaced lengths)
-sleeve_shape   20     cuff width (5 ratios) x sleeve angle (4)
+sleeve_shape   20     cuff width (5 ratios) x sleeve angle (4), drawn over the torso
 sleeve_length  6      sleeve length (cap sleeve to long)
 =============  =====  ==============================================================
 
@@ -396,7 +396,7 @@ def render_xdomain(labels: np.ndarray, size: int, rng: np.random.Generator) -> n
   # Sleeves: sleeve_length -> length; sleeve_shape -> cuff ratio and angle.
   sleeve_length_value = np.array([.1, .22, .34, .46, .58, .7], np.float32)[sleeve_length]
   cuff = np.array([.5, .8, 1.1, 1.5, 2.0], np.float32)[sleeve_shape // 4]
-  angle = np.deg2rad(np.array([15, 32, 49, 66], np.float32)[sleeve_shape % 4])
+  angle = np.deg2rad(np.array([28, 42, 56, 70], np.float32)[sleeve_shape % 4])
   sleeves = np.zeros_like(torso)
   for side in (-1.0, 1.0):
     direction_x, direction_y = side * np.sin(angle), np.cos(angle)
@@ -416,8 +416,10 @@ def render_xdomain(labels: np.ndarray, size: int, rng: np.random.Generator) -> n
                  + rng.normal(0, 0.02, (n, 3)).astype(np.float32), 0, 1)
   modulation = _pattern(pattern, x, y)[..., None]
   garment_colour = np.clip(base[:, None, None, :] * modulation, 0, 1)
-  canvas = _blend(canvas, garment_colour * 0.9, sleeves)
+  # Sleeves go over the torso, a shade darker, so they are visible whatever the
+  # silhouette (a sleeve drawn underneath can hide entirely inside a flared torso).
   canvas = _blend(canvas, garment_colour, torso)
+  canvas = _blend(canvas, garment_colour * 0.7, sleeves)
   canvas = _blend(canvas, np.full((n, 3), 0.95, np.float32), trim)
 
   # Buttons: class 0 none; 1-10 one to five buttons, dark (odd) or light (even);

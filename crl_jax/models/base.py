@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -90,11 +90,14 @@ class MultiAttributeModel(nn.Module):
     class_counts: tuple of ``A`` ints >= 2, the number of classes of each attribute.
     feature_dim: ``D``, the width of each attribute's feature layer.
     dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters are float32.
+    shared_dim: optional shared layer between trunk and per-attribute heads (see
+      ``AttributeHeads``).
   """
 
   class_counts: tuple[int, ...]
   feature_dim: int = 64
   dtype: Any = jnp.float32
+  shared_dim: Optional[int] = None
 
   def __post_init__(self):
     # A list of counts becomes a tuple of ints, so the module stays hashable.
@@ -108,14 +111,15 @@ class MultiAttributeModel(nn.Module):
   @nn.nowrap
   def make_backbone(self) -> nn.Module:
     """Returns the trunk module, constructed with ``name="backbone"``."""
-    raise NotImplementedError
+    raise TypeError(f"{type(self).__name__} must define make_backbone(); use a model "
+                    "from crl_jax.models.MODEL_NAMES.")
 
   @nn.nowrap
   def make_heads(self) -> nn.Module:
     """Returns the per-attribute heads, constructed with ``name="heads"``."""
     return heads_lib.AttributeHeads(class_counts=tuple(self.class_counts),
                                      feature_dim=self.feature_dim, dtype=self.dtype,
-                                     name="heads")
+                                     shared_dim=self.shared_dim, name="heads")
 
   @nn.compact
   def __call__(self, images, train: bool = False):

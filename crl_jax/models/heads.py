@@ -14,7 +14,7 @@ Attributes have different numbers of classes; the prediction layer is padded to
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 from flax.linen import dtypes as flax_dtypes
@@ -200,6 +200,10 @@ class AttributeHeads(nn.Module):
       prediction layer, only when ``train=True``; 0 disables it (and then no
       ``"dropout"`` rng is needed).
     dtype: compute dtype; parameters are float32.
+    shared_dim: optional width of one shared Dense + ReLU layer (under ``heads``) between
+      the trunk and the per-attribute layers. With many attributes it keeps the heads
+      small: DeepFashion's 1000 attributes on ResNet-50's 2048-d trunk need 131M
+      per-attribute feature weights directly, 16M through a 256-d shared layer.
   """
 
   class_counts: tuple[int, ...]
@@ -207,6 +211,7 @@ class AttributeHeads(nn.Module):
   hidden_dims: tuple[int, ...] = ()
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  shared_dim: Optional[int] = None
 
   @nn.compact
   def __call__(self, trunk_features, train: bool = False):
@@ -228,6 +233,11 @@ class AttributeHeads(nn.Module):
       return nn.Dropout(self.dropout_rate, deterministic=not train)(x)
 
     hidden = trunk_features
+    if self.shared_dim:
+      hidden = nn.relu(nn.Dense(self.shared_dim, dtype=self.dtype,
+                                param_dtype=jnp.float32,
+                                kernel_init=nn.initializers.he_normal(),
+                                name="shared")(hidden))
     for index, width in enumerate(self.hidden_dims):
       hidden = AttributeDense(num_attributes, width, dtype=self.dtype,
                               kernel_init=he_normal_per_attribute,

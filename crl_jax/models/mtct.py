@@ -118,4 +118,4 @@ class MTCT(base.MultiAttributeModel):
                                     feature_dim=self.feature_dim,
                                     hidden_dims=(self.hidden_dim,),
                                     dropout_rate=self.dropout_rate, dtype=self.dtype,
-                                    name="heads")
+                                    shared_dim=self.shared_dim, name="heads")

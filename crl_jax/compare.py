@@ -1,0 +1,327 @@
+r"""Train several imbalance methods on the same data, model and seeds; tabulate them.
+
+    python -m crl_jax.compare --config=configs/synthetic.py \
+        --methods=ce,crl,cost_sensitive,threshold --seeds=3 --workdir=DIR \
+        [--config.train.num_steps=...]
+
+A method is a name from ``METHODS`` (``ce``, ``crl``, the baselines, the resampling and
+post-hoc competitors), optionally with config overrides after ``@``:
+``crl@loss.crl.rho=0.1`` or ``crl@loss.crl.level=instance,loss.crl.criterion=absolute``
+(the paper's ablations). Every (method, seed) trains in ``DIR/<method>/seed<k>`` with
+``config.seed = k``; a finished run is read back instead of redone, an unfinished one
+resumes. Then it writes in ``DIR``:
+
+* ``compare.md``: the paper's Table 5 layout (a row per method, a column per attribute,
+  the imbalance ratio row on top, test class-balanced accuracy as mean +- std over
+  seeds, the mean column, the best of each column in bold), the Table 6 split (less vs
+  more imbalanced attributes) as gain over CE, and training time per run;
+* ``gain_over_ce.png`` (per attribute, sorted by imbalance ratio: the paper's Figs. 6, 8),
+  ``recall_vs_frequency.png`` (per-class test recall against training class size, CE
+  and CRL), ``training_curves.png`` (training loss and validation mean class-balanced
+  accuracy against step);
+* ``compare.json``: every number behind them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+# name -> config overrides that make the method (on top of the experiment's config).
+METHODS = {
+    "ce": {"loss.name": "ce"},
+    "crl": {"loss.name": "crl"},
+    "cost_sensitive": {"loss.name": "cost_sensitive"},
+    "threshold": {"loss.name": "ce", "eval.adjustment": "threshold"},
+    "over_sampling": {"loss.name": "ce", "data.resampling": "over"},
+    "down_sampling": {"loss.name": "ce", "data.resampling": "down"},
+    "focal": {"loss.name": "focal"},
+    "class_balanced": {"loss.name": "class_balanced"},
+    "ldam_drw": {"loss.name": "ldam_drw"},
+    "logit_adjust": {"loss.name": "logit_adjust"},
+    "posthoc_logit_adjust": {"loss.name": "ce", "eval.adjustment": "logit_adjust"},
+    "balanced_softmax": {"loss.name": "balanced_softmax"},
+    "crl_logit_adjust": {"loss.name": "crl", "loss.crl.base": "logit_adjust"},
+}
+
+
+def parse_method(spec: str) -> tuple[str, dict]:
+  """``name[@key=value,...]`` -> (name, overrides)."""
+  from crl_jax import config_lib
+  name, _, extra = spec.partition("@")
+  if name not in METHODS:
+    raise config_lib.ConfigError(f"method {name!r} is unknown; use one of "
+                                 f"{', '.join(METHODS)} (optionally name@key=value,...).")
+  overrides = dict(METHODS[name])
+  for item in filter(None, extra.split(",")):
+    key, _, value = item.partition("=")
+    overrides[key] = config_lib.parse_value(value)
+  return name, overrides
+
+
+def method_config(base_spec: str, base_overrides, method_overrides: dict, seed: int):
+  from crl_jax import config_lib
+  config = config_lib.load_config(base_spec, base_overrides)
+  for key, value in method_overrides.items():
+    config_lib.set_by_path(config, key, value)
+  config.seed = seed
+  config_lib.validate(config)
+  return config
+
+
+def run_directory(workdir: str, method: str, seed: int) -> str:
+  safe = method.replace("@", "__").replace("=", "-").replace(",", "_").replace("/", "-")
+  return os.path.join(workdir, safe, f"seed{seed}")
+
+
+def train_or_load(config, directory: str) -> dict:
+  from crl_jax.train import loop
+  path = os.path.join(directory, "results.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      results = json.load(f)
+    if results.get("status") == "finished":
+      with open(os.path.join(directory, "config.json")) as f:
+        if json.load(f) == json.loads(config.to_json(sort_keys=True)):
+          return results
+  started = time.time()
+  results = loop.train_and_evaluate(config, directory, progress=False)
+  results.setdefault("wall_seconds", time.time() - started)
+  return results
+
+
+def _mean_std(values):
+  values = np.asarray([v for v in values if v is not None and np.isfinite(v)], float)
+  if not len(values):
+    return float("nan"), float("nan")
+  return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def aggregate(per_run: dict, attribute_names) -> dict:
+  """method -> {attribute -> (mean, std)} of test class-balanced accuracy, plus mean,
+  split means and training times."""
+  table = {}
+  for method, runs in per_run.items():
+    row = {"attributes": {}, "seeds": len(runs)}
+    for name in attribute_names:
+      row["attributes"][name] = _mean_std(
+          [r["test"]["attributes"][name]["class_balanced_accuracy"] for r in runs])
+    row["mean"] = _mean_std([r["test"]["mean_class_balanced_accuracy"] for r in runs])
+    row["less_imbalanced"] = _mean_std([r["test"].get("less_imbalanced_mean")
+                                        for r in runs])
+    row["more_imbalanced"] = _mean_std([r["test"].get("more_imbalanced_mean")
+                                        for r in runs])
+    row["train_seconds"] = _mean_std([r.get("train_seconds") for r in runs])
+    table[method] = row
+  return table
+
+
+def format_markdown(table: dict, attribute_names, ratios, machine: str, command: str) -> str:
+  order = np.argsort(ratios, kind="stable")
+  names = [attribute_names[i] for i in order]
+  header = "| Method | " + " | ".join(names) + " | Mean |"
+  lines = [f"Test class-balanced accuracy (%), mean ± std over seeds. Machine: {machine}.",
+           "", f"Command: `{command}`", "", header,
+           "|" + "---|" * (len(names) + 2),
+           "| Imbalance ratio (1:x) | " + " | ".join(
+               f"{ratios[i]:.0f}" for i in order) + " | |"]
+  best = {name: max((row["attributes"][name][0] for row in table.values()),
+                    default=float("nan")) for name in names}
+  best_mean = max(row["mean"][0] for row in table.values())
+  for method, row in table.items():
+    cells = []
+    for name in names:
+      mean, std = row["attributes"][name]
+      text = f"{100 * mean:.2f} ± {100 * std:.2f}"
+      cells.append(f"**{text}**" if math.isclose(mean, best[name]) else text)
+    mean, std = row["mean"]
+    text = f"{100 * mean:.2f} ± {100 * std:.2f}"
+    cells.append(f"**{text}**" if math.isclose(mean, best_mean) else text)
+    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+  if "ce" in table:
+    lines += ["", "Gain over CE in mean class-balanced accuracy (%), the paper's Table 6 "
+              "split at 1:5:", "",
+              "| Method | Less imbalanced (<= 1:5) | More imbalanced (> 1:5) | All |",
+              "|---|---|---|---|"]
+    base = table["ce"]
+    for method, row in table.items():
+      if method == "ce":
+        continue
+      def gain(key):
+        if np.isnan(row[key][0]) or np.isnan(base[key][0]):
+          return "n/a"
+        return f"{100 * (row[key][0] - base[key][0]):+.2f}"
+      lines.append(f"| {method} | {gain('less_imbalanced')} | {gain('more_imbalanced')} | "
+                   f"{gain('mean')} |")
+  lines += ["", "Training time per run (s), mean ± std over seeds:", "",
+            "| Method | Seeds | Train seconds |", "|---|---|---|"]
+  for method, row in table.items():
+    mean, std = row["train_seconds"]
+    lines.append(f"| {method} | {row['seeds']} | {mean:.0f} ± {std:.0f} |")
+  return "\n".join(lines) + "\n"
+
+
+def plot_gains(table, attribute_names, ratios, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  if "ce" not in table:
+    return
+  order = np.argsort(ratios, kind="stable")
+  methods = [m for m in table if m != "ce"]
+  figure, axis = plt.subplots(figsize=(max(8, 0.9 * len(order)), 4.5))
+  width = 0.8 / max(len(methods), 1)
+  for k, method in enumerate(methods):
+    gains = [100 * (table[method]["attributes"][attribute_names[i]][0]
+                    - table["ce"]["attributes"][attribute_names[i]][0]) for i in order]
+    axis.bar(np.arange(len(order)) + k * width, gains, width, label=method)
+  axis.axhline(0, color="black", linewidth=0.8)
+  axis.set_xticks(np.arange(len(order)) + 0.4 - width / 2)
+  axis.set_xticklabels([f"{attribute_names[i]}\n1:{ratios[i]:.0f}" for i in order],
+                       fontsize=7)
+  axis.set_ylabel("gain over CE (class-balanced accuracy, %)")
+  axis.set_title("Gain over CE per attribute, sorted by imbalance ratio")
+  axis.legend(fontsize=7, ncol=2)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def plot_recall_vs_frequency(per_run, class_counts, attribute_names, path, methods):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axis = plt.subplots(figsize=(7, 4.5))
+  for method, marker in zip(methods, "os^v"):
+    if method not in per_run:
+      continue
+    xs, ys = [], []
+    for j, name in enumerate(attribute_names):
+      recalls = np.array([[np.nan if r is None else r for r in
+                           run["test"]["attributes"][name]["per_class_recall"]]
+                          for run in per_run[method]], float)
+      recall = np.nanmean(recalls, axis=0)
+      counts = np.asarray(class_counts[j][:len(recall)], float)
+      xs += list(counts)
+      ys += list(recall)
+    axis.scatter(xs, ys, s=10, alpha=0.6, marker=marker, label=method)
+  axis.set_xscale("log")
+  axis.set_xlabel("training images of the class")
+  axis.set_ylabel("test recall of the class")
+  axis.set_title("Per-class recall against training class size")
+  axis.legend()
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def plot_training_curves(directories: dict, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4))
+  for method, directory in directories.items():
+    path_jsonl = os.path.join(directory, "metrics.jsonl")
+    if not os.path.exists(path_jsonl):
+      continue
+    rows = [json.loads(line) for line in open(path_jsonl)]
+    train = [(r["step"], r["loss"]) for r in rows if r["split"] == "train"]
+    validation = [(r["step"], 100 * r["mean_class_balanced_accuracy"]) for r in rows
+                  if r["split"] == "validation"]
+    if train:
+      loss_axis.plot(*zip(*train), label=method)
+    if validation:
+      metric_axis.plot(*zip(*validation), marker="o", label=method)
+  loss_axis.set_xlabel("step")
+  loss_axis.set_ylabel("training loss")
+  loss_axis.set_yscale("log")
+  metric_axis.set_xlabel("step")
+  metric_axis.set_ylabel("validation mean class-balanced accuracy (%)")
+  for axis in (loss_axis, metric_axis):
+    axis.legend(fontsize=7)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def machine_line() -> str:
+  import platform
+  import jax
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f
+                 if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return (f"{jax.device_count()} x {jax.devices()[0].device_kind} ({cpu}, "
+          f"{os.cpu_count()} cores), jax {jax.__version__}")
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", required=True)
+  parser.add_argument("--methods", default="ce,crl")
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--first_seed", type=int, default=0)
+  parser.add_argument("--workdir", required=True)
+  args, rest = parser.parse_known_args(argv)
+  unknown = [item for item in rest if not item.startswith("--config.")]
+  if unknown:
+    parser.error(f"unknown arguments {unknown}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from absl import logging
+  logging.set_verbosity(logging.ERROR)
+  from crl_jax import config_lib
+  from crl_jax import data as data_lib
+  from crl_jax.evaluation import metrics as metrics_lib
+  base_overrides = [item[len("--config."):] for item in rest]
+  methods = [m for m in args.methods.split(",") if m]
+  parsed = [parse_method(m) for m in methods]  # fail early on a bad method
+  seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+  os.makedirs(args.workdir, exist_ok=True)
+  per_run, directories = {}, {}
+  for method, (_, overrides) in zip(methods, parsed):
+    per_run[method] = []
+    for seed in seeds:
+      directory = run_directory(args.workdir, method, seed)
+      config = method_config(args.config, base_overrides, overrides, seed)
+      print(f"== {method}, seed {seed}: {directory}", flush=True)
+      results = train_or_load(config, directory)
+      print(f"   test mean class-balanced accuracy "
+            f"{100 * results['test']['mean_class_balanced_accuracy']:.2f}% "
+            f"({results.get('train_seconds', float('nan')):.0f} s training)", flush=True)
+      per_run[method].append(results)
+      directories.setdefault(method, directory)
+  config = method_config(args.config, base_overrides, {}, seeds[0])
+  source = data_lib.get_source(config.data)
+  class_counts = source.train_class_counts()
+  schema = source.schema
+  ratios = metrics_lib.imbalance_ratios(class_counts, schema.class_mask)
+  table = aggregate(per_run, schema.names)
+  command = "python -m crl_jax.compare " + " ".join(sys.argv[1:] if argv is None else argv)
+  markdown = format_markdown(table, schema.names, ratios, machine_line(), command)
+  with open(os.path.join(args.workdir, "compare.md"), "w") as f:
+    f.write(markdown)
+  with open(os.path.join(args.workdir, "compare.json"), "w") as f:
+    json.dump({"command": command, "machine": machine_line(), "seeds": seeds,
+               "attributes": list(schema.names), "imbalance_ratios": ratios.tolist(),
+               "train_class_counts": class_counts.tolist(), "table": table,
+               "runs": per_run}, f, indent=1)
+  plot_gains(table, schema.names, ratios, os.path.join(args.workdir, "gain_over_ce.png"))
+  plot_recall_vs_frequency(per_run, class_counts, schema.names,
+                           os.path.join(args.workdir, "recall_vs_frequency.png"),
+                           [m for m in ("ce", "crl") if m in per_run])
+  plot_training_curves(directories, os.path.join(args.workdir, "training_curves.png"))
+  print(markdown)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,39 @@
+"""The train-step benchmark in a tiny mode: its JSON has the documented schema."""
+
+import json
+import os
+
+from crl_jax import bench
+from tests.train.conftest import REPO
+
+RESULT_KEYS = {"variant", "batch", "kappa", "num_attributes", "devices", "mining",
+               "step_ms_median", "step_ms_p10", "step_ms_p90", "ratio_to_ce",
+               "compile_s", "peak_mem_mb", "traces"}
+
+
+def test_bench_tiny_json_schema(tmp_path, capsys):
+  path = tmp_path / "bench.json"
+  plot = tmp_path / "bench.png"
+  assert bench.main([
+      f"--config={os.path.join(REPO, 'configs/synthetic.py:smoke')}", "--steps=2",
+      "--warmup=1", "--batch=16", "--image_size=16",
+      "--designs=class/relative/minority,instance/distribution/all",
+      "--sweep_kappa=1,5", "--sweep_devices=1,2", f"--json={path}", f"--plot={plot}",
+      "--config.model.kwargs.widths=(4,8)"]) == 0
+  payload = json.loads(path.read_text())
+  assert set(payload["machine"]) >= {"backend", "device_kind", "num_devices",
+                                     "jax_version", "cpu"}
+  results = payload["results"]
+  variants = {r["variant"] for r in results}
+  assert variants == {"ce", "class/relative/minority", "instance/distribution/all"}
+  for row in results:
+    assert RESULT_KEYS <= set(row)
+    assert row["traces"] == 1, row  # compiled once, never retraced
+    assert row["step_ms_median"] > 0
+  assert {r["kappa"] for r in results if r["sweep"] == "kappa"} == {1, 5}
+  assert {(r["devices"], r["mining"]) for r in results if r["sweep"] == "devices"} == {
+      (1, "global"), (1, "local"), (2, "global"), (2, "local")}
+  ce = [r for r in results if r["sweep"] == "main" and r["variant"] == "ce"][0]
+  assert ce["ratio_to_ce"] == 1.0
+  assert plot.stat().st_size > 0
+  assert "class/relative/minority" in capsys.readouterr().out

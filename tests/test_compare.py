@@ -1,0 +1,48 @@
+"""A compare run of two methods x one seed on a :smoke config."""
+
+import json
+import os
+
+import pytest
+
+from crl_jax import compare
+from crl_jax import config_lib
+from tests.train.conftest import REPO
+
+SHRINK = ["--config.data.image_size=16", "--config.data.synthetic.image_size=16",
+          "--config.data.synthetic.num_train=512",
+          "--config.data.synthetic.num_validation=560",
+          "--config.data.synthetic.num_test=1100", "--config.train.batch_size=32",
+          "--config.eval.batch_size=400", "--config.model.kwargs.widths=(8,16)",
+          "--config.train.num_steps=4", "--config.train.eval_every=4",
+          "--config.checkpoint.every_steps=4"]
+
+
+def test_compare_two_methods_one_seed(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  argv = [f"--config={os.path.join(REPO, 'configs/synthetic.py:smoke')}",
+          "--methods=ce,crl@loss.crl.rho=0.3", "--seeds=1", f"--workdir={tmp_path}",
+          *SHRINK]
+  assert compare.main(argv) == 0
+  markdown = (tmp_path / "compare.md").read_text()
+  assert "| Imbalance ratio (1:x) |" in markdown
+  assert "| ce |" in markdown and "| crl@loss.crl.rho=0.3 |" in markdown
+  assert "Gain over CE" in markdown
+  payload = json.loads((tmp_path / "compare.json").read_text())
+  assert set(payload["table"]) == {"ce", "crl@loss.crl.rho=0.3"}
+  for name in ("gain_over_ce.png", "recall_vs_frequency.png", "training_curves.png"):
+    assert (tmp_path / name).stat().st_size > 0
+  config = json.loads((tmp_path / "crl__loss.crl.rho-0.3" / "seed0" /
+                       "config.json").read_text())
+  assert config["loss"]["crl"]["rho"] == 0.3
+  # A second call reads the finished runs back instead of training again.
+  capsys.readouterr()
+  assert compare.main(argv) == 0
+  assert "resumed" not in capsys.readouterr().out
+
+
+def test_unknown_method_is_refused():
+  with pytest.raises(config_lib.ConfigError, match="method 'svm' is unknown"):
+    compare.parse_method("svm")
+  assert compare.parse_method("crl@loss.crl.kappa=5") == (
+      "crl", {"loss.name": "crl", "loss.crl.kappa": 5})
