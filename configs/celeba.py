@@ -43,7 +43,7 @@ def get_config(arg=None):
     config.data.synthetic.update(kind="celeba", image_size=64, num_train=1_024,
                                  num_validation=256, num_test=256)
     config.model.name = "tiny"
-    config.model.kwargs = ml_collections.ConfigDict()
+    config.model.kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
     config.train.num_steps = 4
     config.train.log_every = 2
     config.train.eval_every = 4

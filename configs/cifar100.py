@@ -45,7 +45,7 @@ def smoke(config):
   config.data.synthetic.update(kind="cifar", image_size=32, num_train=2_560,
                                num_validation=500, num_test=500)
   config.model.name = "tiny"
-  config.model.kwargs = ml_collections.ConfigDict()
+  config.model.kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
   config.train.num_steps = 6
   config.train.log_every = 2
   config.train.eval_every = 6

@@ -44,7 +44,7 @@ def get_config(arg=None):
     config.data.synthetic.update(kind="deepfashion", image_size=224, num_train=256,
                                  num_validation=128, num_test=128)
     config.model.name = "tiny"
-    config.model.kwargs = ml_collections.ConfigDict()
+    config.model.kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
     config.train.num_steps = 3
     config.train.log_every = 1
     config.train.eval_every = 3

@@ -45,7 +45,7 @@ def get_config(arg=None):
     config.data.synthetic.update(kind="xdomain", image_size=128, num_train=1_024,
                                  num_validation=560, num_test=1_100)
     config.model.name = "tiny"
-    config.model.kwargs = ml_collections.ConfigDict()
+    config.model.kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
     config.train.num_steps = 6
     config.train.log_every = 2
     config.train.eval_every = 6

@@ -229,3 +229,12 @@ def test_bad_architecture_options_are_reported():
   with pytest.raises(ValueError, match="f\\[B, H, W, C\\]"):
     jax.eval_shape(models.get_model("tiny", class_counts=[2]).init, jax.random.key(0),
                    jax.ShapeDtypeStruct((32, 32, 3), jnp.float32))
+
+
+def test_shared_dim_adds_one_shared_layer_under_heads():
+  model = models.get_model("tiny", class_counts=[2, 3, 5], feature_dim=8, shared_dim=12)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                                jnp.zeros((2, 32, 32, 3)), train=False))
+  heads = variables["params"]["heads"]
+  assert heads["shared"]["kernel"].shape[1] == 12
+  assert heads["feature"]["kernel"].shape == (3, 12, 8)

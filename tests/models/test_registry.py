@@ -55,16 +55,17 @@ def test_direct_construction_is_validated_too():
 def test_unknown_option_names_the_valid_ones():
   with pytest.raises(TypeError, match="dropout_rate") as error:
     models.get_model("resnet32", class_counts=[2], dropout_rate=0.5)
-  assert "none" in str(error.value)
+  assert "its options are: shared_dim" in str(error.value)
   with pytest.raises(TypeError, match="widht"):
     models.get_model("mtct", class_counts=[2], widht=(8,) * 5)
 
 
 def test_model_options():
-  assert models.model_options("mtct") == ("widths", "kernel_sizes", "stem_stride",
-                                          "hidden_dim", "dropout_rate")
-  assert models.model_options("densenet") == ("depth", "growth_rate", "compression")
-  assert models.model_options("resnet50") == ()
+  assert models.model_options("mtct") == ("shared_dim", "widths", "kernel_sizes",
+                                          "stem_stride", "hidden_dim", "dropout_rate")
+  assert models.model_options("densenet") == ("shared_dim", "depth", "growth_rate",
+                                              "compression")
+  assert models.model_options("resnet50") == ("shared_dim",)
 
 
 def test_options_given_as_lists_become_tuples():
