@@ -10,7 +10,8 @@ Each checkpoint holds the whole ``TrainState`` and a small JSON ``meta`` (step, 
 metric so far). Orbax writes into a temporary directory and renames it when complete,
 so a save killed half-way never looks like a complete checkpoint; a checkpoint that is
 damaged on disk (truncated or corrupted files) fails to restore, is reported, and the
-previous one is used.
+previous one is used. When training reaches a damaged step again, the damaged directory
+is moved to ``WORKDIR/damaged/`` before the new save (never deleted).
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import time
+import zlib
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,51 @@ def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
                                item_names=("state", "meta"))
 
 
+def _host_bytes(leaf) -> Optional[bytes]:
+  """The bytes of one state leaf as this process sees it: the whole array when it is
+  replicated or fully addressable (every crl_jax state leaf is), else ``None``."""
+  if isinstance(leaf, jax.Array):
+    if leaf.is_fully_replicated:
+      leaf = leaf.addressable_data(0)
+    elif not leaf.is_fully_addressable:
+      return None
+  array = np.ascontiguousarray(np.asarray(leaf))
+  return array.dtype.str.encode() + str(array.shape).encode() + array.tobytes()
+
+
+def _key_name(key) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def checksums(state) -> dict:
+  """``{leaf path: crc32}`` of a state's values, stored in each checkpoint's meta and
+  checked on restore: orbax does not checksum array data, so without this a file
+  corrupted in place would restore silently wrong parameters."""
+  sums = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    data = _host_bytes(leaf)
+    if data is not None:
+      sums["/".join(_key_name(k) for k in path)] = zlib.crc32(data)
+  return sums
+
+
+def _verify(state, meta: dict, step: int, prefixes: tuple[str, ...] = ("",)) -> None:
+  """Raises ``CheckpointError`` when restored leaves (under ``prefixes``) differ from
+  the checksums saved with them."""
+  expected = meta.get("checksums")
+  if expected is None:
+    return
+  actual = checksums(state)
+  bad = sorted(k for k in expected if k.startswith(prefixes) and actual.get(k) != expected[k])
+  if bad:
+    raise CheckpointError(f"checkpoint at step {step}: the restored values of "
+                          f"{len(bad)} arrays do not match their checksums "
+                          f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
+
+
 class CheckpointStore:
   """Periodic and best checkpoints of one workdir."""
 
@@ -45,7 +95,32 @@ class CheckpointStore:
     self.periodic = _manager(os.path.join(workdir, "checkpoints"), keep)
     self.best = _manager(os.path.join(workdir, "best"), 1)
 
+  def _make_room(self, manager, step: int, keep_aside: bool) -> None:
+    """A step that already exists on disk (a damaged checkpoint that a resume skipped,
+    or the best of a run resumed from before it) is moved to ``WORKDIR/damaged/`` (kept
+    for inspection) or deleted, so the new save of that step can land."""
+    manager.reload()
+    if step not in manager.all_steps():
+      return
+    if jax.process_index() == 0:
+      path = os.path.join(str(manager.directory), str(step))
+      if keep_aside:
+        kind = os.path.basename(str(manager.directory))
+        aside = os.path.join(self.workdir, "damaged", f"{kind}-{step}-{int(time.time())}")
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        os.replace(path, aside)
+        log.warning("moved the checkpoint at step %d aside to %s before saving step %d "
+                    "again", step, aside, step)
+      else:
+        shutil.rmtree(path)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"room for step {step}")
+    manager.reload()
+
   def _save(self, manager, step: int, state, meta: dict) -> None:
+    self._make_room(manager, step, keep_aside=manager is self.periodic)
+    meta = dict(meta, checksums=checksums(state))
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                meta=ocp.args.JsonSave(meta)), force=True)
     manager.wait_until_finished()
@@ -62,7 +137,10 @@ class CheckpointStore:
   def _restore(self, manager, step: int, abstract_state):
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return restored["state"], dict(restored["meta"])
+    state, meta = restored["state"], dict(restored["meta"])
+    _verify(state, meta, step)
+    meta.pop("checksums", None)
+    return state, meta
 
   def restore_latest(self, abstract_state) -> Optional[tuple[Any, dict, list]]:
     """The newest checkpoint that restores, or ``None`` when there is none.
@@ -116,7 +194,10 @@ def restore_variables(workdir: str) -> dict:
   if not os.path.isdir(directory):
     raise CheckpointError(f"model.init_from={workdir!r}: no checkpoints/ directory there "
                           "(give the workdir of an earlier crl_jax run).")
-  manager = _manager(directory, 1000)
+  manager = ocp.CheckpointManager(
+      os.path.abspath(directory), options=ocp.CheckpointManagerOptions(create=False),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "meta": ocp.JsonCheckpointHandler()})
   step = manager.latest_step()
   if step is None:
     raise CheckpointError(f"model.init_from={workdir!r}: {directory} holds no checkpoint.")
@@ -126,8 +207,15 @@ def restore_variables(workdir: str) -> dict:
                                      sharding=jax.sharding.SingleDeviceSharding(
                                          jax.local_devices()[0])), metadata.tree)
   restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract)))["state"]
+      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   manager.close()
+  try:
+    _verify(restored["state"], dict(restored["meta"]), step,
+            prefixes=("params/", "batch_stats/"))
+  except CheckpointError as error:
+    raise CheckpointError(f"model.init_from={workdir!r}: {error}. Point init_from at a "
+                          "run with an intact latest checkpoint.") from None
+  restored = restored["state"]
   return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
 

@@ -85,7 +85,11 @@ def build(config, *, prepare: bool = True) -> Run:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("data prepared")
-      source.prepare()  # the others find it prepared (shared file system)
+      if not is_main_process():
+        # A fresh source: one opened before process 0 wrote the data caches an
+        # empty dataset description. The others find it prepared (shared file system).
+        source = data_lib.get_source(config.data)
+        source.prepare()
   schema = source.schema
   class_counts = source.train_class_counts().astype(np.float32)
   class_mask = schema.class_mask

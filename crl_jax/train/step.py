@@ -76,7 +76,7 @@ def make_train_step(model, objective: objective_lib.Objective,
         nonfinite_step=jnp.where(first_failure, state.step, state.nonfinite_step),
         nonfinite_terms=jnp.where(first_failure, bad_terms, state.nonfinite_terms))
     metrics = {"loss": loss, "base_loss": jnp.sum(terms["base"]),
-               "crl_loss": jnp.sum(terms["crl"]), "grad_norm": optax.global_norm(grads),
+               "crl_loss": jnp.sum(terms["crl"]), "grad_norm": optax.tree.norm(grads),
                "learning_rate": (learning_rate(state.step) if learning_rate is not None
                                  else jnp.float32(0))}
     for j, name in enumerate(names):

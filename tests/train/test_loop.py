@@ -108,3 +108,24 @@ def test_injected_nan_stops_with_a_clear_error_and_keeps_the_checkpoint(data_dir
   assert steps[-1] == 4
   params, _, _ = final_params(config, str(tmp_path))
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(params))
+
+
+def test_init_from_an_earlier_run_copies_matching_variables(data_dir, tmp_path, capsys):
+  earlier = tmp_path / "earlier"
+  config = smoke_config(data_dir, **{"train.num_steps": 2, "train.eval_every": 2,
+                                     "checkpoint.every_steps": 2})
+  loop.train_and_evaluate(config, str(earlier), progress=False)
+  params, batch_stats, _ = final_params(config, str(earlier))
+  # A different loss and head count-independent backbone: everything matches here.
+  later = smoke_config(data_dir, **{"train.num_steps": 2, "train.eval_every": 2,
+                                    "checkpoint.every_steps": 2, "loss.name": "ce",
+                                    "model.init_from": str(earlier)})
+  run = loop.build(later)
+  state = loop.initial_state(run, loop.initial_keys(later.seed)[0])
+  state, report = loop.load_pretrained(state, str(earlier), run.mesh)
+  assert report[0].startswith("loaded ") and "re-initialised" not in " ".join(report)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), params)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.batch_stats),
+               batch_stats)
+  with pytest.raises(checkpoint_lib.CheckpointError, match="no checkpoints/ directory"):
+    loop.load_pretrained(state, str(tmp_path / "missing"), run.mesh)

@@ -1,0 +1,118 @@
+"""CheckpointStore on a small state: checksums catch in-place corruption, damaged steps
+are moved aside (never deleted) when saved again, init_from verifies what it loads."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crl_jax.train import checkpoint as checkpoint_lib
+
+
+def make_state(seed):
+  rng = np.random.default_rng(seed)
+  return {"params": {"backbone": {"kernel": jnp.asarray(rng.normal(size=(64, 64)),
+                                                        jnp.float32)},
+                     "heads": {"bias": jnp.asarray(rng.normal(size=(9, 8)), jnp.float32)}},
+          "batch_stats": {"mean": jnp.asarray(rng.normal(size=(64,)), jnp.float32)},
+          "step": jnp.asarray(seed, jnp.int32)}
+
+
+def abstract(state):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                      state)
+
+
+def data_files(directory):
+  files = []
+  for root, _, names in os.walk(directory):
+    files += [os.path.join(root, name) for name in names
+              if f"{os.sep}d{os.sep}" in os.path.join(root, name) + os.sep]
+  return files
+
+
+def corrupt(step_dir):
+  """Inverts 256 bytes in the middle of the largest array data file (sizes and all
+  metadata unchanged): what a bad disk sector does to a checkpoint."""
+  path = max(data_files(step_dir), key=os.path.getsize)
+  size = os.path.getsize(path)
+  with open(path, "rb") as f:
+    f.seek(size // 2)
+    original = f.read(256)
+  with open(path, "r+b") as f:
+    f.seek(size // 2)
+    f.write(bytes(255 - b for b in original))
+
+
+def tamper_checksum(step_dir, leaf="params/backbone/kernel"):
+  """Changes one saved checksum: the restored values then no longer match it, as when
+  data is corrupted in a way the storage layer does not notice."""
+  path = step_dir / "meta" / "metadata"
+  meta = json.loads(path.read_text())
+  meta["checksums"][leaf] ^= 1
+  path.write_text(json.dumps(meta))
+
+
+def test_in_place_corruption_is_detected_and_the_previous_step_used(tmp_path):
+  store = checkpoint_lib.CheckpointStore(str(tmp_path), keep=3)
+  for step in (1, 2):
+    store.save(step, make_state(step), {"step": step})
+  corrupt(tmp_path / "checkpoints" / "2")
+  state, meta, skipped = store.restore_latest(abstract(make_state(0)))
+  assert meta["step"] == 1 and "checksums" not in meta
+  assert [s for s, _ in skipped] == [2]
+  np.testing.assert_array_equal(state["params"]["backbone"]["kernel"],
+                                make_state(1)["params"]["backbone"]["kernel"])
+  # Saving step 2 again keeps the damaged one aside instead of failing or deleting it.
+  store.save(2, make_state(2), {"step": 2})
+  assert os.listdir(tmp_path / "damaged")[0].startswith("checkpoints-2-")
+  state, meta, skipped = store.restore_latest(abstract(make_state(0)))
+  assert meta["step"] == 2 and not skipped
+  store.close()
+
+
+def test_values_that_do_not_match_their_checksums_are_refused(tmp_path):
+  store = checkpoint_lib.CheckpointStore(str(tmp_path), keep=3)
+  for step in (1, 2):
+    store.save(step, make_state(step), {"step": step})
+  tamper_checksum(tmp_path / "checkpoints" / "2")
+  _, meta, skipped = store.restore_latest(abstract(make_state(0)))
+  assert meta["step"] == 1
+  assert "do not match their checksums (params/backbone/kernel)" in skipped[0][1]
+  store.close()
+
+
+def test_best_of_the_same_step_is_replaced(tmp_path):
+  store = checkpoint_lib.CheckpointStore(str(tmp_path), keep=2)
+  store.save(4, make_state(4), {"step": 4})
+  store.save_best(4, make_state(4), {"step": 4, "best_metric": 0.1})
+  store.save_best(4, make_state(5), {"step": 4, "best_metric": 0.2})
+  state, meta = store.restore_best(abstract(make_state(0)))
+  assert meta["best_metric"] == 0.2 and int(state["step"]) == 5
+  store.close()
+
+
+def test_every_checkpoint_damaged_is_an_error_that_names_the_fix(tmp_path):
+  store = checkpoint_lib.CheckpointStore(str(tmp_path), keep=2)
+  store.save(1, make_state(1), {"step": 1})
+  corrupt(tmp_path / "checkpoints" / "1")
+  with pytest.raises(checkpoint_lib.CheckpointError, match="Move the directory away"):
+    store.restore_latest(abstract(make_state(0)))
+  store.close()
+
+
+def test_init_from_checks_what_it_loads(tmp_path):
+  store = checkpoint_lib.CheckpointStore(str(tmp_path), keep=2)
+  store.save(3, make_state(3), {"step": 3})
+  store.close()
+  variables = checkpoint_lib.restore_variables(str(tmp_path))
+  np.testing.assert_array_equal(variables["params"]["heads"]["bias"],
+                                make_state(3)["params"]["heads"]["bias"])
+  tamper_checksum(tmp_path / "checkpoints" / "3", "params/heads/bias")
+  with pytest.raises(checkpoint_lib.CheckpointError, match="init_from.*checksums"):
+    checkpoint_lib.restore_variables(str(tmp_path))
+  with pytest.raises(checkpoint_lib.CheckpointError, match="no checkpoints/ directory"):
+    checkpoint_lib.restore_variables(str(tmp_path / "nowhere"))
