@@ -238,7 +238,11 @@ def finalise(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def parse_value(text: str):
+  """A Python literal where ``text`` is one (``10``, ``0.5``, ``(8, 16)``, ``None``,
+  ``True``; also ``true``/``false``), else the string itself."""
   import ast
+  if text.lower() in ("true", "false"):
+    return text.lower() == "true"
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):

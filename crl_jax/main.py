@@ -20,11 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, optionally with ':arg' (e.g. configs/synthetic.py:smoke)",
-    lock_config=True)
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Config file, optionally with ':arg' (e.g. configs/synthetic.py:smoke)."
+    " Override any field with --config.KEY=VALUE (e.g. --config.loss.crl.kappa=10); values"
+    " are Python literals where they parse as one, else strings.")
+_OVERRIDES: list[str] = []
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "train (and evaluate at the end) or only evaluate.")
@@ -59,9 +60,8 @@ def main(argv):
   from crl_jax.train import loop
   from crl_jax.train import checkpoint
   from crl_jax import data as data_lib
-  config = config_lib.finalise(_CONFIG.value)
   try:
-    config_lib.validate(config)
+    config = config_lib.load_config(_CONFIG.value, _OVERRIDES)
     if _MODE.value == "train":
       result = loop.train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value,
                                        progress=not _NO_PROGRESS.value)
@@ -75,8 +75,28 @@ def main(argv):
   return 0
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """``(argv without --config.KEY=VALUE, ["KEY=VALUE", ...])``: overrides are applied by
+  ``config_lib.load_config``, whose errors are one line naming key, value and what is
+  allowed (absl's flag parser would print a stack trace for an unknown key)."""
+  rest, overrides = [], []
+  for arg in argv:
+    if arg.startswith("--config."):
+      key, equals, value = arg[len("--config."):].partition("=")
+      if not equals:
+        print(f"error: {arg}: write config overrides as --config.KEY=VALUE.",
+              file=sys.stderr, flush=True)
+        sys.exit(2)
+      overrides.append(f"{key}={value}")
+    else:
+      rest.append(arg)
+  return rest, overrides
+
+
 def run():
-  app.run(lambda argv: sys.exit(main(argv)))
+  argv, overrides = split_overrides(sys.argv)
+  _OVERRIDES.extend(overrides)
+  app.run(lambda argv: sys.exit(main(argv)), argv=argv)
 
 
 if __name__ == "__main__":

@@ -114,30 +114,36 @@ def _largest_file(directory):
   return max(files, key=os.path.getsize)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
-def test_damaged_latest_checkpoint_falls_back_to_the_previous(data_dir, tmp_path, damage):
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(data_dir, tmp_path):
   steps = ["--config.train.num_steps=8", "--config.train.eval_every=8",
            "--config.checkpoint.every_steps=4", "--config.checkpoint.keep=3"]
-  assert run(tmp_path, data_dir, *steps).returncode == 0
-  victim = _largest_file(tmp_path / "checkpoints" / "8")
-  size = os.path.getsize(victim)
-  with open(victim, "r+b") as f:
-    if damage == "truncate":
-      f.truncate(size // 3)
-    else:
-      f.seek(size // 2)
-      f.write(os.urandom(min(4096, size // 2)))
-  _, meta, skipped = state_of(tmp_path, data_dir, **{"train.num_steps": 8,
-                                                     "checkpoint.every_steps": 4,
-                                                     "checkpoint.keep": 3})
-  assert meta["step"] == 4 and skipped and skipped[0][0] == 8
-  # The command reports the damage and resumes from step 4.
-  again = run(tmp_path, data_dir, *steps)
+  overrides = {"train.num_steps": 8, "checkpoint.every_steps": 4, "checkpoint.keep": 3}
+  workdir = tmp_path / "truncate"
+  assert run(workdir, data_dir, *steps).returncode == 0
+  shutil.copytree(workdir, tmp_path / "corrupt")
+  for damage in ("truncate", "corrupt"):
+    victim = _largest_file(tmp_path / damage / "checkpoints" / "8")
+    size = os.path.getsize(victim)
+    with open(victim, "r+b") as f:
+      if damage == "truncate":
+        f.truncate(size // 3)
+      else:  # same size, garbage in the middle: caught by decoding or by the checksums
+        f.seek(size // 2)
+        f.write(os.urandom(min(4096, size // 2)))
+    _, meta, skipped = state_of(tmp_path / damage, data_dir, **overrides)
+    assert meta["step"] == 4 and skipped and skipped[0][0] == 8, damage
+  # The command reports the damage, resumes from step 4, keeps the damaged step aside.
+  again = run(workdir, data_dir, *steps)
   assert again.returncode == 0, again.stderr[-3000:]
   assert "checkpoint at step 8 is damaged" in again.stdout
   assert "resumed from step 4" in again.stdout
+  assert [name.split("-")[:2] for name in os.listdir(workdir / "damaged")] == [
+      ["checkpoints", "8"]]
+  _, meta, skipped = state_of(workdir, data_dir, **overrides)
+  assert meta["step"] == 8 and not skipped
 
 
+@pytest.mark.slow  # two minutes; tests/train/test_checkpoint.py covers torn saves fast
 def test_kill_9_during_saves_leaves_a_restorable_workdir(data_dir, tmp_path):
   steps = ["--config.train.num_steps=400", "--config.train.eval_every=400",
            "--config.checkpoint.every_steps=1", "--config.checkpoint.keep=2"]
@@ -162,3 +168,42 @@ def test_kill_9_during_saves_leaves_a_restorable_workdir(data_dir, tmp_path):
   finished = run(tmp_path, data_dir, *steps, timeout=900)
   assert finished.returncode == 0, finished.stderr[-3000:]
   assert "resumed from step" in finished.stdout
+
+
+BAD_COMMANDS = [
+    (["--config.loss.crl.rho=0"], 1,
+     "error: config.loss.crl.rho=0.0 is not allowed: must be in (0, 1]."),
+    (["--config.loss.crl.kappa=0"], 1,
+     "error: config.loss.crl.kappa=0 is not allowed: must be >= 1."),
+    (["--config.loss.crl.alpha=2"], 1,
+     "error: config.loss.crl.alpha=2.0 is not allowed: must be in [0, 1] (or None for "
+     "eta * Omega_imb)."),
+    (["--config.model.name=vgg"], 1,
+     "error: config.model.name='vgg' is not allowed: use one of tiny, deepid2, mtct, "
+     "resnet32, cifarnet, densenet, resnet50."),
+    (["--config.loss.crl.kapa=3"], 1,
+     "error: config.loss.crl.kapa does not exist; keys there: alpha, base, criterion, "
+     "eta, kappa,"),
+    (["--config.loss.crl.kappa=many"], 1,
+     "error: config.loss.crl.kappa='many' has the wrong type"),
+    (["--config.loss.crl.kappa", "5"], 1,
+     "error: --config.loss.crl.kappa: write config overrides as --config.KEY=VALUE."),
+    (["--config.train.batch_size=30"], 8,
+     "error: config.train.batch_size=30 is not allowed: must be divisible by the 8 "
+     "devices of the mesh"),
+]
+
+
+@pytest.mark.parametrize("flags,devices,message", BAD_COMMANDS)
+def test_bad_config_through_the_command(tmp_path, flags, devices, message):
+  """Refused before any data preparation or compile: nothing is written."""
+  env = dict(environment(tmp_path / "tfds"),
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  result = subprocess.run(command(tmp_path / "work", *flags), cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(message), last
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "work" / "checkpoints").exists()
+  assert not (tmp_path / "tfds").exists()

@@ -3,6 +3,7 @@ are moved aside (never deleted) when saved again, init_from verifies what it loa
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -116,3 +117,21 @@ def test_init_from_checks_what_it_loads(tmp_path):
     checkpoint_lib.restore_variables(str(tmp_path))
   with pytest.raises(checkpoint_lib.CheckpointError, match="no checkpoints/ directory"):
     checkpoint_lib.restore_variables(str(tmp_path / "nowhere"))
+
+
+def test_a_save_torn_by_a_kill_is_not_a_checkpoint(tmp_path):
+  """Orbax writes into a temporary directory and renames it when complete: what a kill
+  -9 mid-save leaves behind is ignored (tests/test_reliability.py kills real runs)."""
+  store = checkpoint_lib.CheckpointStore(str(tmp_path), keep=3)
+  store.save(1, make_state(1), {"step": 1})
+  store.close()
+  torn = tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1764331234567890"
+  shutil.copytree(tmp_path / "checkpoints" / "1", torn)
+  os.remove(max(data_files(torn), key=os.path.getsize))
+  store = checkpoint_lib.CheckpointStore(str(tmp_path), keep=3)
+  _, meta, skipped = store.restore_latest(abstract(make_state(0)))
+  assert meta["step"] == 1 and not skipped
+  store.save(2, make_state(2), {"step": 2})  # and the next save of that step lands
+  _, meta, _ = store.restore_latest(abstract(make_state(0)))
+  assert meta["step"] == 2
+  store.close()

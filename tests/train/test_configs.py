@@ -70,7 +70,9 @@ def cifar_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("name,fixture,shrink,num_examples", [
     ("celeba", "celeb_a_dir", ["data.celeb_a.validation_size=5"], 5),
-    ("cifar100", "cifar_dir", ["data.cifar.validation_per_class=2"], 64)])
+    # ResNet-32's CPU compile alone takes over a minute: in the slow suite.
+    pytest.param("cifar100", "cifar_dir", ["data.cifar.validation_per_class=2"], 64,
+                 marks=pytest.mark.slow)])
 def test_one_step_of_the_real_config_on_mock_data(name, fixture, shrink, num_examples,
                                                   request, tmp_path):
   """The config's real model, loss and shapes; only the split sizes fit the fixture."""
