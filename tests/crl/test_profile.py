@@ -13,7 +13,7 @@ from tests.crl import reference
 RHOS = (0.1, 0.25, 0.29, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
-@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.settings(max_examples=30, deadline=None)
 @hypothesis.given(batch_size=st.integers(1, 96), num_classes=st.integers(2, 60),
                   skew=st.floats(0.0, 3.0), missing=st.floats(0.0, 0.5),
                   rho=st.sampled_from(RHOS), seed=st.integers(0, 2**31 - 1))
