@@ -36,8 +36,8 @@ import sys
 import time
 from typing import Optional
 
-if "--sweep_devices" in sys.argv and "xla_force_host_platform_device_count" not in (
-    os.environ.get("XLA_FLAGS", "")):
+if any(arg.split("=")[0] == "--sweep_devices" for arg in sys.argv) and (
+    "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
