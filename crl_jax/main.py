@@ -25,7 +25,6 @@ _CONFIG = flags.DEFINE_string(
     "config", None, "Config file, optionally with ':arg' (e.g. configs/synthetic.py:smoke)."
     " Override any field with --config.KEY=VALUE (e.g. --config.loss.crl.kappa=10); values"
     " are Python literals where they parse as one, else strings.")
-_OVERRIDES: list[str] = []
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "train (and evaluate at the end) or only evaluate.")
@@ -44,7 +43,8 @@ _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
+def main(argv, overrides=()):
+  """Runs the command; ``overrides`` are ``"KEY=VALUE"`` strings (``split_overrides``)."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.ERROR)
@@ -61,7 +61,7 @@ def main(argv):
   from crl_jax.train import checkpoint
   from crl_jax import data as data_lib
   try:
-    config = config_lib.load_config(_CONFIG.value, _OVERRIDES)
+    config = config_lib.load_config(_CONFIG.value, overrides)
     if _MODE.value == "train":
       result = loop.train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value,
                                        progress=not _NO_PROGRESS.value)
@@ -95,8 +95,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def run():
   argv, overrides = split_overrides(sys.argv)
-  _OVERRIDES.extend(overrides)
-  app.run(lambda argv: sys.exit(main(argv)), argv=argv)
+  app.run(lambda argv: sys.exit(main(argv, overrides)), argv=argv)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,14 @@ class CheckpointError(RuntimeError):
 
 
 def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
+  """A manager of ``state`` (arrays) + ``meta`` (JSON) items; the item handlers are
+  registered up front so that ``item_metadata`` can report a saved tree."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
-                               item_names=("state", "meta"))
+  return ocp.CheckpointManager(
+      os.path.abspath(directory), options=options,
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "meta": ocp.JsonCheckpointHandler()})
 
 
 def _host_bytes(leaf) -> Optional[bytes]:
@@ -54,11 +58,15 @@ def _host_bytes(leaf) -> Optional[bytes]:
   return array.dtype.str.encode() + str(array.shape).encode() + array.tobytes()
 
 
-def _key_name(key) -> str:
-  for attribute in ("key", "name", "idx"):
-    if hasattr(key, attribute):
-      return str(getattr(key, attribute))
-  return str(key)
+def path_name(path) -> str:
+  """``"params/backbone/conv0/kernel"`` for a pytree key path, whatever the containers
+  (dicts, dataclass fields, sequences), so the same variable gets the same name in a
+  ``TrainState`` and in the plain dicts a checkpoint restores to."""
+  names = []
+  for key in path:
+    attribute = next((a for a in ("key", "name", "idx") if hasattr(key, a)), None)
+    names.append(str(getattr(key, attribute)) if attribute else str(key))
+  return "/".join(names)
 
 
 def checksums(state) -> dict:
@@ -69,7 +77,7 @@ def checksums(state) -> dict:
   for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
     data = _host_bytes(leaf)
     if data is not None:
-      sums["/".join(_key_name(k) for k in path)] = zlib.crc32(data)
+      sums[path_name(path)] = zlib.crc32(data)
   return sums
 
 
@@ -194,10 +202,7 @@ def restore_variables(workdir: str) -> dict:
   if not os.path.isdir(directory):
     raise CheckpointError(f"model.init_from={workdir!r}: no checkpoints/ directory there "
                           "(give the workdir of an earlier crl_jax run).")
-  manager = ocp.CheckpointManager(
-      os.path.abspath(directory), options=ocp.CheckpointManagerOptions(create=False),
-      item_handlers={"state": ocp.StandardCheckpointHandler(),
-                     "meta": ocp.JsonCheckpointHandler()})
+  manager = _manager(directory, 1000)
   step = manager.latest_step()
   if step is None:
     raise CheckpointError(f"model.init_from={workdir!r}: {directory} holds no checkpoint.")

@@ -162,7 +162,7 @@ def load_pretrained(state: state_lib.TrainState, init_from: str, mesh):
                                                                          {}))[0])
     merged, copied = {}, 0
     for path, leaf in flat_current.items():
-      name = "/".join(str(getattr(k, "key", k)) for k in path)
+      name = checkpoint_lib.path_name(path)
       old = flat_earlier.get(path)
       if old is not None and tuple(old.shape) == tuple(leaf.shape):
         merged[path] = jnp.asarray(old, leaf.dtype)

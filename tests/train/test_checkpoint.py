@@ -57,10 +57,16 @@ def tamper_checksum(step_dir, leaf="params/backbone/kernel"):
   path.write_text(json.dumps(meta))
 
 
-def test_in_place_corruption_is_detected_and_the_previous_step_used(tmp_path):
-  store = checkpoint_lib.CheckpointStore(str(tmp_path), keep=3)
-  for step in (1, 2):
+def store_with(tmp_path, steps, keep=3):
+  """A CheckpointStore in ``tmp_path`` holding ``make_state(step)`` for each step."""
+  store = checkpoint_lib.CheckpointStore(str(tmp_path), keep=keep)
+  for step in steps:
     store.save(step, make_state(step), {"step": step})
+  return store
+
+
+def test_in_place_corruption_is_detected_and_the_previous_step_used(tmp_path):
+  store = store_with(tmp_path, (1, 2))
   corrupt(tmp_path / "checkpoints" / "2")
   state, meta, skipped = store.restore_latest(abstract(make_state(0)))
   assert meta["step"] == 1 and "checksums" not in meta
@@ -76,9 +82,7 @@ def test_in_place_corruption_is_detected_and_the_previous_step_used(tmp_path):
 
 
 def test_values_that_do_not_match_their_checksums_are_refused(tmp_path):
-  store = checkpoint_lib.CheckpointStore(str(tmp_path), keep=3)
-  for step in (1, 2):
-    store.save(step, make_state(step), {"step": step})
+  store = store_with(tmp_path, (1, 2))
   tamper_checksum(tmp_path / "checkpoints" / "2")
   _, meta, skipped = store.restore_latest(abstract(make_state(0)))
   assert meta["step"] == 1
