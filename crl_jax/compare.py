@@ -65,6 +65,27 @@ def parse_method(spec: str) -> tuple[str, dict]:
   return name, overrides
 
 
+def split_methods(text: str) -> list[str]:
+  """``--methods`` -> method specs. Commas separate methods and also the overrides of
+  one method, so a ``key=value`` item without ``@`` continues the method before it:
+  ``ce,crl@loss.crl.level=instance,loss.crl.criterion=absolute,focal`` is three."""
+  specs = []
+  for item in filter(None, (part.strip() for part in text.split(","))):
+    if "=" in item and "@" not in item:
+      if not specs:
+        raise _config_error(f"--methods starts with an override {item!r}; write "
+                            "name@key=value,key=value (e.g. crl@loss.crl.rho=0.1).")
+      specs[-1] += "," + item
+    else:
+      specs.append(item)
+  return specs
+
+
+def _config_error(message):
+  from crl_jax import config_lib
+  return config_lib.ConfigError(message)
+
+
 def method_config(base_spec: str, base_overrides, method_overrides: dict, seed: int):
   from crl_jax import config_lib
   config = config_lib.load_config(base_spec, base_overrides)
@@ -80,19 +101,65 @@ def run_directory(workdir: str, method: str, seed: int) -> str:
   return os.path.join(workdir, safe, f"seed{seed}")
 
 
+def _finished(config, directory: str):
+  """The results of a finished run of exactly ``config`` in ``directory``, else None."""
+  path = os.path.join(directory, "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    results = json.load(f)
+  if results.get("status") != "finished":
+    return None
+  with open(os.path.join(directory, "config.json")) as f:
+    if json.load(f) != json.loads(config.to_json(sort_keys=True)):
+      return None
+  return results
+
+
 def train_or_load(config, directory: str) -> dict:
   from crl_jax.train import loop
-  path = os.path.join(directory, "results.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      results = json.load(f)
-    if results.get("status") == "finished":
-      with open(os.path.join(directory, "config.json")) as f:
-        if json.load(f) == json.loads(config.to_json(sort_keys=True)):
-          return results
+  results = _finished(config, directory)
+  if results is not None:
+    return results
   started = time.time()
   results = loop.train_and_evaluate(config, directory, progress=False)
   results.setdefault("wall_seconds", time.time() - started)
+  return results
+
+
+def training_config(config):
+  """``config`` without its test-time adjustment: what is trained."""
+  config = config.copy_and_resolve_references()
+  config.eval.adjustment = "none"
+  return config
+
+
+def evaluate_posthoc(config, directory: str, trained_directory: str) -> dict:
+  """A post-hoc method (``eval.adjustment``) on the model trained in
+  ``trained_directory`` with the same training config: evaluates its best checkpoint with
+  the adjustment (variant chosen on validation) and writes ``directory/results.json``."""
+  from crl_jax.train import checkpoint as checkpoint_lib
+  from crl_jax.train import loop
+  results = _finished(config, directory)
+  if results is not None and results.get("trained_in") == trained_directory:
+    return results
+  with open(os.path.join(trained_directory, "results.json")) as f:
+    trained = json.load(f)
+  started = time.time()
+  run = loop.build(config)
+  store = checkpoint_lib.CheckpointStore(trained_directory, config.checkpoint.keep)
+  try:
+    results = loop.evaluate_workdir(run, store)
+  finally:
+    store.close()
+  results.update(status="finished", step=trained.get("step"),
+                 train_seconds=trained.get("train_seconds"), trained_in=trained_directory,
+                 eval_seconds=time.time() - started)
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    f.write(config.to_json(sort_keys=True))
+  with open(os.path.join(directory, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)
   return results
 
 
@@ -271,6 +338,9 @@ def main(argv=None) -> int:
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--first_seed", type=int, default=0)
   parser.add_argument("--workdir", required=True)
+  parser.add_argument("--report_dir", default=None,
+                      help="where compare.md/.json and the plots go (default: --workdir); "
+                           "lets several method lists share one workdir's runs")
   args, rest = parser.parse_known_args(argv)
   unknown = [item for item in rest if not item.startswith("--config.")]
   if unknown:
@@ -282,23 +352,49 @@ def main(argv=None) -> int:
   from crl_jax import data as data_lib
   from crl_jax.evaluation import metrics as metrics_lib
   base_overrides = [item[len("--config."):] for item in rest]
-  methods = [m for m in args.methods.split(",") if m]
+  methods = split_methods(args.methods)
+  if len(set(methods)) != len(methods):
+    parser.error(f"--methods names a method twice: {args.methods}")
   parsed = [parse_method(m) for m in methods]  # fail early on a bad method
   seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+  report_dir = args.report_dir or args.workdir
   os.makedirs(args.workdir, exist_ok=True)
+  os.makedirs(report_dir, exist_ok=True)
+  configs = {(method, seed): method_config(args.config, base_overrides, overrides, seed)
+             for method, (_, overrides) in zip(methods, parsed) for seed in seeds}
+  # A post-hoc method whose training is another listed method's (threshold on ce) is
+  # evaluated on that method's model instead of training the same model again.
+  trained_by = {}
+  for (method, seed), config in configs.items():
+    if config.eval.adjustment == "none":
+      continue
+    wanted = json.loads(training_config(config).to_json(sort_keys=True))
+    for other in methods:
+      if json.loads(configs[other, seed].to_json(sort_keys=True)) == wanted:
+        trained_by[method, seed] = other
+        break
+  order = ([m for m in methods if all((m, s) not in trained_by for s in seeds)]
+           + [m for m in methods if any((m, s) in trained_by for s in seeds)])
   per_run, directories = {}, {}
-  for method, (_, overrides) in zip(methods, parsed):
+  for method in order:
     per_run[method] = []
     for seed in seeds:
       directory = run_directory(args.workdir, method, seed)
-      config = method_config(args.config, base_overrides, overrides, seed)
-      print(f"== {method}, seed {seed}: {directory}", flush=True)
-      results = train_or_load(config, directory)
+      config = configs[method, seed]
+      if (method, seed) in trained_by:
+        source_directory = run_directory(args.workdir, trained_by[method, seed], seed)
+        print(f"== {method}, seed {seed}: {directory} (post-hoc on the model of "
+              f"{trained_by[method, seed]})", flush=True)
+        results = evaluate_posthoc(config, directory, source_directory)
+      else:
+        print(f"== {method}, seed {seed}: {directory}", flush=True)
+        results = train_or_load(config, directory)
       print(f"   test mean class-balanced accuracy "
             f"{100 * results['test']['mean_class_balanced_accuracy']:.2f}% "
             f"({results.get('train_seconds', float('nan')):.0f} s training)", flush=True)
       per_run[method].append(results)
       directories.setdefault(method, directory)
+  per_run = {method: per_run[method] for method in methods}
   config = method_config(args.config, base_overrides, {}, seeds[0])
   source = data_lib.get_source(config.data)
   class_counts = source.train_class_counts()
@@ -307,18 +403,18 @@ def main(argv=None) -> int:
   table = aggregate(per_run, schema.names)
   command = "python -m crl_jax.compare " + " ".join(sys.argv[1:] if argv is None else argv)
   markdown = format_markdown(table, schema.names, ratios, machine_line(), command)
-  with open(os.path.join(args.workdir, "compare.md"), "w") as f:
+  with open(os.path.join(report_dir, "compare.md"), "w") as f:
     f.write(markdown)
-  with open(os.path.join(args.workdir, "compare.json"), "w") as f:
+  with open(os.path.join(report_dir, "compare.json"), "w") as f:
     json.dump({"command": command, "machine": machine_line(), "seeds": seeds,
                "attributes": list(schema.names), "imbalance_ratios": ratios.tolist(),
                "train_class_counts": class_counts.tolist(), "table": table,
                "runs": per_run}, f, indent=1)
-  plot_gains(table, schema.names, ratios, os.path.join(args.workdir, "gain_over_ce.png"))
+  plot_gains(table, schema.names, ratios, os.path.join(report_dir, "gain_over_ce.png"))
   plot_recall_vs_frequency(per_run, class_counts, schema.names,
-                           os.path.join(args.workdir, "recall_vs_frequency.png"),
+                           os.path.join(report_dir, "recall_vs_frequency.png"),
                            [m for m in ("ce", "crl") if m in per_run])
-  plot_training_curves(directories, os.path.join(args.workdir, "training_curves.png"))
+  plot_training_curves(directories, os.path.join(report_dir, "training_curves.png"))
   print(markdown)
   return 0
 

@@ -21,24 +21,39 @@ SHRINK = ["--config.data.image_size=16", "--config.data.synthetic.image_size=16"
 def test_compare_two_methods_one_seed(tmp_path, monkeypatch, capsys):
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
   argv = [f"--config={os.path.join(REPO, 'configs/synthetic.py:smoke')}",
-          "--methods=ce,crl@loss.crl.rho=0.3", "--seeds=1", f"--workdir={tmp_path}",
+          "--methods=ce,crl@loss.crl.rho=0.3,loss.crl.kappa=5,threshold", "--seeds=1", f"--workdir={tmp_path}",
           *SHRINK]
   assert compare.main(argv) == 0
   markdown = (tmp_path / "compare.md").read_text()
   assert "| Imbalance ratio (1:x) |" in markdown
-  assert "| ce |" in markdown and "| crl@loss.crl.rho=0.3 |" in markdown
+  crl = "crl@loss.crl.rho=0.3,loss.crl.kappa=5"
+  assert "| ce |" in markdown and f"| {crl} |" in markdown and "| threshold |" in markdown
   assert "Gain over CE" in markdown
   payload = json.loads((tmp_path / "compare.json").read_text())
-  assert set(payload["table"]) == {"ce", "crl@loss.crl.rho=0.3"}
+  assert list(payload["table"]) == ["ce", crl, "threshold"]
   for name in ("gain_over_ce.png", "recall_vs_frequency.png", "training_curves.png"):
     assert (tmp_path / name).stat().st_size > 0
-  config = json.loads((tmp_path / "crl__loss.crl.rho-0.3" / "seed0" /
+  config = json.loads((tmp_path / "crl__loss.crl.rho-0.3_loss.crl.kappa-5" / "seed0" /
                        "config.json").read_text())
-  assert config["loss"]["crl"]["rho"] == 0.3
+  assert config["loss"]["crl"]["rho"] == 0.3 and config["loss"]["crl"]["kappa"] == 5
+  # threshold is post-hoc on the ce model: evaluated, not trained again.
+  threshold = json.loads((tmp_path / "threshold" / "seed0" / "results.json").read_text())
+  assert threshold["trained_in"] == str(tmp_path / "ce" / "seed0")
+  assert threshold["adjustment"] == "threshold"
+  assert not (tmp_path / "threshold" / "seed0" / "checkpoints").exists()
+  assert not (tmp_path / "threshold" / "seed0" / "metrics.jsonl").exists()
   # A second call reads the finished runs back instead of training again.
   capsys.readouterr()
   assert compare.main(argv) == 0
   assert "resumed" not in capsys.readouterr().out
+
+
+def test_method_list_splitting():
+  assert compare.split_methods(
+      "ce,crl@loss.crl.level=instance,loss.crl.criterion=absolute,focal") == [
+          "ce", "crl@loss.crl.level=instance,loss.crl.criterion=absolute", "focal"]
+  with pytest.raises(config_lib.ConfigError, match="starts with an override"):
+    compare.split_methods("loss.crl.rho=0.1,ce")
 
 
 def test_unknown_method_is_refused():

@@ -52,7 +52,10 @@ def _check_names(registry: str, name: str, function, hyperparameters) -> None:
 
 
 def _registered(registry: str, name: str, function):
-  inputs = ("valid",) if registry == "LOSSES" else ()
+  # Inputs may also be passed by keyword (the train loop binds class_mask/class_counts
+  # with functools.partial); only the remaining keywords are hyperparameters.
+  inputs = (("logits", "labels", "class_mask", "class_counts", "valid")
+            if registry == "LOSSES" else ("logits", "class_mask", "class_counts"))
 
   @functools.wraps(function)
   def checked(*args, **kwargs):
