@@ -28,7 +28,7 @@ def test_compare_two_methods_one_seed(tmp_path, monkeypatch, capsys):
   assert "| Imbalance ratio (1:x) |" in markdown
   crl = "crl@loss.crl.rho=0.3,loss.crl.kappa=5"
   assert "| ce |" in markdown and f"| {crl} |" in markdown and "| threshold |" in markdown
-  assert "Gain over CE" in markdown
+  assert "Gain over CE" in markdown and "| Step ms (median) |" in markdown
   payload = json.loads((tmp_path / "compare.json").read_text())
   assert list(payload["table"]) == ["ce", crl, "threshold"]
   for name in ("gain_over_ce.png", "recall_vs_frequency.png", "training_curves.png"):
@@ -54,6 +54,16 @@ def test_method_list_splitting():
           "ce", "crl@loss.crl.level=instance,loss.crl.criterion=absolute", "focal"]
   with pytest.raises(config_lib.ConfigError, match="starts with an override"):
     compare.split_methods("loss.crl.rho=0.1,ce")
+
+
+def test_median_step_ms_leaves_out_the_compile_interval(tmp_path):
+  rows = [{"split": "train", "step": 10, "steps_per_second": 0.5},  # holds the compile
+          {"split": "validation", "step": 10, "mean_class_balanced_accuracy": 0.2},
+          *({"split": "train", "step": 10 * k, "steps_per_second": rate}
+            for k, rate in zip((2, 3, 4), (10.0, 8.0, 20.0)))]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert compare.median_step_ms(str(tmp_path)) == pytest.approx(100.0)
+  assert compare.median_step_ms(str(tmp_path / "missing")) is None
 
 
 def test_unknown_method_is_refused():

@@ -73,6 +73,28 @@ def test_adjustments_share_one_signature(name):
       function(heads.logits, heads.class_mask, heads.class_counts))
 
 
+@pytest.mark.parametrize("name", sorted(baselines.ADJUSTMENTS))
+def test_adjustment_inputs_by_keyword(name):
+  # The train loop binds class_mask/class_counts by keyword (functools.partial).
+  heads = make_heads(0)
+  function = inspect.unwrap(baselines.ADJUSTMENTS[name])
+  np.testing.assert_array_equal(
+      baselines.ADJUSTMENTS[name](heads.logits, class_mask=heads.class_mask,
+                                  class_counts=heads.class_counts),
+      function(heads.logits, heads.class_mask, heads.class_counts))
+
+
+@pytest.mark.parametrize("name", sorted(baselines.LOSSES))
+def test_loss_inputs_by_keyword(name):
+  heads = make_heads(0, logit_scale=1.0)
+  function = inspect.unwrap(baselines.LOSSES[name])
+  np.testing.assert_array_equal(
+      baselines.LOSSES[name](heads.logits, heads.labels, class_mask=heads.class_mask,
+                             class_counts=heads.class_counts, valid=heads.valid),
+      function(heads.logits, heads.labels, heads.class_mask, heads.class_counts,
+               valid=heads.valid))
+
+
 def test_get_loss_binds_hyperparameters():
   heads = make_heads(1)
   np.testing.assert_array_equal(

@@ -43,6 +43,19 @@ def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys):
       test["mean_class_balanced_accuracy"])
 
 
+@pytest.mark.parametrize("adjustment,variants", [
+    ("threshold", {f"threshold_T{t}" for t in range(1, 6)}),
+    ("logit_adjust", {"logit_adjust"})])
+def test_training_with_a_test_time_adjustment(data_dir, tmp_path, adjustment, variants):
+  config = smoke_config(data_dir, **{"loss.name": "ce", "eval.adjustment": adjustment,
+                                     "train.num_steps": 2, "train.eval_every": 2,
+                                     "checkpoint.every_steps": 2})
+  results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert results["status"] == "finished" and results["adjustment"] == adjustment
+  assert set(results["adjustment_variant"].values()) <= variants
+  assert set(results["test_unadjusted"]["attributes"]) == set(results["test"]["attributes"])
+
+
 def test_resumed_run_ends_with_the_same_parameters(data_dir, tmp_path, monkeypatch):
   config = smoke_config(data_dir, **{"train.num_steps": 8, "train.eval_every": 4,
                                      "checkpoint.every_steps": 4,
