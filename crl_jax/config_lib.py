@@ -82,7 +82,10 @@ def base_config() -> ml_collections.ConfigDict:
       base="ce"))  # the loss CRL is blended with (Eqn 8): ce, or a baseline name
   c.loss.focal = ml_collections.ConfigDict(dict(gamma=2.0))
   c.loss.class_balanced = ml_collections.ConfigDict(dict(beta=0.9999, gamma=0.0))
-  c.loss.ldam = ml_collections.ConfigDict(dict(max_margin=0.5, scale=30.0,
+  # scale=1: the heads give plain (not cosine-normalised) logits. Cao et al.'s s=30 is
+  # for normalised features and weights; on plain logits it multiplies the gradients by
+  # 30 and training diverged (docs/results.md: loss 91 -> 353, chance-level accuracy).
+  c.loss.ldam = ml_collections.ConfigDict(dict(max_margin=0.5, scale=1.0,
                                                drw_start_fraction=0.8, beta=0.9999))
   c.loss.logit_adjust = ml_collections.ConfigDict(dict(tau=1.0))
 

@@ -217,7 +217,9 @@ def ldam_loss(logits, labels, class_mask, class_counts, *, valid=None,
   ``L(z, y) = -log( exp(s (z_y - Delta_y)) / (exp(s (z_y - Delta_y)) + sum_{j != y}
   exp(s z_j)) )`` with ``Delta_j = K / n_j^{1/4}`` and ``K`` set per attribute so that
   ``max_j Delta_j = max_margin`` (``priors.ldam_margins``; a zero-count class uses
-  ``n_j = 1``). Cao et al. feed normalised (cosine) logits, hence the scale ``s``.
+  ``n_j = 1``). Cao et al. feed normalised (cosine) logits, hence the scale ``s = 30``;
+  on plain linear-head logits use ``s = 1`` (the training config's default), since ``s``
+  multiplies the logits' gradients.
 
   Reduction: without ``per_class_weights`` a plain mean over the valid labelled samples.
   With them (deferred re-weighting, ``priors.drw_class_weights``) a weighted mean

@@ -1,7 +1,7 @@
 #!/bin/bash
 set -e
 # Makes every number and plot in docs/results.md: 69 training runs of about 90 s each on
-# a 2-core CPU (about 1h45m). Finished runs in runs/compare are reused, so a rerun after
+# a 2-core CPU (about 1h30m). Finished runs in runs/compare are reused, so a rerun after
 # an interruption resumes; the reports land in runs/compare/{methods,ablations,extra}.
 cd "$(dirname "$0")/../.."  # the repository root
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi

@@ -12,6 +12,7 @@ import pytest
 from crl_jax import config_lib
 from crl_jax import models
 from crl_jax.train import objective as objective_lib
+from crl_jax.train import optimizer as optimizer_lib
 
 # Instance-level relative CRL uses the paper margin 2*pi/C, reachable for 8 and 10
 # classes (a simplex of C unit vectors has edges sqrt(2 + 2/(C-1)) > 2*pi/C + spread).
@@ -69,3 +70,46 @@ def test_tiny_model_overfits_a_batch(name, level, criterion):
   assert float(jnp.sum(terms["base"])) < 0.1
   if name == "crl":
     assert float(jnp.sum(terms["crl"])) < 0.1
+
+
+def test_ldam_drw_defaults_fit_a_batch_with_the_training_optimiser():
+  """Regression: ``loss.ldam.scale`` used to default to Cao et al.'s 30 (meant for cosine
+  logits); on these plain-logit heads with the SGD of ``configs/synthetic.py`` the loss
+  rose (44.6 -> 61 here) and every attribute stayed at chance. The default must fit."""
+  config = config_lib.load_config("configs/synthetic.py")
+  config.loss.name = "ldam_drw"
+  num_steps = 100
+  class_mask = np.arange(10)[None, :] < np.array(CLASS_COUNTS)[:, None]
+  counts = np.where(class_mask, np.geomspace(2000, 2, 10)[None, :], 0).astype(np.float32)
+  objective = objective_lib.Objective(
+      loss_config=config.loss, class_mask=class_mask, class_counts=counts,
+      alpha=np.zeros(2, np.float32), attribute_names=("a", "b"), num_steps=num_steps)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.standard_normal((64, 16, 16, 3)), jnp.float32)
+  labels = jnp.asarray(np.stack([rng.integers(0, 8, 64), rng.integers(0, 10, 64)], 1),
+                       jnp.int32)
+  model = models.get_model("tiny", class_counts=CLASS_COUNTS, feature_dim=16)
+  variables = model.init(jax.random.key(0, impl="rbg"), images, train=False)
+  optimizer = optimizer_lib.make_optimizer(config.optim, num_steps)
+
+  def loss_fn(params, batch_stats, step):
+    outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
+                                   images, train=True, mutable=["batch_stats"])
+    loss, _ = objective(outputs, labels, jnp.ones(64, bool), step)
+    return loss, updates["batch_stats"]
+
+  @jax.jit
+  def train_step(params, batch_stats, opt_state, step):
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats, step)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  opt_state = optimizer.init(params)
+  losses = []
+  for step in range(num_steps):
+    params, batch_stats, opt_state, loss = train_step(params, batch_stats, opt_state, step)
+    losses.append(float(loss))
+  assert np.all(np.isfinite(losses))
+  assert losses[-1] < 0.25 * losses[0], losses[::10]
