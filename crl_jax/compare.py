@@ -250,7 +250,7 @@ def format_markdown(table: dict, attribute_names, ratios, machine: str, command:
             "| Method | Seeds | Train seconds | Step ms (median) |", "|---|---|---|---|"]
   for method, row in table.items():
     mean, std = row["train_seconds"]
-    step_mean, step_std = row.get("step_ms", (float("nan"),) * 2)
+    step_mean, step_std = row["step_ms"]
     step = "n/a" if np.isnan(step_mean) else f"{step_mean:.1f} ± {step_std:.1f}"
     lines.append(f"| {method} | {row['seeds']} | {mean:.0f} ± {std:.0f} | {step} |")
   return "\n".join(lines) + "\n"
