@@ -32,6 +32,35 @@ def make_objective(name, level="class", criterion="relative"):
       alpha=np.full(2, 0.5, np.float32), attribute_names=("a", "b"), num_steps=200)
 
 
+def fit_batch(objective, optimizer, images, labels, num_steps):
+  """Trains the tiny model on one batch; returns the per-step losses and last terms."""
+  valid = jnp.ones(images.shape[0], bool)
+  model = models.get_model("tiny", class_counts=CLASS_COUNTS, feature_dim=16)
+  variables = model.init(jax.random.key(0, impl="rbg"), images, train=False)
+
+  def loss_fn(params, batch_stats, step):
+    outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
+                                   images, train=True, mutable=["batch_stats"])
+    loss, terms = objective(outputs, labels, valid, step)
+    return loss, (terms, updates["batch_stats"])
+
+  @jax.jit
+  def train_step(params, batch_stats, opt_state, step):
+    (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats, step)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state, loss, terms
+
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  opt_state = optimizer.init(params)
+  losses = []
+  for step in range(num_steps):
+    params, batch_stats, opt_state, loss, terms = train_step(
+        params, batch_stats, opt_state, step)
+    losses.append(float(loss))
+  return losses, terms
+
+
 @pytest.mark.parametrize("name,level,criterion", [("ce", "class", "relative")] + [
     ("crl", level, criterion)
     for level, criterion in itertools.product(("class", "instance"),
@@ -41,32 +70,10 @@ def test_tiny_model_overfits_a_batch(name, level, criterion):
   images = jnp.asarray(rng.standard_normal((BATCH, 16, 16, 3)), jnp.float32)
   labels = jnp.asarray(np.stack([np.arange(BATCH) % 8, np.arange(BATCH) % 10], 1),
                        jnp.int32)
-  valid = jnp.ones(BATCH, bool)
-  model = models.get_model("tiny", class_counts=CLASS_COUNTS, feature_dim=16)
-  variables = model.init(jax.random.key(0, impl="rbg"), images, train=False)
-  objective = make_objective(name, level, criterion)
-  optimizer = optax.adam(1e-2)
-
-  def loss_fn(params, batch_stats):
-    outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
-                                   images, train=True, mutable=["batch_stats"])
-    loss, terms = objective(outputs, labels, valid, 0)
-    return loss, (terms, updates["batch_stats"])
-
-  @jax.jit
-  def step(params, batch_stats, opt_state):
-    (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats)
-    updates, opt_state = optimizer.update(grads, opt_state)
-    return optax.apply_updates(params, updates), batch_stats, opt_state, loss, terms
-
-  params, batch_stats = variables["params"], variables["batch_stats"]
-  opt_state = optimizer.init(params)
-  first = None
-  for _ in range(300):
-    params, batch_stats, opt_state, loss, terms = step(params, batch_stats, opt_state)
-    first = float(loss) if first is None else first
-  assert float(loss) < 0.05 * first, (first, float(loss))
+  losses, terms = fit_batch(make_objective(name, level, criterion), optax.adam(1e-2),
+                            images, labels, 300)
+  first, last = losses[0], losses[-1]
+  assert last < 0.05 * first, (first, last)
   assert float(jnp.sum(terms["base"])) < 0.1
   if name == "crl":
     assert float(jnp.sum(terms["crl"])) < 0.1
@@ -88,28 +95,7 @@ def test_ldam_drw_defaults_fit_a_batch_with_the_training_optimiser():
   images = jnp.asarray(rng.standard_normal((64, 16, 16, 3)), jnp.float32)
   labels = jnp.asarray(np.stack([rng.integers(0, 8, 64), rng.integers(0, 10, 64)], 1),
                        jnp.int32)
-  model = models.get_model("tiny", class_counts=CLASS_COUNTS, feature_dim=16)
-  variables = model.init(jax.random.key(0, impl="rbg"), images, train=False)
-  optimizer = optimizer_lib.make_optimizer(config.optim, num_steps)
-
-  def loss_fn(params, batch_stats, step):
-    outputs, updates = model.apply({"params": params, "batch_stats": batch_stats},
-                                   images, train=True, mutable=["batch_stats"])
-    loss, _ = objective(outputs, labels, jnp.ones(64, bool), step)
-    return loss, updates["batch_stats"]
-
-  @jax.jit
-  def train_step(params, batch_stats, opt_state, step):
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats, step)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-  params, batch_stats = variables["params"], variables["batch_stats"]
-  opt_state = optimizer.init(params)
-  losses = []
-  for step in range(num_steps):
-    params, batch_stats, opt_state, loss = train_step(params, batch_stats, opt_state, step)
-    losses.append(float(loss))
+  losses, _ = fit_batch(objective, optimizer_lib.make_optimizer(config.optim, num_steps),
+                        images, labels, num_steps)
   assert np.all(np.isfinite(losses))
   assert losses[-1] < 0.25 * losses[0], losses[::10]
