@@ -127,16 +127,20 @@ def train_or_load(config, directory: str) -> dict:
   return results
 
 
+def read_metrics(directory: str) -> list:
+  """The rows of a run's ``metrics.jsonl`` (empty if it has none)."""
+  path = os.path.join(directory, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
 def median_step_ms(directory: str):
   """Median wall time of a training step (ms) from ``metrics.jsonl``'s logged
   ``steps_per_second``, leaving out the first interval (it holds the compile); None if
   the run logged fewer than two intervals."""
-  path = os.path.join(directory, "metrics.jsonl")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    rows = [json.loads(line) for line in f]
-  rates = [r["steps_per_second"] for r in rows
+  rates = [r["steps_per_second"] for r in read_metrics(directory)
            if r.get("split") == "train" and r.get("steps_per_second")]
   if len(rates) < 2:
     return None
@@ -316,10 +320,7 @@ def plot_training_curves(directories: dict, path):
   import matplotlib.pyplot as plt
   figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4))
   for method, directory in directories.items():
-    path_jsonl = os.path.join(directory, "metrics.jsonl")
-    if not os.path.exists(path_jsonl):
-      continue
-    rows = [json.loads(line) for line in open(path_jsonl)]
+    rows = read_metrics(directory)
     train = [(r["step"], r["loss"]) for r in rows if r["split"] == "train"]
     validation = [(r["step"], 100 * r["mean_class_balanced_accuracy"]) for r in rows
                   if r["split"] == "validation"]
