@@ -16,6 +16,8 @@ from typing import Any, Optional, Sequence
 import ml_collections
 from ml_collections import config_dict
 
+from crl_jax import crl as crl_lib  # the CRL package owns its option names
+
 MODEL_NAMES = ("tiny", "deepid2", "mtct", "resnet32", "cifarnet", "densenet", "resnet50")
 DATASET_NAMES = ("synthetic_attributes", "celeb_a", "cifar100", "csv", "xdomain",
                  "deep_fashion")
@@ -79,7 +81,11 @@ def base_config() -> ml_collections.ConfigDict:
       margin=config_dict.placeholder(float), num_bins=50, eta=0.01,
       alpha=config_dict.placeholder(float),  # fixed alpha instead of eta * Omega_imb
       mining="global",  # global: over the whole (sharded) batch; local: per device
-      base="ce"))  # the loss CRL is blended with (Eqn 8): ce, or a baseline name
+      base="ce",  # the loss CRL is blended with (Eqn 8): ce, or a baseline name
+      # Extensions beyond the paper (crl_jax/crl/rectify.py; docs/results.md says why):
+      blend="convex",  # convex: Eqn 8 | additive: base + alpha*CRL | base_only: diagnostic
+      score="probability",  # Eqn 10 on probability | log_probability | logit
+      reduction="attribute"))  # attribute: mean per attribute | pooled: Eqn 9 literally
   c.loss.focal = ml_collections.ConfigDict(dict(gamma=2.0))
   c.loss.class_balanced = ml_collections.ConfigDict(dict(beta=0.9999, gamma=0.0))
   # scale=1: the heads give plain (not cosine-normalised) logits. Cao et al.'s s=30 is
@@ -147,6 +153,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   one_of("loss.crl.mining", crl.mining, ("global", "local"))
   one_of("loss.crl.base", crl.base, ("ce", "cost_sensitive", "focal", "class_balanced",
                                      "logit_adjust", "balanced_softmax"))
+  one_of("loss.crl.blend", crl.blend, crl_lib.BLENDS)
+  one_of("loss.crl.score", crl.score, crl_lib.SCORES)
+  one_of("loss.crl.reduction", crl.reduction, crl_lib.REDUCTIONS)
+  try:
+    crl_lib.check_options(level=crl.level, criterion=crl.criterion, scope=crl.scope,
+                          kappa=max(crl.kappa, 1), rho=0.5, num_bins=max(crl.num_bins, 2),
+                          margin=crl.margin, score=crl.score, reduction=crl.reduction)
+  except ValueError as error:
+    raise ConfigError(f"config.loss.crl: {error}") from None
   positive("loss.crl.kappa", crl.kappa)
   positive("loss.crl.num_bins", crl.num_bins, 2)
   if not 0.0 < crl.rho <= 1.0:

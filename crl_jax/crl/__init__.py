@@ -20,7 +20,9 @@ from crl_jax.crl.profile import imbalance_alpha
 from crl_jax.crl.profile import imbalance_measure
 from crl_jax.crl.profile import label_validity
 from crl_jax.crl.profile import minority_classes
+from crl_jax.crl.rectify import blend_terms
 from crl_jax.crl.rectify import blended_objective
+from crl_jax.crl.rectify import BLENDS
 from crl_jax.crl.rectify import check_options
 from crl_jax.crl.rectify import class_rectification_loss
 from crl_jax.crl.rectify import CRITERIA
@@ -28,4 +30,6 @@ from crl_jax.crl.rectify import default_margin
 from crl_jax.crl.rectify import LEVELS
 from crl_jax.crl.rectify import multi_attribute_crl
 from crl_jax.crl.rectify import multi_attribute_cross_entropy
+from crl_jax.crl.rectify import REDUCTIONS
 from crl_jax.crl.rectify import SCOPES
+from crl_jax.crl.rectify import SCORES

@@ -38,10 +38,29 @@ Conventions the paper leaves open, pinned here:
 11. Labels outside ``[0, C)`` (``-1`` = missing), labels of padded classes and rows with
     ``valid=False`` are ignored everywhere (histogram, anchors, positives, negatives and
     the cross-entropy).
-12. ``axis_name``: inside ``pmap``/``shard_map`` the inputs are all-gathered (tiled) over
+12. Reduction (Eqn 9 is ambiguous: "a total of at most |X_min| x kappa^2 triplets T for
+    all the anchors X_min across all the minority classes of every attribute label",
+    then ``L_crl = sum_T max(...) / |T|``, while Eqn 8 weights the CRL per label with
+    ``alpha_j``). ``reduction="attribute"`` (default) takes the mean over each
+    attribute's own triplets; ``reduction="pooled"`` reads Eqn 9 literally: one mean over
+    the triplets of every attribute, returned per attribute as
+    ``A * sum_T_j / |T_all|`` so that ``sum_j`` of it is ``A`` times the pooled mean (the
+    same scale as the per-attribute sum) while attributes with more triplets weigh more.
+    Pooling is defined for the relative criterion only.
+13. ``axis_name``: inside ``pmap``/``shard_map`` the inputs are all-gathered (tiled) over
     that axis first, so mining sees the global batch exactly as one device would; every
     device then returns the same (replicated) value, and the gradient with respect to a
     device's rows is the gradient of the global loss with respect to those rows.
+
+Extension beyond the paper (off by default): ``score``. Eqn 10 compares softmax
+probabilities; for a class the model never predicts, ``p_c ~ 0`` for every sample and
+``dp_c / dz = p_c (1 - p_c) ~ 0``, so the hinge's pull on the hard positives vanishes
+while the hard negatives (higher ``p_c``) keep theirs: summed over a batch the CRL
+gradient lowers the minority class's logit (``docs/results.md``, Diagnosis).
+``score="log_probability"`` computes the distances of Eqn 10 on ``log p_c`` (whose
+gradient ``1 - p_c`` does not vanish) and ``score="logit"`` on the raw logit ``z_c``;
+mining still ranks by ``p_c`` (``log p_c`` ranks the same samples), and the default
+margins become ``1.0`` (a ratio of ``e`` between anchor and negative probabilities).
 
 Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
 Rectification", TPAMI 2018.
@@ -63,6 +82,8 @@ from crl_jax.crl import profile
 LEVELS = ("class", "instance")
 CRITERIA = ("relative", "absolute", "distribution")
 SCOPES = ("minority", "all")
+SCORES = ("probability", "log_probability", "logit")
+REDUCTIONS = ("attribute", "pooled")
 
 # Logit given to padded classes: exp() of it underflows to exactly 0 in float32, while
 # staying finite so that no inf - inf or 0 * inf can appear in values or gradients.
@@ -72,8 +93,20 @@ HISTOGRAM_RANGE = {"class": (-1.0, 1.0), "instance": (0.0, 2.0)}
 
 
 def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bins,
-                  margin=None) -> None:
+                  margin=None, score: str = "probability",
+                  reduction: str = "attribute") -> None:
   """Validates the static CRL options; raises ``ValueError`` naming the fix."""
+  if score not in SCORES:
+    raise ValueError(f"score={score!r} is unknown; use one of {SCORES}.")
+  if reduction not in REDUCTIONS:
+    raise ValueError(f"reduction={reduction!r} is unknown; use one of {REDUCTIONS}.")
+  if score != "probability" and (level != "class" or criterion == "distribution"):
+    raise ValueError(f"score={score!r} applies to level='class' with the relative or "
+                     "absolute criterion (the histogram range of 'distribution' is "
+                     "that of probabilities); use score='probability'.")
+  if reduction == "pooled" and criterion != "relative":
+    raise ValueError("reduction='pooled' (one mean over the triplets of all attributes, "
+                     "Eqn 9) is defined for criterion='relative' only.")
   if level not in LEVELS:
     raise ValueError(f"level={level!r} is unknown; use one of {LEVELS}.")
   if criterion not in CRITERIA:
@@ -92,9 +125,12 @@ def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bin
     raise ValueError(f"margin={margin!r} must be >= 0.")
 
 
-def default_margin(level: str, criterion: str, num_classes):
+def default_margin(level: str, criterion: str, num_classes, score: str = "probability"):
   """The paper's margins: class level 0.5 (Eqns 9, 13); instance level relative
-  ``2*pi/C`` (Eqn 12), absolute 1.0. ``num_classes`` may be traced (padded heads)."""
+  ``2*pi/C`` (Eqn 12), absolute 1.0. ``num_classes`` may be traced (padded heads).
+  Class level on log-probabilities or logits (the ``score`` extension): 1.0."""
+  if level == "class" and score != "probability":
+    return jnp.float32(1.0)
   if level == "instance" and criterion == "relative":
     return 2.0 * math.pi / jnp.asarray(num_classes, jnp.float32)
   if level == "instance":
@@ -128,10 +164,12 @@ def _pairwise_distances(normalised_features):
 
 
 def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, level,
-                    criterion, kappa, rho, scope, num_bins):
+                    criterion, kappa, rho, scope, num_bins, score="probability"):
   """CRL of one attribute. Shapes: logits f[B, C], features f[B, D] or None, labels
   int[B], valid bool[B] or None, class_mask bool[C] or None, margin f32 scalar or None.
-  Returns float32 scalar."""
+  Returns ``(loss float32 scalar, number of terms float32 scalar)``; the count is the
+  number of triplets (relative), pairs (absolute) or positive x negative pairs
+  (distribution)."""
   batch_size, num_classes = logits.shape
   valid = profile.label_validity(labels, num_classes, valid, class_mask)
   histogram = profile.class_histogram(labels, num_classes, valid)
@@ -139,8 +177,15 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   anchor_class = jnp.clip(labels, 0, num_classes - 1)
 
   if level == "class":
-    scores = jax.nn.softmax(_masked_logits(logits, class_mask), axis=-1)
-    hard = mining.class_level_hard_samples(scores, labels, valid, eligible, kappa)
+    masked_logits = _masked_logits(logits, class_mask)
+    probabilities = jax.nn.softmax(masked_logits, axis=-1)
+    hard = mining.class_level_hard_samples(probabilities, labels, valid, eligible, kappa)
+    if score == "probability":
+      scores = probabilities
+    elif score == "log_probability":
+      scores = jax.nn.log_softmax(masked_logits, axis=-1)
+    else:
+      scores = masked_logits
     anchor_score = jnp.take_along_axis(scores, anchor_class[:, None], axis=1)  # [B, 1]
     positive_score = scores[hard.positive_indices, anchor_class[:, None]]  # [B, K]
     negative_score = scores[hard.negative_indices, anchor_class[:, None]]
@@ -156,24 +201,27 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
 
   if margin is None and criterion != "distribution":
     real_classes = num_classes if class_mask is None else jnp.sum(class_mask)
-    margin = default_margin(level, criterion, real_classes)
+    margin = default_margin(level, criterion, real_classes, score)
 
+  positive_count = jnp.sum(hard.positive_mask, dtype=jnp.float32)
+  negative_count = jnp.sum(hard.negative_mask, dtype=jnp.float32)
   if criterion == "relative":
     terms, mask = criteria.relative_terms(positive_distances, hard.positive_mask,
                                           negative_distances, hard.negative_mask, margin)
-    return criteria.masked_mean(terms, mask)
+    return criteria.masked_mean(terms, mask), jnp.sum(mask, dtype=jnp.float32)
   if criterion == "absolute":
     positive_terms, positive_mask, negative_terms, negative_mask = criteria.absolute_terms(
         positive_distances, hard.positive_mask, negative_distances, hard.negative_mask,
         margin)
-    return 0.5 * (criteria.masked_mean(positive_terms, positive_mask)
-                  + criteria.masked_mean(negative_terms, negative_mask))
+    return (0.5 * (criteria.masked_mean(positive_terms, positive_mask)
+                   + criteria.masked_mean(negative_terms, negative_mask)),
+            positive_count + negative_count)
   lower, upper = HISTOGRAM_RANGE[level]
   return criteria.histogram_overlap(
       criteria.soft_histogram_weights(positive_distances, lower, upper, num_bins),
       hard.positive_mask,
       criteria.soft_histogram_weights(negative_distances, lower, upper, num_bins),
-      hard.negative_mask)
+      hard.negative_mask), positive_count * negative_count
 
 
 def _gather(x, axis_name):
@@ -190,7 +238,8 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
                              rho: float = 0.5, scope: str = "minority",
                              margin: Optional[float] = None, num_bins: int = 50,
                              valid=None, class_mask=None,
-                             axis_name: Optional[str] = None):
+                             axis_name: Optional[str] = None,
+                             score: str = "probability"):
   """Class Rectification Loss of one attribute on one batch (Eqns 3-16).
 
   The six designs of the paper are ``level`` x ``criterion``; the paper's default is
@@ -216,6 +265,8 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
       softmax and from the class count of Eqn 12).
     axis_name: optional mapped axis name (``pmap``/``shard_map``); the batch is
       all-gathered over it so mining sees the global batch.
+    score: ``"probability"`` (Eqn 10, the paper) or the extension
+      ``"log_probability"`` / ``"logit"`` (module docstring); class level only.
 
   Returns:
     float32 scalar, >= 0; exactly 0 when the batch has no eligible class or no pair.
@@ -226,7 +277,7 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     >>> loss = class_rectification_loss(logits, None, labels)  # class-level relative
   """
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
-                num_bins=num_bins, margin=margin)
+                num_bins=num_bins, margin=margin, score=score)
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
   if logits.ndim != 2:
@@ -247,9 +298,10 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     margin = jnp.asarray(margin, jnp.float32)
   logits, features, labels, valid = (_gather(x, axis_name)
                                      for x in (logits, features, labels, valid))
-  return _attribute_loss(logits, features, labels, valid, class_mask, margin,
-                         level=level, criterion=criterion, kappa=kappa, rho=rho,
-                         scope=scope, num_bins=num_bins)
+  loss, _ = _attribute_loss(logits, features, labels, valid, class_mask, margin,
+                            level=level, criterion=criterion, kappa=kappa, rho=rho,
+                            scope=scope, num_bins=num_bins, score=score)
+  return loss
 
 
 def _check_heads(logits, labels, class_mask, features=None):
@@ -273,7 +325,8 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
                         level: str = "class", criterion: str = "relative",
                         kappa: int = 25, rho: float = 0.5, scope: str = "minority",
                         margin=None, num_bins: int = 50, valid=None,
-                        axis_name: Optional[str] = None):
+                        axis_name: Optional[str] = None, score: str = "probability",
+                        reduction: str = "attribute"):
   """CRL of every attribute in one vectorised pass (``vmap`` over attributes).
 
   Each attribute ``j`` is the single-attribute ``class_rectification_loss`` on
@@ -289,6 +342,9 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
     margin: ``None`` (paper defaults, per attribute), a float, or float[A].
     valid: optional bool[B] (padding rows) or bool[B, A] (per-label validity).
     axis_name: optional mapped axis to all-gather the batch over (global mining).
+    score: as ``class_rectification_loss``.
+    reduction: ``"attribute"`` (each attribute's mean over its own triplets) or
+      ``"pooled"`` (Eqn 9 read literally; module docstring, convention 12).
 
   Returns:
     float32[A], the CRL of every attribute.
@@ -297,7 +353,7 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
     >>> crl = multi_attribute_crl(logits, None, labels, class_mask)  # f32[A]
   """
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
-                num_bins=num_bins, margin=margin)
+                num_bins=num_bins, margin=margin, score=score, reduction=reduction)
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
   class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
@@ -319,9 +375,14 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
   logits, features, labels, valid = (_gather(x, axis_name)
                                      for x in (logits, features, labels, valid))
   per_attribute = functools.partial(_attribute_loss, level=level, criterion=criterion,
-                                    kappa=kappa, rho=rho, scope=scope, num_bins=num_bins)
-  return jax.vmap(per_attribute, in_axes=(1, 1, 1, 1, 0, 0))(
+                                    kappa=kappa, rho=rho, scope=scope, num_bins=num_bins,
+                                    score=score)
+  losses, counts = jax.vmap(per_attribute, in_axes=(1, 1, 1, 1, 0, 0))(
       logits, features, labels, valid, class_mask, margin)
+  if reduction == "attribute":
+    return losses
+  # Pooled: sum over attributes of (loss_j * count_j) is the sum over all triplets.
+  return num_attributes * losses * counts / jnp.maximum(jnp.sum(counts), 1.0)
 
 
 def _attribute_cross_entropy(logits, labels, valid, class_mask):
@@ -371,7 +432,9 @@ def multi_attribute_cross_entropy(logits, labels, class_mask=None, *, valid=None
 def blended_objective(logits, features, labels, class_mask, alpha, *,
                       level: str = "class", criterion: str = "relative", kappa: int = 25,
                       rho: float = 0.5, scope: str = "minority", margin=None,
-                      num_bins: int = 50, valid=None, axis_name: Optional[str] = None):
+                      num_bins: int = 50, valid=None, axis_name: Optional[str] = None,
+                      score: str = "probability", reduction: str = "attribute",
+                      blend: str = "convex"):
   """The class-balanced objective of Eqn (8), summed over attributes.
 
   ``L = sum_j alpha_j * L_crl_j + (1 - alpha_j) * L_ce_j`` with ``alpha_j = eta *
@@ -384,8 +447,9 @@ def blended_objective(logits, features, labels, class_mask, alpha, *,
     labels: int[B, A]; ``-1`` marks a missing label.
     class_mask: bool[A, Cmax] or ``None``.
     alpha: float[A] or scalar, each in ``[0, 1]``.
-    level, criterion, kappa, rho, scope, margin, num_bins, valid, axis_name: as
-      ``multi_attribute_crl``.
+    level, criterion, kappa, rho, scope, margin, num_bins, valid, axis_name, score,
+      reduction: as ``multi_attribute_crl``.
+    blend: ``"convex"`` (Eqn 8) or an option of ``blend_terms``.
 
   Returns:
     ``(loss float32 scalar, {"cross_entropy": float32[A], "crl": float32[A]})``.
@@ -393,9 +457,46 @@ def blended_objective(logits, features, labels, class_mask, alpha, *,
   crl = multi_attribute_crl(logits, features, labels, class_mask, level=level,
                             criterion=criterion, kappa=kappa, rho=rho, scope=scope,
                             margin=margin, num_bins=num_bins, valid=valid,
-                            axis_name=axis_name)
+                            axis_name=axis_name, score=score, reduction=reduction)
   cross_entropy = multi_attribute_cross_entropy(logits, labels, class_mask, valid=valid,
                                                 axis_name=axis_name)
-  alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), crl.shape)
-  loss = jnp.sum(alpha * crl + (1.0 - alpha) * cross_entropy)
+  loss = jnp.sum(blend_terms(crl, cross_entropy, alpha, blend))
   return loss, {"cross_entropy": cross_entropy, "crl": crl}
+
+
+BLENDS = ("convex", "additive", "base_only")
+
+
+def blend_terms(crl, base, alpha, blend: str = "convex"):
+  """Per-attribute blend of the CRL and its base loss.
+
+  * ``"convex"``: ``alpha_j L_crl_j + (1 - alpha_j) L_base_j``, the paper's Eqn (8).
+  * ``"additive"`` (extension): ``L_base_j + alpha_j L_crl_j``: the base loss keeps its
+    full weight, the CRL is added as a regulariser (Section 3's "on top of the
+    cross-entropy"). Eqn (8) scales cross-entropy down by ``1 - alpha_j``, which at
+    ``alpha ~ 0.8`` starves it (``docs/results.md``, Diagnosis).
+  * ``"base_only"`` (diagnostic): ``(1 - alpha_j) L_base_j`` with no CRL term, the
+    weight Eqn (8) leaves the base loss, to separate the effect of the weight from the
+    effect of the CRL.
+
+  Args:
+    crl: float32[A].
+    base: float32[A].
+    alpha: float[A] or scalar in ``[0, 1]``.
+    blend: one of ``BLENDS``.
+
+  Returns:
+    float32[A].
+
+  Example:
+    >>> blend_terms(jnp.array([2.0]), jnp.array([1.0]), 0.25)
+    Array([1.25], dtype=float32)
+  """
+  alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), jnp.shape(crl))
+  if blend == "convex":
+    return alpha * crl + (1.0 - alpha) * base
+  if blend == "additive":
+    return base + alpha * crl
+  if blend == "base_only":
+    return (1.0 - alpha) * base
+  raise ValueError(f"blend={blend!r} is unknown; use one of {BLENDS}.")

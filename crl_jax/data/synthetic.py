@@ -32,9 +32,17 @@ so that largest:smallest equals the paper's Table 5 ratio (2, 138, 210, 242, 476
 sit next to frequent look-alikes. Validation and test splits keep the training shares
 but give every class at least ``min_per_class`` images (10 and 20).
 
+``xdomain_balanced``: the same renderer and attributes with every class of every
+attribute equally frequent in every split: the ceiling against which the imbalanced
+``xdomain`` measures what imbalance costs (a class CE cannot learn here is invisible, not
+rare).
+
 ``cifar`` (100 balanced classes, one attribute) and ``deepfashion`` (1000 binary
 attributes in DeepFashion's 5 groups, imbalance up to 1:733) give the CIFAR-100 and
-DeepFashion configs an offline smoke mode at their real shapes.
+DeepFashion configs an offline smoke mode at their real shapes. ``cifar_lt`` is
+``cifar`` with CIFAR-100-LT's training profile (class ``i`` of rank ``i`` gets a share
+``~ (1/100)^(i/99)``, largest:smallest 100, classes ranked by a seeded permutation) and
+balanced validation and test splits: a second, single-label long-tailed test bed.
 
 ``celeba``: 40 binary attributes named as CelebA's with CelebA-like positive rates
 (imbalance up to 1:43); a face on a cluttered background, each attribute a visible cue
@@ -78,7 +86,9 @@ CELEBA_POSITIVE_RATES = (
     0.472, 0.123, 0.073, 0.774)
 
 SPLITS = ("train", "validation", "test")
-KINDS = ("xdomain", "celeba", "cifar", "deepfashion")
+KINDS = ("xdomain", "xdomain_balanced", "celeba", "cifar", "cifar_lt", "deepfashion")
+# Largest:smallest training class ratio of ``cifar_lt`` (CIFAR-100-LT's usual 100).
+CIFAR_LT_IMBALANCE_RATIO = 100.0
 DEEPFASHION_GROUPS = ("texture", "fabric", "shape", "part", "style")
 DEEPFASHION_NUM_ATTRIBUTES = 1000
 
@@ -110,7 +120,7 @@ class SyntheticSpec:
 
 def schema_for(kind: str) -> schema_lib.Schema:
   """The schema of a synthetic kind."""
-  if kind == "cifar":
+  if kind in ("cifar", "cifar_lt"):
     return schema_lib.Schema((schema_lib.Attribute(
         "label", tuple(f"class_{i:02d}" for i in range(100))),))
   if kind == "deepfashion":
@@ -119,7 +129,7 @@ def schema_for(kind: str) -> schema_lib.Schema:
     groups = {g: tuple(range(k, DEEPFASHION_NUM_ATTRIBUTES, 5))
               for k, g in enumerate(DEEPFASHION_GROUPS)}
     return schema_lib.Schema(schema_lib.binary_attributes(names), groups=groups)
-  if kind == "xdomain":
+  if kind in ("xdomain", "xdomain_balanced"):
     return schema_lib.Schema(tuple(
         schema_lib.Attribute(name, tuple(f"{name}_{i:02d}" for i in range(count)))
         for name, count in zip(XDOMAIN_ATTRIBUTES, XDOMAIN_CLASS_COUNTS)))
@@ -178,6 +188,24 @@ def split_class_sizes(spec: SyntheticSpec, split: str) -> list[np.ndarray]:
                            f"of {count} classes; use >= {minimum * count}.")
         class_sizes = _round_to_total(shares * total, total, minimum)
       sizes.append(class_sizes)
+  elif spec.kind == "xdomain_balanced":
+    for count in XDOMAIN_CLASS_COUNTS:
+      if total < count:
+        raise ValueError(f"num_{split}={total} cannot hold one image of each of {count} "
+                         "classes.")
+      sizes.append(_round_to_total(np.full(count, total / count), total))
+  elif spec.kind == "cifar_lt":
+    if total < 100:
+      raise ValueError(f"num_{split}={total} cannot hold one image of each of 100 "
+                       "classes.")
+    if split == "train":
+      by_rank = CIFAR_LT_IMBALANCE_RATIO ** (-np.arange(100) / 99.0)
+      permutation = rng.permutation(100)
+      class_sizes = np.empty(100, np.int64)
+      class_sizes[permutation] = _round_to_total(by_rank / by_rank.sum() * total, total)
+      sizes.append(class_sizes)
+    else:
+      sizes.append(_round_to_total(np.full(100, total / 100.0), total))
   elif spec.kind == "cifar":
     if total < 100:
       raise ValueError(f"num_{split}={total} cannot hold one image of each of 100 "
@@ -511,7 +539,8 @@ def render_deepfashion(labels: np.ndarray, size: int,
   return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
 
-RENDERERS = {"xdomain": render_xdomain, "celeba": render_celeba, "cifar": render_cifar,
+RENDERERS = {"xdomain": render_xdomain, "xdomain_balanced": render_xdomain,
+             "celeba": render_celeba, "cifar": render_cifar, "cifar_lt": render_cifar,
              "deepfashion": render_deepfashion}
 
 

@@ -3,7 +3,8 @@
 ``loss.name``:
 
 * ``"ce"``: ``sum_j L_ce_j`` (Eqn 2: per-attribute means over labelled samples, summed).
-* ``"crl"``: Eqn (8), ``sum_j alpha_j * L_crl_j + (1 - alpha_j) * L_base_j`` with
+* ``"crl"``: Eqn (8), ``sum_j alpha_j * L_crl_j + (1 - alpha_j) * L_base_j`` (or the
+  ``loss.crl.blend`` extension, ``crl.blend_terms``) with
   ``L_base`` cross-entropy or, with ``loss.crl.base``, another per-attribute loss of
   ``crl_jax.baselines`` (CRL + logit-adjusted CE, CRL + focal, ...). ``alpha_j`` is
   ``eta * Omega_imb_j`` of the training counts, or the fixed ``loss.crl.alpha``.
@@ -104,7 +105,8 @@ class Objective:
     options = self.loss_config.crl
     kwargs = dict(level=options.level, criterion=options.criterion, kappa=options.kappa,
                   rho=options.rho, scope=options.scope, margin=options.margin,
-                  num_bins=options.num_bins)
+                  num_bins=options.num_bins, score=options.score,
+                  reduction=options.reduction)
     class_mask = jnp.asarray(self.class_mask)
     if options.level == "class":
       features = None
@@ -145,9 +147,12 @@ class Objective:
       base = self._base_losses(name, logits, labels, valid, step)
       return jnp.sum(base), {"base": base, "crl": jnp.zeros((num_attributes,))}
     base = self._base_losses(self.loss_config.crl.base, logits, labels, valid, step)
-    rectification = self._crl_losses(logits, outputs.get("features"), labels, valid)
-    alpha = jnp.asarray(self.alpha)
-    loss = jnp.sum(alpha * rectification + (1.0 - alpha) * base)
+    blend = self.loss_config.crl.blend
+    if blend == "base_only":  # diagnostic: Eqn 8's weight on the base, no CRL computed
+      rectification = jnp.zeros((num_attributes,))
+    else:
+      rectification = self._crl_losses(logits, outputs.get("features"), labels, valid)
+    loss = jnp.sum(crl.blend_terms(rectification, base, jnp.asarray(self.alpha), blend))
     return loss, {"base": base, "crl": rectification}
 
 

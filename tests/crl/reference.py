@@ -49,7 +49,7 @@ def omega(counts, class_mask=None):
   total = sum(counts[c] for c in classes)
   if total == 0:
     return 0.0
-  return 100.0 * sum(max(0.0, 1.0 / len(classes) - counts[c] / total) for c in classes)
+  return sum(max(0.0, 1.0 / len(classes) - counts[c] / total) for c in classes)
 
 
 def softmax(row, class_mask=None):
@@ -60,7 +60,9 @@ def softmax(row, class_mask=None):
   return e / e.sum()
 
 
-def default_margin(level, criterion, num_classes):
+def default_margin(level, criterion, num_classes, score="probability"):
+  if level == "class" and score != "probability":
+    return 1.0
   if level == "instance" and criterion == "relative":
     return 2 * math.pi / num_classes
   if level == "instance":
@@ -69,8 +71,10 @@ def default_margin(level, criterion, num_classes):
 
 
 def crl(logits, features, labels, *, level, criterion, kappa, rho, scope, margin=None,
-        num_bins=50, valid=None, class_mask=None):
-  """Returns the CRL of one attribute as a Python float."""
+        num_bins=50, valid=None, class_mask=None, score="probability",
+        return_count=False):
+  """Returns the CRL of one attribute as a Python float (and, with ``return_count``,
+  its number of triplets (relative) or pairs (absolute))."""
   logits = np.asarray(logits, np.float64)
   batch_size, num_classes = logits.shape
   labels = [int(x) for x in labels]
@@ -81,13 +85,16 @@ def crl(logits, features, labels, *, level, criterion, kappa, rho, scope, margin
               for c in range(num_classes)]
   real_classes = num_classes if class_mask is None else int(np.sum(class_mask))
   if margin is None:
-    margin = default_margin(level, criterion, real_classes)
+    margin = default_margin(level, criterion, real_classes, score)
 
   positive_pairs = []  # (distance) per (anchor, positive)
   negative_pairs = []
   triplets = []  # (d_pos, d_neg)
   if level == "class":
     p = np.stack([softmax(row, class_mask) for row in logits])
+    # Mining ranks by probability; distances use the chosen score (Eqn 10 or extension).
+    s = {"probability": p, "log_probability": np.log(np.maximum(p, 1e-300)),
+         "logit": logits}[score]
     for c in range(num_classes):
       if not eligible[c]:
         continue
@@ -96,8 +103,8 @@ def crl(logits, features, labels, *, level, criterion, kappa, rho, scope, margin
       positives = sorted(members, key=lambda i: (p[i, c], i))[:kappa]
       negatives = sorted(others, key=lambda i: (-p[i, c], i))[:kappa]
       for a in members:
-        d_pos = [abs(p[a, c] - p[i, c]) for i in positives if i != a]
-        d_neg = [p[a, c] - p[i, c] for i in negatives]
+        d_pos = [abs(s[a, c] - s[i, c]) for i in positives if i != a]
+        d_neg = [s[a, c] - s[i, c] for i in negatives]
         positive_pairs += d_pos
         negative_pairs += d_neg
         triplets += [(dp, dn) for dp in d_pos for dn in d_neg]
@@ -123,15 +130,16 @@ def crl(logits, features, labels, *, level, criterion, kappa, rho, scope, margin
       triplets += [(dp, dn) for dp in d_pos for dn in d_neg]
 
   if criterion == "relative":
-    if not triplets:
-      return 0.0
-    return sum(max(0.0, margin + dp - dn) for dp, dn in triplets) / len(triplets)
+    value = (sum(max(0.0, margin + dp - dn) for dp, dn in triplets) / len(triplets)
+             if triplets else 0.0)
+    return (value, len(triplets)) if return_count else value
   if criterion == "absolute":
     positive_part = (sum(d * d for d in positive_pairs) / len(positive_pairs)
                      if positive_pairs else 0.0)
     negative_part = (sum(max(margin - d, 0.0) ** 2 for d in negative_pairs)
                      / len(negative_pairs) if negative_pairs else 0.0)
-    return 0.5 * (positive_part + negative_part)
+    value = 0.5 * (positive_part + negative_part)
+    return (value, len(positive_pairs) + len(negative_pairs)) if return_count else value
   # distribution, Eqns 14-16
   lower, upper = (-1.0, 1.0) if level == "class" else (0.0, 2.0)
   delta = (upper - lower) / (num_bins - 1)

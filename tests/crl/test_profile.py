@@ -56,25 +56,35 @@ def test_imbalance_measure_matches_loop(counts):
   value = crl.imbalance_measure(jnp.array(counts))
   assert value.dtype == jnp.float32
   np.testing.assert_allclose(value, reference.omega(counts), rtol=1e-5, atol=1e-4)
-  assert 0.0 <= float(value) < 100.0
+  assert 0.0 <= float(value) < 1.0
 
 
 def test_imbalance_measure_cases_and_mask():
   np.testing.assert_allclose(crl.imbalance_measure(jnp.array([10, 10, 10])), 0.0)
-  np.testing.assert_allclose(crl.imbalance_measure(jnp.array([30, 10])), 25.0)
-  np.testing.assert_allclose(crl.imbalance_measure(jnp.array([7, 0, 0, 0])), 75.0)
+  np.testing.assert_allclose(crl.imbalance_measure(jnp.array([30, 10])), 0.25)
+  np.testing.assert_allclose(crl.imbalance_measure(jnp.array([7, 0, 0, 0])), 0.75)
   np.testing.assert_allclose(crl.imbalance_measure(jnp.array([0, 0])), 0.0)
   # Padded classes are left out: same as the unpadded [30, 10].
   np.testing.assert_allclose(
       crl.imbalance_measure(jnp.array([30, 10, 0, 0]),
-                            class_mask=jnp.array([True, True, False, False])), 25.0)
+                            class_mask=jnp.array([True, True, False, False])), 0.25)
 
 
 def test_imbalance_alpha_clips_and_checks_eta():
-  np.testing.assert_allclose(crl.imbalance_alpha(jnp.array([30, 10]), 0.01), 0.25)
-  np.testing.assert_allclose(crl.imbalance_alpha(jnp.array([30, 10]), 1.0), 1.0)
+  np.testing.assert_allclose(crl.imbalance_alpha(jnp.array([30, 10]), 1.0), 0.25)
+  np.testing.assert_allclose(crl.imbalance_alpha(jnp.array([30, 10]), 0.01), 0.0025)
+  np.testing.assert_allclose(crl.imbalance_alpha(jnp.array([30, 10]), 10.0), 1.0)
   with pytest.raises(ValueError, match="eta"):
     crl.imbalance_alpha(jnp.array([30, 10]), -0.1)
+
+
+def test_imbalance_measure_is_a_fraction_so_published_etas_stay_in_range():
+  # Regression: Omega_imb was in percent, so the paper's eta = 0.5 (CIFAR-100-imb,
+  # ResNet-32) clipped alpha to 1 and removed cross-entropy (Section 4.3, Fig. 11).
+  counts = jnp.asarray(np.round(500 * (1 / 20) ** (np.arange(100) / 99)))
+  omega = float(crl.imbalance_measure(counts))
+  assert 0.3 < omega < 0.5
+  assert 0.0 < float(crl.imbalance_alpha(counts, 0.5)) < 0.25
 
 
 def test_profile_under_jit_and_vmap():
