@@ -7,8 +7,8 @@ Training classes sized f(i) = a / (i^gamma + b) from 500 down to 25 (gamma = 1 h
 chosen by seed from the official train split; `--config.data.cifar.protocol=bln` trains
 on CIFAR-100-bln(gamma) (same total, balanced) and `lt` on the long-tail profile
 500 * (1/IF)^(i/99). The test split is untouched. Paper settings as configs/cifar100.py;
-the paper sets eta = 0.5 for ResNet-32 with Omega as a fraction: Omega is in percent
-here (crl_jax.crl.imbalance_measure), so eta = 0.005 is the same weight. The paper
+the paper sets eta = 0.5 for ResNet-32 (Omega_imb is a fraction, as in
+crl_jax.crl.imbalance_measure, so alpha = 0.5 * Omega stays below 0.5). The paper
 reports ResNet-32 42.1% -> 45.2% with CRL on CIFAR-100-imb(1).
 
 `configs/cifar100_imb.py:smoke`: as configs/cifar100.py:smoke.
@@ -31,7 +31,7 @@ def get_config(arg=None):
   config.data.cifar.protocol = "imb"
   config.data.cifar.gamma = 1.0
   config.loss.crl.alpha = None
-  config.loss.crl.eta = 0.005
+  config.loss.crl.eta = 0.5
   if arg == "smoke":
     return _cifar100.smoke(config)
   if arg is not None:

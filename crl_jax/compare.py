@@ -260,6 +260,23 @@ def format_markdown(table: dict, attribute_names, ratios, machine: str, command:
   return "\n".join(lines) + "\n"
 
 
+def plotted_methods(table) -> list:
+  """Methods other than ``ce`` with a finite mean (a failed or diverged setting, whose
+  mean is NaN, is left out of the plots; the tables still list it)."""
+  return [m for m in table if m != "ce" and np.isfinite(table[m]["mean"][0])]
+
+
+def method_colours(count: int) -> list:
+  """``count`` distinct colours: tab10 up to 10 methods, tab20 up to 20, then evenly
+  spaced hues (the default colour cycle repeats after 10)."""
+  import matplotlib
+  if count <= 10:
+    return [matplotlib.colormaps["tab10"](k) for k in range(count)]
+  if count <= 20:
+    return [matplotlib.colormaps["tab20"](k) for k in range(count)]
+  return [matplotlib.colormaps["hsv"](k / count) for k in range(count)]
+
+
 def plot_gains(table, attribute_names, ratios, path):
   import matplotlib
   matplotlib.use("Agg")
@@ -267,13 +284,16 @@ def plot_gains(table, attribute_names, ratios, path):
   if "ce" not in table:
     return
   order = np.argsort(ratios, kind="stable")
-  methods = [m for m in table if m != "ce"]
+  methods = plotted_methods(table)
   figure, axis = plt.subplots(figsize=(max(8, 0.9 * len(order)), 4.5))
   width = 0.8 / max(len(methods), 1)
+  colours = method_colours(len(methods))
   for k, method in enumerate(methods):
     gains = [100 * (table[method]["attributes"][attribute_names[i]][0]
                     - table["ce"]["attributes"][attribute_names[i]][0]) for i in order]
-    axis.bar(np.arange(len(order)) + k * width, gains, width, label=method)
+    axis.bar(np.arange(len(order)) + k * width, gains, width, label=method,
+             color=colours[k], hatch="//" if k % 2 else None, edgecolor="white",
+             linewidth=0.3)
   axis.axhline(0, color="black", linewidth=0.8)
   axis.set_xticks(np.arange(len(order)) + 0.4 - width / 2)
   axis.set_xticklabels([f"{attribute_names[i]}\n1:{ratios[i]:.0f}" for i in order],
@@ -319,15 +339,18 @@ def plot_training_curves(directories: dict, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4))
-  for method, directory in directories.items():
+  colours = method_colours(len(directories))
+  for k, (method, directory) in enumerate(directories.items()):
     rows = read_metrics(directory)
-    train = [(r["step"], r["loss"]) for r in rows if r["split"] == "train"]
+    train = [(r["step"], r["loss"]) for r in rows if r["split"] == "train"
+             and np.isfinite(r["loss"])]
     validation = [(r["step"], 100 * r["mean_class_balanced_accuracy"]) for r in rows
                   if r["split"] == "validation"]
+    style = dict(label=method, color=colours[k], linestyle="-" if k < 10 else "--")
     if train:
-      loss_axis.plot(*zip(*train), label=method)
+      loss_axis.plot(*zip(*train), **style)
     if validation:
-      metric_axis.plot(*zip(*validation), marker="o", label=method)
+      metric_axis.plot(*zip(*validation), marker="o", **style)
   loss_axis.set_xlabel("step")
   loss_axis.set_ylabel("training loss")
   loss_axis.set_yscale("log")

@@ -5,7 +5,7 @@ r"""Describe a config's dataset: class counts, imbalance, Omega_imb and alpha pe
 
 Prepares the dataset first if needed (offline). Prints, per attribute, the number of
 classes, the smallest and largest training class, the imbalance ratio (largest :
-smallest non-empty class), Omega_imb (percent, Eqn 8) and alpha = eta * Omega_imb
+smallest non-empty class), Omega_imb (a fraction, Eqn 8) and alpha = eta * Omega_imb
 (or the config's fixed alpha); writes a PNG of the sorted class distributions like the
 paper's Fig. 1; ``--json`` prints the same as JSON; ``--measure_batches`` times the
 training pipeline alone (images/s).
@@ -54,12 +54,12 @@ def attribute_statistics(source, config) -> list[dict]:
 
 def format_statistics(rows) -> str:
   header = (f"{'attribute':22s} {'classes':>7s} {'min':>7s} {'max':>7s} "
-            f"{'ratio 1:x':>10s} {'Omega %':>8s} {'alpha':>6s}")
+            f"{'ratio 1:x':>10s} {'Omega':>8s} {'alpha':>6s}")
   lines = [header, "-" * len(header)]
   for row in rows:
     counts = [c for c in row["train_counts"] if c > 0] or [0]
     lines.append(f"{row['name'][:22]:22s} {row['num_classes']:7d} {min(counts):7d} "
-                 f"{max(counts):7d} {row['imbalance_ratio']:10.1f} {row['omega']:8.2f} "
+                 f"{max(counts):7d} {row['imbalance_ratio']:10.1f} {row['omega']:8.4f} "
                  f"{row['alpha']:6.3f}")
   return "\n".join(lines)
 

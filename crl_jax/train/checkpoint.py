@@ -150,6 +150,19 @@ class CheckpointStore:
     meta.pop("checksums", None)
     return state, meta
 
+  def periodic_steps(self) -> list:
+    """The steps of the periodic checkpoints on disk, ascending."""
+    self.periodic.reload()
+    return sorted(self.periodic.all_steps())
+
+  def restore_step(self, step: int, abstract_state):
+    """``(state, meta)`` of the periodic checkpoint at ``step`` (checksums verified)."""
+    self.periodic.reload()
+    if step not in self.periodic.all_steps():
+      raise CheckpointError(f"no checkpoint of step {step} in {self.periodic.directory}; "
+                            f"steps there: {sorted(self.periodic.all_steps())}.")
+    return self._restore(self.periodic, step, abstract_state)
+
   def restore_latest(self, abstract_state) -> Optional[tuple[Any, dict, list]]:
     """The newest checkpoint that restores, or ``None`` when there is none.
 

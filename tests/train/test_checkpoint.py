@@ -139,3 +139,16 @@ def test_a_save_torn_by_a_kill_is_not_a_checkpoint(tmp_path):
   _, meta, _ = store.restore_latest(abstract(make_state(0)))
   assert meta["step"] == 2
   store.close()
+
+
+def test_restore_step_returns_that_step_or_names_the_steps_there(tmp_path):
+  store = store_with(tmp_path, steps=(1, 2))
+  try:
+    assert store.periodic_steps() == [1, 2]
+    state, _ = store.restore_step(1, abstract(make_state(1)))
+    np.testing.assert_array_equal(state["params"]["heads"]["bias"],
+                                  make_state(1)["params"]["heads"]["bias"])
+    with pytest.raises(checkpoint_lib.CheckpointError, match="steps there: \\[1, 2\\]"):
+      store.restore_step(7, abstract(make_state(1)))
+  finally:
+    store.close()

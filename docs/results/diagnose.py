@@ -1,0 +1,263 @@
+r"""Diagnosis of docs/results.md: who CRL ever rectifies, and which way its gradient pushes.
+
+    python docs/results/diagnose.py eligibility --config=configs/synthetic.py:quickstart \
+        --steps=800 --out=runs/compare/diagnosis/eligibility.json
+    python docs/results/diagnose.py gradients --workdir=runs/compare \
+        --runs=ce,crl__loss.crl.eta-1.0 --seed=0 --out=runs/compare/diagnosis/gradients.json
+
+``eligibility`` (question 4): draws ``--steps`` shuffled training batches of the config's
+batch size (each epoch a fresh permutation of the training labels, as the pipeline
+draws them) and counts, per attribute and class, the steps in which the class is
+*eligible* (>= 2 valid samples in the batch) and a minority class under ``rho``
+(Eqn 3): exactly the classes that receive CRL.
+
+``gradients`` (question 2): for each trained run, at initialisation and at every saved
+checkpoint, on ``--batches`` training batches, per attribute: the norm of the gradient
+of the CE and of the CRL term with respect to the logits, the summed CRL (and CE)
+gradient on the minority classes' output biases (``dL/db_c = sum_i dL/dz_ic``; positive
+means gradient descent *lowers* the minority logits), the mean probability the model
+gives minority-class samples on their own class, and, at the last checkpoint, the test
+prediction histogram (how many classes are ever predicted, and the share of predictions
+that go to the most frequent training class).
+
+Both write JSON and print a markdown table. Machine-independent except for speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crl_jax import config_lib
+from crl_jax import crl
+from crl_jax import data as data_lib
+from crl_jax.train import checkpoint as checkpoint_lib
+from crl_jax.train import loop
+
+
+def eligibility(config, steps: int, seed: int = 0) -> dict:
+  """Per attribute and class: the fraction of ``steps`` batches in which the class is
+  eligible, and eligible and minority (rectified)."""
+  source = data_lib.get_source(config.data)
+  source.prepare()
+  labels = np.asarray(source.split_labels("train"), np.int32)  # [N, A]
+  class_mask = np.asarray(source.schema.class_mask)
+  batch_size = config.train.batch_size
+  rho, scope = config.loss.crl.rho, config.loss.crl.scope
+  num_classes = class_mask.shape[1]
+  rng = np.random.default_rng(seed)
+  order = np.concatenate([rng.permutation(len(labels))
+                          for _ in range(steps * batch_size // len(labels) + 1)])
+  batches = jnp.asarray(labels[order[:steps * batch_size]].reshape(
+      steps, batch_size, -1))
+
+  def per_batch(batch):  # [B, A] -> ([A, C] eligible, [A, C] rectified)
+    def per_attribute(column, mask):
+      valid = crl.label_validity(column, num_classes, class_mask=mask)
+      histogram = crl.class_histogram(column, num_classes, valid)
+      return histogram >= 2, crl.eligible_classes(histogram, rho=rho, scope=scope)
+    return jax.vmap(per_attribute, in_axes=(1, 0))(batch, jnp.asarray(class_mask))
+
+  eligible, rectified = jax.jit(jax.vmap(per_batch))(batches)
+  eligible = np.asarray(eligible).mean(axis=0)
+  rectified = np.asarray(rectified).mean(axis=0)
+  counts = source.train_class_counts()
+  result = {}
+  for j, name in enumerate(source.schema.names):
+    c = int(class_mask[j].sum())
+    n = np.asarray(counts[j][:c], float)
+    ever = rectified[j, :c] > 0
+    result[name] = {
+        "num_classes": c,
+        "train_counts": n.tolist(),
+        "eligible_fraction": eligible[j, :c].tolist(),
+        "rectified_fraction": rectified[j, :c].tolist(),
+        "classes_ever_rectified": int(ever.sum()),
+        "classes_rectified_in_10pct_of_steps": int((rectified[j, :c] >= 0.1).sum()),
+        "train_share_never_rectified": float(n[~ever].sum() / n.sum()),
+        "rarest_class_rectified_fraction": float(rectified[j, :c][np.argmin(n)]),
+        "mean_rectified_classes_per_step": float(rectified[j, :c].sum()),
+    }
+  return result
+
+
+def eligibility_table(result: dict) -> str:
+  lines = ["| attribute | classes | rectified in any step | in >= 10% of steps | "
+           "classes rectified per step (mean) | training share never rectified |",
+           "|---|---|---|---|---|---|"]
+  for name, row in result.items():
+    lines.append(f"| {name} | {row['num_classes']} | {row['classes_ever_rectified']} | "
+                 f"{row['classes_rectified_in_10pct_of_steps']} | "
+                 f"{row['mean_rectified_classes_per_step']:.2f} | "
+                 f"{100 * row['train_share_never_rectified']:.1f}% |")
+  return "\n".join(lines)
+
+
+def _logits(run, state, images):
+  variables = {"params": state.params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  return run.model.apply(variables, images, train=False)["logits"].astype(jnp.float32)
+
+
+def gradient_statistics(run, state, batches) -> dict:
+  """Per attribute, averaged over ``batches``: CE and CRL gradient norms w.r.t. the
+  logits, the summed gradient on the minority (rectified) classes' biases, and the mean
+  own-class probability of minority-class samples."""
+  options = run.config.loss.crl
+  class_mask = jnp.asarray(run.class_mask)
+  num_classes = class_mask.shape[1]
+  kwargs = dict(level="class", criterion=options.criterion, kappa=options.kappa,
+                rho=options.rho, scope=options.scope, margin=options.margin,
+                num_bins=options.num_bins, score=options.score)
+
+  @jax.jit
+  def statistics(images, labels):
+    logits = _logits(run, state, images)
+    ce_grad = jax.grad(lambda z: jnp.sum(crl.multi_attribute_cross_entropy(
+        z, labels, class_mask)))(logits)
+    crl_grad = jax.grad(lambda z: jnp.sum(crl.multi_attribute_crl(
+        z, None, labels, class_mask, **kwargs)))(logits)
+    probabilities = jax.nn.softmax(jnp.where(class_mask, logits, -1e30), axis=-1)
+
+    def per_attribute(ce_g, crl_g, p, column, mask):
+      valid = crl.label_validity(column, num_classes, class_mask=mask)
+      histogram = crl.class_histogram(column, num_classes, valid)
+      rectified = crl.eligible_classes(histogram, rho=options.rho, scope=options.scope)
+      member = valid & rectified[jnp.clip(column, 0, num_classes - 1)]
+      own = jnp.take_along_axis(p, jnp.clip(column, 0, num_classes - 1)[:, None], 1)[:, 0]
+      return {
+          "ce_grad_norm": jnp.linalg.norm(ce_g),
+          "crl_grad_norm": jnp.linalg.norm(crl_g),
+          "crl_minority_bias_grad": jnp.sum(jnp.where(rectified, crl_g.sum(0), 0.0)),
+          "ce_minority_bias_grad": jnp.sum(jnp.where(rectified, ce_g.sum(0), 0.0)),
+          "minority_own_probability": jnp.sum(jnp.where(member, own, 0.0))
+                                      / jnp.maximum(member.sum(), 1),
+          "minority_samples": member.sum().astype(jnp.float32),
+      }
+    return jax.vmap(per_attribute, in_axes=(1, 1, 1, 1, 0))(
+        ce_grad, crl_grad, probabilities, labels, class_mask)
+
+  rows = [jax.device_get(statistics(b["image"], b["labels"])) for b in batches]
+  return {key: np.mean([r[key] for r in rows], axis=0).tolist() for key in rows[0]}
+
+
+def prediction_histogram(run, state) -> dict:
+  """Per attribute: classes predicted at least once on the test split, and the share
+  of test predictions on the most frequent training class (and its true test share)."""
+  dataset, _ = data_lib.pipeline.eval_dataset(
+      run.source, "test", data_lib.pipeline_options(run.config.data),
+      global_batch_size=run.config.eval.batch_size)
+  class_mask = jnp.asarray(run.class_mask)
+  predict = jax.jit(lambda images: jnp.argmax(
+      jnp.where(class_mask, _logits(run, state, images), -jnp.inf), axis=-1))
+  num_classes = run.class_mask.shape[1]
+  predicted = np.zeros((run.class_mask.shape[0], num_classes))
+  truth = np.zeros_like(predicted)
+  for batch in dataset.as_numpy_iterator():
+    p = np.asarray(predict(batch["image"]))
+    for j in range(p.shape[1]):
+      keep = batch["valid"] & (batch["labels"][:, j] >= 0)
+      predicted[j] += np.bincount(p[keep, j], minlength=num_classes)
+      truth[j] += np.bincount(batch["labels"][keep, j], minlength=num_classes)
+  majority = np.argmax(run.class_counts, axis=1)
+  rows = np.arange(len(majority))
+  return {"classes_predicted": (predicted > 0).sum(axis=1).tolist(),
+          "num_classes": run.class_mask.sum(axis=1).tolist(),
+          "majority_prediction_share": (predicted[rows, majority]
+                                        / predicted.sum(axis=1)).tolist(),
+          "majority_test_share": (truth[rows, majority] / truth.sum(axis=1)).tolist()}
+
+
+def gradients(workdir: str, run_names, seed: int, num_batches: int) -> dict:
+  result = {}
+  for name in run_names:
+    directory = os.path.join(workdir, name, f"seed{seed}")
+    with open(os.path.join(directory, "config.json")) as f:
+      config = config_lib.finalise(config_lib.ml_collections.ConfigDict(json.load(f)))
+    # The CRL statistics need CRL options even for a CE run: the paper's defaults.
+    run = loop.build(config, prepare=False)
+    dataset = data_lib.pipeline.train_dataset(
+        run.source, data_lib.pipeline_options(config.data),
+        global_batch_size=config.train.batch_size, seed=config.seed + 1000)
+    batches = [b for _, b in zip(range(num_batches), dataset.as_numpy_iterator())]
+    store = checkpoint_lib.CheckpointStore(directory, config.checkpoint.keep)
+    abstract = loop.abstract_state(run)
+    entry = {"alpha": run.objective.alpha.tolist(), "loss": config.loss.to_dict(),
+             "steps": {}}
+    states = [(0, loop.initial_state(run, loop.initial_keys(config.seed)[0]))]
+    states += [(step, store.restore_step(step, abstract)[0])
+               for step in store.periodic_steps()]
+    for step, state in states:
+      entry["steps"][str(step)] = gradient_statistics(run, state, batches)
+    entry["test_predictions"] = prediction_histogram(run, states[-1][1])
+    entry["test_predictions"]["step"] = states[-1][0]
+    store.close()
+    result[name] = entry
+    print(f"{name}: done", flush=True)
+  return result
+
+
+def gradient_table(result: dict, attribute_names) -> str:
+  lines = []
+  for name, entry in result.items():
+    lines.append(f"\n{name} (alpha {', '.join(f'{a:.3f}' for a in entry['alpha'])})\n")
+    lines.append("| step | attribute | CE grad norm | CRL grad norm | CRL grad on minority "
+                 "biases | CE grad on minority biases | minority own p |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for step, stats in entry["steps"].items():
+      for j, attribute in enumerate(attribute_names):
+        lines.append(f"| {step} | {attribute} | {stats['ce_grad_norm'][j]:.3f} | "
+                     f"{stats['crl_grad_norm'][j]:.4f} | "
+                     f"{stats['crl_minority_bias_grad'][j]:+.4f} | "
+                     f"{stats['ce_minority_bias_grad'][j]:+.3f} | "
+                     f"{stats['minority_own_probability'][j]:.4f} |")
+    predictions = entry["test_predictions"]
+    lines.append(f"\ntest predictions at step {predictions['step']}: classes predicted "
+                 + ", ".join(f"{a} {p}/{c}" for a, p, c in zip(
+                     attribute_names, predictions["classes_predicted"],
+                     predictions["num_classes"])))
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("what", choices=("eligibility", "gradients"))
+  parser.add_argument("--config", default="configs/synthetic.py:quickstart")
+  parser.add_argument("--steps", type=int, default=800)
+  parser.add_argument("--workdir", default="runs/compare")
+  parser.add_argument("--runs", default="ce")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--batches", type=int, default=8)
+  parser.add_argument("--out", required=True)
+  args, rest = parser.parse_known_args(argv)
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  if args.what == "eligibility":
+    config = config_lib.load_config(args.config, [r[len("--config."):] for r in rest])
+    result = eligibility(config, args.steps)
+    table = eligibility_table(result)
+  else:
+    result = gradients(args.workdir, args.runs.split(","), args.seed, args.batches)
+    first = next(iter(result.values()))
+    names = list(json.load(open(os.path.join(
+        args.workdir, args.runs.split(",")[0], f"seed{args.seed}", "results.json")))[
+            "test"]["attributes"])
+    del first
+    table = gradient_table(result, names)
+  with open(args.out, "w") as f:
+    json.dump(result, f, indent=1)
+  with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+    f.write(table + "\n")
+  print(table)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
