@@ -47,6 +47,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from crl_jax import config_lib  # noqa: E402
+from crl_jax import crl  # noqa: E402
 from crl_jax import models  # noqa: E402
 from crl_jax.data import schema as schema_lib  # noqa: E402
 from crl_jax.data import synthetic  # noqa: E402
@@ -131,7 +132,7 @@ def build_variant(config, setting: Setting, variant: str, image_size: int):
     loss.crl.update(level=level, criterion=criterion, scope=scope, kappa=setting.kappa,
                     mining=setting.mining, margin=None)
   class_counts = setting.class_counts
-  class_mask = np.arange(max(class_counts))[None, :] < np.array(class_counts)[:, None]
+  class_mask = crl.valid_class_mask(class_counts)
   counts = power_law_counts(class_counts)
   alpha = objective_lib.attribute_alpha(loss, counts, class_mask)
   objective = objective_lib.Objective(

@@ -35,7 +35,7 @@ def make_inputs(batch_size, class_counts, feature_dim, seed=0):
   num_attributes, max_classes = len(class_counts), max(class_counts)
   logits = rng.standard_normal((batch_size, num_attributes, max_classes), np.float32)
   features = rng.standard_normal((batch_size, num_attributes, feature_dim), np.float32)
-  class_mask = np.arange(max_classes)[None, :] < np.array(class_counts)[:, None]
+  class_mask = crl.valid_class_mask(class_counts)
   labels = np.stack([
       rng.choice(c, size=batch_size, p=(lambda s: s / s.sum())(
           1.0 / np.arange(1, c + 1) ** 1.5)) for c in class_counts], axis=1)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from crl_jax.baselines import checks
 from crl_jax.baselines import priors
+from crl_jax.crl import heads
 
 DEFAULT_CANDIDATE_TEMPERATURES = (1.0, 2.0, 3.0, 4.0, 5.0)
 
@@ -70,7 +71,7 @@ def threshold_adjusted_probabilities(logits, class_mask, class_counts,
   logits, _, class_mask, class_counts, _ = checks.check_heads(
       logits, class_mask=class_mask, class_counts=class_counts)
   temperature = _per_attribute("temperature", temperature, logits.shape[1])
-  probabilities = jax.nn.softmax(checks.masked_logits(logits, class_mask), axis=-1)
+  probabilities = jax.nn.softmax(heads.masked_logits(logits, class_mask), axis=-1)
   shares = priors.class_shares(class_counts, class_mask)
   adjusted = probabilities * jnp.exp(-temperature * shares[None])
   return jnp.where(class_mask[None], adjusted, 0.0)
@@ -106,7 +107,7 @@ def posthoc_logit_adjustment(logits, class_mask, class_counts, tau=1.0):
       logits, class_mask=class_mask, class_counts=class_counts)
   tau = _per_attribute("tau", tau, logits.shape[1])
   adjusted = logits - tau * priors.log_class_prior(class_counts, class_mask)[None]
-  return jnp.where(class_mask[None], adjusted, jnp.finfo(jnp.float32).min)
+  return jnp.where(class_mask[None], adjusted, heads.PADDED_CLASS_SCORE)
 
 
 def class_balanced_accuracy_from_predictions(predictions, labels, class_mask, *,
@@ -152,7 +153,7 @@ def class_balanced_accuracy_from_predictions(predictions, labels, class_mask, *,
   dummy_logits = jnp.zeros(labels.shape + (max_classes,), jnp.float32)
   _, labels, _, _, valid = checks.check_heads(dummy_logits, labels, class_mask,
                                               valid=valid)
-  labelled = checks.label_validity(labels, class_mask, valid)
+  labelled = heads.label_validity(labels, max_classes, valid, class_mask)
   one_hot = (labels[..., None] == jnp.arange(max_classes)) & labelled[..., None]
   correct = one_hot & (predictions == labels)[..., None]
   class_sizes = jnp.sum(one_hot, axis=0, dtype=jnp.float32)  # [A, Cmax]

@@ -1,4 +1,8 @@
-"""Input plumbing shared by the baselines: shape checks, label validity, ranges.
+"""Input plumbing shared by the baselines: input normalisation and hyperparameter ranges.
+
+The padded-head conventions themselves (shape checks, label validity, the class mask,
+the value of a padded class) are ``crl_jax.crl.heads``'; ``check_heads`` here applies
+them and converts the inputs.
 
 Everything that can fail is checked on the host before tracing, with a one-line
 ``ValueError`` that names the offending key, its value and what is allowed. Values that
@@ -14,10 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Logit given to padded classes inside a softmax: exp() of it underflows to exactly 0 in
-# float32 while staying finite, so no ``inf - inf`` or ``0 * inf`` can appear in values
-# or gradients (the same convention as ``crl_jax.crl``).
-PADDED_CLASS_LOGIT = -1e30
+from crl_jax.crl import heads
 
 # name -> (predicate on a float64 array, what is allowed). ``alpha`` and
 # ``per_class_weights`` are per-class weights; the rest are scalars (``temperature``
@@ -87,7 +88,7 @@ def check_hyperparameters(owner: str, **hyperparameters: Any) -> None:
 
 
 def check_heads(logits, labels=None, class_mask=None, class_counts=None, valid=None):
-  """Checks and normalises padded multi-attribute inputs.
+  """Checks (``crl.heads.check_heads``) and normalises padded multi-attribute inputs.
 
   Args:
     logits: float[B, A, Cmax] (any float dtype).
@@ -105,84 +106,21 @@ def check_heads(logits, labels=None, class_mask=None, class_counts=None, valid=N
     ValueError: naming the argument whose shape is wrong.
   """
   logits = jnp.asarray(logits)
-  if logits.ndim != 3:
-    raise ValueError(f"logits must be f[B, A, Cmax] (padded heads), got shape "
-                     f"{logits.shape}.")
-  batch_size, num_attributes, max_classes = logits.shape
+  batch_size, num_attributes, max_classes = heads.check_heads(
+      logits, labels, class_mask, class_counts=class_counts, valid=valid)
   logits = logits.astype(jnp.float32)
   if class_mask is None:
     class_mask = jnp.ones((num_attributes, max_classes), bool)
   class_mask = jnp.asarray(class_mask, bool)
-  if class_mask.shape != (num_attributes, max_classes):
-    raise ValueError(f"class_mask must be bool[A, Cmax] = bool[{num_attributes}, "
-                     f"{max_classes}], got shape {class_mask.shape}.")
   if labels is not None:
-    labels = jnp.asarray(labels)
-    if labels.shape != (batch_size, num_attributes):
-      raise ValueError(f"labels must be int[B, A] = int[{batch_size}, {num_attributes}]"
-                       f", got shape {labels.shape}.")
-    labels = labels.astype(jnp.int32)
+    labels = jnp.asarray(labels).astype(jnp.int32)
   if class_counts is not None:
-    class_counts = jnp.asarray(class_counts)
-    if class_counts.shape != (num_attributes, max_classes):
-      raise ValueError(f"class_counts must be [A, Cmax] = [{num_attributes}, "
-                       f"{max_classes}], got shape {class_counts.shape}.")
-    class_counts = jnp.where(class_mask, class_counts.astype(jnp.float32), 0.0)
+    class_counts = jnp.where(class_mask, jnp.asarray(class_counts).astype(jnp.float32),
+                             0.0)
   if valid is not None:
     valid = jnp.asarray(valid, bool)
-    if valid.shape == (batch_size,):
+    if valid.ndim == 1:
       valid = jnp.broadcast_to(valid[:, None], (batch_size, num_attributes))
-    elif valid.shape != (batch_size, num_attributes):
-      raise ValueError(f"valid must be bool[B] or bool[B, A] = bool[{batch_size}, "
-                       f"{num_attributes}], got shape {valid.shape}.")
   return logits, labels, class_mask, class_counts, valid
 
 
-def gather_per_class(per_class, labels):
-  """``per_class[j, labels[i, j]]`` for every sample and attribute.
-
-  Args:
-    per_class: float[A, Cmax].
-    labels: int[B, A]; out-of-range labels are clipped (mask them afterwards).
-
-  Returns:
-    float[B, A].
-  """
-  num_attributes, max_classes = per_class.shape
-  return per_class[jnp.arange(num_attributes)[None, :],
-                   jnp.clip(labels, 0, max_classes - 1)]
-
-
-def label_validity(labels, class_mask, valid=None):
-  """Which ``(sample, attribute)`` pairs carry a usable label.
-
-  A label counts when it lies in ``[0, Cmax)`` (``-1`` marks a missing label), names a
-  real (unpadded) class of its attribute, and ``valid`` (if given) is set.
-
-  Args:
-    labels: int[B, A].
-    class_mask: bool[A, Cmax].
-    valid: optional bool[B, A].
-
-  Returns:
-    bool[B, A].
-  """
-  max_classes = class_mask.shape[-1]
-  labelled = (labels >= 0) & (labels < max_classes)
-  labelled &= gather_per_class(class_mask, labels)
-  if valid is not None:
-    labelled &= valid
-  return labelled
-
-
-def masked_logits(scores, class_mask):
-  """Puts padded classes at ``PADDED_CLASS_LOGIT`` so a softmax ignores them.
-
-  Args:
-    scores: float32[B, A, Cmax].
-    class_mask: bool[A, Cmax].
-
-  Returns:
-    float32[B, A, Cmax].
-  """
-  return jnp.where(class_mask[None], scores, PADDED_CLASS_LOGIT)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from crl_jax.baselines import checks
 from crl_jax.baselines import priors
+from crl_jax.crl import heads
 
 # 1 - p_y below this is treated as this in the focal modulating factor: the factor's
 # derivative gamma * (1 - p)^(gamma - 1) is infinite at 1 - p = 0 for gamma < 1 (and
@@ -43,7 +44,7 @@ _FOCAL_SMALLEST_COMPLEMENT = 1e-12
 def _log_probabilities_of_labels(scores, labels, class_mask):
   """``log softmax(scores)[label]`` over real classes. Shapes: f32[B, A, Cmax] ->
   f32[B, A] (arbitrary but finite where the label is missing)."""
-  log_probabilities = jax.nn.log_softmax(checks.masked_logits(scores, class_mask),
+  log_probabilities = jax.nn.log_softmax(heads.masked_logits(scores, class_mask),
                                          axis=-1)
   return jnp.take_along_axis(
       log_probabilities, jnp.clip(labels, 0, scores.shape[-1] - 1)[..., None],
@@ -64,7 +65,7 @@ def _prepare(logits, labels, class_mask, class_counts, valid, *, needs_counts=Tr
   logits, labels, class_mask, class_counts, valid = checks.check_heads(
       logits, labels, class_mask, class_counts, valid)
   return (logits, labels, class_mask, class_counts,
-          checks.label_validity(labels, class_mask, valid))
+          heads.label_validity(labels, class_mask.shape[-1], valid, class_mask))
 
 
 def _broadcast_per_class(name, weights, class_mask):
@@ -112,7 +113,7 @@ def cost_sensitive_cross_entropy(logits, labels, class_mask, class_counts, *,
   class_weights = jnp.exp(-priors.class_shares(class_counts, class_mask))
   negative_log_likelihood = -_log_probabilities_of_labels(logits, labels, class_mask)
   return _mean_over_labelled(
-      checks.gather_per_class(class_weights, labels) * negative_log_likelihood, labelled)
+      heads.gather_per_class(class_weights, labels) * negative_log_likelihood, labelled)
 
 
 def _focal_terms(log_probability, gamma):
@@ -162,7 +163,7 @@ def focal_loss(logits, labels, class_mask, class_counts=None, *, valid=None,
       logits, labels, class_mask, class_counts, valid, needs_counts=False)
   terms = _focal_terms(_log_probabilities_of_labels(logits, labels, class_mask), gamma)
   if alpha is not None:
-    terms = checks.gather_per_class(_broadcast_per_class("alpha", alpha, class_mask),
+    terms = heads.gather_per_class(_broadcast_per_class("alpha", alpha, class_mask),
                                     labels) * terms
   return _mean_over_labelled(terms, labelled)
 
@@ -206,7 +207,7 @@ def class_balanced_loss(logits, labels, class_mask, class_counts, *, valid=None,
       logits, labels, class_mask, class_counts, valid)
   class_weights = priors.effective_number_weights(class_counts, class_mask, beta)
   terms = _focal_terms(_log_probabilities_of_labels(logits, labels, class_mask), gamma)
-  return _mean_over_labelled(checks.gather_per_class(class_weights, labels) * terms,
+  return _mean_over_labelled(heads.gather_per_class(class_weights, labels) * terms,
                              labelled)
 
 
@@ -259,7 +260,7 @@ def ldam_loss(logits, labels, class_mask, class_counts, *, valid=None,
       jnp.asarray(scale, jnp.float32) * margin_logits, labels, class_mask)
   if per_class_weights is None:
     return _mean_over_labelled(negative_log_likelihood, labelled)
-  sample_weights = jnp.where(labelled, checks.gather_per_class(
+  sample_weights = jnp.where(labelled, heads.gather_per_class(
       _broadcast_per_class("per_class_weights", per_class_weights, class_mask), labels),
                              0.0)
   total = jnp.sum(sample_weights * jnp.where(labelled, negative_log_likelihood, 0.0),

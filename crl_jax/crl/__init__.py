@@ -1,5 +1,8 @@
 """Class Rectification Loss: pure, static-shape JAX (imports jax only).
 
+Padded multi-attribute heads (class mask, label validity, the value of a padded class,
+shape checks) are owned by ``heads``; every other package takes them from there.
+
 Data flow: profile (class histograms, minority sets, Omega_imb, alpha) -> mining (masked
 top-kappa hard positives/negatives) -> criteria (relative / absolute / distribution
 terms) -> rectify (the public losses and the blended objective of Eqn 8).
@@ -10,6 +13,13 @@ from crl_jax.crl.criteria import histogram_overlap
 from crl_jax.crl.criteria import masked_mean
 from crl_jax.crl.criteria import relative_terms
 from crl_jax.crl.criteria import soft_histogram_weights
+from crl_jax.crl.heads import check_class_counts
+from crl_jax.crl.heads import check_heads
+from crl_jax.crl.heads import label_validity
+from crl_jax.crl.heads import masked_argmax
+from crl_jax.crl.heads import masked_logits
+from crl_jax.crl.heads import PADDED_CLASS_LOGIT
+from crl_jax.crl.heads import valid_class_mask
 from crl_jax.crl.mining import class_level_hard_samples
 from crl_jax.crl.mining import HardSamples
 from crl_jax.crl.mining import instance_level_hard_samples
@@ -18,7 +28,6 @@ from crl_jax.crl.profile import class_histogram
 from crl_jax.crl.profile import eligible_classes
 from crl_jax.crl.profile import imbalance_alpha
 from crl_jax.crl.profile import imbalance_measure
-from crl_jax.crl.profile import label_validity
 from crl_jax.crl.profile import minority_classes
 from crl_jax.crl.rectify import blend_terms
 from crl_jax.crl.rectify import blended_objective

@@ -2,7 +2,8 @@
 
 Everything here is pure ``jax.numpy`` with static shapes: class counts are fixed-size
 ``int32[C]`` arrays, class sets are ``bool[C]`` masks. Labels outside ``[0, C)``
-(``-1`` is the project's "missing label") and padded classes never count.
+(``-1`` is the project's "missing label") and padded classes never count
+(``heads.label_validity``).
 
 Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
 Rectification", TPAMI 2018, Section 3.2 (Eqn 3) and Section 3.3 (Eqn 8).
@@ -14,37 +15,14 @@ from typing import Optional
 
 import jax.numpy as jnp
 
+from crl_jax.crl.heads import label_validity
+
 # Relative slack on ``rho * n_valid`` so that a decimal ``rho`` behaves as in exact
 # arithmetic: with ``rho = 0.29`` and ``n_valid = 100`` the float product is
 # 28.999999..., and a class whose cumulative count is exactly 29 must still be
 # minority. Counts are integers, so the slack changes nothing else for batches below
 # ~10^5 samples and ``rho`` given to 5 significant digits.
 _RHO_SLACK = 1e-6
-
-
-def label_validity(labels, num_classes: int, valid=None, class_mask=None):
-  """Which samples carry a usable label.
-
-  A sample counts when ``valid`` is set (padding / user mask), its label lies in
-  ``[0, num_classes)`` (``-1`` marks a missing label) and, with ``class_mask``, the
-  label is a real (unpadded) class.
-
-  Args:
-    labels: int[B] class ids; ``-1`` for a missing label.
-    num_classes: static number of (possibly padded) classes ``C``.
-    valid: optional bool[B]; ``None`` means every sample is valid.
-    class_mask: optional bool[C]; ``False`` marks a padded class.
-
-  Returns:
-    bool[B].
-  """
-  labels = jnp.asarray(labels)
-  in_range = (labels >= 0) & (labels < num_classes)
-  if class_mask is not None:
-    in_range &= jnp.asarray(class_mask)[jnp.clip(labels, 0, num_classes - 1)]
-  if valid is not None:
-    in_range &= jnp.asarray(valid, dtype=bool)
-  return in_range
 
 
 def class_histogram(labels, num_classes: int, valid=None):

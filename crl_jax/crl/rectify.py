@@ -76,6 +76,7 @@ import jax
 import jax.numpy as jnp
 
 from crl_jax.crl import criteria
+from crl_jax.crl import heads
 from crl_jax.crl import mining
 from crl_jax.crl import profile
 
@@ -84,10 +85,6 @@ CRITERIA = ("relative", "absolute", "distribution")
 SCOPES = ("minority", "all")
 SCORES = ("probability", "log_probability", "logit")
 REDUCTIONS = ("attribute", "pooled")
-
-# Logit given to padded classes: exp() of it underflows to exactly 0 in float32, while
-# staying finite so that no inf - inf or 0 * inf can appear in values or gradients.
-_PADDED_CLASS_LOGIT = -1e30
 
 HISTOGRAM_RANGE = {"class": (-1.0, 1.0), "instance": (0.0, 2.0)}
 
@@ -138,13 +135,6 @@ def default_margin(level: str, criterion: str, num_classes, score: str = "probab
   return jnp.float32(0.5)
 
 
-def _masked_logits(logits, class_mask):
-  logits = logits.astype(jnp.float32)
-  if class_mask is None:
-    return logits
-  return jnp.where(class_mask, logits, _PADDED_CLASS_LOGIT)
-
-
 def _l2_normalise(features):
   squared_norm = jnp.sum(jnp.square(features), axis=-1, keepdims=True)
   return features * jax.lax.rsqrt(jnp.maximum(squared_norm, 1e-24))
@@ -171,13 +161,13 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   number of triplets (relative), pairs (absolute) or positive x negative pairs
   (distribution)."""
   batch_size, num_classes = logits.shape
-  valid = profile.label_validity(labels, num_classes, valid, class_mask)
+  valid = heads.label_validity(labels, num_classes, valid, class_mask)
   histogram = profile.class_histogram(labels, num_classes, valid)
   eligible = profile.eligible_classes(histogram, rho=rho, scope=scope)
   anchor_class = jnp.clip(labels, 0, num_classes - 1)
 
   if level == "class":
-    masked_logits = _masked_logits(logits, class_mask)
+    masked_logits = heads.masked_logits(logits, class_mask)
     probabilities = jax.nn.softmax(masked_logits, axis=-1)
     hard = mining.class_level_hard_samples(probabilities, labels, valid, eligible, kappa)
     if score == "probability":
@@ -304,23 +294,6 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
   return loss
 
 
-def _check_heads(logits, labels, class_mask, features=None):
-  if logits.ndim != 3:
-    raise ValueError(f"logits must be f[B, A, Cmax] (padded heads), got shape "
-                     f"{logits.shape}.")
-  batch_size, num_attributes, max_classes = logits.shape
-  if labels.shape != (batch_size, num_attributes):
-    raise ValueError(f"labels must be int[B, A] = int[{batch_size}, {num_attributes}], "
-                     f"got shape {labels.shape}.")
-  if class_mask is not None and tuple(class_mask.shape) != (num_attributes, max_classes):
-    raise ValueError(f"class_mask must be bool[A, Cmax] = bool[{num_attributes}, "
-                     f"{max_classes}], got shape {tuple(class_mask.shape)}.")
-  if features is not None and (features.ndim != 3
-                               or features.shape[:2] != (batch_size, num_attributes)):
-    raise ValueError(f"features must be f[B, A, D] = f[{batch_size}, {num_attributes}, "
-                     f"D], got shape {features.shape}.")
-
-
 def multi_attribute_crl(logits, features, labels, class_mask=None, *,
                         level: str = "class", criterion: str = "relative",
                         kappa: int = 25, rho: float = 0.5, scope: str = "minority",
@@ -364,7 +337,7 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
     features = jnp.asarray(features)
   else:
     features = None
-  _check_heads(logits, labels, class_mask, features)
+  heads.check_heads(logits, labels, class_mask, features=features)
   batch_size, num_attributes, _ = logits.shape
   if valid is not None:
     valid = jnp.asarray(valid, bool)
@@ -388,8 +361,9 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
 def _attribute_cross_entropy(logits, labels, valid, class_mask):
   """Sum and count of ``-log softmax`` over valid samples of one attribute."""
   num_classes = logits.shape[-1]
-  valid = profile.label_validity(labels, num_classes, valid, class_mask)
-  log_probabilities = jax.nn.log_softmax(_masked_logits(logits, class_mask), axis=-1)
+  valid = heads.label_validity(labels, num_classes, valid, class_mask)
+  log_probabilities = jax.nn.log_softmax(heads.masked_logits(logits, class_mask),
+                                         axis=-1)
   picked = jnp.take_along_axis(log_probabilities,
                                jnp.clip(labels, 0, num_classes - 1)[:, None], axis=1)
   total = -jnp.sum(jnp.where(valid, picked[:, 0], 0.0))
@@ -417,7 +391,7 @@ def multi_attribute_cross_entropy(logits, labels, class_mask=None, *, valid=None
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
   class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
-  _check_heads(logits, labels, class_mask)
+  heads.check_heads(logits, labels, class_mask)
   if valid is not None:
     valid = jnp.asarray(valid, bool)
     if valid.ndim == 1:

@@ -11,6 +11,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from crl_jax.crl import heads
+
 MISSING_LABEL = -1
 
 
@@ -66,7 +68,7 @@ class Schema:
   @property
   def class_mask(self) -> np.ndarray:
     """bool[A, Cmax], ``False`` on padded classes."""
-    return np.arange(self.max_classes)[None, :] < np.array(self.class_counts)[:, None]
+    return heads.valid_class_mask(self.class_counts)
 
   def to_json(self) -> dict:
     return {"attributes": [{"name": a.name, "class_names": list(a.class_names)}

@@ -11,6 +11,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from crl_jax.crl import heads
+
 
 def confusion_matrices(predictions, labels, num_classes: int, valid=None):
   """Per-attribute confusion counts of one batch.
@@ -25,9 +27,8 @@ def confusion_matrices(predictions, labels, num_classes: int, valid=None):
   Returns:
     int32[A, Cmax, Cmax] with ``[j, true, predicted]`` counts.
   """
-  ok = (labels >= 0) & (labels < num_classes)
-  if valid is not None:
-    ok &= valid[:, None]
+  ok = heads.label_validity(labels, num_classes,
+                           None if valid is None else jnp.asarray(valid)[:, None])
   true_one_hot = jax.nn.one_hot(jnp.where(ok, labels, -1), num_classes, dtype=jnp.int32)
   predicted_one_hot = jax.nn.one_hot(predictions, num_classes, dtype=jnp.int32)
   return jnp.einsum("bat,bap->atp", true_one_hot, predicted_one_hot)

@@ -8,7 +8,7 @@ Every model maps normalised ``images f[B, H, W, 3]`` to a dict::
 
 in the compute dtype. Attribute ``j``'s logits come from its own feature
 ``features[:, j]``; the logits of padded classes (``c >= class_counts[j]``) are exactly
-``PADDED_LOGIT`` (``-1e9``, finite), so a softmax gives them 0.
+``PADDED_LOGIT`` (finite; ``crl_jax.crl.heads`` owns it), so a softmax gives them 0.
 
 Parameter layout (a contract other modules rely on)::
 
@@ -42,6 +42,10 @@ globally sharded batch the statistics are those of the global batch). Usage::
 ``models`` never imports ``crl_jax.data`` (nor tensorflow).
 """
 
+# The padded-head conventions (owned by crl_jax.crl.heads), re-exported for model users.
+from crl_jax.crl.heads import PADDED_LOGIT
+from crl_jax.crl.heads import padded_logit_value
+from crl_jax.crl.heads import valid_class_mask
 from crl_jax.models.base import MultiAttributeModel
 from crl_jax.models.cifarnet import CifarNet
 from crl_jax.models.deepid2 import DeepID2
@@ -49,9 +53,6 @@ from crl_jax.models.densenet import DenseNet
 from crl_jax.models.heads import AttributeDense
 from crl_jax.models.heads import AttributeHeads
 from crl_jax.models.heads import check_head_options
-from crl_jax.models.heads import PADDED_LOGIT
-from crl_jax.models.heads import padded_logit_value
-from crl_jax.models.heads import valid_class_mask
 from crl_jax.models.mtct import MTCT
 from crl_jax.models.registry import get_model
 from crl_jax.models.registry import MODEL_NAMES

@@ -9,12 +9,13 @@ applied with one ``einsum``, attribute ``j`` seeing only its own slice.
 
 Attributes have different numbers of classes; the prediction layer is padded to
 ``Cmax = max(class_counts)`` and the logits of padded classes are set to
-``PADDED_LOGIT`` so that a softmax gives them probability 0.
+``PADDED_LOGIT`` so that a softmax gives them probability 0 (``crl_jax.crl.heads``
+owns the padded-head conventions: the value, the class mask, the checks).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 from flax.linen import dtypes as flax_dtypes
@@ -22,10 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Logit of every padded class (index >= class_counts[j] of attribute j): a large finite
-# negative number, not -inf, so that softmax, log-softmax and their gradients stay
-# finite while the padded classes get probability exactly 0.
-PADDED_LOGIT = -1e9
+from crl_jax.crl import heads as padded_heads
 
 # Per-attribute initialisers: the fan-in of kernel [A, in, out] is ``in`` (axis 0 is a
 # batch axis), so every attribute is initialised as an independent Dense layer.
@@ -40,7 +38,7 @@ def check_head_options(class_counts, feature_dim) -> tuple[int, ...]:
 
   Args:
     class_counts: sequence of ints, the number of classes of each attribute; at least
-      one attribute and at least 2 classes each.
+      one attribute and at least 2 classes each (``crl.heads.check_class_counts``).
     feature_dim: int >= 1, the width ``D`` of each attribute's feature layer.
 
   Returns:
@@ -50,60 +48,12 @@ def check_head_options(class_counts, feature_dim) -> tuple[int, ...]:
     ValueError: on an empty ``class_counts``, a count that is not an int >= 2, or a
       ``feature_dim`` that is not an int >= 1.
   """
-  if isinstance(class_counts, (str, bytes)) or not isinstance(
-      class_counts, (Sequence, np.ndarray)):
-    raise ValueError(f"class_counts={class_counts!r} must be a sequence of ints (the "
-                     "number of classes of each attribute).")
-  counts = []
-  for attribute, count in enumerate(class_counts):
-    if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)):
-      raise ValueError(f"class_counts[{attribute}]={count!r} must be an int.")
-    if count < 2:
-      raise ValueError(f"class_counts[{attribute}]={count} must be >= 2: every "
-                       "attribute needs at least two classes.")
-    counts.append(int(count))
-  if not counts:
-    raise ValueError("class_counts is empty: the model needs at least one attribute.")
+  counts = padded_heads.check_class_counts(class_counts)
   if (isinstance(feature_dim, (bool, np.bool_))
       or not isinstance(feature_dim, (int, np.integer)) or feature_dim < 1):
     raise ValueError(f"feature_dim={feature_dim!r} must be an int >= 1 (the width of "
                      "each attribute's feature layer; the paper uses 64).")
-  return tuple(counts)
-
-
-def valid_class_mask(class_counts: Sequence[int]) -> np.ndarray:
-  """Which entries of the padded ``[A, Cmax]`` logits are real classes.
-
-  Args:
-    class_counts: sequence of ``A`` ints.
-
-  Returns:
-    numpy bool[A, Cmax], ``True`` where ``class_index < class_counts[attribute]``; the
-    ``class_mask`` that ``crl.blended_objective`` takes.
-
-  Example:
-    >>> valid_class_mask([2, 3])
-    array([[ True,  True, False],
-           [ True,  True,  True]])
-  """
-  counts = np.asarray(class_counts, dtype=np.int64)
-  return np.arange(counts.max())[None, :] < counts[:, None]
-
-
-def padded_logit_value(dtype) -> float:
-  """``PADDED_LOGIT`` in ``dtype``, clipped to its most negative finite value.
-
-  float32 and bfloat16 hold ``-1e9`` (bfloat16 rounds it to ``-998244352``); float16,
-  whose most negative finite value is ``-65504``, gets that instead, so the padded
-  logit is finite in every floating dtype.
-
-  Args:
-    dtype: a floating dtype.
-
-  Returns:
-    Python float.
-  """
-  return float(max(PADDED_LOGIT, float(jnp.finfo(dtype).min)))
+  return counts
 
 
 class AttributeDense(nn.Module):
@@ -248,6 +198,7 @@ class AttributeHeads(nn.Module):
                                       name="feature")(hidden))
     logits = AttributeDense(num_attributes, max(class_counts), dtype=self.dtype,
                             name="logits")(dropout(features))
-    logits = jnp.where(valid_class_mask(class_counts), logits,
-                       jnp.asarray(padded_logit_value(logits.dtype), logits.dtype))
+    logits = jnp.where(padded_heads.valid_class_mask(class_counts), logits,
+                       jnp.asarray(padded_heads.padded_logit_value(logits.dtype),
+                                   logits.dtype))
     return {"logits": logits, "features": features}

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from crl_jax import crl
 from crl_jax.evaluation import metrics as metrics_lib
 from crl_jax.train import mesh as mesh_lib
 from crl_jax.train import objective as objective_lib
@@ -92,8 +93,10 @@ def make_train_step(model, objective: objective_lib.Objective,
 
 def make_eval_step(model, *, class_mask, adjustments: Sequence[Callable] = (), mesh):
   """Returns the jitted ``eval_step(params, batch_stats, batch) -> int32[V, A, Cmax,
-  Cmax]`` with ``V = 1 + len(adjustments)``; each adjustment maps float32 logits
-  ``[B, A, Cmax]`` (padded classes at ``-inf``) to adjusted scores."""
+  Cmax]`` with ``V = 1 + len(adjustments)``. Each adjustment maps the model's float32
+  logits ``[B, A, Cmax]`` to adjusted scores and, like ``baselines.ADJUSTMENTS``, masks
+  padded classes itself; every variant's prediction is its argmax over the real
+  classes (``crl.masked_argmax``)."""
   class_mask = jnp.asarray(class_mask)
   max_classes = class_mask.shape[1]
 
@@ -102,10 +105,9 @@ def make_eval_step(model, *, class_mask, adjustments: Sequence[Callable] = (), m
     if batch_stats:
       variables["batch_stats"] = batch_stats
     outputs = model.apply(variables, batch["image"], train=False)
-    logits = jnp.where(class_mask, outputs["logits"].astype(jnp.float32), -jnp.inf)
-    variants = [logits] + [jnp.where(class_mask, adjust(logits), -jnp.inf)
-                           for adjust in adjustments]
-    predictions = jnp.stack([jnp.argmax(v, axis=-1) for v in variants])
+    logits = outputs["logits"].astype(jnp.float32)
+    variants = [logits] + [adjust(logits) for adjust in adjustments]
+    predictions = jnp.stack([crl.masked_argmax(v, class_mask) for v in variants])
     return jax.vmap(lambda p: metrics_lib.confusion_matrices(
         p, batch["labels"], max_classes, batch["valid"]))(predictions)
 

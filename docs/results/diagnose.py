@@ -124,7 +124,7 @@ def gradient_statistics(run, state, batches) -> dict:
         z, labels, class_mask)))(logits)
     crl_grad = jax.grad(lambda z: jnp.sum(crl.multi_attribute_crl(
         z, None, labels, class_mask, **kwargs)))(logits)
-    probabilities = jax.nn.softmax(jnp.where(class_mask, logits, -1e30), axis=-1)
+    probabilities = jax.nn.softmax(crl.masked_logits(logits, class_mask), axis=-1)
 
     def per_attribute(ce_g, crl_g, p, column, mask):
       valid = crl.label_validity(column, num_classes, class_mask=mask)
@@ -155,8 +155,8 @@ def prediction_histogram(run, state) -> dict:
       run.source, "test", data_lib.pipeline_options(run.config.data),
       global_batch_size=run.config.eval.batch_size)
   class_mask = jnp.asarray(run.class_mask)
-  predict = jax.jit(lambda images: jnp.argmax(
-      jnp.where(class_mask, _logits(run, state, images), -jnp.inf), axis=-1))
+  predict = jax.jit(lambda images: crl.masked_argmax(_logits(run, state, images),
+                                                    class_mask))
   num_classes = run.class_mask.shape[1]
   predicted = np.zeros((run.class_mask.shape[0], num_classes))
   truth = np.zeros_like(predicted)

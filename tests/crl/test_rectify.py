@@ -91,7 +91,7 @@ def make_heads(seed, batch_size=40, class_counts=(2, 7, 3, 12), feature_dim=FEAT
   num_attributes, max_classes = len(class_counts), max(class_counts)
   logits = 3.0 * rng.standard_normal((batch_size, num_attributes, max_classes))
   features = rng.standard_normal((batch_size, num_attributes, feature_dim))
-  class_mask = np.arange(max_classes)[None, :] < np.array(class_counts)[:, None]
+  class_mask = crl.valid_class_mask(class_counts)
   labels = np.stack([
       rng.choice(c, size=batch_size, p=(lambda s: s / s.sum())(1.0 / np.arange(1, c + 1)))
       for c in class_counts], axis=1)

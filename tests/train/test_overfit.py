@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from crl_jax import config_lib
+from crl_jax import crl
 from crl_jax import models
 from crl_jax.train import objective as objective_lib
 from crl_jax.train import optimizer as optimizer_lib
@@ -25,7 +26,7 @@ def make_objective(name, level="class", criterion="relative"):
   loss.name = name
   loss.crl.level, loss.crl.criterion, loss.crl.scope = level, criterion, "all"
   loss.crl.alpha = 0.5
-  class_mask = np.arange(10)[None, :] < np.array(CLASS_COUNTS)[:, None]
+  class_mask = crl.valid_class_mask(CLASS_COUNTS)
   counts = np.ones((2, 10), np.float32) * class_mask
   return objective_lib.Objective(
       loss_config=loss, class_mask=class_mask, class_counts=counts,
@@ -86,7 +87,7 @@ def test_ldam_drw_defaults_fit_a_batch_with_the_training_optimiser():
   config = config_lib.load_config("configs/synthetic.py")
   config.loss.name = "ldam_drw"
   num_steps = 100
-  class_mask = np.arange(10)[None, :] < np.array(CLASS_COUNTS)[:, None]
+  class_mask = crl.valid_class_mask(CLASS_COUNTS)
   counts = np.where(class_mask, np.geomspace(2000, 2, 10)[None, :], 0).astype(np.float32)
   objective = objective_lib.Objective(
       loss_config=config.loss, class_mask=class_mask, class_counts=counts,
