@@ -16,14 +16,16 @@ from typing import Any, Optional, Sequence
 import ml_collections
 from ml_collections import config_dict
 
-from crl_jax import crl as crl_lib  # the CRL package owns its option names
+# Every list of choices is read from the package that implements it (its registry);
+# the datasets are read in ``validate`` (importing crl_jax.data imports TensorFlow).
+from crl_jax import baselines
+from crl_jax import crl as crl_lib
+from crl_jax import models
+from crl_jax.train import objective as objective_lib
 
-MODEL_NAMES = ("tiny", "deepid2", "mtct", "resnet32", "cifarnet", "densenet", "resnet50")
-DATASET_NAMES = ("synthetic_attributes", "celeb_a", "cifar100", "csv", "xdomain",
-                 "deep_fashion")
-LOSS_NAMES = ("ce", "crl", "cost_sensitive", "focal", "class_balanced", "ldam_drw",
-              "logit_adjust", "balanced_softmax")
-ADJUSTMENTS = ("none", "threshold", "logit_adjust")
+# ``eval.adjustment`` without a post-hoc adjustment; the others are
+# ``baselines.ADJUSTMENTS``.
+NO_ADJUSTMENT = "none"
 
 
 class ConfigError(ValueError):
@@ -86,14 +88,12 @@ def base_config() -> ml_collections.ConfigDict:
       blend="convex",  # convex: Eqn 8 | additive: base + alpha*CRL | base_only: diagnostic
       score="probability",  # Eqn 10 on probability | log_probability | logit
       reduction="attribute"))  # attribute: mean per attribute | pooled: Eqn 9 literally
-  c.loss.focal = ml_collections.ConfigDict(dict(gamma=2.0))
-  c.loss.class_balanced = ml_collections.ConfigDict(dict(beta=0.9999, gamma=0.0))
-  # scale=1: the heads give plain (not cosine-normalised) logits. Cao et al.'s s=30 is
-  # for normalised features and weights; on plain logits it multiplies the gradients by
-  # 30 and training diverged (docs/results.md: loss 91 -> 353, chance-level accuracy).
-  c.loss.ldam = ml_collections.ConfigDict(dict(max_margin=0.5, scale=1.0,
-                                               drw_start_fraction=0.8, beta=0.9999))
-  c.loss.logit_adjust = ml_collections.ConfigDict(dict(tau=1.0))
+  # One section per registered baseline loss with settings (focal, class_balanced, ldam,
+  # logit_adjust, ...): keys and defaults come from crl_jax.baselines.register_loss.
+  for training_loss in baselines.TRAINING_LOSSES.values():
+    if training_loss.config_section is not None:
+      c.loss[training_loss.config_section] = ml_collections.ConfigDict(
+          dict(training_loss.config_defaults))
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 0.001
@@ -116,7 +116,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256
-  c.eval.adjustment = "none"  # none | threshold | logit_adjust (post-hoc)
+  c.eval.adjustment = NO_ADJUSTMENT  # or a post-hoc baselines.ADJUSTMENTS name
   c.eval.best_metric = "mean_class_balanced_accuracy"
 
   c.checkpoint = ml_collections.ConfigDict()
@@ -139,20 +139,21 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     if value is None or value < minimum:
       raise _allowed(key, value, f"must be >= {minimum}")
 
-  one_of("data.name", config.data.name, DATASET_NAMES)
+  from crl_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+
+  one_of("data.name", config.data.name, tuple(data_lib.SOURCES))
   positive("data.image_size", config.data.image_size, 8)
-  one_of("data.resampling", config.data.resampling, ("none", "over", "down"))
-  one_of("model.name", config.model.name, MODEL_NAMES)
+  one_of("data.resampling", config.data.resampling, data_lib.resampling.METHODS)
+  one_of("model.name", config.model.name, tuple(models.MODELS))
   one_of("model.dtype", config.model.dtype, ("float32", "bfloat16"))
   positive("model.feature_dim", config.model.feature_dim)
-  one_of("loss.name", config.loss.name, LOSS_NAMES)
+  one_of("loss.name", config.loss.name, objective_lib.loss_names())
   crl = config.loss.crl
-  one_of("loss.crl.level", crl.level, ("class", "instance"))
-  one_of("loss.crl.criterion", crl.criterion, ("relative", "absolute", "distribution"))
-  one_of("loss.crl.scope", crl.scope, ("minority", "all"))
-  one_of("loss.crl.mining", crl.mining, ("global", "local"))
-  one_of("loss.crl.base", crl.base, ("ce", "cost_sensitive", "focal", "class_balanced",
-                                     "logit_adjust", "balanced_softmax"))
+  one_of("loss.crl.level", crl.level, crl_lib.LEVELS)
+  one_of("loss.crl.criterion", crl.criterion, crl_lib.CRITERIA)
+  one_of("loss.crl.scope", crl.scope, crl_lib.SCOPES)
+  one_of("loss.crl.mining", crl.mining, objective_lib.MINING)
+  one_of("loss.crl.base", crl.base, objective_lib.base_loss_names())
   one_of("loss.crl.blend", crl.blend, crl_lib.BLENDS)
   one_of("loss.crl.score", crl.score, crl_lib.SCORES)
   one_of("loss.crl.reduction", crl.reduction, crl_lib.REDUCTIONS)
@@ -177,19 +178,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   if crl.margin is not None and crl.criterion == "distribution":
     raise _allowed("loss.crl.margin", crl.margin, "must be None with criterion="
                    "'distribution' (Eqn 16 has no margin)")
-  if config.loss.focal.gamma < 0:
-    raise _allowed("loss.focal.gamma", config.loss.focal.gamma, "must be >= 0")
-  if not 0.0 <= config.loss.class_balanced.beta < 1.0:
-    raise _allowed("loss.class_balanced.beta", config.loss.class_balanced.beta,
-                   "must be in [0, 1)")
-  if config.loss.logit_adjust.tau < 0:
-    raise _allowed("loss.logit_adjust.tau", config.loss.logit_adjust.tau, "must be >= 0")
-  if config.loss.ldam.max_margin <= 0 or config.loss.ldam.scale <= 0:
-    raise _allowed("loss.ldam", (config.loss.ldam.max_margin, config.loss.ldam.scale),
-                   "max_margin and scale must be > 0")
-  if not 0.0 <= config.loss.ldam.drw_start_fraction <= 1.0:
-    raise _allowed("loss.ldam.drw_start_fraction", config.loss.ldam.drw_start_fraction,
-                   "must be in [0, 1]")
+  for training_loss in baselines.TRAINING_LOSSES.values():
+    section = training_loss.config_section
+    for key in training_loss.config_defaults:
+      value = config.loss[section][key]
+      broken = baselines.range_violation(key, value)
+      if broken is not None:
+        raise _allowed(f"loss.{section}.{key}", value, f"must be {broken}")
   one_of("optim.schedule", config.optim.schedule, ("constant", "cosine", "step"))
   if config.optim.learning_rate <= 0:
     raise _allowed("optim.learning_rate", config.optim.learning_rate, "must be > 0")
@@ -207,7 +202,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   positive("train.eval_every", config.train.eval_every)
   positive("checkpoint.every_steps", config.checkpoint.every_steps)
   positive("checkpoint.keep", config.checkpoint.keep)
-  one_of("eval.adjustment", config.eval.adjustment, ADJUSTMENTS)
+  one_of("eval.adjustment", config.eval.adjustment,
+         (NO_ADJUSTMENT, *baselines.ADJUSTMENTS))
   if num_devices is not None:
     for key in ("train.batch_size", "eval.batch_size"):
       section, name = key.split(".")

@@ -28,7 +28,7 @@ BAD_VALUES = [
                           "cost_sensitive, focal, class_balanced, ldam_drw, logit_adjust, "
                           "balanced_softmax."),
     ("model.name='vgg'", "config.model.name='vgg' is not allowed: use one of tiny, "
-                         "deepid2, mtct, resnet32, cifarnet, densenet, resnet50."),
+                         "deepid2, mtct, cifarnet, resnet32, densenet, resnet50."),
     ("data.name='imagenet'", "config.data.name='imagenet' is not allowed: use one of "
                              "synthetic_attributes, celeb_a, cifar100, csv, xdomain, "
                              "deep_fashion."),
@@ -39,6 +39,20 @@ BAD_VALUES = [
     ("eval.adjustment='magic'", "config.eval.adjustment='magic' is not allowed: use one "
                                 "of none, threshold, logit_adjust."),
     ("loss.focal.gamma=-1.0", "config.loss.focal.gamma=-1.0 is not allowed: must be >= 0."),
+    ("loss.class_balanced.beta=1.0", "config.loss.class_balanced.beta=1.0 is not allowed: "
+                                     "must be in [0, 1)."),
+    ("loss.logit_adjust.tau=-0.5", "config.loss.logit_adjust.tau=-0.5 is not allowed: "
+                                   "must be >= 0."),
+    ("loss.ldam.scale=-1.0", "config.loss.ldam.scale=-1.0 is not allowed: must be > 0."),
+    ("loss.ldam.drw_start_fraction=1.5", "config.loss.ldam.drw_start_fraction=1.5 is not "
+                                         "allowed: must be in [0, 1]."),
+    ("loss.crl.base='ldam_drw'", "config.loss.crl.base='ldam_drw' is not allowed: use one "
+                                 "of ce, cost_sensitive, focal, class_balanced, "
+                                 "logit_adjust, balanced_softmax."),
+    ("loss.crl.mining='ring'", "config.loss.crl.mining='ring' is not allowed: use one of "
+                               "global, local."),
+    ("data.resampling='smote'", "config.data.resampling='smote' is not allowed: use one "
+                                "of none, over, down."),
 ]
 
 

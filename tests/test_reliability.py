@@ -180,7 +180,7 @@ BAD_COMMANDS = [
      "eta * Omega_imb)."),
     (["--config.model.name=vgg"], 1,
      "error: config.model.name='vgg' is not allowed: use one of tiny, deepid2, mtct, "
-     "resnet32, cifarnet, densenet, resnet50."),
+     "cifarnet, resnet32, densenet, resnet50."),
     (["--config.loss.crl.kapa=3"], 1,
      "error: config.loss.crl.kapa does not exist; keys there: alpha, base, criterion, "
      "eta, kappa,"),

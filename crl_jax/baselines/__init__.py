@@ -4,7 +4,9 @@ Losses (``f32[A]`` per attribute, padded multi-attribute heads as in ``crl_jax.c
 cost-sensitive cross-entropy and threshold adjustment (the CRL paper's Section 4
 competitors 3 and 4), focal (Lin et al. 2017), class-balanced (Cui et al. 2019),
 LDAM-DRW (Cao et al. 2019), logit adjustment (Menon et al. 2021) and balanced softmax
-(Ren et al. 2020). ``LOSSES`` / ``ADJUSTMENTS`` map config names to them.
+(Ren et al. 2020). ``LOSSES`` / ``ADJUSTMENTS`` map names to them; ``register_loss``
+adds a loss, and ``TRAINING_LOSSES`` tells config validation and the training
+objective how to run each one from the config (``registry``).
 """
 
 from crl_jax.baselines.adjustments import class_balanced_accuracy_from_predictions
@@ -13,6 +15,7 @@ from crl_jax.baselines.adjustments import posthoc_logit_adjustment
 from crl_jax.baselines.adjustments import select_threshold_temperature
 from crl_jax.baselines.adjustments import threshold_adjusted_probabilities
 from crl_jax.baselines.checks import check_hyperparameters
+from crl_jax.baselines.checks import range_violation
 from crl_jax.baselines.losses import balanced_softmax_loss
 from crl_jax.baselines.losses import class_balanced_loss
 from crl_jax.baselines.losses import cost_sensitive_cross_entropy
@@ -29,3 +32,6 @@ from crl_jax.baselines.registry import get_adjustment
 from crl_jax.baselines.registry import get_loss
 from crl_jax.baselines.registry import hyperparameter_names
 from crl_jax.baselines.registry import LOSSES
+from crl_jax.baselines.registry import register_loss
+from crl_jax.baselines.registry import TRAINING_LOSSES
+from crl_jax.baselines.registry import TrainingLoss

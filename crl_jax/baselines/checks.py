@@ -20,21 +20,24 @@ import numpy as np
 
 from crl_jax.crl import heads
 
-# name -> (predicate on a float64 array, what is allowed). ``alpha`` and
+# name -> (predicate on a float64 array, the condition, what is allowed). ``alpha`` and
 # ``per_class_weights`` are per-class weights; the rest are scalars (``temperature``
 # may also be one value per attribute).
-_ALLOWED_RANGES: dict[str, tuple[Callable[[np.ndarray], bool], str]] = {
-    "gamma": (lambda v: bool(np.all(v >= 0)), "a float >= 0"),
-    "beta": (lambda v: bool(np.all((v >= 0) & (v < 1))), "a float in [0, 1)"),
-    "tau": (lambda v: bool(np.all(v >= 0)), "a float >= 0"),
-    "temperature": (lambda v: bool(np.all(v >= 0)), "a float >= 0 (or one per "
+_ALLOWED_RANGES: dict[str, tuple[Callable[[np.ndarray], bool], str, str]] = {
+    "gamma": (lambda v: bool(np.all(v >= 0)), ">= 0", "a float >= 0"),
+    "beta": (lambda v: bool(np.all((v >= 0) & (v < 1))), "in [0, 1)",
+             "a float in [0, 1)"),
+    "tau": (lambda v: bool(np.all(v >= 0)), ">= 0", "a float >= 0"),
+    "temperature": (lambda v: bool(np.all(v >= 0)), ">= 0", "a float >= 0 (or one per "
                     "attribute)"),
-    "max_margin": (lambda v: bool(np.all(v > 0)), "a float > 0"),
-    "scale": (lambda v: bool(np.all(v > 0)), "a float > 0"),
-    "alpha": (lambda v: bool(np.all(v >= 0)), "None or per-class weights >= 0 "
+    "max_margin": (lambda v: bool(np.all(v > 0)), "> 0", "a float > 0"),
+    "scale": (lambda v: bool(np.all(v > 0)), "> 0", "a float > 0"),
+    "drw_start_fraction": (lambda v: bool(np.all((v >= 0) & (v <= 1))), "in [0, 1]",
+                           "a float in [0, 1] (a fraction of the training steps)"),
+    "alpha": (lambda v: bool(np.all(v >= 0)), ">= 0", "None or per-class weights >= 0 "
               "broadcastable to [A, Cmax]"),
-    "per_class_weights": (lambda v: bool(np.all(v >= 0)), "None or per-class weights "
-                          ">= 0 broadcastable to [A, Cmax]"),
+    "per_class_weights": (lambda v: bool(np.all(v >= 0)), ">= 0", "None or per-class "
+                          "weights >= 0 broadcastable to [A, Cmax]"),
 }
 
 CHECKED_HYPERPARAMETERS = frozenset(_ALLOWED_RANGES)
@@ -76,15 +79,35 @@ def check_hyperparameters(owner: str, **hyperparameters: Any) -> None:
       >= 0.``
   """
   for name, value in hyperparameters.items():
-    if value is None:
-      continue
-    predicate, allowed = _ALLOWED_RANGES[name]
-    array = concrete_value(value)
-    if array is None:
-      continue
-    if not (np.all(np.isfinite(array)) and predicate(array)):
+    if range_violation(name, value) is not None:
       raise ValueError(f"{name}={describe_value(value)} is out of range for {owner}; "
-                       f"allowed: {allowed}.")
+                       f"allowed: {_ALLOWED_RANGES[name][2]}.")
+
+
+def range_violation(name: str, value: Any) -> Optional[str]:
+  """The condition a concrete value of hyperparameter ``name`` breaks, or ``None``.
+
+  Args:
+    name: a hyperparameter name; one outside ``CHECKED_HYPERPARAMETERS`` has no range
+      and breaks nothing.
+    value: its value; ``None`` and traced values break nothing. NaN and infinities
+      are always out of range.
+
+  Returns:
+    ``None`` when the value is allowed, else the condition (e.g. ``">= 0"``).
+
+  Example:
+    >>> from crl_jax.baselines import checks
+    >>> checks.range_violation("beta", 1.0), checks.range_violation("beta", 0.999)
+    ('in [0, 1)', None)
+  """
+  if value is None or name not in _ALLOWED_RANGES:
+    return None
+  predicate, condition, _ = _ALLOWED_RANGES[name]
+  array = concrete_value(value)
+  if array is None or (np.all(np.isfinite(array)) and predicate(array)):
+    return None
+  return condition
 
 
 def check_heads(logits, labels=None, class_mask=None, class_counts=None, valid=None):

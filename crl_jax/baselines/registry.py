@@ -1,5 +1,11 @@
 """Name -> function registries of the baseline losses and test-time adjustments.
 
+A loss is added in one place, ``register_loss``: its function, its config name, its
+config section with defaults (``config_lib.base_config`` builds ``config.loss.<section>``
+from them), how training derives its hyperparameters (``TrainingLoss``) and whether CRL
+may use it as its base loss. Config validation and the training objective read
+``TRAINING_LOSSES``; nothing else lists the losses.
+
 ``LOSSES[name](logits, labels, class_mask, class_counts, *, valid=None,
 **hyperparameters) -> f32[A]`` and ``ADJUSTMENTS[name](logits, class_mask,
 class_counts, **hyperparameters) -> f32[B, A, Cmax]``. Registry entries are the library
@@ -10,13 +16,17 @@ functions wrapped so that an unknown hyperparameter name is a one-line ``ValueEr
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Optional
+
+import jax.numpy as jnp
 
 from crl_jax.baselines import adjustments
 from crl_jax.baselines import checks
 from crl_jax.baselines import losses
+from crl_jax.baselines import priors
 
 # Keyword-only arguments that are inputs, not hyperparameters.
 _INPUT_KEYWORDS = ("valid",)
@@ -66,15 +76,154 @@ def _registered(registry: str, name: str, function):
   return checked
 
 
-LOSSES: dict[str, Callable[..., Any]] = {
-    name: _registered("LOSSES", name, function) for name, function in {
-        "cost_sensitive": losses.cost_sensitive_cross_entropy,
-        "focal": losses.focal_loss,
-        "class_balanced": losses.class_balanced_loss,
-        "ldam": losses.ldam_loss,
-        "logit_adjust": losses.logit_adjusted_loss,
-        "balanced_softmax": losses.balanced_softmax_loss,
-    }.items()}
+@dataclasses.dataclass(frozen=True)
+class TrainingLoss:
+  """How the training objective runs a registered loss from the config.
+
+  Attributes:
+    loss: the ``LOSSES`` name of the per-attribute function.
+    config_section: ``config.loss.<config_section>`` holds its settings, or ``None``
+      when it has none.
+    config_defaults: the settings' keys and default values, exactly as
+      ``config_lib.base_config`` writes them into ``config.loss.<config_section>`` (and
+      hence into every run's ``config.json``). A key that names a hyperparameter of the
+      function (``hyperparameter_names``) is passed to it; the others are read by
+      ``schedule``. A key with a range in ``checks`` is range-checked by config
+      validation.
+    schedule: optional ``schedule(settings, class_counts, class_mask, step, num_steps)
+      -> dict`` of further (traced) hyperparameters, for a loss that changes during
+      training (LDAM-DRW's deferred re-weighting).
+    crl_base: whether ``loss.crl.base`` may name it (the loss CRL is blended with).
+  """
+
+  loss: str
+  config_section: Optional[str] = None
+  config_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  schedule: Optional[Callable[..., dict]] = None
+  crl_base: bool = True
+
+  def hyperparameters(self, settings, class_counts, class_mask, step,
+                      num_steps: int) -> dict:
+    """The keyword hyperparameters of one training step.
+
+    Args:
+      settings: ``config.loss.<config_section>`` (any mapping), or ``None`` without a
+        section.
+      class_counts: float32[A, Cmax] training class counts.
+      class_mask: bool[A, Cmax].
+      step: int32 scalar, the optimiser step (may be traced).
+      num_steps: total training steps.
+
+    Returns:
+      ``name -> value`` for the ``LOSSES[loss]`` function.
+    """
+    accepted = hyperparameter_names(LOSSES[self.loss])
+    values = {key: settings[key] for key in self.config_defaults if key in accepted}
+    if self.schedule is not None:
+      values.update(self.schedule(settings, class_counts, class_mask, step, num_steps))
+    return values
+
+
+# name -> checked per-attribute loss function.
+LOSSES: dict[str, Callable[..., Any]] = {}
+# config name (``loss.name``, ``loss.crl.base``) -> how training runs it.
+TRAINING_LOSSES: dict[str, TrainingLoss] = {}
+
+
+def register_loss(name: str, function: Callable[..., Any], *,
+                  config_name: Optional[str] = None,
+                  config_section: Optional[str] = None,
+                  config_defaults: Optional[Mapping[str, Any]] = None,
+                  schedule: Optional[Callable[..., dict]] = None,
+                  crl_base: bool = True) -> Callable[..., Any]:
+  """Adds a loss: the one place a new loss is named (configs, validation, training).
+
+  After this, ``LOSSES[name]`` is the checked function, ``config.loss.name =
+  config_name`` trains with it (and ``loss.crl.base`` may name it), and
+  ``config_lib.base_config()`` has a ``config.loss.<config_section>`` with
+  ``config_defaults``.
+
+  Args:
+    name: the ``LOSSES`` key.
+    function: ``loss_fn(logits, labels, class_mask, class_counts, *, valid=None,
+      **hyperparameters) -> f32[A]`` (the common signature of ``losses``).
+    config_name: the config's name for it; default ``name``.
+    config_section: see ``TrainingLoss``; ``None`` for a loss without settings.
+    config_defaults: see ``TrainingLoss``; its range-checked values are checked here.
+    schedule: see ``TrainingLoss``.
+    crl_base: see ``TrainingLoss``.
+
+  Returns:
+    The registered (checked) function.
+
+  Raises:
+    ValueError: a name already registered, defaults without a section, or a default
+      out of range.
+
+  Example:
+    >>> from crl_jax import baselines, crl
+    >>> def doubled_cross_entropy(logits, labels, class_mask, class_counts, *,
+    ...                           valid=None, factor=2.0):
+    ...   return factor * crl.multi_attribute_cross_entropy(logits, labels, class_mask,
+    ...                                                     valid=valid)
+    >>> _ = baselines.register_loss("doubled_ce", doubled_cross_entropy,
+    ...                             config_section="doubled_ce",
+    ...                             config_defaults={"factor": 2.0})
+    >>> baselines.TRAINING_LOSSES["doubled_ce"].config_defaults
+    {'factor': 2.0}
+    >>> del baselines.LOSSES["doubled_ce"], baselines.TRAINING_LOSSES["doubled_ce"]
+  """
+  config_name = config_name or name
+  if name in LOSSES or config_name in TRAINING_LOSSES:
+    raise ValueError(f"loss {name!r} (config name {config_name!r}) is already "
+                     "registered.")
+  config_defaults = dict(config_defaults or {})
+  if config_defaults and config_section is None:
+    raise ValueError(f"loss {name!r} has config_defaults but no config_section to hold "
+                     "them.")
+  checks.check_hyperparameters(f"the defaults of loss {name!r}", **{
+      key: value for key, value in config_defaults.items()
+      if key in checks.CHECKED_HYPERPARAMETERS})
+  LOSSES[name] = _registered("LOSSES", name, function)
+  TRAINING_LOSSES[config_name] = TrainingLoss(
+      loss=name, config_section=config_section, config_defaults=config_defaults,
+      schedule=schedule, crl_base=crl_base)
+  return LOSSES[name]
+
+
+def deferred_reweighting(settings, class_counts, class_mask, step, num_steps: int):
+  """LDAM-DRW's per-class weights at ``step`` (Cao et al., 2019, deferred re-weighting).
+
+  Ones before ``settings["drw_start_fraction"] * num_steps``, then
+  ``priors.drw_class_weights(class_counts, class_mask, beta=settings["beta"])``; one
+  compiled step serves both phases.
+
+  Returns:
+    ``{"per_class_weights": float32[A, Cmax]}``.
+  """
+  drw_weights = priors.drw_class_weights(class_counts, class_mask,
+                                         beta=settings["beta"])
+  start = int(settings["drw_start_fraction"] * num_steps)
+  return {"per_class_weights": jnp.where(step >= start, drw_weights,
+                                         jnp.ones_like(drw_weights))}
+
+
+register_loss("cost_sensitive", losses.cost_sensitive_cross_entropy)
+register_loss("focal", losses.focal_loss, config_section="focal",
+              config_defaults={"gamma": 2.0})
+register_loss("class_balanced", losses.class_balanced_loss,
+              config_section="class_balanced",
+              config_defaults={"beta": 0.9999, "gamma": 0.0})
+# scale=1: the heads give plain (not cosine-normalised) logits. Cao et al.'s s=30 is for
+# normalised features and weights; on plain logits it multiplies the gradients by 30
+# and training diverged (docs/results.md: loss 91 -> 353, chance-level accuracy).
+register_loss("ldam", losses.ldam_loss, config_name="ldam_drw", config_section="ldam",
+              config_defaults={"max_margin": 0.5, "scale": 1.0,
+                               "drw_start_fraction": 0.8, "beta": 0.9999},
+              schedule=deferred_reweighting, crl_base=False)
+register_loss("logit_adjust", losses.logit_adjusted_loss, config_section="logit_adjust",
+              config_defaults={"tau": 1.0})
+register_loss("balanced_softmax", losses.balanced_softmax_loss)
 
 ADJUSTMENTS: dict[str, Callable[..., Any]] = {
     name: _registered("ADJUSTMENTS", name, function) for name, function in {

@@ -1,12 +1,15 @@
 """Input pipelines: sources (schema + splits), imbalance protocols, resampling, tf.data.
 
-``get_source(config.data)`` picks a source by ``data.name``; ``pipeline`` turns it into
-per-process batches; ``resampling`` gives the over/down-sampling baselines.
+``get_source(config.data)`` picks a source by ``data.name`` from the ``SOURCES``
+registry (``register_source`` adds a dataset; config validation reads it); ``pipeline``
+turns it into per-process batches; ``resampling`` gives the over/down-sampling
+baselines.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Callable
 
 from crl_jax.data import pipeline
 from crl_jax.data import resampling
@@ -15,16 +18,46 @@ from crl_jax.data import sources
 from crl_jax.data import synthetic
 from crl_jax.data.sources import DataError
 
-# data.name -> (module, factory taking the data config).
-_FACTORIES = {
-    "synthetic_attributes": ("crl_jax.data", "synthetic_from_config"),
-    "celeb_a": ("crl_jax.data.celeb_a", "from_config"),
-    "cifar100": ("crl_jax.data.cifar", "from_config"),
-    "csv": ("crl_jax.data.csv_source", "from_config"),
-    "xdomain": ("crl_jax.data.csv_source", "xdomain_from_config"),
-    "deep_fashion": ("crl_jax.data.deep_fashion", "from_config"),
+
+def _imported(module_name: str, factory_name: str) -> Callable[..., sources.Source]:
+  """A factory that imports its module on first use (the dataset modules are large)."""
+  def factory(data_config) -> sources.Source:
+    return getattr(importlib.import_module(module_name), factory_name)(data_config)
+  return factory
+
+
+# data.name -> factory taking the data config and returning a (not yet prepared)
+# ``Source``: what ``get_source`` builds and ``config.data.name`` may name.
+SOURCES: dict[str, Callable[..., sources.Source]] = {
+    "synthetic_attributes": _imported("crl_jax.data", "synthetic_from_config"),
+    "celeb_a": _imported("crl_jax.data.celeb_a", "from_config"),
+    "cifar100": _imported("crl_jax.data.cifar", "from_config"),
+    "csv": _imported("crl_jax.data.csv_source", "from_config"),
+    "xdomain": _imported("crl_jax.data.csv_source", "xdomain_from_config"),
+    "deep_fashion": _imported("crl_jax.data.deep_fashion", "from_config"),
 }
-SOURCE_NAMES = tuple(_FACTORIES)
+# The built-in datasets (``SOURCES`` also holds those added with ``register_source``).
+SOURCE_NAMES = tuple(SOURCES)
+
+
+def register_source(name: str, factory: Callable[..., sources.Source]):
+  """Adds a dataset: the one place a new dataset is named (``get_source``, configs).
+
+  Args:
+    name: the ``config.data.name``.
+    factory: ``factory(data_config) -> Source`` (a ``sources.Source`` subclass itself
+      works when its constructor takes the data config).
+
+  Returns:
+    ``factory``.
+
+  Raises:
+    ValueError: ``name`` is already registered.
+  """
+  if name in SOURCES:
+    raise ValueError(f"dataset {name!r} is already registered.")
+  SOURCES[name] = factory
+  return factory
 
 
 def synthetic_from_config(data_config) -> sources.SyntheticSource:
@@ -34,11 +67,10 @@ def synthetic_from_config(data_config) -> sources.SyntheticSource:
 
 def get_source(data_config) -> sources.Source:
   """The ``Source`` named by ``data_config.name`` (not yet prepared)."""
-  if data_config.name not in _FACTORIES:
+  if data_config.name not in SOURCES:
     raise DataError(f"config.data.name={data_config.name!r} is unknown; use one of "
-                    f"{', '.join(SOURCE_NAMES)}.")
-  module_name, factory = _FACTORIES[data_config.name]
-  return getattr(importlib.import_module(module_name), factory)(data_config)
+                    f"{', '.join(SOURCES)}.")
+  return SOURCES[data_config.name](data_config)
 
 
 def pipeline_options(data_config) -> pipeline.PipelineOptions:

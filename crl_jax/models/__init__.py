@@ -22,7 +22,7 @@ So a model can be warm-started by copying ``params["backbone"]`` and
 changing ``class_counts`` changes only head shapes. Per-attribute layers are one
 ``einsum`` over ``[A, in, out]`` kernels, never a Python loop over attributes.
 
-Models (``get_model(name, ...)``, see ``MODEL_NAMES``):
+Models (``get_model(name, ...)``, see ``MODELS``; ``register_model`` adds one):
 
 * ``tiny``: two stride-2 conv+BN layers, global pooling; for tests and smoke runs.
 * ``deepid2``: DeepID2 (CelebA, Section 4.1) + BN, shared 160-d layer, FC2 per attribute.
@@ -57,6 +57,8 @@ from crl_jax.models.mtct import MTCT
 from crl_jax.models.registry import get_model
 from crl_jax.models.registry import MODEL_NAMES
 from crl_jax.models.registry import model_options
+from crl_jax.models.registry import MODELS
+from crl_jax.models.registry import register_model
 from crl_jax.models.resnet import ResNet32
 from crl_jax.models.resnet import ResNet50
 from crl_jax.models.tiny import Tiny

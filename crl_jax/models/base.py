@@ -112,7 +112,7 @@ class MultiAttributeModel(nn.Module):
   def make_backbone(self) -> nn.Module:
     """Returns the trunk module, constructed with ``name="backbone"``."""
     raise TypeError(f"{type(self).__name__} must define make_backbone(); use a model "
-                    "from crl_jax.models.MODEL_NAMES.")
+                    "from crl_jax.models.MODELS.")
 
   @nn.nowrap
   def make_heads(self) -> nn.Module:

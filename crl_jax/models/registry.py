@@ -1,4 +1,5 @@
-"""``get_model(name, ...)``: the models by the names the paper uses."""
+"""``get_model(name, ...)``: the models by the names the paper uses; ``MODELS`` is the
+registry that configs and validation read, ``register_model`` adds to it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from crl_jax.models.resnet import ResNet32
 from crl_jax.models.resnet import ResNet50
 from crl_jax.models.tiny import Tiny
 
-_MODEL_CLASSES: dict[str, type[base.MultiAttributeModel]] = {
+# name -> model class: what ``get_model`` builds and ``config.model.name`` may name.
+MODELS: dict[str, type[base.MultiAttributeModel]] = {
     "tiny": Tiny,
     "deepid2": DeepID2,
     "mtct": MTCT,
@@ -27,8 +29,34 @@ _MODEL_CLASSES: dict[str, type[base.MultiAttributeModel]] = {
     "resnet50": ResNet50,
 }
 
-# The names ``get_model`` accepts.
-MODEL_NAMES: tuple[str, ...] = tuple(_MODEL_CLASSES)
+# The built-in models (``MODELS`` also holds those added with ``register_model``).
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+
+
+def register_model(name: str, model_class: type[base.MultiAttributeModel]):
+  """Adds a model: the one place a new model is named (``get_model``, configs).
+
+  Args:
+    name: the ``config.model.name`` / ``get_model`` name.
+    model_class: a ``MultiAttributeModel`` subclass defining ``make_backbone``; its
+      other dataclass fields become its options (``model_options``,
+      ``config.model.kwargs``).
+
+  Returns:
+    ``model_class``.
+
+  Raises:
+    ValueError: ``name`` is already registered.
+    TypeError: ``model_class`` is not a ``MultiAttributeModel`` subclass.
+  """
+  if name in MODELS:
+    raise ValueError(f"model {name!r} is already registered.")
+  if not (isinstance(model_class, type)
+          and issubclass(model_class, base.MultiAttributeModel)):
+    raise TypeError(f"model {name!r}: {model_class!r} must be a subclass of "
+                    "crl_jax.models.MultiAttributeModel.")
+  MODELS[name] = model_class
+  return model_class
 
 _COMMON_FIELDS = ("class_counts", "feature_dim", "dtype")
 
@@ -37,7 +65,7 @@ def model_options(name: str) -> tuple[str, ...]:
   """The model-specific keyword arguments ``get_model(name, ...)`` accepts.
 
   Args:
-    name: one of ``MODEL_NAMES``.
+    name: a key of ``MODELS``.
 
   Returns:
     tuple of option names (e.g. ``("widths", "kernel_sizes", "stem_stride",
@@ -49,9 +77,9 @@ def model_options(name: str) -> tuple[str, ...]:
 
 
 def _model_class(name):
-  if name not in _MODEL_CLASSES:
-    raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}.")
-  return _MODEL_CLASSES[name]
+  if name not in MODELS:
+    raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(MODELS)}.")
+  return MODELS[name]
 
 
 def get_model(name: str, *, class_counts: Sequence[int], feature_dim: int = 64,
@@ -64,8 +92,9 @@ def get_model(name: str, *, class_counts: Sequence[int], feature_dim: int = 64,
   ``params["backbone"]`` and ``params["heads"]``; see the package docstring.
 
   Args:
-    name: one of ``MODEL_NAMES``: ``"tiny"``, ``"deepid2"``, ``"mtct"``,
-      ``"cifarnet"``, ``"resnet32"``, ``"densenet"``, ``"resnet50"``.
+    name: a key of ``MODELS``: ``"tiny"``, ``"deepid2"``, ``"mtct"``,
+      ``"cifarnet"``, ``"resnet32"``, ``"densenet"``, ``"resnet50"`` or a name added
+      with ``register_model``.
     class_counts: the number of classes of each attribute (each >= 2), e.g.
       ``[2] * 40`` for CelebA or ``[100]`` for CIFAR-100.
     feature_dim: width ``D`` of each attribute's feature layer (64 in the paper).

@@ -39,9 +39,6 @@ from crl_jax.train import optimizer as optimizer_lib
 from crl_jax.train import state as state_lib
 from crl_jax.train import step as step_lib
 
-THRESHOLD_TEMPERATURES = (1.0, 2.0, 3.0, 4.0, 5.0)
-
-
 class TrainingError(RuntimeError):
   """The run cannot continue; the message says why and what was kept."""
 
@@ -191,11 +188,12 @@ def eval_adjustments(run: Run) -> tuple[list, list]:
   counts = jnp.asarray(run.class_counts)
   mask = jnp.asarray(run.class_mask)
   name = run.config.eval.adjustment
-  if name == "threshold":
-    return ([f"threshold_T{t:g}" for t in THRESHOLD_TEMPERATURES],
+  if name == "threshold":  # the paper's cross-validated T in {1, ..., 5}
+    temperatures = baselines.DEFAULT_CANDIDATE_TEMPERATURES
+    return ([f"threshold_T{t:g}" for t in temperatures],
             [functools.partial(baselines.ADJUSTMENTS["threshold"], class_mask=mask,
                                class_counts=counts, temperature=t)
-             for t in THRESHOLD_TEMPERATURES])
+             for t in temperatures])
   if name == "logit_adjust":
     return (["logit_adjust"],
             [functools.partial(baselines.ADJUSTMENTS["logit_adjust"], class_mask=mask,

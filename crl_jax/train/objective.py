@@ -8,8 +8,10 @@
   ``L_base`` cross-entropy or, with ``loss.crl.base``, another per-attribute loss of
   ``crl_jax.baselines`` (CRL + logit-adjusted CE, CRL + focal, ...). ``alpha_j`` is
   ``eta * Omega_imb_j`` of the training counts, or the fixed ``loss.crl.alpha``.
-* a baseline name (``cost_sensitive``, ``focal``, ``class_balanced``, ``ldam_drw``,
-  ``logit_adjust``, ``balanced_softmax``): ``sum_j L_baseline_j``.
+* a baseline name (``baselines.TRAINING_LOSSES``: ``cost_sensitive``, ``focal``,
+  ``class_balanced``, ``ldam_drw``, ``logit_adjust``, ``balanced_softmax``, and any loss
+  added with ``baselines.register_loss``): ``sum_j L_baseline_j``, its hyperparameters
+  read from ``config.loss.<its section>``.
 
 CRL mining: ``loss.crl.mining = "global"`` computes the loss on the global batch inside
 ``jit`` (the compiler gathers what mining needs across devices), so the result is
@@ -34,9 +36,23 @@ from crl_jax import baselines
 from crl_jax import crl
 from crl_jax.train import mesh as mesh_lib
 
-BASELINE_LOSSES = {"cost_sensitive": "cost_sensitive", "focal": "focal",
-                   "class_balanced": "class_balanced", "ldam_drw": "ldam",
-                   "logit_adjust": "logit_adjust", "balanced_softmax": "balanced_softmax"}
+# ``loss.name`` values the objective composes itself; every other name is a baseline,
+# run as ``baselines.TRAINING_LOSSES`` says.
+CROSS_ENTROPY = "ce"
+CRL = "crl"
+# ``loss.crl.mining`` (module docstring).
+MINING = ("global", "local")
+
+
+def loss_names() -> tuple[str, ...]:
+  """Every ``loss.name`` a run accepts: ``ce``, ``crl`` and the registered baselines."""
+  return (CROSS_ENTROPY, CRL, *baselines.TRAINING_LOSSES)
+
+
+def base_loss_names() -> tuple[str, ...]:
+  """Every ``loss.crl.base``: ``ce`` and the baselines registered as CRL bases."""
+  return (CROSS_ENTROPY, *(name for name, training_loss in
+                           baselines.TRAINING_LOSSES.items() if training_loss.crl_base))
 
 
 def attribute_alpha(loss_config, class_counts: np.ndarray,
@@ -47,19 +63,6 @@ def attribute_alpha(loss_config, class_counts: np.ndarray,
   alpha = jax.vmap(crl.imbalance_alpha, in_axes=(0, None, 0))(
       jnp.asarray(class_counts), loss_config.crl.eta, jnp.asarray(class_mask))
   return np.asarray(alpha, np.float32)
-
-
-def baseline_hyperparameters(loss_config, name: str) -> dict:
-  if name == "focal":
-    return {"gamma": loss_config.focal.gamma}
-  if name == "class_balanced":
-    return {"beta": loss_config.class_balanced.beta,
-            "gamma": loss_config.class_balanced.gamma}
-  if name == "ldam_drw":
-    return {"max_margin": loss_config.ldam.max_margin, "scale": loss_config.ldam.scale}
-  if name == "logit_adjust":
-    return {"tau": loss_config.logit_adjust.tau}
-  return {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,18 +91,16 @@ class Objective:
   def _base_losses(self, name: str, logits, labels, valid, step):
     """float32[A] per-attribute base loss."""
     class_mask = jnp.asarray(self.class_mask)
-    if name == "ce":
+    if name == CROSS_ENTROPY:
       return crl.multi_attribute_cross_entropy(logits, labels, class_mask, valid=valid)
     counts = jnp.asarray(self.class_counts)
-    hyperparameters = baseline_hyperparameters(self.loss_config, name)
-    if name == "ldam_drw":
-      drw_weights = baselines.drw_class_weights(counts, class_mask,
-                                                beta=self.loss_config.ldam.beta)
-      start = int(self.loss_config.ldam.drw_start_fraction * self.num_steps)
-      weights = jnp.where(step >= start, drw_weights, jnp.ones_like(drw_weights))
-      hyperparameters["per_class_weights"] = weights
-    return baselines.LOSSES[BASELINE_LOSSES[name]](logits, labels, class_mask, counts,
-                                                   valid=valid, **hyperparameters)
+    training_loss = baselines.TRAINING_LOSSES[name]
+    settings = (None if training_loss.config_section is None
+                else self.loss_config[training_loss.config_section])
+    hyperparameters = training_loss.hyperparameters(settings, counts, class_mask, step,
+                                                    self.num_steps)
+    return baselines.LOSSES[training_loss.loss](logits, labels, class_mask, counts,
+                                                valid=valid, **hyperparameters)
 
   def _crl_losses(self, logits, features, labels, valid):
     options = self.loss_config.crl
@@ -143,7 +144,7 @@ class Objective:
     name = self.loss_config.name
     logits = outputs["logits"]
     num_attributes = logits.shape[1]
-    if name != "crl":
+    if name != CRL:
       base = self._base_losses(name, logits, labels, valid, step)
       return jnp.sum(base), {"base": base, "crl": jnp.zeros((num_attributes,))}
     base = self._base_losses(self.loss_config.crl.base, logits, labels, valid, step)
