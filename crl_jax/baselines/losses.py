@@ -103,7 +103,13 @@ def cost_sensitive_cross_entropy(logits, labels, class_mask, class_counts, *,
     float32[A], the per-attribute loss.
 
   Example:
-    >>> loss = cost_sensitive_cross_entropy(logits, labels, class_mask, counts)  # [A]
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> logits = jnp.zeros((2, 1, 2))  # f32[B=2, A=1, C=2]: p = 1/2 everywhere
+    >>> counts = jnp.array([[90, 10]])  # weights exp(-0.9) and exp(-0.1)
+    >>> baselines.cost_sensitive_cross_entropy(logits, jnp.array([[0], [1]]), None,
+    ...                                        counts)  # log 2 * mean weight
+    Array([0.454...], dtype=float32)
 
   Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
   Rectification", TPAMI 2018, Section 4 (the method of its reference [3]).
@@ -153,7 +159,14 @@ def focal_loss(logits, labels, class_mask, class_counts=None, *, valid=None,
     float32[A], the per-attribute loss.
 
   Example:
-    >>> loss = focal_loss(logits, labels, class_mask, gamma=2.0)  # f32[A]
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> logits = jnp.array([[[3.0, 0.0]], [[0.0, 1.0]]])  # an easy and a hard sample
+    >>> labels = jnp.zeros((2, 1), int)
+    >>> baselines.focal_loss(logits, labels, None, gamma=0.0)  # cross-entropy
+    Array([0.680...], dtype=float32)
+    >>> baselines.focal_loss(logits, labels, None, gamma=2.0)  # mostly the hard one
+    Array([0.350...], dtype=float32)
 
   Reference: Lin, Goyal, Girshick, He and Dollar, "Focal Loss for Dense Object
   Detection", ICCV 2017.
@@ -197,7 +210,12 @@ def class_balanced_loss(logits, labels, class_mask, class_counts, *, valid=None,
     float32[A], the per-attribute loss.
 
   Example:
-    >>> loss = class_balanced_loss(logits, labels, class_mask, counts, beta=0.999)
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> minority = jnp.array([[1]])  # int[B=1, A=1], class 1 has 10 training samples
+    >>> baselines.class_balanced_loss(jnp.zeros((1, 1, 2)), minority, None,
+    ...                               jnp.array([[1000, 10]]), beta=0.999)
+    Array([1.364...], dtype=float32)
 
   Reference: Cui, Jia, Lin, Song and Belongie, "Class-Balanced Loss Based on Effective
   Number of Samples", CVPR 2019.
@@ -243,8 +261,18 @@ def ldam_loss(logits, labels, class_mask, class_counts, *, valid=None,
     float32[A], the per-attribute loss.
 
   Example:
-    >>> drw = jnp.where(epoch >= 160, drw_class_weights(counts, class_mask), 1.0)
-    >>> loss = ldam_loss(logits, labels, class_mask, counts, per_class_weights=drw)
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines, crl
+    >>> logits = jnp.linspace(-1, 1, 24).reshape(4, 2, 3)  # f32[B=4, A=2, Cmax=3]
+    >>> labels = jnp.array([[0, 0], [0, 1], [1, 2], [0, -1]])  # -1: missing
+    >>> class_mask = crl.valid_class_mask([2, 3])  # attribute 0 has 2 classes
+    >>> counts = jnp.array([[90, 10, 0], [50, 30, 20]])  # training class counts
+    >>> step, drw_start = 900, 800  # deferred re-weighting from step 800 on
+    >>> drw = jnp.where(step >= drw_start,
+    ...                 baselines.drw_class_weights(counts, class_mask), 1.0)
+    >>> baselines.ldam_loss(logits, labels, class_mask, counts, scale=1.0,
+    ...                     per_class_weights=drw)
+    Array([0.915..., 1.404...], dtype=float32)
 
   Reference: Cao, Wei, Gaidon, Arechiga and Ma, "Learning Imbalanced Datasets with
   Label-Distribution-Aware Margin Loss", NeurIPS 2019.
@@ -290,7 +318,12 @@ def logit_adjusted_loss(logits, labels, class_mask, class_counts, *, valid=None,
     float32[A], the per-attribute loss.
 
   Example:
-    >>> loss = logit_adjusted_loss(logits, labels, class_mask, counts, tau=1.0)
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> prior = jnp.array([[90, 10]])  # training counts: pi = (0.9, 0.1)
+    >>> baselines.logit_adjusted_loss(jnp.zeros((1, 1, 2)), jnp.array([[1]]), None,
+    ...                               prior, tau=1.0)  # -log 0.1
+    Array([2.302...], dtype=float32)
 
   Reference: Menon, Jayasumana, Rawat, Jain, Veit and Kumar, "Long-Tail Learning via
   Logit Adjustment", ICLR 2021.
@@ -323,7 +356,13 @@ def balanced_softmax_loss(logits, labels, class_mask, class_counts, *, valid=Non
     float32[A], the per-attribute loss.
 
   Example:
-    >>> loss = balanced_softmax_loss(logits, labels, class_mask, counts)  # f32[A]
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> logits = jnp.array([[[0.0, 0.0, 5.0]]])  # class 2 is padded: its logit is unused
+    >>> class_mask = jnp.array([[True, True, False]])
+    >>> baselines.balanced_softmax_loss(logits, jnp.array([[0]]), class_mask,
+    ...                                 jnp.array([[90, 10, 0]]))  # -log 0.9
+    Array([0.105...], dtype=float32)
 
   Reference: Ren, Yu, Ma, Zhao, Yi and Li, "Balanced Meta-Softmax for Long-Tailed Visual
   Recognition", NeurIPS 2020.

@@ -48,8 +48,10 @@ def class_shares(class_counts, class_mask=None):
     float32[A, Cmax], rows summing to 1 over real classes (0 on padded classes).
 
   Example:
-    >>> class_shares(jnp.array([[90, 10]]))
-    Array([[0.9, 0.1]], dtype=float32)  # rounded
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> baselines.class_shares(jnp.array([[90, 10]]))
+    Array([[0.9..., 0.09999...]], dtype=float32)
   """
   counts, class_mask = _real_counts(class_counts, class_mask)
   return _normalise_rows(counts, class_mask, 1.0)
@@ -69,8 +71,10 @@ def log_class_prior(class_counts, class_mask=None):
     float32[A, Cmax], ``<= 0`` on real classes, 0 on padded classes.
 
   Example:
-    >>> jnp.exp(log_class_prior(jnp.array([[3, 1, 0]])))
-    Array([[0.6, 0.2, 0.2]], dtype=float32)  # rounded
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> jnp.exp(baselines.log_class_prior(jnp.array([[3, 1, 0]])))  # 0 counts as 1
+    Array([[0.6..., 0.19999..., 0.19999...]], dtype=float32)
   """
   counts, class_mask = _real_counts(class_counts, class_mask)
   safe_counts = jnp.where(class_mask, jnp.maximum(counts, 1.0), 0.0)
@@ -114,8 +118,10 @@ def effective_number_weights(class_counts, class_mask=None, beta: float = 0.9999
     padded classes.
 
   Example:
-    >>> effective_number_weights(jnp.array([[1000, 10]]), beta=0.999)
-    Array([[0.031, 1.969]], dtype=float32)  # rounded
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> baselines.effective_number_weights(jnp.array([[1000, 10]]), beta=0.999)
+    Array([[0.031..., 1.968...]], dtype=float32)
 
   Reference: Cui, Jia, Lin, Song and Belongie, "Class-Balanced Loss Based on Effective
   Number of Samples", CVPR 2019.
@@ -147,7 +153,12 @@ def drw_class_weights(class_counts, class_mask=None, beta: float = 0.9999):
     float32[A, Cmax]; 0 on padded classes.
 
   Example:
-    >>> weights = drw_class_weights(class_counts, class_mask)
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> weights = baselines.drw_class_weights(jnp.array([[1000, 10]]))
+    >>> weights
+    Array([[0.0207..., 1.979...]], dtype=float32)
+    >>> epoch = 170  # Cao et al. switch the weights on at epoch 160
     >>> per_class_weights = jnp.where(epoch >= 160, weights, jnp.ones_like(weights))
 
   Reference: Cao, Wei, Gaidon, Arechiga and Ma, "Learning Imbalanced Datasets with
@@ -173,7 +184,9 @@ def ldam_margins(class_counts, class_mask=None, max_margin: float = 0.5):
     float32[A, Cmax] in ``(0, max_margin]`` on real classes, 0 on padded classes.
 
   Example:
-    >>> ldam_margins(jnp.array([[10000, 1]]), max_margin=0.5)
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> baselines.ldam_margins(jnp.array([[10000, 1]]), max_margin=0.5)
     Array([[0.05, 0.5 ]], dtype=float32)
 
   Reference: Cao, Wei, Gaidon, Arechiga and Ma, "Learning Imbalanced Datasets with

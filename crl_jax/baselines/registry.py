@@ -253,8 +253,15 @@ def get_loss(name: str, **hyperparameters: Any) -> Callable[..., Any]:
     ValueError: unknown name, unknown hyperparameter or out-of-range value (one line).
 
   Example:
-    >>> loss_fn = get_loss("focal", gamma=2.0)
-    >>> per_attribute = loss_fn(logits, labels, class_mask, class_counts)  # f32[A]
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> loss_fn = baselines.get_loss("focal", gamma=2.0)
+    >>> logits = jnp.zeros((2, 1, 2))  # f32[B=2, A=1, C=2]: p = 1/2
+    >>> loss_fn(logits, jnp.array([[0], [1]]), None, None)  # f32[A]: log 2 / 4
+    Array([0.173...], dtype=float32)
+    >>> baselines.get_loss("focal", gama=2.0)
+    Traceback (most recent call last):
+    ValueError: gama=2.0 is not a hyperparameter of ...; allowed: gamma, alpha.
   """
   function = _lookup("LOSSES", LOSSES, name)
   _check_names("LOSSES", name, function, hyperparameters)
@@ -278,8 +285,13 @@ def get_adjustment(name: str, **hyperparameters: Any) -> Callable[..., Any]:
     ValueError: unknown name, unknown hyperparameter or out-of-range value (one line).
 
   Example:
-    >>> adjust = get_adjustment("threshold", temperature=2.0)
-    >>> predictions = jnp.argmax(adjust(logits, class_mask, class_counts), axis=-1)
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> adjust = baselines.get_adjustment("threshold", temperature=2.0)
+    >>> logits = jnp.array([[[1.0, 0.0]]])  # f32[B=1, A=1, C=2]
+    >>> scores = adjust(logits, jnp.ones((1, 2), bool), jnp.array([[900, 100]]))
+    >>> jnp.argmax(scores, axis=-1)  # e^-1 e^{-2 * 0.1} > e^{-2 * 0.9}: class 1
+    Array([[1]], dtype=int32)
   """
   function = _lookup("ADJUSTMENTS", ADJUSTMENTS, name)
   _check_names("ADJUSTMENTS", name, function, hyperparameters)

@@ -21,6 +21,14 @@ def masked_mean(values, mask):
 
   Returns:
     float32 scalar.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import crl
+    >>> crl.masked_mean(jnp.array([1.0, 2.0, 9.0]), jnp.array([True, True, False]))
+    Array(1.5, dtype=float32)
+    >>> crl.masked_mean(jnp.array([1.0]), jnp.array([False]))  # an empty selection
+    Array(0., dtype=float32)
   """
   values = values.astype(jnp.float32)
   mask = jnp.broadcast_to(mask, values.shape)

@@ -223,7 +223,8 @@ def masked_argmax(scores, class_mask):
   Example:
     >>> import jax.numpy as jnp
     >>> from crl_jax.crl import heads
-    >>> heads.masked_argmax(jnp.array([[[0.1, 0.2, 0.9]]]), jnp.array([[True, True, False]]))
+    >>> scores = jnp.array([[[0.1, 0.2, 0.9]]])  # f32[B=1, A=1, Cmax=3]
+    >>> heads.masked_argmax(scores, jnp.array([[True, True, False]]))  # class 2 padded
     Array([[1]], dtype=int32)
   """
   return jnp.argmax(jnp.where(class_mask, scores, -jnp.inf), axis=-1)

@@ -58,6 +58,12 @@ def masked_top_k(keys, candidate_mask, k: int):
 
   Returns:
     ``(indices int32[..., k], mask bool[..., k])``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import crl
+    >>> crl.masked_top_k(jnp.array([0.9, 0.1, 0.5]), jnp.array([False, True, True]), 3)
+    (Array([2, 1, 0], dtype=int32), Array([ True,  True, False], dtype=bool))
   """
   filled = jnp.where(candidate_mask, keys, -jnp.inf)
   _, indices = jax.lax.top_k(filled, k)

@@ -38,7 +38,9 @@ def class_histogram(labels, num_classes: int, valid=None):
     int32[C], ``histogram[c] = #{i : valid_i and labels_i == c}``.
 
   Example:
-    >>> class_histogram(jnp.array([0, 2, 2, -1]), 3)
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import crl
+    >>> crl.class_histogram(jnp.array([0, 2, 2, -1]), 3)
     Array([1, 0, 2], dtype=int32)
   """
   labels = jnp.asarray(labels)
@@ -74,7 +76,9 @@ def minority_classes(histogram, rho=0.5):
     bool[C], ``True`` for minority classes.
 
   Example:
-    >>> minority_classes(jnp.array([5, 1, 2, 8]), rho=0.5)  # n=16, budget 8
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import crl
+    >>> crl.minority_classes(jnp.array([5, 1, 2, 8]), rho=0.5)  # n=16, budget 8
     Array([ True,  True,  True, False], dtype=bool)
   """
   check_rho(rho)
@@ -142,7 +146,9 @@ def imbalance_measure(class_counts, class_mask=None):
     float32 scalar in ``[0, 1)``.
 
   Example:
-    >>> imbalance_measure(jnp.array([30, 10]))  # shares .75/.25; move 25% of samples
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import crl
+    >>> crl.imbalance_measure(jnp.array([30, 10]))  # shares .75/.25: move 25% of them
     Array(0.25, dtype=float32)
   """
   counts = jnp.asarray(class_counts, jnp.float32)
@@ -173,7 +179,9 @@ def imbalance_alpha(class_counts, eta, class_mask=None):
     float32 scalar in ``[0, 1]``.
 
   Example:
-    >>> imbalance_alpha(jnp.array([30, 10]), 0.5)
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import crl
+    >>> crl.imbalance_alpha(jnp.array([30, 10]), 0.5)
     Array(0.125, dtype=float32)
   """
   if isinstance(eta, (int, float)) and eta < 0:

@@ -262,9 +262,13 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     float32 scalar, >= 0; exactly 0 when the batch has no eligible class or no pair.
 
   Example:
+    >>> import jax
+    >>> from crl_jax import crl
     >>> logits = jax.random.normal(jax.random.key(0), (128, 16))
     >>> labels = jax.random.randint(jax.random.key(1), (128,), 0, 16)
-    >>> loss = class_rectification_loss(logits, None, labels)  # class-level relative
+    >>> loss = crl.class_rectification_loss(logits, None, labels)  # class-level relative
+    >>> loss.shape, bool(loss >= 0)
+    ((), True)
   """
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
                 num_bins=num_bins, margin=margin, score=score)
@@ -323,7 +327,13 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
     float32[A], the CRL of every attribute.
 
   Example:
-    >>> crl = multi_attribute_crl(logits, None, labels, class_mask)  # f32[A]
+    >>> import jax
+    >>> from crl_jax import crl
+    >>> class_mask = crl.valid_class_mask([2, 7, 3])  # bool[A=3, Cmax=7]
+    >>> logits = jax.random.normal(jax.random.key(0), (64, 3, 7))
+    >>> labels = jax.random.randint(jax.random.key(1), (64, 3), 0, 2)  # -1 = missing
+    >>> crl.multi_attribute_crl(logits, None, labels, class_mask).shape  # f32[A]
+    (3,)
   """
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
                 num_bins=num_bins, margin=margin, score=score, reduction=reduction)
@@ -463,7 +473,9 @@ def blend_terms(crl, base, alpha, blend: str = "convex"):
     float32[A].
 
   Example:
-    >>> blend_terms(jnp.array([2.0]), jnp.array([1.0]), 0.25)
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import crl
+    >>> crl.blend_terms(jnp.array([2.0]), jnp.array([1.0]), 0.25)
     Array([1.25], dtype=float32)
   """
   alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), jnp.shape(crl))

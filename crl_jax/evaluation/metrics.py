@@ -26,6 +26,15 @@ def confusion_matrices(predictions, labels, num_classes: int, valid=None):
 
   Returns:
     int32[A, Cmax, Cmax] with ``[j, true, predicted]`` counts.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from crl_jax.evaluation import metrics
+    >>> predictions = jnp.array([[0], [1], [1], [0]])  # int[B=4, A=1]
+    >>> labels = jnp.array([[0], [1], [0], [-1]])  # the last label is missing
+    >>> metrics.confusion_matrices(predictions, labels, 2)[0]  # [true, predicted]
+    Array([[1, 1],
+           [0, 1]], dtype=int32)
   """
   ok = heads.label_validity(labels, num_classes,
                            None if valid is None else jnp.asarray(valid)[:, None])
@@ -48,6 +57,13 @@ def class_balanced_accuracy(confusion: np.ndarray) -> np.ndarray:
 
   Classes absent from the split (``n_i = 0``) are left out of the mean; an attribute
   with no labelled example at all gives nan.
+
+  Example:
+    >>> import numpy as np
+    >>> from crl_jax.evaluation import metrics
+    >>> confusion = np.array([[[8, 2], [1, 1]]])  # A=1: recalls 0.8 and 0.5
+    >>> metrics.class_balanced_accuracy(confusion), metrics.accuracy(confusion)
+    (array([0.65]), array([0.75]))
   """
   recall = per_class_recall(confusion)
   present = ~np.isnan(recall)

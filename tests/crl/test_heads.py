@@ -112,9 +112,10 @@ def test_check_heads_names_the_argument(arguments, message):
 
 
 def test_check_heads_accepts_what_fits():
-  assert heads.check_heads(np.zeros((4, 2, 3)), np.zeros((4, 2), int),
-                           np.ones((2, 3), bool), features=np.zeros((4, 2, 8)),
-                           class_counts=np.ones((2, 3)), valid=np.ones(4, bool)) == (4, 2, 3)
+  shape = heads.check_heads(np.zeros((4, 2, 3)), np.zeros((4, 2), int),
+                            np.ones((2, 3), bool), features=np.zeros((4, 2, 8)),
+                            class_counts=np.ones((2, 3)), valid=np.ones(4, bool))
+  assert shape == (4, 2, 3)
 
 
 def test_post_hoc_adjustments_ignore_what_padded_classes_hold():
