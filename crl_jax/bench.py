@@ -42,19 +42,15 @@ if any(arg.split("=")[0] == "--sweep_devices" for arg in sys.argv) and (
                              + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from crl_jax import config_lib  # noqa: E402
-from crl_jax import models  # noqa: E402
-from crl_jax.data import schema as schema_lib  # noqa: E402
-from crl_jax.data import synthetic  # noqa: E402
-from crl_jax.train import mesh as mesh_lib  # noqa: E402
-from crl_jax.train import objective as objective_lib  # noqa: E402
-from crl_jax.train import optimizer as optimizer_lib  # noqa: E402
-from crl_jax.train import state as state_lib  # noqa: E402
-from crl_jax.train import step as step_lib  # noqa: E402
+from crl_jax import cli  # noqa: E402
+from crl_jax.data import schema as schema_lib  # noqa: E402  (numpy only)
+from crl_jax.data import synthetic  # noqa: E402  (numpy only)
+
+# jax, flax, optax and ml_collections are imported where used, so a plain install
+# (no [train] extra) gets one line (crl_jax.cli).
+COMMAND = "python -m crl_jax.bench"
 
 DEFAULT_DESIGN = "class/relative/minority"
 DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level, criterion, scope in
@@ -68,6 +64,7 @@ _SHAPE_KINDS = {"xdomain": "xdomain", "celeb_a": "celeba", "deep_fashion": "deep
 
 def config_schema(config) -> schema_lib.Schema:
   """The attributes and classes of a config's dataset, without reading any data."""
+  from crl_jax import config_lib
   if config.data.name == "synthetic_attributes":
     return synthetic.schema_for(config.data.synthetic.kind)
   if config.data.name in _SHAPE_KINDS:
@@ -120,6 +117,14 @@ def _device_peak_mb(devices) -> Optional[float]:
 
 def build_variant(config, setting: Setting, variant: str, image_size: int):
   """Returns ``(step_fn, state, batch, rng, trace_counter, devices)`` for a variant."""
+  import jax
+  import jax.numpy as jnp
+  from crl_jax import models
+  from crl_jax.train import mesh as mesh_lib
+  from crl_jax.train import objective as objective_lib
+  from crl_jax.train import optimizer as optimizer_lib
+  from crl_jax.train import state as state_lib
+  from crl_jax.train import step as step_lib
   devices = jax.devices()[:setting.devices]
   mesh = mesh_lib.make_mesh(devices)
   loss = config.loss.copy_and_resolve_references()
@@ -168,6 +173,7 @@ def build_variant(config, setting: Setting, variant: str, image_size: int):
 def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
                 image_size: int, log=print) -> list[dict]:
   """Compiles every variant, then times them round-robin; one dict per variant."""
+  import jax
   prepared = {}
   for variant in variants:
     rss_before = _peak_rss_mb()
@@ -217,6 +223,7 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
 
 
 def machine_description() -> dict:
+  import jax
   device = jax.devices()[0]
   cpu = platform.processor() or platform.machine()
   try:
@@ -295,6 +302,8 @@ def main(argv=None) -> int:
   unknown = [item for item in rest if not item.startswith("--config.")]
   if unknown:
     parser.error(f"unknown arguments {unknown}")
+  import jax
+  from crl_jax import config_lib
   config = config_lib.load_config(args.config, overrides)
   schema = config_schema(config)
   image_size = args.image_size or config.data.image_size
@@ -370,4 +379,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, COMMAND)

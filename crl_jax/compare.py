@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from crl_jax import cli
+
 # name -> config overrides that make the method (on top of the experiment's config).
 METHODS = {
     "ce": {"loss.name": "ce"},
@@ -377,6 +379,9 @@ def machine_line() -> str:
           f"{os.cpu_count()} cores), jax {jax.__version__}")
 
 
+COMMAND = "python -m crl_jax.compare"
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", required=True)
@@ -468,4 +473,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, COMMAND)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 import time
 
 import numpy as np
 
-from crl_jax import config_lib
-from crl_jax import data as data_lib
+from crl_jax import cli
+
+COMMAND = "python -m crl_jax.data"
 
 
 def attribute_statistics(source, config) -> list[dict]:
@@ -87,6 +88,7 @@ def plot_distributions(rows, path: str) -> None:
 
 def measure_pipeline(source, config, num_batches: int) -> float:
   """Images/s of the training pipeline alone, after a few warm-up batches."""
+  from crl_jax import data as data_lib
   multiplicity = data_lib.training_multiplicity(source, config.data, config.seed)
   dataset = data_lib.pipeline.train_dataset(
       source, data_lib.pipeline_options(config.data),
@@ -114,6 +116,9 @@ def main(argv=None) -> int:
     if not item.startswith("--config."):
       parser.error(f"unknown argument {item!r}")
     overrides.append(item[len("--config."):])
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from crl_jax import config_lib
+  from crl_jax import data as data_lib
   config = config_lib.load_config(args.config, overrides)
   source = data_lib.get_source(config.data)
   source.prepare()
@@ -141,4 +146,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, COMMAND)
