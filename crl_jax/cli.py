@@ -1,4 +1,4 @@
-"""What every command shares: the one-line answer to a plain install.
+"""What every command shares: its help layout and the one-line answer to a plain install.
 
 The plain install (``pip install crl_jax``) brings what ``crl_jax.crl`` and
 ``crl_jax.baselines`` import: jax and numpy. Training, data, comparisons and plots need
@@ -8,15 +8,18 @@ package and the fix, exit code 2, instead of a traceback::
     error: python -m crl_jax.main needs absl-py, which the plain install of crl_jax
     leaves out; install the training extra: pip install 'crl_jax[train]'
 
-(one line in the terminal). Commands parse their flags before importing anything heavy
-and run their work inside ``train_extra_required``.
+(one line in the terminal). Commands parse their flags before importing anything heavy,
+so ``--help`` answers at once, without TensorFlow's start-up logs, with or without the
+extra.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
-from typing import Callable, Iterator, NoReturn
+import textwrap
+from typing import Callable, Iterator, NoReturn, Sequence
 
 # import name -> distribution, for every package of the [train] extra in pyproject.toml
 # (tests/test_cli.py keeps the two lists equal).
@@ -69,3 +72,31 @@ def run(main: Callable[[], int | None], command: str) -> NoReturn:
   with train_extra_required(command):
     code = main()
   sys.exit(code or 0)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+  """One line per flag (the help column starts late enough for the longest flag), a
+  fixed width so the help reads the same in every terminal, epilogs kept as written."""
+
+  def __init__(self, prog):
+    super().__init__(prog, max_help_position=40, width=110)
+
+
+def parser(command: str, summary: str, flags_usage: str, examples: Sequence[str],
+           notes: str = "") -> argparse.ArgumentParser:
+  """An ``ArgumentParser`` whose help is: usage, summary, one line per flag, examples.
+
+  Args:
+    command: what the user types, e.g. ``"python -m crl_jax.main"``.
+    summary: one or two sentences on what the command does.
+    flags_usage: the usage line after the command, e.g. ``"--config=FILE [flags]"``.
+    examples: complete command lines, printed under ``examples:``.
+    notes: more text printed before the examples (dedented, otherwise as written).
+  """
+  epilog = ""
+  if notes:
+    epilog += textwrap.dedent(notes).strip() + "\n\n"
+  epilog += "examples:\n" + "\n".join(f"  {example}" for example in examples)
+  return argparse.ArgumentParser(
+      prog=command, usage=f"{command} {flags_usage}", description=summary,
+      epilog=epilog, formatter_class=_HelpFormatter, allow_abbrev=False)

@@ -23,8 +23,18 @@ COMMAND = "python -m crl_jax.main"
 
 def build_parser() -> argparse.ArgumentParser:
   """The command's flags; ``--config.KEY=VALUE`` overrides are split off before it."""
-  parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n")[0],
-                                   allow_abbrev=False)
+  parser = cli.parser(
+      COMMAND, "Train and evaluate an attribute model with cross-entropy + CRL. Rerunning"
+      " with the same workdir resumes from the latest checkpoint.",
+      "--config=FILE[:ARG] --workdir=DIR [flags] [--config.KEY=VALUE ...]",
+      examples=[f"{COMMAND} --config=configs/synthetic.py --workdir=runs/quickstart",
+                f"{COMMAND} --config=configs/xdomain.py:smoke --workdir=/tmp/run "
+                "--config.loss.crl.kappa=10",
+                f"{COMMAND} --config=configs/synthetic.py --workdir=runs/quickstart "
+                "--mode=eval"],
+      notes="""
+      --config.KEY=VALUE overrides any config field (e.g. --config.loss.crl.kappa=10);
+      values are Python literals where they parse as one, else strings.""")
   parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
                       help="config file, optionally with ':arg' (configs/synthetic.py:smoke)")
   parser.add_argument("--workdir", required=True, metavar="DIR",

@@ -1,10 +1,11 @@
-"""What a plain install (no [train] extra) can and cannot do.
+"""The commands' help, and what a plain install (no [train] extra) can and cannot do.
 
 A plain install is simulated without a new venv: a subprocess whose ``sys.meta_path``
 starts with a finder that refuses every package of the [train] extra, the way Python
 answers for a package that is not installed.
 """
 
+import importlib
 import re
 import subprocess
 import sys
@@ -13,7 +14,13 @@ import tomllib
 import pytest
 
 from crl_jax import cli
+from crl_jax import compare
 from tests.train.conftest import REPO
+
+COMMANDS = ("crl_jax.main", "crl_jax.compare", "crl_jax.data", "crl_jax.bench",
+            "crl_jax.bench_loss")
+# Where each command's build_parser lives (crl_jax.data's is in its __main__).
+PARSER_MODULES = {"crl_jax.data": "crl_jax.data.__main__"}
 
 BLOCK_IMPORTS = """
 import sys
@@ -35,6 +42,9 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 PLAIN_INSTALL_MISSING = ("flax", "optax", "orbax", "tensorflow", "tensorflow_datasets",
                          "ml_collections", "matplotlib", "absl", "tensorboard", "tqdm",
                          "importlib_resources")
+# Log lines TensorFlow, XLA or absl print at start-up.
+START_UP_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages|.*(oneDNN|"
+                          r"cpu_feature_guard|TensorFlow binary|absl::))", re.MULTILINE)
 
 
 def run_python(code, *args, timeout=120):
@@ -100,3 +110,45 @@ def test_a_missing_module_inside_an_installed_package_is_not_explained_away():
   assert cli.missing_package_message("python -m crl_jax.main", error) is None
   error = ModuleNotFoundError("No module named 'orbax'", name="orbax")
   assert "orbax-checkpoint" in cli.missing_package_message("python -m crl_jax.main", error)
+
+
+def check_help(command, output):
+  parser = importlib.import_module(PARSER_MODULES.get(command, command)).build_parser()
+  flags = [option for action in parser._actions for option in action.option_strings
+           if option.startswith("--")]
+  assert flags
+  assert "Traceback" not in output
+  assert not START_UP_LOG.search(output), output
+  assert output.startswith(f"usage: python -m {command} ")
+  assert "\nexamples:\n  python -m " + command in output
+  # One line per flag: the options block holds only "  --flag ARG   help" lines.
+  block = output.split("\noptions:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+  assert len(block) == len(parser._actions), block
+  for line in block:
+    assert re.match(r"  -\S.*\S  +\S", line), line
+  for flag in flags:
+    assert any(line.startswith(f"  {flag} ") or line.startswith(f"  -h, {flag}")
+               for line in block), flag
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_lists_every_flag_on_one_line_with_examples(command):
+  result = subprocess.run([sys.executable, "-m", command, "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr == ""
+  check_help(command, result.stdout)
+  if command == "crl_jax.compare":
+    for method in compare.METHODS:
+      assert re.search(rf"\b{method}\b", result.stdout), method
+    assert "name@key=value" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_answers_before_jax_or_tensorflow_start(command):
+  """--help works with jax and every [train] package refused: nothing heavy loads."""
+  result = run_python(BLOCK_IMPORTS + RUN_COMMAND,
+                      ",".join(("jax", "jaxlib") + PLAIN_INSTALL_MISSING), command,
+                      "--help")
+  assert result.returncode == 0, result.stderr[-3000:]
+  check_help(command, result.stdout)

@@ -103,13 +103,29 @@ def measure_pipeline(source, config, num_batches: int) -> float:
   return num_batches * config.train.batch_size / (time.perf_counter() - start)
 
 
+def build_parser() -> argparse.ArgumentParser:
+  parser = cli.parser(
+      COMMAND, "Describe a config's dataset: per attribute the classes, training counts, "
+      "imbalance ratio, Omega_imb and alpha; plot the sorted class sizes (Fig. 1).",
+      "--config=FILE[:ARG] [flags] [--config.KEY=VALUE ...]",
+      examples=[f"{COMMAND} --config=configs/synthetic.py",
+                f"{COMMAND} --config=configs/cifar100_imb.py --json --plot=''",
+                f"{COMMAND} --config=configs/synthetic.py --measure_batches=50"],
+      notes="Prepares the dataset first if needed (offline). --config.KEY=VALUE "
+            "overrides a config field.")
+  parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                      help="the experiment's config file (configs/synthetic.py)")
+  parser.add_argument("--plot", default="class_distribution.png", metavar="PATH",
+                      help="where to write the PNG ('' to skip); default "
+                           "class_distribution.png")
+  parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  parser.add_argument("--measure_batches", type=int, default=0, metavar="N",
+                      help="also time N batches of the training pipeline (images/s)")
+  return parser
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", required=True)
-  parser.add_argument("--plot", default="class_distribution.png",
-                      help="where to write the PNG ('' to skip)")
-  parser.add_argument("--json", action="store_true", help="print JSON instead")
-  parser.add_argument("--measure_batches", type=int, default=0)
+  parser = build_parser()
   args, rest = parser.parse_known_args(argv)
   overrides = []
   for item in rest:
