@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole train-step benchmark on one GPU, in a few minutes. Run from the repository
-# root in an environment with a CUDA build of jax (pip install -e . 'jax[cuda12]'):
+# root in an environment with a CUDA build of jax (pip install -e '.[train]' 'jax[cuda12]'):
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]
 #

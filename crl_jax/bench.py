@@ -42,20 +42,15 @@ if any(arg.split("=")[0] == "--sweep_devices" for arg in sys.argv) and (
                              + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from crl_jax import config_lib  # noqa: E402
-from crl_jax import crl  # noqa: E402
-from crl_jax import models  # noqa: E402
-from crl_jax.data import schema as schema_lib  # noqa: E402
-from crl_jax.data import synthetic  # noqa: E402
-from crl_jax.train import mesh as mesh_lib  # noqa: E402
-from crl_jax.train import objective as objective_lib  # noqa: E402
-from crl_jax.train import optimizer as optimizer_lib  # noqa: E402
-from crl_jax.train import state as state_lib  # noqa: E402
-from crl_jax.train import step as step_lib  # noqa: E402
+from crl_jax import cli  # noqa: E402
+from crl_jax.data import schema as schema_lib  # noqa: E402  (numpy only)
+from crl_jax.data import synthetic  # noqa: E402  (numpy only)
+
+# jax, flax, optax and ml_collections are imported where used, so --help answers at
+# once and a plain install (no [train] extra) gets one line (crl_jax.cli).
+COMMAND = "python -m crl_jax.bench"
 
 DEFAULT_DESIGN = "class/relative/minority"
 DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level, criterion, scope in
@@ -69,6 +64,7 @@ _SHAPE_KINDS = {"xdomain": "xdomain", "celeb_a": "celeba", "deep_fashion": "deep
 
 def config_schema(config) -> schema_lib.Schema:
   """The attributes and classes of a config's dataset, without reading any data."""
+  from crl_jax import config_lib
   if config.data.name == "synthetic_attributes":
     return synthetic.schema_for(config.data.synthetic.kind)
   if config.data.name in _SHAPE_KINDS:
@@ -121,6 +117,15 @@ def _device_peak_mb(devices) -> Optional[float]:
 
 def build_variant(config, setting: Setting, variant: str, image_size: int):
   """Returns ``(step_fn, state, batch, rng, trace_counter, devices)`` for a variant."""
+  import jax
+  import jax.numpy as jnp
+  from crl_jax import crl
+  from crl_jax import models
+  from crl_jax.train import mesh as mesh_lib
+  from crl_jax.train import objective as objective_lib
+  from crl_jax.train import optimizer as optimizer_lib
+  from crl_jax.train import state as state_lib
+  from crl_jax.train import step as step_lib
   devices = jax.devices()[:setting.devices]
   mesh = mesh_lib.make_mesh(devices)
   loss = config.loss.copy_and_resolve_references()
@@ -169,6 +174,7 @@ def build_variant(config, setting: Setting, variant: str, image_size: int):
 def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
                 image_size: int, log=print) -> list[dict]:
   """Compiles every variant, then times them round-robin; one dict per variant."""
+  import jax
   prepared = {}
   for variant in variants:
     rss_before = _peak_rss_mb()
@@ -218,6 +224,7 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
 
 
 def machine_description() -> dict:
+  import jax
   device = jax.devices()[0]
   cpu = platform.processor() or platform.machine()
   try:
@@ -272,30 +279,56 @@ def plot(results, path: str) -> None:
   plt.close(figure)
 
 
+def build_parser() -> argparse.ArgumentParser:
+  parser = cli.parser(
+      COMMAND, "Benchmark the full jitted train step, CE alone vs CE + each CRL design, "
+      "at a config's real shapes on random data (no dataset needed).",
+      "[--config=FILE[:ARG]] [flags] [--config.KEY=VALUE ...]",
+      examples=[f"{COMMAND} --config=configs/xdomain.py --quick",
+                f"{COMMAND} --config=configs/xdomain.py --json=bench.json --plot=bench.png",
+                f"{COMMAND} --config=configs/synthetic.py --designs=class/relative/minority"
+                " --sweep_batch=32,128 --sweep_devices"],
+      notes=f"""\
+      A design is level/criterion/scope: {', '.join(DESIGNS[:2])}, ... (12 in all).
+      Sweeps time CE and the default design ({DEFAULT_DESIGN}); a sweep flag without a
+      value uses the list in brackets; --sweep_devices simulates 8 CPU devices.""")
+  parser.add_argument("--config", default="configs/xdomain.py", metavar="FILE[:ARG]",
+                      help="shapes, model and loss to time; default configs/xdomain.py")
+  parser.add_argument("--quick", action="store_true",
+                      help="CE and the default design only, 10 timed steps, no sweeps")
+  parser.add_argument("--steps", type=int, default=30, metavar="N",
+                      help="timed steps per variant; default 30")
+  parser.add_argument("--warmup", type=int, default=3, metavar="N",
+                      help="untimed steps after compiling; default 3")
+  parser.add_argument("--batch", type=int, default=None, metavar="B",
+                      help="global batch; default the config's")
+  parser.add_argument("--image_size", type=int, default=None, metavar="PX",
+                      help="image side in pixels; default the config's")
+  parser.add_argument("--designs", default=None, metavar="D,D,...",
+                      help="CRL designs to time besides CE; default all 12")
+  sweeps = (("batch", "32,64,128,256,512,1024", "batch sizes"),
+            ("kappa", "1,25,75,125,175", "kappa values"),
+            ("classes", "2,10,55,200", "classes per attribute"),
+            ("attributes", "9,40,1000", "numbers of attributes"),
+            ("devices", "1,2,8", "devices, global and local mining"))
+  for name, default, what in sweeps:
+    parser.add_argument(f"--sweep_{name}", default=None, nargs="?", const=default,
+                        metavar="N,N,...", help=f"sweep {what} [{default}]")
+  parser.add_argument("--json", default=None, metavar="PATH", help="write the results here")
+  parser.add_argument("--plot", default=None, metavar="PATH",
+                      help="write step time vs batch and kappa here (PNG)")
+  return parser
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", default="configs/xdomain.py")
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--steps", type=int, default=30)
-  parser.add_argument("--warmup", type=int, default=3)
-  parser.add_argument("--batch", type=int, default=None, help="default: the config's")
-  parser.add_argument("--image_size", type=int, default=None,
-                      help="default: the config's")
-  parser.add_argument("--designs", default=None,
-                      help="comma-separated variants (default: all 12 designs)")
-  parser.add_argument("--sweep_batch", default=None, nargs="?",
-                      const="32,64,128,256,512,1024")
-  parser.add_argument("--sweep_kappa", default=None, nargs="?", const="1,25,75,125,175")
-  parser.add_argument("--sweep_classes", default=None, nargs="?", const="2,10,55,200")
-  parser.add_argument("--sweep_attributes", default=None, nargs="?", const="9,40,1000")
-  parser.add_argument("--sweep_devices", default=None, nargs="?", const="1,2,8")
-  parser.add_argument("--json", default=None)
-  parser.add_argument("--plot", default=None)
+  parser = build_parser()
   args, rest = parser.parse_known_args(argv)
   overrides = [item[len("--config."):] for item in rest if item.startswith("--config.")]
   unknown = [item for item in rest if not item.startswith("--config.")]
   if unknown:
     parser.error(f"unknown arguments {unknown}")
+  import jax
+  from crl_jax import config_lib
   config = config_lib.load_config(args.config, overrides)
   schema = config_schema(config)
   image_size = args.image_size or config.data.image_size
@@ -371,4 +404,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, COMMAND)

@@ -29,9 +29,12 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
 
 import numpy as np
+
+from crl_jax import cli
 
 # name -> config overrides that make the method (on top of the experiment's config).
 METHODS = {
@@ -377,16 +380,48 @@ def machine_line() -> str:
           f"{os.cpu_count()} cores), jax {jax.__version__}")
 
 
+COMMAND = "python -m crl_jax.compare"
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The command's flags; its help lists the method names of ``METHODS``."""
+  methods = textwrap.fill(", ".join(METHODS), width=100, initial_indent="  ",
+                          subsequent_indent="  ")
+  parser = cli.parser(
+      COMMAND, "Train several imbalance methods on the same data, model and seeds; "
+      "tabulate them (compare.md, compare.json, plots).",
+      "--config=FILE[:ARG] --workdir=DIR [--methods=M,M,...] [flags] "
+      "[--config.KEY=VALUE ...]",
+      examples=[
+          f"{COMMAND} --config=configs/synthetic.py "
+          "--methods=ce,crl,cost_sensitive,threshold --seeds=3 --workdir=runs/compare",
+          f"{COMMAND} --config=configs/synthetic.py --workdir=runs/compare "
+          "--methods=crl,crl@loss.crl.rho=0.1,crl@loss.crl.level=instance,"
+          "loss.crl.criterion=absolute --report_dir=runs/compare/ablations"],
+      notes="methods:\n" + methods + "\n\n" + textwrap.dedent("""\
+      A method is a name, optionally with config overrides after '@': name@key=value
+      (crl@loss.crl.rho=0.1); commas inside one method continue it
+      (crl@loss.crl.level=instance,loss.crl.criterion=absolute). threshold and
+      posthoc_logit_adjust are evaluated on the ce models when ce is listed. Finished
+      runs in --workdir are reused, unfinished ones resume. --config.KEY=VALUE applies
+      to every method."""))
+  parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                      help="the experiment's config file (configs/synthetic.py)")
+  parser.add_argument("--methods", default="ce,crl", metavar="M,M,...",
+                      help="methods to compare, name[@key=value,...]; default ce,crl")
+  parser.add_argument("--seeds", type=int, default=3, metavar="N",
+                      help="seeds per method; default 3")
+  parser.add_argument("--first_seed", type=int, default=0, metavar="K",
+                      help="the seeds are K, K+1, ..., K+N-1; default 0")
+  parser.add_argument("--workdir", required=True, metavar="DIR",
+                      help="one run per method and seed: DIR/<method>/seed<k>")
+  parser.add_argument("--report_dir", default=None, metavar="DIR",
+                      help="where compare.md/.json and the plots go; default --workdir")
+  return parser
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", required=True)
-  parser.add_argument("--methods", default="ce,crl")
-  parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--first_seed", type=int, default=0)
-  parser.add_argument("--workdir", required=True)
-  parser.add_argument("--report_dir", default=None,
-                      help="where compare.md/.json and the plots go (default: --workdir); "
-                           "lets several method lists share one workdir's runs")
+  parser = build_parser()
   args, rest = parser.parse_known_args(argv)
   unknown = [item for item in rest if not item.startswith("--config.")]
   if unknown:
@@ -468,4 +503,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, COMMAND)

@@ -66,7 +66,7 @@ def test_bad_value_is_refused_in_one_line(override, message):
 
 def test_unknown_key_and_wrong_type():
   with pytest.raises(config_lib.ConfigError, match=r"config.loss.crl.kapa does not exist;"
-                     r" keys there: alpha, base, criterion, eta, kappa"):
+                     r" keys there: alpha, base, blend, criterion, eta, kappa"):
     config_lib.load_config(SMOKE, ["loss.crl.kapa=3"])
   with pytest.raises(config_lib.ConfigError, match=r"config.loss.crl.kappa='many' has the "
                      "wrong type"):

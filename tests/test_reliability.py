@@ -182,7 +182,7 @@ BAD_COMMANDS = [
      "error: config.model.name='vgg' is not allowed: use one of tiny, deepid2, mtct, "
      "cifarnet, resnet32, densenet, resnet50."),
     (["--config.loss.crl.kapa=3"], 1,
-     "error: config.loss.crl.kapa does not exist; keys there: alpha, base, criterion, "
+     "error: config.loss.crl.kapa does not exist; keys there: alpha, base, blend, criterion, "
      "eta, kappa,"),
     (["--config.loss.crl.kappa=many"], 1,
      "error: config.loss.crl.kappa='many' has the wrong type"),

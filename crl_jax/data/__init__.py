@@ -11,12 +11,25 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from crl_jax.data import pipeline
 from crl_jax.data import resampling
 from crl_jax.data import schema
-from crl_jax.data import sources
 from crl_jax.data import synthetic
-from crl_jax.data.sources import DataError
+
+# tf.data and tfds: ``pipeline``, ``sources`` and ``DataError`` are imported on first
+# use, so ``python -m crl_jax.data --help`` answers before TensorFlow starts and, on a
+# plain install (no [train] extra), says what to install instead of failing in runpy.
+_LAZY = {"pipeline": ("crl_jax.data.pipeline", None),
+         "sources": ("crl_jax.data.sources", None),
+         "DataError": ("crl_jax.data.sources", "DataError")}
+
+
+def __getattr__(name):
+  if name not in _LAZY:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  module_name, attribute = _LAZY[name]
+  module = importlib.import_module(module_name)
+  return module if attribute is None else getattr(module, attribute)
+
 
 
 def _imported(module_name: str, factory_name: str) -> Callable[..., sources.Source]:
@@ -61,12 +74,14 @@ def register_source(name: str, factory: Callable[..., sources.Source]):
 
 
 def synthetic_from_config(data_config) -> sources.SyntheticSource:
+  from crl_jax.data import sources
   spec = synthetic.SyntheticSpec(**dict(data_config.synthetic))
   return sources.SyntheticSource(spec, data_dir=data_config.data_dir)
 
 
 def get_source(data_config) -> sources.Source:
   """The ``Source`` named by ``data_config.name`` (not yet prepared)."""
+  from crl_jax.data.sources import DataError
   if data_config.name not in SOURCES:
     raise DataError(f"config.data.name={data_config.name!r} is unknown; use one of "
                     f"{', '.join(SOURCES)}.")
@@ -74,6 +89,7 @@ def get_source(data_config) -> sources.Source:
 
 
 def pipeline_options(data_config) -> pipeline.PipelineOptions:
+  from crl_jax.data import pipeline
   return pipeline.PipelineOptions(
       image_size=data_config.image_size, flip=data_config.flip,
       crop_padding=data_config.crop_padding, shuffle_buffer=data_config.shuffle_buffer,
@@ -82,6 +98,7 @@ def pipeline_options(data_config) -> pipeline.PipelineOptions:
 
 def training_multiplicity(source: sources.Source, data_config, seed: int):
   """int32[N_stored] copies per stored training example (protocol x resampling)."""
+  from crl_jax.data import pipeline
   extra = resampling.multiplicity(
       data_config.resampling, source.split_labels("train"), source.schema, seed=seed,
       max_factor=data_config.resampling_max_factor,

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 import time
 
 import numpy as np
 
-from crl_jax import config_lib
-from crl_jax import data as data_lib
+from crl_jax import cli
+
+COMMAND = "python -m crl_jax.data"
 
 
 def attribute_statistics(source, config) -> list[dict]:
@@ -87,6 +88,7 @@ def plot_distributions(rows, path: str) -> None:
 
 def measure_pipeline(source, config, num_batches: int) -> float:
   """Images/s of the training pipeline alone, after a few warm-up batches."""
+  from crl_jax import data as data_lib
   multiplicity = data_lib.training_multiplicity(source, config.data, config.seed)
   dataset = data_lib.pipeline.train_dataset(
       source, data_lib.pipeline_options(config.data),
@@ -101,19 +103,38 @@ def measure_pipeline(source, config, num_batches: int) -> float:
   return num_batches * config.train.batch_size / (time.perf_counter() - start)
 
 
+def build_parser() -> argparse.ArgumentParser:
+  parser = cli.parser(
+      COMMAND, "Describe a config's dataset: per attribute the classes, training counts, "
+      "imbalance ratio, Omega_imb and alpha; plot the sorted class sizes (Fig. 1).",
+      "--config=FILE[:ARG] [flags] [--config.KEY=VALUE ...]",
+      examples=[f"{COMMAND} --config=configs/synthetic.py",
+                f"{COMMAND} --config=configs/cifar100_imb.py --json --plot=''",
+                f"{COMMAND} --config=configs/synthetic.py --measure_batches=50"],
+      notes="Prepares the dataset first if needed (offline). --config.KEY=VALUE "
+            "overrides a config field.")
+  parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                      help="the experiment's config file (configs/synthetic.py)")
+  parser.add_argument("--plot", default="class_distribution.png", metavar="PATH",
+                      help="where to write the PNG ('' to skip); default "
+                           "class_distribution.png")
+  parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  parser.add_argument("--measure_batches", type=int, default=0, metavar="N",
+                      help="also time N batches of the training pipeline (images/s)")
+  return parser
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", required=True)
-  parser.add_argument("--plot", default="class_distribution.png",
-                      help="where to write the PNG ('' to skip)")
-  parser.add_argument("--json", action="store_true", help="print JSON instead")
-  parser.add_argument("--measure_batches", type=int, default=0)
+  parser = build_parser()
   args, rest = parser.parse_known_args(argv)
   overrides = []
   for item in rest:
     if not item.startswith("--config."):
       parser.error(f"unknown argument {item!r}")
     overrides.append(item[len("--config."):])
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from crl_jax import config_lib
+  from crl_jax import data as data_lib
   config = config_lib.load_config(args.config, overrides)
   source = data_lib.get_source(config.data)
   source.prepare()
@@ -141,4 +162,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, COMMAND)

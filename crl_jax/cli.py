@@ -1,0 +1,102 @@
+"""What every command shares: its help layout and the one-line answer to a plain install.
+
+The plain install (``pip install crl_jax``) brings what ``crl_jax.crl`` and
+``crl_jax.baselines`` import: jax and numpy. Training, data, comparisons and plots need
+the ``[train]`` extra. A command run without it stops with one line naming the missing
+package and the fix, exit code 2, instead of a traceback::
+
+    error: python -m crl_jax.main needs absl-py, which the plain install of crl_jax
+    leaves out; install the training extra: pip install 'crl_jax[train]'
+
+(one line in the terminal). Commands parse their flags before importing anything heavy,
+so ``--help`` answers at once, without TensorFlow's start-up logs, with or without the
+extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import textwrap
+from typing import Callable, Iterator, NoReturn, Sequence
+
+# import name -> distribution, for every package of the [train] extra in pyproject.toml
+# (tests/test_cli.py keeps the two lists equal).
+TRAIN_EXTRA = {
+    "flax": "flax",
+    "optax": "optax",
+    "orbax": "orbax-checkpoint",
+    "ml_collections": "ml-collections",
+    "absl": "absl-py",
+    "tensorflow_datasets": "tensorflow-datasets",
+    "tensorflow": "tensorflow",
+    "importlib_resources": "importlib_resources",
+    "matplotlib": "matplotlib",
+    "tqdm": "tqdm",
+    "tensorboard": "tensorboard",
+}
+INSTALL_TRAIN_EXTRA = "pip install 'crl_jax[train]'"
+
+
+def missing_package_message(command: str, error: ImportError) -> str | None:
+  """The one-line message when ``error`` is a missing package of the [train] extra.
+
+  None for any other import error (a broken install, a bug), which should surface as is.
+  """
+  name = error.name or ""
+  top = name.partition(".")[0]
+  if top not in TRAIN_EXTRA:
+    return None
+  if name != top and name != "orbax.checkpoint":
+    return None  # a module missing inside an installed package: not ours to explain
+  return (f"error: {command} needs {TRAIN_EXTRA[top]}, which the plain install of "
+          f"crl_jax leaves out; install the training extra: {INSTALL_TRAIN_EXTRA}")
+
+
+@contextlib.contextmanager
+def train_extra_required(command: str) -> Iterator[None]:
+  """Turns a missing [train] package inside the block into one line and exit code 2."""
+  try:
+    yield
+  except ImportError as error:
+    message = missing_package_message(command, error)
+    if message is None:
+      raise
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def run(main: Callable[[], int | None], command: str) -> NoReturn:
+  """``sys.exit(main())`` for a command module's ``__main__`` block."""
+  with train_extra_required(command):
+    code = main()
+  sys.exit(code or 0)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+  """One line per flag (the help column starts late enough for the longest flag), a
+  fixed width so the help reads the same in every terminal, epilogs kept as written."""
+
+  def __init__(self, prog):
+    super().__init__(prog, max_help_position=40, width=110)
+
+
+def parser(command: str, summary: str, flags_usage: str, examples: Sequence[str],
+           notes: str = "") -> argparse.ArgumentParser:
+  """An ``ArgumentParser`` whose help is: usage, summary, one line per flag, examples.
+
+  Args:
+    command: what the user types, e.g. ``"python -m crl_jax.main"``.
+    summary: one or two sentences on what the command does.
+    flags_usage: the usage line after the command, e.g. ``"--config=FILE [flags]"``.
+    examples: complete command lines, printed under ``examples:``.
+    notes: more text printed before the examples (dedented, otherwise as written).
+  """
+  epilog = ""
+  if notes:
+    epilog += textwrap.dedent(notes).strip() + "\n\n"
+  epilog += "examples:\n" + "\n".join(f"  {example}" for example in examples)
+  return argparse.ArgumentParser(
+      prog=command, usage=f"{command} {flags_usage}", description=summary,
+      epilog=epilog, formatter_class=_HelpFormatter, allow_abbrev=False)

@@ -1,0 +1,154 @@
+"""The commands' help, and what a plain install (no [train] extra) can and cannot do.
+
+A plain install is simulated without a new venv: a subprocess whose ``sys.meta_path``
+starts with a finder that refuses every package of the [train] extra, the way Python
+answers for a package that is not installed.
+"""
+
+import importlib
+import re
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from crl_jax import cli
+from crl_jax import compare
+from tests.train.conftest import REPO
+
+COMMANDS = ("crl_jax.main", "crl_jax.compare", "crl_jax.data", "crl_jax.bench",
+            "crl_jax.bench_loss")
+# Where each command's build_parser lives (crl_jax.data's is in its __main__).
+PARSER_MODULES = {"crl_jax.data": "crl_jax.data.__main__"}
+
+BLOCK_IMPORTS = """
+import sys
+class RefuseNotInstalled:
+  def __init__(self, names):
+    self.names = set(names)
+  def find_spec(self, name, path=None, target=None):
+    if name.partition(".")[0] in self.names:
+      raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    return None
+sys.meta_path.insert(0, RefuseNotInstalled(sys.argv[1].split(",")))
+del sys.argv[1]
+"""
+RUN_COMMAND = """
+import runpy
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+PLAIN_INSTALL_MISSING = ("flax", "optax", "orbax", "tensorflow", "tensorflow_datasets",
+                         "ml_collections", "matplotlib", "absl", "tensorboard", "tqdm",
+                         "importlib_resources")
+# Log lines TensorFlow, XLA or absl print at start-up.
+START_UP_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages|.*(oneDNN|"
+                          r"cpu_feature_guard|TensorFlow binary|absl::))", re.MULTILINE)
+
+
+def run_python(code, *args, timeout=120):
+  return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_extra_is_the_one_in_pyproject():
+  with open(f"{REPO}/pyproject.toml", "rb") as f:
+    project = tomllib.load(f)["project"]
+  names = {re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+           for requirement in project["optional-dependencies"]["train"]}
+  assert {name.removesuffix("-cpu") for name in names} == set(cli.TRAIN_EXTRA.values())
+  plain = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] for r in project["dependencies"]}
+  assert plain == {"jax", "numpy"}
+  assert "crl_jax[train]" in project["optional-dependencies"]["test"]
+
+
+def test_loss_and_baselines_run_under_jit_without_the_train_extra():
+  code = BLOCK_IMPORTS + """
+import jax
+import jax.numpy as jnp
+from crl_jax import baselines
+from crl_jax import crl
+logits = jax.random.normal(jax.random.key(0), (16, 4))
+labels = jnp.array([0] * 10 + [1] * 4 + [2, 3])
+loss = jax.jit(crl.class_rectification_loss, static_argnames="kappa")(
+    logits, None, labels, kappa=3)
+# The baselines take padded multi-attribute heads: one attribute here.
+focal = jax.jit(baselines.focal_loss)(logits[:, None], labels[:, None],
+                                      jnp.ones((1, 4), bool))
+assert jnp.isfinite(loss) and loss > 0, loss
+assert focal.shape == (1,) and jnp.isfinite(focal).all(), focal
+print("ok", float(loss))
+"""
+  result = run_python(code, ",".join(PLAIN_INSTALL_MISSING))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.startswith("ok ")
+
+
+@pytest.mark.parametrize("command,flags", [
+    ("crl_jax.main", ["--config=configs/synthetic.py", "--workdir={}"]),
+    ("crl_jax.compare", ["--config=configs/synthetic.py", "--workdir={}"]),
+    ("crl_jax.data", ["--config=configs/synthetic.py", "--plot="]),
+    ("crl_jax.bench", ["--config=configs/synthetic.py", "--quick"]),
+])  # crl_jax.bench_loss needs only the plain install.
+def test_command_without_the_train_extra_is_one_line_and_exit_2(command, flags, tmp_path):
+  result = run_python(BLOCK_IMPORTS + RUN_COMMAND, ",".join(PLAIN_INSTALL_MISSING),
+                      command, *(flag.format(tmp_path) for flag in flags))
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr[-3000:]
+  assert lines[0].startswith(f"error: python -m {command} needs ")
+  assert lines[0].endswith("pip install 'crl_jax[train]'")
+  assert result.stdout == ""
+
+
+def test_a_missing_module_inside_an_installed_package_is_not_explained_away():
+  error = ModuleNotFoundError("No module named 'tensorflow.python.foo'",
+                              name="tensorflow.python.foo")
+  assert cli.missing_package_message("python -m crl_jax.main", error) is None
+  error = ModuleNotFoundError("No module named 'scipy'", name="scipy")
+  assert cli.missing_package_message("python -m crl_jax.main", error) is None
+  error = ModuleNotFoundError("No module named 'orbax'", name="orbax")
+  assert "orbax-checkpoint" in cli.missing_package_message("python -m crl_jax.main", error)
+
+
+def check_help(command, output):
+  parser = importlib.import_module(PARSER_MODULES.get(command, command)).build_parser()
+  flags = [option for action in parser._actions for option in action.option_strings
+           if option.startswith("--")]
+  assert flags
+  assert "Traceback" not in output
+  assert not START_UP_LOG.search(output), output
+  assert output.startswith(f"usage: python -m {command} ")
+  assert "\nexamples:\n  python -m " + command in output
+  # One line per flag: the options block holds only "  --flag ARG   help" lines.
+  block = output.split("\noptions:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+  assert len(block) == len(parser._actions), block
+  for line in block:
+    assert re.match(r"  -\S.*\S  +\S", line), line
+  for flag in flags:
+    assert any(line.startswith(f"  {flag} ") or line.startswith(f"  -h, {flag}")
+               for line in block), flag
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_lists_every_flag_on_one_line_with_examples(command):
+  result = subprocess.run([sys.executable, "-m", command, "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr == ""
+  check_help(command, result.stdout)
+  if command == "crl_jax.compare":
+    for method in compare.METHODS:
+      assert re.search(rf"\b{method}\b", result.stdout), method
+    assert "name@key=value" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_answers_before_jax_or_tensorflow_start(command):
+  """--help works with jax and every [train] package refused: nothing heavy loads."""
+  result = run_python(BLOCK_IMPORTS + RUN_COMMAND,
+                      ",".join(("jax", "jaxlib") + PLAIN_INSTALL_MISSING), command,
+                      "--help")
+  assert result.returncode == 0, result.stderr[-3000:]
+  check_help(command, result.stdout)
