@@ -11,7 +11,6 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from crl_jax.crl import heads
 
 MISSING_LABEL = -1
 
@@ -68,6 +67,9 @@ class Schema:
   @property
   def class_mask(self) -> np.ndarray:
     """bool[A, Cmax], ``False`` on padded classes."""
+    # Imported here: crl_jax.crl loads jax, and ``python -m crl_jax.data --help`` must
+    # answer before jax starts (tests/test_cli.py).
+    from crl_jax.crl import heads  # pylint: disable=import-outside-toplevel
     return heads.valid_class_mask(self.class_counts)
 
   def to_json(self) -> dict:
