@@ -1,18 +1,64 @@
 #!/bin/bash
 set -e
-# Makes every number and plot in docs/results.md: 69 training runs of about 90 s each on
-# a 2-core CPU (about 1h30m). Finished runs in runs/compare are reused, so a rerun after
-# an interruption resumes; the reports land in runs/compare/{methods,ablations,extra}.
+# Makes every number in docs/results.md. Finished runs in runs/ are reused (a rerun
+# after an interruption resumes), so the shared rows (ce, the paper-weight crl) train
+# once. About 2 h of training on a quiet 2-core CPU for the diagnosis part, 1h30m more
+# for the earlier method comparison at the end.
 cd "$(dirname "$0")/../.."  # the repository root
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
-COMMON=(--config=configs/synthetic.py --seeds=3 --workdir=runs/compare
-  --config.model.name=tiny "--config.model.kwargs={'widths': (32, 64, 128)}"
-  --config.train.num_steps=800 --config.train.eval_every=400 --config.checkpoint.every_steps=400)
+
+# Every CRL key pinned, so a later change of a default never changes these runs.
+PIN=(--config.loss.crl.eta=0.01 --config.loss.crl.blend=convex
+  --config.loss.crl.score=probability --config.loss.crl.reduction=attribute)
+COMMON=(--config=configs/synthetic.py:quickstart --seeds=3 --workdir=runs/compare "${PIN[@]}")
+PCT=loss.crl.eta=1.0  # the paper's eta = 0.01 under the old percent reading of Omega_imb
+B4=train.num_steps=3200,train.eval_every=800,checkpoint.every_steps=800
+LP=loss.crl.blend=additive,loss.crl.score=log_probability
+
+# Diagnosis questions 1-3 and 5.
+python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/diagnosis \
+  --methods=ce,crl@$PCT,crl@$PCT,loss.crl.blend=base_only,crl@$PCT,loss.crl.blend=additive,crl@$PCT,$LP,crl
+# Question 8: post-hoc corrections on the CE and CRL models (no retraining).
+python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/posthoc \
+  --methods=ce,crl@$PCT,threshold,posthoc_logit_adjust,threshold@loss.name=crl,$PCT,posthoc_logit_adjust@loss.name=crl,$PCT
+# Question 7: one mean over all triplets of all attributes.
+python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/pooled \
+  --methods=ce,crl@$PCT,crl@$PCT,loss.crl.reduction=pooled
+# Question 6: 4x the steps.
+python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/budget \
+  --methods=ce@$B4,crl@$PCT,$B4
+# The balanced ceiling: 800 steps x 3 seeds, 3200 steps x seed 0.
+python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/balanced \
+  --methods=ce@data.synthetic.kind=xdomain_balanced
+python -m crl_jax.compare "${COMMON[@]}" --seeds=1 --report_dir=runs/compare/balanced4 \
+  --methods=ce@data.synthetic.kind=xdomain_balanced,$B4
+# Extensions: log-probability distances at a tenth of the weight, CRL on logit adjustment.
+python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/extension \
+  --methods=ce,crl@$PCT,$LP,crl@loss.crl.eta=0.1,$LP,logit_adjust,crl@loss.crl.base=logit_adjust,loss.crl.eta=0.1,$LP
+# The second test bed.
+python -m crl_jax.compare --config=configs/synthetic.py:cifar_lt --seeds=3 \
+  --workdir=runs/compare_cifar_lt "${PIN[@]}" --report_dir=runs/compare_cifar_lt/paper \
+  --methods=ce,crl@$PCT
+# Questions 2 and 4 (seed 0's checkpoints), and the validation choices.
+python docs/results/diagnose.py eligibility --config=configs/synthetic.py:quickstart \
+  --steps=800 --out=runs/compare/diagnosis/eligibility.json
+python docs/results/diagnose.py gradients --workdir=runs/compare --runs=ce,crl__loss.crl.eta-1.0 \
+  --seed=0 --out=runs/compare/diagnosis/gradients_paper.json
+python docs/results/diagnose.py gradients --workdir=runs/compare \
+  --runs=crl__loss.crl.eta-1.0_loss.crl.blend-additive,crl__loss.crl.eta-1.0_loss.crl.blend-additive_loss.crl.score-log_probability \
+  --seed=0 --out=runs/compare/diagnosis/gradients_additive.json
+for report in runs/compare/{diagnosis,posthoc,pooled,budget,balanced,extension} \
+              runs/compare_cifar_lt/paper; do
+  echo "== $report"; python docs/results/validation_choice.py "$report/compare.json" --prefix=crl
+done
+echo DIAGNOSIS DONE
+
+# The earlier method comparison (the page's appendix), in today's spelling: every CRL
+# run keeps the old percent-reading weight (eta 0.01 then = eta 1.0 now; 0.001 = 0.1).
 python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/methods \
-  --methods=ce,crl,cost_sensitive,threshold,over_sampling,down_sampling,focal,class_balanced,ldam_drw,logit_adjust,posthoc_logit_adjust,balanced_softmax
+  --methods=ce,crl@$PCT,cost_sensitive,threshold,over_sampling,down_sampling,focal,class_balanced,ldam_drw,logit_adjust,posthoc_logit_adjust,balanced_softmax
 python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/ablations \
-  --methods=ce,crl,crl@loss.crl.criterion=absolute,crl@loss.crl.criterion=distribution,crl@loss.crl.level=instance,crl@loss.crl.level=instance,loss.crl.criterion=absolute,crl@loss.crl.level=instance,loss.crl.criterion=distribution,crl@loss.crl.scope=all,crl@loss.crl.rho=0.1,crl@loss.crl.rho=0.3,crl@loss.crl.kappa=1,crl@loss.crl.kappa=5,crl@loss.crl.kappa=75
-echo MAIN DONE
+  --methods=ce,crl@$PCT,crl@$PCT,loss.crl.criterion=absolute,crl@$PCT,loss.crl.criterion=distribution,crl@$PCT,loss.crl.level=instance,crl@$PCT,loss.crl.level=instance,loss.crl.criterion=absolute,crl@$PCT,loss.crl.level=instance,loss.crl.criterion=distribution,crl@$PCT,loss.crl.scope=all,crl@$PCT,loss.crl.rho=0.1,crl@$PCT,loss.crl.rho=0.3,crl@$PCT,loss.crl.kappa=1,crl@$PCT,loss.crl.kappa=5,crl@$PCT,loss.crl.kappa=75
 python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/extra \
-  --methods=ce,crl,crl@loss.crl.eta=0.001,crl_logit_adjust
+  --methods=ce,crl@$PCT,crl@loss.crl.eta=0.1,crl_logit_adjust@$PCT
 echo ALL DONE
