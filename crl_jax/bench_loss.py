@@ -33,6 +33,7 @@ XDOMAIN_CLASSES = (16, 55, 22, 12, 20, 15, 12, 20, 6)
 def make_inputs(batch_size, class_counts, feature_dim, seed=0):
   """Random padded heads with power-law labels: (logits, features, labels, mask)."""
   import jax.numpy as jnp
+  from crl_jax import crl
   rng = np.random.default_rng(seed)
   num_attributes, max_classes = len(class_counts), max(class_counts)
   logits = rng.standard_normal((batch_size, num_attributes, max_classes), np.float32)

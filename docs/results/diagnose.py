@@ -245,11 +245,9 @@ def main(argv=None) -> int:
     table = eligibility_table(result)
   else:
     result = gradients(args.workdir, args.runs.split(","), args.seed, args.batches)
-    first = next(iter(result.values()))
-    names = list(json.load(open(os.path.join(
-        args.workdir, args.runs.split(",")[0], f"seed{args.seed}", "results.json")))[
-            "test"]["attributes"])
-    del first
+    with open(os.path.join(args.workdir, args.runs.split(",")[0], f"seed{args.seed}",
+                           "results.json")) as f:
+      names = list(json.load(f)["test"]["attributes"])
     table = gradient_table(result, names)
   with open(args.out, "w") as f:
     json.dump(result, f, indent=1)
