@@ -24,8 +24,7 @@ global mean. Local mining is cheaper at scale but is a different (noisier) objec
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
