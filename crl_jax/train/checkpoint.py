@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import shutil
+import sys
+import threading
 import time
 import zlib
 from typing import Any, Callable, Optional
@@ -94,6 +96,37 @@ def _verify(state, meta: dict, step: int, prefixes: tuple[str, ...] = ("",)) -> 
     raise CheckpointError(f"checkpoint at step {step}: the restored values of "
                           f"{len(bad)} arrays do not match their checksums "
                           f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
+
+
+def _is_closed_loop_error(error) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def quiet_closed_loop_callbacks() -> None:
+  """Drops the ``RuntimeError: Event loop is closed`` reports of a failed restore.
+
+  Orbax runs a restore in an event loop that it closes as soon as the restore returns
+  or raises (``orbax.checkpoint._src.asyncio_utils._run_sync_via_new_loop``). When one
+  array of a damaged checkpoint fails to read, the reads of the other arrays are still
+  in flight; when they complete, their callbacks find the loop closed and each prints
+  a traceback (one per array) although the damage has been handled and reported in
+  one line. Installed once a restore has failed; every other error still reaches the
+  previous hooks (``sys.unraisablehook``, ``threading.excepthook``) unchanged.
+  """
+  if getattr(sys.unraisablehook, "crl_jax_quiet", False):
+    return
+  previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
+
+  def unraisable(report):
+    if not _is_closed_loop_error(report.exc_value):
+      previous_unraisable(report)
+
+  def thread(report):
+    if not _is_closed_loop_error(report.exc_value):
+      previous_thread(report)
+
+  unraisable.crl_jax_quiet = True
+  sys.unraisablehook, threading.excepthook = unraisable, thread
 
 
 class CheckpointStore:
@@ -176,6 +209,7 @@ class CheckpointStore:
       try:
         state, meta = self._restore(self.periodic, step, abstract_state)
       except Exception as error:  # pylint: disable=broad-except
+        quiet_closed_loop_callbacks()
         reason = one_line(error)
         log.warning("checkpoint at step %d is damaged (%s); trying an older one",
                     step, reason)
@@ -196,6 +230,7 @@ class CheckpointStore:
       try:
         return self._restore(self.best, step, abstract_state)
       except Exception as error:  # pylint: disable=broad-except
+        quiet_closed_loop_callbacks()
         log.warning("best checkpoint at step %d is damaged (%s); using the latest",
                     step, one_line(error))
     latest = self.restore_latest(abstract_state)
@@ -317,7 +352,8 @@ def check_writable(workdir: str) -> None:
 def one_line(error: BaseException, limit: int = 300) -> str:
   """``"TypeName: first line"`` of an error, shortened at a word boundary."""
   lines = str(error).strip().splitlines()
-  text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+  first = (lines[0] if lines else "").split(" See full TensorStore details")[0]
+  text = f"{type(error).__name__}: {first}".rstrip(": ")
   if len(text) <= limit:
     return text
   return text[:limit].rsplit(" ", 1)[0] + " ..."
