@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import sys
 import textwrap
 import time
@@ -385,7 +386,6 @@ def plot_training_curves(directories: dict, path):
 
 
 def machine_line() -> str:
-  import platform
   import jax
   cpu = platform.processor() or platform.machine()
   try:

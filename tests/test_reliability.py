@@ -239,6 +239,8 @@ print(json.dumps(results))
 BAD_COMMANDS = [
     ("rho=0", ["--config.loss.crl.rho=0"],
      "error: config.loss.crl.rho=0.0 is not allowed: must be in (0, 1]."),
+    ("rho=1.5", ["--config.loss.crl.rho=1.5"],
+     "error: config.loss.crl.rho=1.5 is not allowed: must be in (0, 1]."),
     ("kappa=0", ["--config.loss.crl.kappa=0"],
      "error: config.loss.crl.kappa=0 is not allowed: must be >= 1."),
     ("alpha=2", ["--config.loss.crl.alpha=2"],
