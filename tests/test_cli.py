@@ -132,24 +132,17 @@ def check_help(command, output):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_help_lists_every_flag_on_one_line_with_examples(command):
-  result = subprocess.run([sys.executable, "-m", command, "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+def test_help_lists_every_flag_on_one_line_before_jax_or_tensorflow_start(command):
+  """--help: exit 0, nothing on stderr, every flag on one line, examples; and it works
+  with jax and every [train] package refused, so nothing heavy loads before it."""
+  result = run_python(BLOCK_IMPORTS + RUN_COMMAND,
+                      ",".join(("jax", "jaxlib") + PLAIN_INSTALL_MISSING), command,
+                      "--help")
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stderr == ""
   check_help(command, result.stdout)
   if command == "crl_jax.compare":
     assert "name@key=value" in result.stdout and "--list_methods" in result.stdout
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_help_answers_before_jax_or_tensorflow_start(command):
-  """--help works with jax and every [train] package refused: nothing heavy loads."""
-  result = run_python(BLOCK_IMPORTS + RUN_COMMAND,
-                      ",".join(("jax", "jaxlib") + PLAIN_INSTALL_MISSING), command,
-                      "--help")
-  assert result.returncode == 0, result.stderr[-3000:]
-  check_help(command, result.stdout)
 
 
 def test_compare_lists_the_methods_of_the_registries():
