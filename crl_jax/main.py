@@ -5,9 +5,12 @@ r"""Train and evaluate an attribute model with cross-entropy + CRL.
         --config.loss.crl.kappa=10
     python -m crl_jax.main --config=configs/synthetic.py --workdir=/tmp/run --mode=eval
 
-Flags only (``--help`` lists them); the work is
-``crl_jax.train.loop.train_and_evaluate(config, workdir)``. Rerunning with the same workdir resumes; a workdir holding a run with a different
-config is refused unless ``--overwrite``.
+Flags only (``--help`` lists them; ``cli.parse_flags`` splits off the overrides); the
+work is ``crl_jax.train.loop.train_and_evaluate(config, workdir)``. Rerunning with the
+same workdir resumes; the optimiser, logging/evaluation/checkpoint cadence and NaN
+injection may change on resume (recorded in ``WORKDIR/config_changes.jsonl``); a workdir
+holding a run with any other difference is refused unless ``--overwrite``. Every
+refusal is one ``error: ...`` line and exit code 2.
 """
 
 from __future__ import annotations
