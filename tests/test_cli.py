@@ -145,7 +145,7 @@ def test_help_lists_every_flag_on_one_line_before_jax_or_tensorflow_start(comman
     assert "name@key=value" in result.stdout and "--list_methods" in result.stdout
 
 
-def test_compare_lists_the_methods_of_the_registries():
+def test_compare_lists_the_methods_of_the_registries(capsys):
   """``--list_methods`` prints ``compare.methods()``, which is read from the registries:
   a loss registered with ``baselines.register_loss`` is a method without more code."""
   from crl_jax import baselines
@@ -157,10 +157,9 @@ def test_compare_lists_the_methods_of_the_registries():
   assert {f"crl_{b}" for b in objective.base_loss_names() if b != "ce"} <= set(table)
   assert table["posthoc_logit_adjust"] == {"loss.name": "ce",
                                            "eval.adjustment": "logit_adjust"}
-  result = subprocess.run([sys.executable, "-m", "crl_jax.compare", "--list_methods"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert [line.split(":")[0] for line in result.stdout.splitlines()] == list(table)
+  assert compare.main(["--list_methods"]) == 0
+  assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == list(
+      table)
 
 
 def test_parse_flags_splits_off_config_overrides(capsys):
