@@ -100,3 +100,48 @@ def parser(command: str, summary: str, flags_usage: str, examples: Sequence[str]
   return argparse.ArgumentParser(
       prog=command, usage=f"{command} {flags_usage}", description=summary,
       epilog=epilog, formatter_class=_HelpFormatter, allow_abbrev=False)
+
+
+CONFIG_OVERRIDE_PREFIX = "--config."
+
+
+def parse_flags(parser: argparse.ArgumentParser,
+                argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+  """Parses a command line whose ``--config.KEY=VALUE`` overrides go to the config.
+
+  The overrides are split off before ``parser`` sees the rest (a flag parser would only
+  know that ``--config.loss.crl.kappa`` is not one of its flags); ``config_lib.
+  load_config`` applies them, and its errors name key, value and what is allowed. Call
+  it before importing jax or TensorFlow: ``--help`` and usage errors answer at once.
+
+  Args:
+    parser: the command's parser (``parser``).
+    argv: the arguments after the program name; default ``sys.argv[1:]``.
+
+  Returns:
+    ``(args, overrides)``: the parsed flags and ``["KEY=VALUE", ...]`` in order.
+
+  Exits:
+    2 with one line (``error: --config.KEY: write config overrides as
+    --config.KEY=VALUE.``) for an override without ``=``; 2 with argparse's usage
+    message for any other unknown argument; 0 after ``--help``.
+
+  Example:
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = parser.add_argument("--config")
+    >>> parse_flags(parser, ["--config=c.py", "--config.loss.crl.kappa=10"])
+    (Namespace(config='c.py'), ['loss.crl.kappa=10'])
+  """
+  rest, overrides = [], []
+  for arg in (sys.argv[1:] if argv is None else argv):
+    if not arg.startswith(CONFIG_OVERRIDE_PREFIX):
+      rest.append(arg)
+      continue
+    key, equals, value = arg[len(CONFIG_OVERRIDE_PREFIX):].partition("=")
+    if not equals:
+      print(f"error: {arg}: write config overrides as --config.KEY=VALUE.",
+            file=sys.stderr, flush=True)
+      sys.exit(2)
+    overrides.append(f"{key}={value}")
+  return parser.parse_args(rest), overrides

@@ -4,8 +4,9 @@ r"""Train several imbalance methods on the same data, model and seeds; tabulate 
         --methods=ce,crl,cost_sensitive,threshold --seeds=3 --workdir=DIR \
         [--config.train.num_steps=...]
 
-A method is a name from ``METHODS`` (``ce``, ``crl``, the baselines, the resampling and
-post-hoc competitors), optionally with config overrides after ``@``:
+A method is a name from ``methods()`` (``ce``, ``crl``, the baselines, the resampling and
+post-hoc competitors, CRL on other base losses: read from their registries;
+``--list_methods`` prints them), optionally with config overrides after ``@``:
 ``crl@loss.crl.rho=0.1`` or ``crl@loss.crl.level=instance,loss.crl.criterion=absolute``
 (the paper's ablations). Every (method, seed) trains in ``DIR/<method>/seed<k>`` with
 ``config.seed = k``; a finished run is read back instead of redone, an unfinished one
@@ -20,6 +21,10 @@ resumes. Then it writes in ``DIR``:
   and CRL), ``training_curves.png`` (training loss and validation mean class-balanced
   accuracy against step);
 * ``compare.json``: every number behind them.
+
+This module is what ``--help`` imports, and ``--help`` answers before jax and
+TensorFlow start (tests/test_cli.py): the library modules (config, data, training,
+plots, which import them) are imported inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import sys
 import textwrap
 import time
@@ -36,32 +42,45 @@ import numpy as np
 
 from crl_jax import cli
 
-# name -> config overrides that make the method (on top of the experiment's config).
-METHODS = {
-    "ce": {"loss.name": "ce"},
-    "crl": {"loss.name": "crl"},
-    "cost_sensitive": {"loss.name": "cost_sensitive"},
-    "threshold": {"loss.name": "ce", "eval.adjustment": "threshold"},
-    "over_sampling": {"loss.name": "ce", "data.resampling": "over"},
-    "down_sampling": {"loss.name": "ce", "data.resampling": "down"},
-    "focal": {"loss.name": "focal"},
-    "class_balanced": {"loss.name": "class_balanced"},
-    "ldam_drw": {"loss.name": "ldam_drw"},
-    "logit_adjust": {"loss.name": "logit_adjust"},
-    "posthoc_logit_adjust": {"loss.name": "ce", "eval.adjustment": "logit_adjust"},
-    "balanced_softmax": {"loss.name": "balanced_softmax"},
-    "crl_logit_adjust": {"loss.name": "crl", "loss.crl.base": "logit_adjust"},
-}
+def methods() -> dict[str, dict]:
+  """name -> config overrides that make the method (on top of the experiment's config),
+  read from the registries that implement them:
+
+  * ``ce`` and ``crl`` (``train.objective``);
+  * every training loss of ``baselines.TRAINING_LOSSES`` (``loss.name``);
+  * ``<method>_sampling``: cross-entropy on ``data.resampling.METHODS`` (not ``none``);
+  * every post-hoc ``baselines.ADJUSTMENTS`` on a cross-entropy model
+    (``posthoc_<name>`` where a training loss has the same name);
+  * ``crl_<base>``: CRL blended with every other base loss
+    (``train.objective.base_loss_names``).
+  """
+  from crl_jax import baselines
+  from crl_jax.data import resampling
+  from crl_jax.train import objective
+  ce = {"loss.name": objective.CROSS_ENTROPY}
+  table = {objective.CROSS_ENTROPY: ce, objective.CRL: {"loss.name": objective.CRL}}
+  table.update({name: {"loss.name": name} for name in baselines.TRAINING_LOSSES})
+  table.update({f"{method}_sampling": dict(ce, **{"data.resampling": method})
+                for method in resampling.METHODS if method != "none"})
+  for name in baselines.ADJUSTMENTS:
+    method = f"posthoc_{name}" if name in table else name
+    table[method] = dict(ce, **{"eval.adjustment": name})
+  table.update({f"{objective.CRL}_{base}": {"loss.name": objective.CRL,
+                                             "loss.crl.base": base}
+                for base in objective.base_loss_names()
+                if base != objective.CROSS_ENTROPY})
+  return table
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
   """``name[@key=value,...]`` -> (name, overrides)."""
   from crl_jax import config_lib
   name, _, extra = spec.partition("@")
-  if name not in METHODS:
+  table = methods()
+  if name not in table:
     raise config_lib.ConfigError(f"method {name!r} is unknown; use one of "
-                                 f"{', '.join(METHODS)} (optionally name@key=value,...).")
-  overrides = dict(METHODS[name])
+                                 f"{', '.join(table)} (optionally name@key=value,...).")
+  overrides = dict(table[name])
   for item in filter(None, extra.split(",")):
     key, _, value = item.partition("=")
     overrides[key] = config_lib.parse_value(value)
@@ -367,7 +386,6 @@ def plot_training_curves(directories: dict, path):
 
 
 def machine_line() -> str:
-  import platform
   import jax
   cpu = platform.processor() or platform.machine()
   try:
@@ -384,9 +402,9 @@ COMMAND = "python -m crl_jax.compare"
 
 
 def build_parser() -> argparse.ArgumentParser:
-  """The command's flags; its help lists the method names of ``METHODS``."""
-  methods = textwrap.fill(", ".join(METHODS), width=100, initial_indent="  ",
-                          subsequent_indent="  ")
+  """The command's flags. Its help describes the methods instead of listing them: the
+  list comes from the registries (``methods``), which import jax, and ``--help``
+  answers before jax starts; ``--list_methods`` prints it."""
   parser = cli.parser(
       COMMAND, "Train several imbalance methods on the same data, model and seeds; "
       "tabulate them (compare.md, compare.json, plots).",
@@ -397,42 +415,66 @@ def build_parser() -> argparse.ArgumentParser:
           "--methods=ce,crl,cost_sensitive,threshold --seeds=3 --workdir=runs/compare",
           f"{COMMAND} --config=configs/synthetic.py --workdir=runs/compare "
           "--methods=crl,crl@loss.crl.rho=0.1,crl@loss.crl.level=instance,"
-          "loss.crl.criterion=absolute --report_dir=runs/compare/ablations"],
-      notes="methods:\n" + methods + "\n\n" + textwrap.dedent("""\
+          "loss.crl.criterion=absolute --report_dir=runs/compare/ablations",
+          f"{COMMAND} --list_methods"],
+      notes=textwrap.dedent("""\
+      methods: ce, crl, every loss of crl_jax.baselines (cost_sensitive, focal, ...),
+      over_sampling and down_sampling (CE on resampled data), the post-hoc adjustments
+      on CE models (threshold, posthoc_logit_adjust) and crl_<base> (CRL on another
+      base loss, e.g. crl_logit_adjust); --list_methods prints every name.
+
       A method is a name, optionally with config overrides after '@': name@key=value
       (crl@loss.crl.rho=0.1); commas inside one method continue it
       (crl@loss.crl.level=instance,loss.crl.criterion=absolute). threshold and
       posthoc_logit_adjust are evaluated on the ce models when ce is listed. Finished
       runs in --workdir are reused, unfinished ones resume. --config.KEY=VALUE applies
       to every method."""))
-  parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
-                      help="the experiment's config file (configs/synthetic.py)")
+  parser.add_argument("--list_methods", action="store_true",
+                      help="print every method name with its config overrides and exit")
+  parser.add_argument("--config", metavar="FILE[:ARG]",
+                      help="the experiment's config file (configs/synthetic.py); required")
   parser.add_argument("--methods", default="ce,crl", metavar="M,M,...",
                       help="methods to compare, name[@key=value,...]; default ce,crl")
   parser.add_argument("--seeds", type=int, default=3, metavar="N",
                       help="seeds per method; default 3")
   parser.add_argument("--first_seed", type=int, default=0, metavar="K",
                       help="the seeds are K, K+1, ..., K+N-1; default 0")
-  parser.add_argument("--workdir", required=True, metavar="DIR",
-                      help="one run per method and seed: DIR/<method>/seed<k>")
+  parser.add_argument("--workdir", metavar="DIR",
+                      help="one run per method and seed: DIR/<method>/seed<k>; required")
   parser.add_argument("--report_dir", default=None, metavar="DIR",
                       help="where compare.md/.json and the plots go; default --workdir")
   return parser
 
 
 def main(argv=None) -> int:
+  """Runs the command; every refusal is one ``error: ...`` line and exit code 2."""
   parser = build_parser()
-  args, rest = parser.parse_known_args(argv)
-  unknown = [item for item in rest if not item.startswith("--config.")]
-  if unknown:
-    parser.error(f"unknown arguments {unknown}")
+  args, base_overrides = cli.parse_flags(parser, argv)
+  if args.list_methods:
+    for name, overrides in methods().items():
+      print(f"{name}: {', '.join(f'{k}={v}' for k, v in overrides.items())}")
+    return 0
+  missing = [f"--{name}" for name in ("config", "workdir") if getattr(args, name) is None]
+  if missing:
+    parser.error(f"the following arguments are required: {', '.join(missing)}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from absl import logging
-  logging.set_verbosity(logging.ERROR)
   from crl_jax import config_lib
   from crl_jax import data as data_lib
+  from crl_jax.train import checkpoint as checkpoint_lib
+  from crl_jax.train import loop
+  logging.set_verbosity(logging.ERROR)
+  try:
+    return _compare(parser, args, base_overrides, argv)
+  except (config_lib.ConfigError, data_lib.DataError, checkpoint_lib.CheckpointError,
+          loop.TrainingError) as error:
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _compare(parser, args, base_overrides, argv) -> int:
+  from crl_jax import data as data_lib
   from crl_jax.evaluation import metrics as metrics_lib
-  base_overrides = [item[len("--config."):] for item in rest]
   methods = split_methods(args.methods)
   if len(set(methods)) != len(methods):
     parser.error(f"--methods names a method twice: {args.methods}")
@@ -484,7 +526,7 @@ def main(argv=None) -> int:
   schema = source.schema
   ratios = metrics_lib.imbalance_ratios(class_counts, schema.class_mask)
   table = aggregate(per_run, schema.names)
-  command = "python -m crl_jax.compare " + " ".join(sys.argv[1:] if argv is None else argv)
+  command = f"{COMMAND} " + " ".join(sys.argv[1:] if argv is None else argv)
   markdown = format_markdown(table, schema.names, ratios, machine_line(), command)
   with open(os.path.join(report_dir, "compare.md"), "w") as f:
     f.write(markdown)

@@ -9,8 +9,10 @@ line that names the key, the value and what is allowed, before anything compiles
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
+import traceback
 from typing import Any, Optional, Sequence
 
 import ml_collections
@@ -232,14 +234,54 @@ def load_config(spec: str,
   module_spec = importlib.util.spec_from_file_location(
       f"crl_jax_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as error:
+    raise ConfigError(f"config file {path}, line {error.lineno}: {error.msg} (fix the "
+                      "Python syntax there).") from None
+  except Exception as error:  # pylint: disable=broad-except
+    raise ConfigError(f"config file {path}{_where(error, path)} failed to load: "
+                      f"{_one_line(error)}.") from None
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path} has no get_config(arg=None) function.")
+  try:
+    config = module.get_config(arg or None)
+  except Exception as error:  # pylint: disable=broad-except
+    raise ConfigError(f"{spec}: get_config({arg or None!r}){_where(error, path)} "
+                      f"refused it: {_one_line(error)}") from None
   config = finalise(config)
   for override in overrides:
     key, _, value = override.partition("=")
     set_by_path(config, key, parse_value(value))
   validate(config)
   return config
+
+
+def _one_line(error: BaseException) -> str:
+  """``"ValueError: first line of the message"``."""
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _where(error: BaseException, path: str) -> str:
+  """``" (line N)"``: the innermost line of ``path`` in the error's traceback."""
+  lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+           if os.path.abspath(frame.filename) == os.path.abspath(path)]
+  return f" (line {lines[-1]})" if lines else ""
+
+
+# Keys a resumed run may change (``is_resumable``): how the optimiser steps, how often
+# the run logs, evaluates and saves, and the NaN injection of a debugging run. What
+# the state or the data depend on (model, data, loss, batch size, number of steps,
+# seed) may not change: the checkpoint would not mean the same thing.
+RESUMABLE_KEYS = ("optim.", "train.log_every", "train.eval_every",
+                  "train.inject_nan_at_step", "checkpoint.every_steps", "checkpoint.keep")
+
+
+def is_resumable(key: str) -> bool:
+  """Whether ``key`` (``"optim.learning_rate"``) may differ when a run resumes."""
+  return any(key == prefix or (prefix.endswith(".") and key.startswith(prefix))
+             for prefix in RESUMABLE_KEYS)
 
 
 def finalise(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -254,7 +296,6 @@ def finalise(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def parse_value(text: str):
   """A Python literal where ``text`` is one (``10``, ``0.5``, ``(8, 16)``, ``None``,
   ``True``; also ``true``/``false``), else the string itself."""
-  import ast
   if text.lower() in ("true", "false"):
     return text.lower() == "true"
   try:

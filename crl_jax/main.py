@@ -5,9 +5,12 @@ r"""Train and evaluate an attribute model with cross-entropy + CRL.
         --config.loss.crl.kappa=10
     python -m crl_jax.main --config=configs/synthetic.py --workdir=/tmp/run --mode=eval
 
-Flags only (``--help`` lists them); the work is
-``crl_jax.train.loop.train_and_evaluate(config, workdir)``. Rerunning with the same workdir resumes; a workdir holding a run with a different
-config is refused unless ``--overwrite``.
+Flags only (``--help`` lists them; ``cli.parse_flags`` splits off the overrides); the
+work is ``crl_jax.train.loop.train_and_evaluate(config, workdir)``. Rerunning with the
+same workdir resumes; the optimiser, logging/evaluation/checkpoint cadence and NaN
+injection may change on resume (recorded in ``WORKDIR/config_changes.jsonl``); a workdir
+holding a run with any other difference is refused unless ``--overwrite``. Every
+refusal is one ``error: ...`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -57,60 +60,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace, overrides=()) -> int:
-  """Runs the command; ``overrides`` are ``"KEY=VALUE"`` strings (``split_overrides``)."""
+  """Runs the command; ``overrides`` are ``"KEY=VALUE"`` strings (``cli.parse_flags``).
+
+  Every refusal (bad config, unusable data or workdir, a run that cannot go on) is one
+  ``error: ...`` line on stderr and exit code 2.
+  """
+  # Imported here, after the flags are parsed: ``--help`` and usage errors answer
+  # before jax and TensorFlow start (tests/test_cli.py).
   from absl import logging
-  logging.set_verbosity(logging.ERROR)
+  from crl_jax import config_lib
+  from crl_jax import data as data_lib
   from crl_jax import distributed
+  from crl_jax.train import checkpoint
+  from crl_jax.train import loop
+  logging.set_verbosity(logging.ERROR)
   try:
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
                            initialization_timeout=args.initialization_timeout,
                            heartbeat_timeout=args.heartbeat_timeout)
-  except distributed.DistributedError as error:
-    print(f"error: {error}", file=sys.stderr, flush=True)
-    return 2
-  from crl_jax import config_lib
-  from crl_jax.train import loop
-  from crl_jax.train import checkpoint
-  from crl_jax import data as data_lib
-  try:
     config = config_lib.load_config(args.config, overrides)
     if args.mode == "train":
-      result = loop.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
-                                       progress=not args.no_progress)
+      loop.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
+                              progress=not args.no_progress)
     else:
-      result = loop.evaluate(config, args.workdir)
-  except (config_lib.ConfigError, data_lib.DataError, checkpoint.CheckpointError,
-          loop.TrainingError) as error:
+      loop.evaluate(config, args.workdir)
+  except (distributed.DistributedError, config_lib.ConfigError, data_lib.DataError,
+          checkpoint.CheckpointError, loop.TrainingError) as error:
     print(f"error: {error}", file=sys.stderr, flush=True)
     return 2
-  del result
   return 0
 
 
-def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-  """``(argv without --config.KEY=VALUE, ["KEY=VALUE", ...])``: overrides are applied by
-  ``config_lib.load_config``, whose errors are one line naming key, value and what is
-  allowed (a flag parser would only know that the key is not one of its flags)."""
-  rest, overrides = [], []
-  for arg in argv:
-    if arg.startswith("--config."):
-      key, equals, value = arg[len("--config."):].partition("=")
-      if not equals:
-        print(f"error: {arg}: write config overrides as --config.KEY=VALUE.",
-              file=sys.stderr, flush=True)
-        sys.exit(2)
-      overrides.append(f"{key}={value}")
-    else:
-      rest.append(arg)
-  return rest, overrides
-
-
 def run():
-  argv, overrides = split_overrides(sys.argv[1:])
-  args = build_parser().parse_args(argv)  # --help and usage errors: before jax and TF
+  args, overrides = cli.parse_flags(build_parser())  # before jax and TF: --help is instant
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   with cli.train_extra_required(COMMAND):
-    from absl import app
+    from absl import app  # pylint: disable=import-outside-toplevel (see main)
     # absl's app.run only for its start-up (logging, exception handlers); flags are ours.
     app.run(lambda _: sys.exit(main(args, overrides)), argv=sys.argv[:1])
 

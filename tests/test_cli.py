@@ -132,23 +132,45 @@ def check_help(command, output):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_help_lists_every_flag_on_one_line_with_examples(command):
-  result = subprocess.run([sys.executable, "-m", command, "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stderr == ""
-  check_help(command, result.stdout)
-  if command == "crl_jax.compare":
-    for method in compare.METHODS:
-      assert re.search(rf"\b{method}\b", result.stdout), method
-    assert "name@key=value" in result.stdout
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_help_answers_before_jax_or_tensorflow_start(command):
-  """--help works with jax and every [train] package refused: nothing heavy loads."""
+def test_help_lists_every_flag_on_one_line_before_jax_or_tensorflow_start(command):
+  """--help: exit 0, nothing on stderr, every flag on one line, examples; and it works
+  with jax and every [train] package refused, so nothing heavy loads before it."""
   result = run_python(BLOCK_IMPORTS + RUN_COMMAND,
                       ",".join(("jax", "jaxlib") + PLAIN_INSTALL_MISSING), command,
                       "--help")
   assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr == ""
   check_help(command, result.stdout)
+  if command == "crl_jax.compare":
+    assert "name@key=value" in result.stdout and "--list_methods" in result.stdout
+
+
+def test_compare_lists_the_methods_of_the_registries(capsys):
+  """``--list_methods`` prints ``compare.methods()``, which is read from the registries:
+  a loss registered with ``baselines.register_loss`` is a method without more code."""
+  from crl_jax import baselines
+  from crl_jax.train import objective
+  table = compare.methods()
+  assert {"ce", "crl", "threshold", "over_sampling", "down_sampling",
+          "posthoc_logit_adjust", "crl_logit_adjust"} <= set(table)
+  assert set(baselines.TRAINING_LOSSES) <= set(table)
+  assert {f"crl_{b}" for b in objective.base_loss_names() if b != "ce"} <= set(table)
+  assert table["posthoc_logit_adjust"] == {"loss.name": "ce",
+                                           "eval.adjustment": "logit_adjust"}
+  assert compare.main(["--list_methods"]) == 0
+  assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == list(
+      table)
+
+
+def test_parse_flags_splits_off_config_overrides(capsys):
+  parser = compare.build_parser()
+  args, overrides = cli.parse_flags(parser, ["--config=c.py", "--workdir=w",
+                                             "--config.loss.crl.kappa=10", "--seeds=2",
+                                             "--config.train.num_steps=4"])
+  assert (args.config, args.workdir, args.seeds) == ("c.py", "w", 2)
+  assert overrides == ["loss.crl.kappa=10", "train.num_steps=4"]
+  with pytest.raises(SystemExit) as exit_:
+    cli.parse_flags(parser, ["--config=c.py", "--config.loss.crl.kappa"])
+  assert exit_.value.code == 2
+  assert capsys.readouterr().err == ("error: --config.loss.crl.kappa: write config "
+                                     "overrides as --config.KEY=VALUE.\n")

@@ -8,18 +8,16 @@ import pytest
 from crl_jax import compare
 from crl_jax import config_lib
 from tests.train.conftest import REPO
+from tests.train.conftest import shared_data_dir
+from tests.train.conftest import SMOKE_FLAGS
 
-SHRINK = ["--config.data.image_size=16", "--config.data.synthetic.image_size=16",
-          "--config.data.synthetic.num_train=512",
-          "--config.data.synthetic.num_validation=560",
-          "--config.data.synthetic.num_test=1100", "--config.train.batch_size=32",
-          "--config.eval.batch_size=400", "--config.model.kwargs.widths=(8,16)",
-          "--config.train.num_steps=4", "--config.train.eval_every=4",
+# The shrunk smoke overrides (without --config and --no_progress) and 4 steps.
+SHRINK = [*SMOKE_FLAGS[2:], "--config.train.num_steps=4", "--config.train.eval_every=4",
           "--config.checkpoint.every_steps=4"]
 
 
-def test_compare_two_methods_one_seed(tmp_path, monkeypatch, capsys):
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+def test_compare_two_methods_one_seed(tmp_path, tmp_path_factory, monkeypatch, capsys):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(shared_data_dir(tmp_path_factory)))
   argv = [f"--config={os.path.join(REPO, 'configs/synthetic.py:smoke')}",
           "--methods=ce,crl@loss.crl.rho=0.3,loss.crl.kappa=5,threshold", "--seeds=1", f"--workdir={tmp_path}",
           *SHRINK]
@@ -66,8 +64,15 @@ def test_median_step_ms_leaves_out_the_compile_interval(tmp_path):
   assert compare.median_step_ms(str(tmp_path / "missing")) is None
 
 
-def test_unknown_method_is_refused():
+def test_unknown_method_is_refused(tmp_path, capsys):
   with pytest.raises(config_lib.ConfigError, match="method 'svm' is unknown"):
     compare.parse_method("svm")
+  # Through the command: one line naming every valid method, exit code 2.
+  assert compare.main([f"--config={os.path.join(REPO, 'configs/synthetic.py:smoke')}",
+                       f"--workdir={tmp_path}", "--methods=ce,svm"]) == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: method 'svm' is unknown; use "
+                                                 "one of ")
+  assert all(name in lines[0] for name in compare.methods())
   assert compare.parse_method("crl@loss.crl.kappa=5") == (
       "crl", {"loss.name": "crl", "loss.crl.kappa": 5})

@@ -1,8 +1,8 @@
 """Multi-process training on jax.distributed over 127.0.0.1 (CPU devices, gloo)."""
 
 import json
-import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,28 +14,24 @@ import pytest
 from crl_jax import distributed
 from crl_jax.train import checkpoint as checkpoint_lib
 from crl_jax.train import loop
+from tests.train.conftest import command_environment
 from tests.train.conftest import REPO
+from tests.train.conftest import shared_data_dir
+from tests.train.conftest import SMOKE_FLAGS as SHRUNK_FLAGS
 from tests.train.conftest import smoke_config
 
-SMOKE_FLAGS = ["--config=configs/synthetic.py:smoke", "--no_progress",
-               "--config.data.image_size=16", "--config.data.synthetic.image_size=16",
-               "--config.data.synthetic.num_train=512",
-               "--config.data.synthetic.num_validation=560",
-               "--config.data.synthetic.num_test=1100",
-               "--config.train.batch_size=32", "--config.eval.batch_size=400",
-               "--config.model.kwargs.widths=(8,16)", "--config.train.num_steps=4",
-               "--config.train.eval_every=4", "--config.checkpoint.every_steps=4",
-               "--config.loss.crl.scope=all"]
+STEPS = {"train.num_steps": 4, "train.eval_every": 4, "checkpoint.every_steps": 4,
+         "loss.crl.scope": "all"}
+SMOKE_FLAGS = [*SHRUNK_FLAGS, *(f"--config.{key}={value}" for key, value in STEPS.items())]
 
 
-def environment(data_dir, devices):
-  return dict(os.environ, TFDS_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-              PYTHON=sys.executable)
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return shared_data_dir(tmp_path_factory)
 
 
 def restore(workdir, data_dir):
-  config = smoke_config(data_dir, **{"train.num_steps": 4, "loss.crl.scope": "all"})
+  config = smoke_config(data_dir, **STEPS)
   run = loop.build(config)
   store = checkpoint_lib.CheckpointStore(str(workdir), 2)
   state, _, _ = store.restore_latest(loop.abstract_state(run))
@@ -43,21 +39,35 @@ def restore(workdir, data_dir):
   return jax.device_get((state.params, state.batch_stats))
 
 
-def test_two_processes_equal_one_process(tmp_path):
-  data_dir = tmp_path / "tfds"
+def start_processes(flags, env, port):
+  """Two ``crl_jax.main`` processes of one job (process 0 hosts the coordinator)."""
+  return [subprocess.Popen(
+      [sys.executable, "-m", "crl_jax.main", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={i}", *flags], cwd=REPO, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process(tmp_path, tmp_path_factory, data_dir):
+  """2 processes x 2 devices (launch/local.sh) train to the parameters, loss and test
+  accuracy of one process (this one, 8 devices): same global batches, same global
+  mining. The reference trains in this process: no third interpreter start-up."""
   two = subprocess.run(
       ["bash", "launch/local.sh", "2", f"--workdir={tmp_path / 'two'}", *SMOKE_FLAGS],
-      cwd=REPO, env=dict(environment(data_dir, 2), DEVICES_PER_PROCESS="2"),
+      cwd=REPO, env=command_environment(tmp_path_factory, data_dir, 2,
+                                        DEVICES_PER_PROCESS="2"),
       capture_output=True, text=True, timeout=600)
   assert two.returncode == 0, two.stderr[-4000:]
   assert "launch/local.sh: process 1/2" in two.stdout
   # Only process 0 writes logs and reports.
   assert "[0] test split" in two.stdout and "[1] test split" not in two.stdout
-  one = subprocess.run(
-      [sys.executable, "-m", "crl_jax.main", f"--workdir={tmp_path / 'one'}",
-       *SMOKE_FLAGS], cwd=REPO, env=environment(data_dir, 4), capture_output=True,
-      text=True, timeout=600)
-  assert one.returncode == 0, one.stderr[-4000:]
+  results_one = loop.train_and_evaluate(smoke_config(data_dir, **STEPS),
+                                        str(tmp_path / "one"), progress=False)
 
   # The 2-process checkpoint restores in this (1-process, 8-device) process.
   params_two = restore(tmp_path / "two", data_dir)
@@ -65,7 +75,6 @@ def test_two_processes_equal_one_process(tmp_path):
   for a, b in zip(jax.tree.leaves(params_two), jax.tree.leaves(params_one)):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
   results_two = json.load(open(tmp_path / "two" / "results.json"))
-  results_one = json.load(open(tmp_path / "one" / "results.json"))
   assert results_two["test"]["mean_class_balanced_accuracy"] == pytest.approx(
       results_one["test"]["mean_class_balanced_accuracy"], abs=1e-6)
   train_two = [json.loads(l) for l in open(tmp_path / "two" / "metrics.jsonl")
@@ -75,23 +84,19 @@ def test_two_processes_equal_one_process(tmp_path):
   assert train_two[-1]["loss"] == pytest.approx(train_one[-1]["loss"], rel=1e-5)
 
 
-def test_a_dead_process_stops_the_others(tmp_path):
-  port = 20000 + os.getpid() % 20000
-  flags = [f"--workdir={tmp_path / 'run'}", *SMOKE_FLAGS[:-4],
+def test_a_dead_process_stops_the_others(tmp_path, tmp_path_factory, data_dir):
+  flags = [f"--workdir={tmp_path / 'run'}", *SHRUNK_FLAGS,
            "--config.train.num_steps=100000", "--config.train.eval_every=100000",
            "--config.checkpoint.every_steps=100000", "--heartbeat_timeout=10",
            "--config.train.log_every=5"]
-  processes = [subprocess.Popen(
-      [sys.executable, "-m", "crl_jax.main", f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}", *flags], cwd=REPO,
-      env=environment(tmp_path / "tfds", 1), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  processes = start_processes(flags, command_environment(tmp_path_factory, data_dir),
+                              free_port())
   # Wait until both train (the metrics file appears), then kill process 1.
   deadline = time.time() + 300
   while not (tmp_path / "run" / "metrics.jsonl").exists():
     assert time.time() < deadline, "training never started"
     assert processes[0].poll() is None, processes[0].stdout.read()[-3000:]
-    time.sleep(1)
+    time.sleep(0.2)
   processes[1].send_signal(signal.SIGKILL)
   killed_at = time.time()
   try:
@@ -103,6 +108,34 @@ def test_a_dead_process_stops_the_others(tmp_path):
   assert status != 0
   assert time.time() - killed_at < 120
   assert output.strip(), "the surviving process exited without saying why"
+
+
+def test_a_workdir_refused_by_process_0_stops_every_process_at_once(
+    tmp_path, tmp_path_factory, data_dir):
+  """Process 0 checks the workdir; the others learn its one-line refusal at once
+  instead of waiting at the next collective for the heartbeat timeout (600 s here)."""
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps({"model": {"name": "another"}}))
+  processes = start_processes([f"--workdir={workdir}", *SMOKE_FLAGS,
+                               "--heartbeat_timeout=600"],
+                              command_environment(tmp_path_factory, data_dir),
+                              free_port())
+  outputs = []
+  for process in processes:
+    try:
+      outputs.append(process.communicate(timeout=300)[0])
+    except subprocess.TimeoutExpired:
+      for other in processes:
+        other.kill()
+      pytest.fail("a process waited on after process 0 refused the workdir")
+    assert process.returncode == 2, outputs[-1][-3000:]
+  for output in outputs:
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "holds a run with a different config" in errors[0], (
+        output[-3000:])
+    assert "Traceback" not in output
+  assert not (workdir / "checkpoints").exists()
 
 
 def test_incomplete_explicit_flags_are_refused():
@@ -127,15 +160,16 @@ def test_cluster_detection(monkeypatch):
   assert distributed.detected_cluster() == "tpu"
 
 
-def test_peer_that_never_shows_up_is_a_bounded_clear_error(tmp_path):
-  port = 40000 + os.getpid() % 20000
+def test_peer_that_never_shows_up_is_a_bounded_clear_error(tmp_path, tmp_path_factory,
+                                                           data_dir):
   started = time.time()
   result = subprocess.run(
-      [sys.executable, "-m", "crl_jax.main", f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", "--process_id=0", "--initialization_timeout=5",
-       f"--workdir={tmp_path}", *SMOKE_FLAGS], cwd=REPO,
-      env=environment(tmp_path / "tfds", 1), capture_output=True, text=True, timeout=300)
-  assert result.returncode != 0
+      [sys.executable, "-m", "crl_jax.main", f"--coordinator_address=127.0.0.1:"
+       f"{free_port()}", "--num_processes=2", "--process_id=0",
+       "--initialization_timeout=5", f"--workdir={tmp_path}", *SMOKE_FLAGS], cwd=REPO,
+      env=command_environment(tmp_path_factory, data_dir), capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode != 0  # 2, or an abort inside jax.distributed's client
   assert time.time() - started < 120
   assert "jax.distributed could not connect" in result.stderr or (
       "DEADLINE" in result.stderr.upper()), result.stderr[-2000:]

@@ -20,11 +20,14 @@ import json
 import logging
 import os
 import shutil
+import sys
+import threading
 import time
 import zlib
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -95,6 +98,37 @@ def _verify(state, meta: dict, step: int, prefixes: tuple[str, ...] = ("",)) -> 
                           f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
 
 
+def _is_closed_loop_error(error) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def quiet_closed_loop_callbacks() -> None:
+  """Drops the ``RuntimeError: Event loop is closed`` reports of a failed restore.
+
+  Orbax runs a restore in an event loop that it closes as soon as the restore returns
+  or raises (``orbax.checkpoint._src.asyncio_utils._run_sync_via_new_loop``). When one
+  array of a damaged checkpoint fails to read, the reads of the other arrays are still
+  in flight; when they complete, their callbacks find the loop closed and each prints
+  a traceback (one per array) although the damage has been handled and reported in
+  one line. Installed once a restore has failed; every other error still reaches the
+  previous hooks (``sys.unraisablehook``, ``threading.excepthook``) unchanged.
+  """
+  if getattr(sys.unraisablehook, "crl_jax_quiet", False):
+    return
+  previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
+
+  def unraisable(report):
+    if not _is_closed_loop_error(report.exc_value):
+      previous_unraisable(report)
+
+  def thread(report):
+    if not _is_closed_loop_error(report.exc_value):
+      previous_thread(report)
+
+  unraisable.crl_jax_quiet = True
+  sys.unraisablehook, threading.excepthook = unraisable, thread
+
+
 class CheckpointStore:
   """Periodic and best checkpoints of one workdir."""
 
@@ -122,7 +156,6 @@ class CheckpointStore:
       else:
         shutil.rmtree(path)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"room for step {step}")
     manager.reload()
 
@@ -176,7 +209,8 @@ class CheckpointStore:
       try:
         state, meta = self._restore(self.periodic, step, abstract_state)
       except Exception as error:  # pylint: disable=broad-except
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        quiet_closed_loop_callbacks()
+        reason = one_line(error)
         log.warning("checkpoint at step %d is damaged (%s); trying an older one",
                     step, reason)
         skipped.append((step, reason))
@@ -196,8 +230,9 @@ class CheckpointStore:
       try:
         return self._restore(self.best, step, abstract_state)
       except Exception as error:  # pylint: disable=broad-except
+        quiet_closed_loop_callbacks()
         log.warning("best checkpoint at step %d is damaged (%s); using the latest",
-                    step, error)
+                    step, one_line(error))
     latest = self.restore_latest(abstract_state)
     if latest is None:
       raise CheckpointError(f"no checkpoint in {self.workdir}: train first (mode=train).")
@@ -237,34 +272,100 @@ def restore_variables(workdir: str) -> dict:
   return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
 
-def check_config(workdir: str, config_json: str, overwrite: bool) -> None:
-  """Refuses a workdir that holds a run with a different config (unless overwriting);
-  writes ``config.json`` otherwise. Call on process 0 only."""
+def check_config(workdir: str, config_json: str, overwrite: bool,
+                 may_change: Callable[[str], bool] = lambda key: False) -> list:
+  """Compares a run's config with the one its workdir holds; call on process 0 only.
+
+  Nothing is written here: a new workdir's ``config.json`` is written, and a resumed
+  run's changes recorded, by ``record_config`` once training can start.
+
+  Args:
+    workdir: the run's directory (created if missing).
+    config_json: the run's config as sorted JSON.
+    overwrite: the previous run is being replaced: nothing to compare.
+    may_change: ``may_change("optim.learning_rate")``: whether a key may differ when a
+      run resumes (``config_lib.is_resumable``).
+
+  Returns:
+    ``[(key, old, new), ...]``: the keys that differ, all of them ones that may change.
+
+  Raises:
+    CheckpointError: a key that may not change differs (one line: the keys, the keys
+      that may change, the fix).
+  """
   path = os.path.join(workdir, "config.json")
   os.makedirs(workdir, exist_ok=True)
-  if os.path.exists(path) and not overwrite:
-    with open(path) as f:
-      existing = json.load(f)
-    current = json.loads(config_json)
-    if existing != current:
-      differences = _diff(existing, current)
-      raise CheckpointError(
-          f"workdir {workdir} holds a run with a different config ({'; '.join(differences[:5])}"
-          f"{' ...' if len(differences) > 5 else ''}). Use another --workdir, or pass "
-          "--overwrite to replace that run.")
-    return
+  if overwrite or not os.path.exists(path):
+    return []
+  with open(path) as f:
+    existing = json.load(f)
+  changes = _diff(existing, json.loads(config_json))
+  fixed = [f"{key}: {old!r} -> {new!r}" for key, old, new in changes
+           if not may_change(key)]
+  if fixed:
+    raise CheckpointError(
+        f"workdir {workdir} holds a run with a different config ({'; '.join(fixed[:5])}"
+        f"{' ...' if len(fixed) > 5 else ''}); a resumed run may change only the "
+        "optimiser (optim.*), train.log_every, train.eval_every, "
+        "train.inject_nan_at_step and checkpoint.*. Use another --workdir, or pass "
+        "--overwrite to replace that run.")
+  return changes
+
+
+CONFIG_CHANGES = "config_changes.jsonl"
+
+
+def record_config(workdir: str, config_json: str, changes: list, step: int) -> None:
+  """Writes ``config.json`` and appends one ``config_changes.jsonl`` row per change
+  (``{"step", "key", "old", "new", "time"}``: ``step`` is the checkpoint the run
+  resumed from, where the new values start to apply). Call on process 0 only."""
+  if changes:
+    with open(os.path.join(workdir, CONFIG_CHANGES), "a") as f:
+      for key, old, new in changes:
+        f.write(json.dumps({"step": step, "key": key, "old": old, "new": new,
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+  path = os.path.join(workdir, "config.json")
   temporary = f"{path}.tmp"
   with open(temporary, "w") as f:
     f.write(config_json)
   os.replace(temporary, path)
 
 
+def check_writable(workdir: str) -> None:
+  """Raises ``CheckpointError`` (one line) unless ``workdir`` can be created and
+  written: checked before any work, so a run never ends in an ``OSError``."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    if not os.access(workdir, os.W_OK | os.X_OK):
+      raise PermissionError(f"no write permission on {workdir}")
+    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as error:
+    reason = error.strerror or str(error)
+    raise CheckpointError(
+        f"workdir {workdir} is not writable ({reason}); give a --workdir in a "
+        "directory you can write to.") from None
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+  """``"TypeName: first line"`` of an error, shortened at a word boundary."""
+  lines = str(error).strip().splitlines()
+  first = (lines[0] if lines else "").split(" See full TensorStore details")[0]
+  text = f"{type(error).__name__}: {first}".rstrip(": ")
+  if len(text) <= limit:
+    return text
+  return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def _diff(old, new, prefix=""):
+  """``[(dotted key, old value, new value), ...]`` of two config dicts."""
   differences = []
   for key in sorted(set(old) | set(new)):
     a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
     if isinstance(a, dict) and isinstance(b, dict):
       differences += _diff(a, b, f"{prefix}{key}.")
     elif a != b:
-      differences.append(f"{prefix}{key}: {a!r} -> {b!r}")
+      differences.append((f"{prefix}{key}", a, b))
   return differences

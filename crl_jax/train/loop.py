@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from typing import Any, Optional
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
 
 from crl_jax import baselines
 from crl_jax import config_lib
@@ -38,6 +44,7 @@ from crl_jax.train import objective as objective_lib
 from crl_jax.train import optimizer as optimizer_lib
 from crl_jax.train import state as state_lib
 from crl_jax.train import step as step_lib
+
 
 class TrainingError(RuntimeError):
   """The run cannot continue; the message says why and what was kept."""
@@ -80,7 +87,6 @@ def build(config, *, prepare: bool = True) -> Run:
     if is_main_process():
       source.prepare()
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("data prepared")
       if not is_main_process():
         # A fresh source: one opened before process 0 wrote the data caches an
@@ -92,6 +98,11 @@ def build(config, *, prepare: bool = True) -> Run:
   class_mask = schema.class_mask
   multiplicity = data_lib.training_multiplicity(source, config.data, config.seed)
   epoch_size = int(multiplicity.sum())
+  if epoch_size == 0:
+    raise TrainingError(
+        f"the training split of {source.name} has no rows (after "
+        f"{config.data.resampling!r} resampling): nothing to train on; check the "
+        "dataset's training split and config.data.")
   steps_per_epoch = epoch_size / config.train.batch_size
   num_steps = (config.train.num_steps if config.train.num_steps is not None else
                max(1, math.ceil(config.train.num_epochs * steps_per_epoch)))
@@ -139,7 +150,12 @@ def initial_state(run: Run, rng) -> state_lib.TrainState:
   return jax.jit(init, out_shardings=mesh_lib.replicated_sharding(run.mesh))(rng)
 
 
-def abstract_state(run: Run):
+def abstract_state(run: Run, optimizer=None):
+  """The replicated ``ShapeDtypeStruct`` tree of the run's ``TrainState`` (of its state
+  under ``optimizer`` instead of the run's, to restore a checkpoint saved with another
+  optimiser)."""
+  if optimizer is not None:
+    run = dataclasses.replace(run, optimizer=optimizer)
   shapes = jax.eval_shape(lambda: initial_state(run, initial_keys(0)[0]))
   replicated = mesh_lib.replicated_sharding(run.mesh)
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
@@ -183,23 +199,46 @@ def load_pretrained(state: state_lib.TrainState, init_from: str, mesh):
   return state.replace(params=params, batch_stats=batch_stats), report
 
 
+def adjustment_variants(config) -> list[tuple[str, dict]]:
+  """``[(variant name, hyperparameters), ...]`` of ``eval.adjustment``, read from the
+  registry: every hyperparameter of ``baselines.ADJUSTMENTS[name]`` takes the value of
+  the same key in the config section of the loss registered under the same name
+  (``loss.logit_adjust.tau``); a ``temperature`` is cross-validated over the paper's
+  ``baselines.DEFAULT_CANDIDATE_TEMPERATURES`` (one variant each, ``name_T<t>``); any
+  other keeps the function's default. Empty for ``eval.adjustment = "none"``."""
+  name = config.eval.adjustment
+  if name not in baselines.ADJUSTMENTS:
+    return []
+  function = baselines.ADJUSTMENTS[name]
+  defaults = {key: parameter.default for key, parameter in
+              inspect.signature(inspect.unwrap(function)).parameters.items()}
+  training_loss = baselines.TRAINING_LOSSES.get(name)
+  section = (config.loss[training_loss.config_section]
+             if training_loss is not None and training_loss.config_section else {})
+  fixed, temperatures = {}, None
+  for key in baselines.hyperparameter_names(function):
+    if key in section:
+      fixed[key] = section[key]
+    elif key == "temperature":
+      temperatures = baselines.DEFAULT_CANDIDATE_TEMPERATURES
+    else:
+      fixed[key] = defaults[key]
+  if temperatures is None:
+    return [(name, fixed)]
+  return [(f"{name}_T{t:g}", dict(fixed, temperature=t)) for t in temperatures]
+
+
 def eval_adjustments(run: Run) -> tuple[list, list]:
-  """``(names, functions)`` of the post-hoc prediction variants of ``eval.adjustment``."""
+  """``(names, functions)`` of the post-hoc prediction variants of ``eval.adjustment``
+  (``adjustment_variants``); each function maps f32[B, A, Cmax] logits to scores."""
   counts = jnp.asarray(run.class_counts)
   mask = jnp.asarray(run.class_mask)
-  name = run.config.eval.adjustment
-  if name == "threshold":  # the paper's cross-validated T in {1, ..., 5}
-    temperatures = baselines.DEFAULT_CANDIDATE_TEMPERATURES
-    return ([f"threshold_T{t:g}" for t in temperatures],
-            [functools.partial(baselines.ADJUSTMENTS["threshold"], class_mask=mask,
-                               class_counts=counts, temperature=t)
-             for t in temperatures])
-  if name == "logit_adjust":
-    return (["logit_adjust"],
-            [functools.partial(baselines.ADJUSTMENTS["logit_adjust"], class_mask=mask,
-                               class_counts=counts,
-                               tau=run.config.loss.logit_adjust.tau)])
-  return [], []
+  variants = adjustment_variants(run.config)
+  return ([name for name, _ in variants],
+          [functools.partial(baselines.get_adjustment(run.config.eval.adjustment,
+                                                      **hyperparameters),
+                             class_mask=mask, class_counts=counts)
+           for _, hyperparameters in variants])
 
 
 def confusion_of_split(run: Run, eval_step, state, split: str) -> np.ndarray:
@@ -261,7 +300,6 @@ class _Preemption:
 
 
 def threading_is_main() -> bool:
-  import threading
   return threading.current_thread() is threading.main_thread()
 
 
@@ -269,20 +307,31 @@ def _agree(flag: bool) -> bool:
   """True on every process when any process raised the flag (multi-host)."""
   if jax.process_count() == 1:
     return flag
-  from jax.experimental import multihost_utils
   return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
 
 class _Writer:
-  """JSON lines and TensorBoard events in the workdir (process 0 only)."""
+  """JSON lines and TensorBoard events in the workdir (process 0 only).
 
-  def __init__(self, workdir: str):
+  ``resume_step``: rows of ``metrics.jsonl`` after that step (written by a run that
+  went on past its last checkpoint) are dropped, so a resumed run's rows are not
+  repeated.
+  """
+
+  def __init__(self, workdir: str, resume_step: int = 0):
     self.enabled = is_main_process()
     if not self.enabled:
       return
-    import tensorflow as tf
-    self._tf = tf
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+      with open(path) as f:
+        rows = [line for line in f if line.strip()]
+      kept = [line for line in rows if _row_step(line) <= resume_step]
+      if len(kept) < len(rows):
+        with open(f"{path}.tmp", "w") as f:
+          f.writelines(kept)
+        os.replace(f"{path}.tmp", path)
+    self._jsonl = open(path, "a")
     self._summary = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, scalars: dict) -> None:
@@ -293,7 +342,7 @@ class _Writer:
     with self._summary.as_default(step=step):
       for key, value in scalars.items():
         if isinstance(value, (int, float)) and math.isfinite(value):
-          self._tf.summary.scalar(f"{split}/{key}", value)
+          tf.summary.scalar(f"{split}/{key}", value)
 
   def close(self) -> None:
     if self.enabled:
@@ -302,14 +351,22 @@ class _Writer:
       self._summary.close()
 
 
+def _row_step(line: str) -> float:
+  """The step of a ``metrics.jsonl`` row; a torn last row counts as past every step."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return math.inf
+
+
 def _nonfinite_message(run: Run, state, last_good: Optional[int], workdir: str) -> str:
   step = int(jax.device_get(state.nonfinite_step))
   terms = np.asarray(jax.device_get(state.nonfinite_terms))
   labels = []
-  base_name = ("cross-entropy" if run.config.loss.name in ("ce", "crl")
-               and (run.config.loss.name == "ce" or run.config.loss.crl.base == "ce")
-               else (run.config.loss.crl.base if run.config.loss.name == "crl"
-                     else run.config.loss.name))
+  base_name = (run.config.loss.crl.base if run.config.loss.name == objective_lib.CRL
+               else run.config.loss.name)
+  if base_name == objective_lib.CROSS_ENTROPY:
+    base_name = "cross-entropy"
   for row, term in ((0, base_name), (1, "CRL")):
     for j in np.flatnonzero(terms[row]):
       labels.append(f"{term} of attribute '{run.schema.names[j]}'")
@@ -322,39 +379,98 @@ def _nonfinite_message(run: Run, state, last_good: Optional[int], workdir: str) 
           "optim.grad_clip_norm, then rerun to resume from the checkpoint.")
 
 
-def _prepare_workdir(config, workdir: str, overwrite: bool) -> None:
+def _agreed_error(check) -> None:
+  """Runs ``check()`` on process 0 and raises its ``CheckpointError`` on every process:
+  the others learn of a refused workdir at once instead of waiting at the next
+  collective until the heartbeat timeout."""
+  message = ""
   if is_main_process():
+    try:
+      check()
+    except checkpoint_lib.CheckpointError as error:
+      message = str(error)
+  if jax.process_count() > 1:
+    encoded = np.zeros(4096, np.uint8)
+    data = message.encode()[:4096]
+    encoded[:len(data)] = np.frombuffer(data, np.uint8)
+    encoded = np.asarray(multihost_utils.broadcast_one_to_all(encoded))
+    message = bytes(encoded[encoded > 0]).decode(errors="replace")
+  if message:
+    raise checkpoint_lib.CheckpointError(message)
+
+
+def _prepare_workdir(config, workdir: str, overwrite: bool) -> list:
+  """Checks (on process 0, agreed by all) that ``workdir`` is writable and holds no
+  run of a config that may not resume; clears it with ``overwrite``. Returns the
+  resumable config changes (``checkpoint.check_config``)."""
+  changes = []
+
+  def check():
+    checkpoint_lib.check_writable(workdir)
     if overwrite and os.path.isdir(workdir):
       for name in ("checkpoints", "best", "config.json", "metrics.jsonl", "tensorboard",
-                   "results.json"):
+                   "results.json", checkpoint_lib.CONFIG_CHANGES):
         path = os.path.join(workdir, name)
         if os.path.isdir(path):
           shutil.rmtree(path)
         elif os.path.exists(path):
           os.remove(path)
-    checkpoint_lib.check_config(workdir, config.to_json(sort_keys=True), overwrite)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("workdir ready")
+    changes.extend(checkpoint_lib.check_config(workdir, config.to_json(sort_keys=True),
+                                               overwrite, config_lib.is_resumable))
+
+  _agreed_error(check)
+  return changes
+
+
+def _saved_optimizer(workdir: str, run: Run, changes: list):
+  """The optimiser of the checkpoints in ``workdir`` when ``optim.*`` changed on this
+  resume (its state is restored with that optimiser's tree), else ``None``."""
+  if not any(key.startswith("optim.") for key, _, _ in changes):
+    return None
+  saved = ml_collections.ConfigDict(dict(run.config.optim))
+  for key, old, _ in changes:
+    if key.startswith("optim."):
+      saved[key[len("optim."):]] = old
+  return optimizer_lib.make_optimizer(saved, run.num_steps)
+
+
+def _carry_optimizer_state(run: Run, state, notes: list):
+  """``state`` whose optimiser state has the run's (new) optimiser's tree: the saved
+  leaves when they match (momentum kept across a change of learning rate, schedule,
+  clipping or weight decay), else freshly initialised (noted)."""
+  fresh = jax.eval_shape(run.optimizer.init, state.params)
+  old_leaves = jax.tree.leaves(state.opt_state)
+  new_leaves, treedef = jax.tree.flatten(fresh)
+  if [(l.shape, l.dtype) for l in old_leaves] == [(l.shape, l.dtype) for l in new_leaves]:
+    return state.replace(opt_state=jax.tree.unflatten(treedef, old_leaves))
+  notes.append("the optimiser state was re-initialised (the new optimiser keeps "
+               "different state)")
+  opt_state = jax.jit(run.optimizer.init, out_shardings=mesh_lib.replicated_sharding(
+      run.mesh))(state.params)
+  return state.replace(opt_state=opt_state)
 
 
 def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
                        progress: bool = True) -> dict:
   """Trains (resuming from ``workdir``), then evaluates the test split.
 
+  A resumed run may change the keys of ``config_lib.RESUMABLE_KEYS`` (optimiser,
+  logging, evaluation and checkpoint cadence, NaN injection); each change is appended
+  to ``WORKDIR/config_changes.jsonl`` with the step it applies from. Any other change
+  is refused (``checkpoint.CheckpointError``) unless ``overwrite``.
+
   Returns:
     A dict with ``status`` ("finished" or "preempted"), ``step``, and for a finished
     run ``validation`` / ``test`` summaries (``evaluation.metrics.summarise``) of the
     best checkpoint, ``best_step`` and ``train_seconds``.
   """
+  config_lib.validate(config, num_devices=jax.device_count())
+  changes = _prepare_workdir(config, workdir, overwrite)
   run = build(config)
-  _prepare_workdir(config, workdir, overwrite)
   store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep)
-  writer = _Writer(workdir)
   try:
-    return _train(run, workdir, store, writer, progress)
+    return _train(run, workdir, store, changes, progress)
   finally:
-    writer.close()
     store.close()
 
 
@@ -368,7 +484,7 @@ def _describe(run: Run) -> None:
          f"(~{run.num_steps / max(run.steps_per_epoch, 1e-9):.1f} epochs) on "
          f"{jax.device_count()} {jax.devices()[0].platform} device(s), "
          f"{jax.process_count()} process(es)")
-  if run.config.loss.name == "crl":
+  if run.config.loss.name == objective_lib.CRL:
     alpha = ", ".join(f"{n}={a:.3f}" for n, a in zip(run.schema.names,
                                                      run.objective.alpha))
     _print(f"CRL: {run.config.loss.crl.level}/{run.config.loss.crl.criterion}/"
@@ -377,23 +493,46 @@ def _describe(run: Run) -> None:
            f"alpha: {alpha}")
 
 
-def _train(run: Run, workdir: str, store, writer, progress: bool) -> dict:
+def _train(run: Run, workdir: str, store, changes: list, progress: bool) -> dict:
   config = run.config
   _describe(run)
   init_rng, step_rng = initial_keys(config.seed)
   state = initial_state(run, init_rng)
   meta = {"best_metric": None, "best_step": None, "train_seconds": 0.0}
-  restored = store.restore_latest(abstract_state(run))
+  saved_optimizer = _saved_optimizer(workdir, run, changes)
+  restored = store.restore_latest(abstract_state(run, saved_optimizer))
+  notes = []
   if restored is not None:
     state, meta, skipped = restored
     for step, reason in skipped:
       _print(f"WARNING: checkpoint at step {step} is damaged ({reason}); resumed from "
              "an older one.")
+    if saved_optimizer is not None:
+      state = _carry_optimizer_state(run, state, notes)
     _print(f"resumed from step {int(state.step)} ({store.periodic.directory})")
   elif config.model.init_from:
     state, report = load_pretrained(state, config.model.init_from, run.mesh)
     for line in report:
       _print(f"init_from: {line}")
+  start_step = int(jax.device_get(state.step))
+  if is_main_process():
+    checkpoint_lib.record_config(workdir, config.to_json(sort_keys=True), changes,
+                                 start_step)
+  for key, old, new in changes:
+    _print(f"config change from step {start_step}: {key} {old!r} -> {new!r} (recorded "
+           f"in {os.path.join(workdir, checkpoint_lib.CONFIG_CHANGES)})")
+  for note in notes:
+    _print(f"note: {note}")
+  writer = _Writer(workdir, start_step)
+  try:
+    return _train_from(run, workdir, store, writer, state, meta, step_rng, progress)
+  finally:
+    writer.close()
+
+
+def _train_from(run: Run, workdir: str, store, writer, state, meta, step_rng,
+                progress: bool) -> dict:
+  config = run.config
   start_step = int(jax.device_get(state.step))
 
   train_step = step_lib.make_train_step(
@@ -413,7 +552,6 @@ def _train(run: Run, workdir: str, store, writer, progress: bool) -> dict:
 
   bar = None
   if progress and is_main_process() and start_step < run.num_steps:
-    from tqdm import tqdm
     bar = tqdm(total=run.num_steps, initial=start_step, desc="train", unit="step",
                dynamic_ncols=True, file=sys.stdout, mininterval=1.0)
   last_saved = store.latest_step()
@@ -526,12 +664,18 @@ def _write_results(workdir: str, results: dict) -> None:
 
 
 def evaluate(config, workdir: str) -> dict:
-  """``--mode=eval``: evaluates the best checkpoint of a trained workdir."""
-  run = build(config)
+  """``--mode=eval``: evaluates the best checkpoint of a trained workdir (and writes
+  ``results.json`` there: the workdir must be writable, checked first)."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise checkpoint_lib.CheckpointError(
-        f"{workdir} holds no run (no config.json): train first with --mode=train.")
+
+  def check():
+    if not os.path.exists(path):
+      raise checkpoint_lib.CheckpointError(
+          f"{workdir} holds no run (no config.json): train first with --mode=train.")
+    checkpoint_lib.check_writable(workdir)
+
+  _agreed_error(check)
+  run = build(config)
   store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep)
   try:
     results = evaluate_workdir(run, store)

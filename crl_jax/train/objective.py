@@ -24,8 +24,7 @@ global mean. Local mining is cheaper at scale but is a different (noisier) objec
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -187,7 +186,7 @@ def model_loss(model, objective: Objective, params, batch_stats, batch: dict, rn
     valid = jnp.ones(batch["labels"].shape[:1], bool)
   loss, terms = objective(outputs, batch["labels"], valid, step)
   if inject_nan_at_step is not None:
-    key = "crl" if objective.loss_config.name == "crl" else "base"
+    key = "crl" if objective.loss_config.name == CRL else "base"
     poisoned = terms[key].at[0].set(jnp.where(step == inject_nan_at_step, jnp.nan,
                                               terms[key][0]))
     loss = loss + jnp.sum(poisoned - terms[key])

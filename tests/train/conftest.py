@@ -1,12 +1,23 @@
-"""Shared pieces of the training tests: a tiny prepared dataset and smoke configs."""
+"""Shared pieces of the training tests: a tiny prepared dataset, smoke configs, and the
+environment of a command run in a subprocess."""
 
 import os
+import sys
 
 import pytest
 
 from crl_jax import config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The smoke config shrunk further, as command-line overrides (``smoke_config`` applies
+# the same values in-process).
+SMOKE_FLAGS = ("--config=configs/synthetic.py:smoke", "--no_progress",
+               "--config.data.image_size=16", "--config.data.synthetic.image_size=16",
+               "--config.data.synthetic.num_train=512",
+               "--config.data.synthetic.num_validation=560",
+               "--config.data.synthetic.num_test=1100", "--config.train.batch_size=32",
+               "--config.eval.batch_size=400", "--config.model.kwargs.widths=(8,16)")
 
 
 def smoke_config(data_dir, **overrides):
@@ -27,6 +38,33 @@ def smoke_config(data_dir, **overrides):
   return config
 
 
+def session_directory(tmp_path_factory, name: str):
+  """A directory shared by every test module of this pytest process (worker)."""
+  path = tmp_path_factory.getbasetemp() / name
+  path.mkdir(exist_ok=True)
+  return path
+
+
+def shared_data_dir(tmp_path_factory):
+  """The TFDS directory of the smoke dataset, prepared once per pytest process for
+  every test module that trains (in-process or through a command)."""
+  return session_directory(tmp_path_factory, "tfds_smoke")
+
+
+def command_environment(tmp_path_factory, data_dir, devices: int = 1, **extra):
+  """The environment of a crl_jax command in a subprocess: the smoke dataset, CPU with
+  ``devices`` simulated devices, and a persistent compilation cache shared by the
+  session's subprocesses (every run compiles the same tiny model; a cached executable
+  is the same program, so results are unchanged)."""
+  return dict(os.environ, TFDS_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+              JAX_COMPILATION_CACHE_DIR=str(session_directory(tmp_path_factory,
+                                                              "jax_cache")),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1", PYTHON=sys.executable,
+              **extra)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("tfds_train")
+  return shared_data_dir(tmp_path_factory)

@@ -1,9 +1,12 @@
 """CheckpointStore on a small state: checksums catch in-place corruption, damaged steps
 are moved aside (never deleted) when saved again, init_from verifies what it loads."""
 
+import asyncio
 import json
 import os
 import shutil
+import sys
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -152,3 +155,29 @@ def test_restore_step_returns_that_step_or_names_the_steps_there(tmp_path):
       store.restore_step(7, abstract(make_state(1)))
   finally:
     store.close()
+
+
+def test_closed_loop_reports_of_a_failed_restore_are_dropped(monkeypatch):
+  """Reads still in flight when orbax closes the event loop of a failed restore report
+  'Event loop is closed' from their threads: dropped; any other error is kept."""
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", lambda report: seen.append(report.exc_value))
+  monkeypatch.setattr(threading, "excepthook", lambda report: seen.append(report.exc_value))
+  checkpoint_lib.quiet_closed_loop_callbacks()
+  checkpoint_lib.quiet_closed_loop_callbacks()  # installed once
+  closed = asyncio.new_event_loop()
+  closed.close()
+  for target in (lambda: closed.call_soon_threadsafe(print), lambda: 1 / 0):
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+  assert [type(error) for error in seen] == [ZeroDivisionError]
+
+
+def test_reasons_are_one_line_cut_at_a_word():
+  error = ValueError("Encountered error while reading array index: (slice(0, 9, 1)). "
+                     "See full TensorStore details: <bound method spec of TensorStore({")
+  assert checkpoint_lib.one_line(error) == ("ValueError: Encountered error while reading "
+                                            "array index: (slice(0, 9, 1)).")
+  long = checkpoint_lib.one_line(OSError("word " * 100 + "\nsecond line"), limit=40)
+  assert long == "OSError: word word word word word word ..."

@@ -22,7 +22,7 @@ def final_params(config, workdir):
   return jax.device_get(state.params), jax.device_get(state.batch_stats), meta
 
 
-def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys):
+def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys, monkeypatch):
   config = smoke_config(data_dir, **{"train.num_steps": 6, "train.eval_every": 3,
                                      "train.log_every": 2, "checkpoint.every_steps": 3})
   results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
@@ -41,6 +41,16 @@ def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys):
   again = loop.evaluate(config, str(tmp_path))
   assert again["test"]["mean_class_balanced_accuracy"] == pytest.approx(
       test["mean_class_balanced_accuracy"])
+  # ... and refuses at once (one line) when it could not write results.json at the end.
+  # (Tests run as root, for whom chmod does not stop writes: os.access is mocked.)
+  real_access = os.access
+  monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(
+      tmp_path) else real_access(path, mode))
+  monkeypatch.setattr(loop, "build", lambda *_: pytest.fail("evaluated first"))
+  with pytest.raises(checkpoint_lib.CheckpointError,
+                     match=r"^workdir .* is not writable \(no write permission on .*\); "
+                     "give a --workdir in a directory you can write to.$"):
+    loop.evaluate(config, str(tmp_path))
 
 
 @pytest.mark.parametrize("adjustment,variants", [
@@ -142,3 +152,14 @@ def test_init_from_an_earlier_run_copies_matching_variables(data_dir, tmp_path, 
                batch_stats)
   with pytest.raises(checkpoint_lib.CheckpointError, match="no checkpoints/ directory"):
     loop.load_pretrained(state, str(tmp_path / "missing"), run.mesh)
+
+
+def test_no_training_rows_is_an_error_before_any_statistics(data_dir, tmp_path,
+                                                            monkeypatch, capsys):
+  """Nothing derived from an empty epoch (steps per epoch, alpha) is printed first."""
+  config = smoke_config(data_dir, **{"train.num_steps": None, "train.num_epochs": 1.0})
+  monkeypatch.setattr(loop.data_lib, "training_multiplicity",
+                      lambda source, *_: np.zeros(source.num_examples("train"), int))
+  with pytest.raises(loop.TrainingError, match="training split of .* has no rows"):
+    loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert "epochs" not in capsys.readouterr().out

@@ -1,6 +1,5 @@
 """One train step on 8 simulated CPU devices equals the same step on 1 device."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
