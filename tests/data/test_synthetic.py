@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crl_jax.data import schema as schema_lib
-from crl_jax.data import sources
+from crl_jax.data import synthetic_source
 from crl_jax.data import synthetic
 from tests.data.conftest import SMALL_SPEC
 
@@ -118,11 +118,11 @@ def test_interrupted_preparation_never_loads_as_complete(tmp_path, monkeypatch):
       yield item
 
   monkeypatch.setattr(synthetic, "generate", failing)
-  source = sources.SyntheticSource(spec, data_dir=str(tmp_path))
+  source = synthetic_source.SyntheticSource(spec, data_dir=str(tmp_path))
   with pytest.raises(KeyboardInterrupt):
     source.prepare()
   monkeypatch.setattr(synthetic, "generate", original)
-  again = sources.SyntheticSource(spec, data_dir=str(tmp_path))
+  again = synthetic_source.SyntheticSource(spec, data_dir=str(tmp_path))
   assert not again.builder.is_prepared()
   again.prepare()  # a fresh preparation completes and reads back
   assert again.num_examples("validation") == 560
