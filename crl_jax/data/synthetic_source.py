@@ -46,5 +46,8 @@ class SyntheticSource(sources.TfdsSource):
 def from_config(data_config) -> SyntheticSource:
   """The source of ``config.data`` (``data_dir`` and the ``synthetic`` section's
   ``SyntheticSpec`` fields); not yet prepared."""
-  spec = synthetic.SyntheticSpec(**dict(data_config.synthetic))
+  try:
+    spec = synthetic.SyntheticSpec(**dict(data_config.synthetic))
+  except (TypeError, ValueError) as error:
+    raise sources.DataError(f"config.data.synthetic: {error}") from None
   return SyntheticSource(spec, data_dir=data_config.data_dir)

@@ -4,6 +4,7 @@ import hashlib
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from crl_jax.data import pipeline
 from crl_jax.data import resampling
@@ -133,3 +134,64 @@ def test_missing_labels_are_ignored_by_resampling():
   assert copies[8:10].min() >= 2
   with pytest.raises(ValueError, match="unknown"):
     resampling.multiplicity("sideways", labels, schema)
+
+
+# --- the stream before down-sampling read only kept examples (issue 16) -------------
+
+def reference_train_dataset(source, options, *, global_batch_size, seed, multiplicity,
+                            start_step=0, process_index=0, process_count=1):
+  """The training stream as it was built before: every stored example read each epoch,
+  the unused ones filtered out, repeats by a per-example flat_map (slow reference)."""
+  local_batch = global_batch_size // process_count
+  stored_split, _ = source.split_plan("train")
+  repeats = tf.constant(multiplicity, tf.int64)
+  buffer = min(options.shuffle_buffer, int(multiplicity.sum()))
+  examples = source.read(stored_split).enumerate()
+  examples = examples.filter(lambda index, example: repeats[index] > 0)
+  examples = examples.flat_map(
+      lambda index, example: tf.data.Dataset.from_tensors(example).repeat(
+          repeats[index]))
+
+  def epoch(epoch_index):
+    epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch_index
+    return examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+
+  stream = tf.data.Dataset.range(2**62).flat_map(epoch)
+  stream = stream.shard(process_count, process_index)
+  skipped = start_step * local_batch
+  stream = stream.skip(skipped).enumerate(start=skipped)
+
+  def preprocess(position, example):
+    element_seed = tf.stack([tf.cast(seed, tf.int64),
+                             position * process_count + process_index])
+    image = pipeline._resize(source.decode_image(example["image"]), options.image_size)
+    image = pipeline._augment(image, element_seed, options, source)
+    return {"image": pipeline._normalise(image, source),
+            "labels": tf.cast(example["labels"], tf.int32)}
+
+  return stream.map(preprocess).batch(local_batch, drop_remainder=True)
+
+
+def assert_same_stream(source, multiplicity, *, batch_size, num_batches, **kwargs):
+  options = pipeline.PipelineOptions(image_size=16, shuffle_buffer=64)
+  new = pipeline.train_dataset(source, options, global_batch_size=batch_size, seed=7,
+                               multiplicity=multiplicity, **kwargs).as_numpy_iterator()
+  old = reference_train_dataset(source, options, global_batch_size=batch_size, seed=7,
+                                multiplicity=multiplicity, **kwargs).as_numpy_iterator()
+  for _ in range(num_batches):
+    a, b = next(new), next(old)
+    np.testing.assert_array_equal(a["labels"], b["labels"])
+    np.testing.assert_array_equal(a["image"], b["image"])
+
+
+def test_kept_examples_stream_is_the_filtered_stream(small_source):
+  """Down-sampling (0/1) and over-sampling (2) read only the kept examples now, in the
+  same order, with the same augmentation, resumed at the same place: 3+ epochs."""
+  size = small_source.num_examples("train")
+  multiplicity = np.random.default_rng(0).choice([0, 1, 2], p=[0.85, 0.1, 0.05],
+                                                 size=size)
+  epoch = int(multiplicity.sum())
+  assert_same_stream(small_source, multiplicity, batch_size=40,
+                     num_batches=3 * epoch // 40 + 1)
+  assert_same_stream(small_source, multiplicity, batch_size=40, num_batches=2,
+                     start_step=epoch // 40 + 1, process_index=1, process_count=2)
