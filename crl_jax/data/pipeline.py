@@ -44,6 +44,10 @@ import tensorflow as tf
 from crl_jax.data import sources as sources_lib
 
 _accelerators_hidden = False
+# Functions handed to tf.data here have no Python control flow over tensors, so they are
+# traced as written: AutoGraph's conversion would only add seconds to every pipeline
+# built (most of an evaluation pass's set-up on a small split).
+plain_graph = tf.autograph.experimental.do_not_convert
 
 
 def keep_tensorflow_off_accelerators() -> None:
@@ -183,6 +187,7 @@ def train_dataset(source: sources_lib.Source, options: PipelineOptions, *,
   buffer = min(options.shuffle_buffer, epoch_size)
   examples = expanded_examples(source, stored_split, multiplicity)
 
+  @plain_graph
   def epoch(epoch_index):
     epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch_index
     return examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
@@ -192,6 +197,7 @@ def train_dataset(source: sources_lib.Source, options: PipelineOptions, *,
   skipped = start_step * local_batch
   stream = stream.skip(skipped).enumerate(start=skipped)
 
+  @plain_graph
   def preprocess(position, example):
     element_seed = tf.stack([tf.cast(seed, tf.int64),
                              position * process_count + process_index])
@@ -233,6 +239,7 @@ def eval_dataset(source: sources_lib.Source, split: str, options: PipelineOption
     examples = expanded_examples(source, stored_split, multiplicity)
   examples = examples.shard(process_count, process_index)
 
+  @plain_graph
   def preprocess(example):
     image = _resize(source.decode_image(example["image"]), options.image_size)
     return {"image": _normalise(image, source),
@@ -273,9 +280,9 @@ def expanded_examples(source: sources_lib.Source, stored_split: str,
   if (copies == 1).all():
     return examples
   repeats = tf.constant(copies, tf.int64)
-  return examples.enumerate().flat_map(
+  return examples.enumerate().flat_map(plain_graph(
       lambda index, example: tf.data.Dataset.from_tensors(example).repeat(
-          repeats[index]))
+          repeats[index])))
 
 
 def input_error_message(source: sources_lib.Source, error: tf.errors.OpError) -> str:

@@ -42,6 +42,17 @@ from crl_jax.data import schema as schema_lib
 
 LOGICAL_SPLITS = ("train", "validation", "test")
 DataError = errors.DataError
+# Functions handed to tf.data here have no Python control flow over tensors: traced as
+# written, without AutoGraph's conversion (seconds per pipeline on a small split).
+plain_graph = tf.autograph.experimental.do_not_convert
+
+
+def _kept(dataset: tf.data.Dataset, keep: np.ndarray) -> tf.data.Dataset:
+  """The elements of ``dataset`` where ``keep`` (bool[N]) is true."""
+  table = tf.constant(np.asarray(keep, bool))
+  return (dataset.enumerate()
+          .filter(plain_graph(lambda index, example: table[index]))
+          .map(plain_graph(lambda index, example: example)))
 
 
 def default_data_dir() -> str:
@@ -149,10 +160,7 @@ class Source(abc.ABC):
     Returns:
       ``tf.data.Dataset`` of ``keep.sum()`` examples, as ``read`` yields them.
     """
-    table = tf.constant(np.asarray(keep, bool))
-    return (self.read(stored_split).enumerate()
-            .filter(lambda index, example: table[index])
-            .map(lambda index, example: example))
+    return _kept(self.read(stored_split), keep)
 
   def decode_image(self, image: tf.Tensor) -> tf.Tensor:
     """uint8[H, W, 3] from what ``read`` yields."""
@@ -161,7 +169,7 @@ class Source(abc.ABC):
   def stored_labels(self, stored_split: str) -> np.ndarray:
     """int32[N, A] labels of a stored split, in ``read`` order (no image decoding)."""
     labels = [batch["labels"] for batch in
-              self.read(stored_split).map(lambda ex: {"labels": ex["labels"]})
+              self.read(stored_split).map(plain_graph(lambda ex: {"labels": ex["labels"]}))
               .batch(4096).as_numpy_iterator()]
     if not labels:
       return np.zeros((0, self.schema.num_attributes), np.int32)
@@ -252,15 +260,12 @@ class TfdsSource(Source):
 
   def read_subset(self, stored_split: str, keep: np.ndarray) -> tf.data.Dataset:
     keep = np.asarray(keep, bool)
-    table = tf.constant(keep)
-    kept = (self._read_undecoded(stored_split).enumerate()
-            .filter(lambda index, example: table[index])
-            .map(lambda index, example: example))
+    kept = _kept(self._read_undecoded(stored_split), keep)
     stored_bytes = self._stored_bytes(stored_split)
     if stored_bytes is not None and keep.size and (
         stored_bytes * keep.mean() <= KEPT_CACHE_BYTES):
       kept = kept.cache()
-    return kept.map(self._decode_read, num_parallel_calls=tf.data.AUTOTUNE)
+    return kept.map(plain_graph(self._decode_read), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 class _LocalFiles:
@@ -431,15 +436,16 @@ class OfflineTfdsSource(TfdsSource):
   def read(self, stored_split: str) -> tf.data.Dataset:
     """``{"image": uint8[H, W, 3], "labels": int32[A]}`` in stored order."""
     return self.as_dataset(stored_split).map(
-        lambda example: {"image": example["image"], "labels": self._labels_of(example)},
+        plain_graph(lambda example: {"image": example["image"],
+                                     "labels": self._labels_of(example)}),
         num_parallel_calls=tf.data.AUTOTUNE)
 
   def _read_undecoded(self, stored_split: str) -> tf.data.Dataset:
     """``read`` with the images still encoded (``_decode_read`` decodes them)."""
     return self.as_dataset(
         stored_split, decoders={"image": tfds.decode.SkipDecoding()}).map(
-            lambda example: {"image": example["image"],
-                             "labels": self._labels_of(example)})
+            plain_graph(lambda example: {"image": example["image"],
+                                         "labels": self._labels_of(example)}))
 
   def _decode_read(self, example):
     image = self.builder.info.features["image"].decode_example(example["image"])
@@ -449,7 +455,7 @@ class OfflineTfdsSource(TfdsSource):
     """int32[N, A] labels in ``read`` order, read without decoding any image."""
     dataset = self.as_dataset(
         stored_split, decoders={"image": tfds.decode.SkipDecoding()})
-    batches = [batch for batch in dataset.map(self._labels_of).batch(4096)
+    batches = [batch for batch in dataset.map(plain_graph(self._labels_of)).batch(4096)
                .as_numpy_iterator()]
     if not batches:
       return np.zeros((0, self.schema.num_attributes), np.int32)
@@ -586,8 +592,9 @@ class ImageFileSource(Source):
         "image": tf.constant(paths, tf.string, shape=[len(paths)]),
         "labels": tf.constant(self._labels[stored_split][keep],
                               shape=[len(paths), self.schema.num_attributes])})
-    return dataset.map(lambda example: {"image": example["image"],
-                                        "labels": tf.cast(example["labels"], tf.int32)})
+    return dataset.map(plain_graph(
+        lambda example: {"image": example["image"],
+                         "labels": tf.cast(example["labels"], tf.int32)}))
 
   def decode_image(self, image: tf.Tensor) -> tf.Tensor:
     """uint8[H, W, 3] from the image path that ``read`` yields."""

@@ -23,7 +23,7 @@ def fingerprints(images):
   return [hashlib.sha1(np.round(image, 4).tobytes()).hexdigest() for image in images]
 
 
-@pytest.mark.parametrize("process_count", [1, 3])
+@pytest.mark.parametrize("process_count", [3])  # 1 process: test_csv_source's passes
 def test_evaluation_sees_every_example_once(small_source, process_count):
   stored = fingerprints([
       (e["image"].astype(np.float32) - 127.5) / 63.75
@@ -65,9 +65,8 @@ def test_order_is_deterministic_and_resumable(small_source):
                                       seed=seed, start_step=start_step).as_numpy_iterator()
     return [next(iterator) for _ in range(count)]
 
-  first, again = batches(1), batches(1)
-  for a, b in zip(first, again):
-    np.testing.assert_array_equal(a["image"], b["image"])
+  # Two builds of one seed agree: test_kept_examples_stream_is_the_filtered_stream.
+  first = batches(1)
   other = batches(2, count=1)[0]
   assert not np.array_equal(other["labels"], first[0]["labels"])
   resumed = batches(1, start_step=3, count=1)[0]
@@ -81,7 +80,8 @@ def test_order_is_deterministic_and_resumable(small_source):
 
 def test_multiplicity_changes_the_epoch(small_source):
   labels = small_source.split_labels("train")
-  copies = resampling.oversampling_multiplicity(labels, small_source.schema, seed=0)
+  copies = resampling.oversampling_multiplicity(labels, small_source.schema, seed=0,
+                                                max_factor=2)
   multiplicity = pipeline.combined_multiplicity(small_source, copies)
   assert multiplicity.sum() == copies.sum() > len(labels)
   dataset = pipeline.train_dataset(small_source, RAW, global_batch_size=int(
