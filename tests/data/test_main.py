@@ -50,6 +50,8 @@ def test_no_progress_reaches_dataset_generation(small_source, monkeypatch, capsy
     return prepare(self, progress=progress)
 
   monkeypatch.setattr(synthetic_source.SyntheticSource, "prepare", recording_prepare)
+  # The statistics (jax's Omega) are test_cli's end-to-end run; here only the flag.
+  monkeypatch.setattr(data_main, "attribute_statistics", lambda source, config: [])
   spec = conftest.SMALL_SPEC
   overrides = [f"--config.data.synthetic.{key}={getattr(spec, key)}" for key in
                ("kind", "image_size", "num_train", "num_validation", "num_test", "seed")]
