@@ -134,12 +134,14 @@ def bad_image_files(paths: Sequence[str]) -> list[tuple[str, str]]:
   return bad
 
 
-def check_image_files(paths: Sequence[str], what: str) -> None:
+def check_image_files(paths: Sequence[str], what: str,
+                      verify_option: str = "verify_images") -> None:
   """Raises ``DataError`` naming the first missing, empty, unknown or truncated file.
 
   Args:
     paths: image file paths.
     what: where the paths come from, for the message (e.g. the CSV's path).
+    verify_option: the config key of the check, named in the message.
   """
   bad = bad_image_files(paths)
   if bad:
@@ -147,7 +149,8 @@ def check_image_files(paths: Sequence[str], what: str) -> None:
     raise errors.DataError(
         f"image file {path} (listed in {what}) {problem}; {len(bad)} of {len(paths)} "
         f"image files are bad" + (f", e.g. also {bad[1][0]}" if len(bad) > 1 else "") +
-        ". Fix or remove them and run again.")
+        f". Fix or remove them and run again ({verify_option}=decode also decodes "
+        "every image up front, to find files corrupt inside).")
 
 
 def find_undecodable_images(paths: Sequence[str]) -> list[tuple[str, str]]:

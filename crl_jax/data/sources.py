@@ -548,7 +548,7 @@ class ImageFileSource(Source):
       return
     if not os.path.exists(self._marker_path()):
       every_path = self.all_image_paths()
-      image_files.check_image_files(every_path, self.description)
+      image_files.check_image_files(every_path, self.description, self.verify_option)
       if self.verify_images == "decode":
         undecodable = image_files.find_undecodable_images(every_path)
         if undecodable:
