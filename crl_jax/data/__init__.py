@@ -9,18 +9,25 @@ baselines.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from crl_jax.data import resampling
 from crl_jax.data import schema
-from crl_jax.data import synthetic
+from crl_jax.data.errors import DataError
 
-# tf.data and tfds: ``pipeline``, ``sources`` and ``DataError`` are imported on first
-# use, so ``python -m crl_jax.data --help`` answers before TensorFlow starts and, on a
-# plain install (no [train] extra), says what to install instead of failing in runpy.
+if TYPE_CHECKING:
+  from crl_jax.data import pipeline
+  from crl_jax.data import sources
+
+__all__ = ["DataError", "SOURCES", "SOURCE_NAMES", "get_source", "pipeline",
+           "pipeline_options", "register_source", "resampling", "schema", "sources",
+           "training_multiplicity"]
+
+# tf.data and tfds: ``pipeline`` and ``sources`` are imported on first use, so
+# ``python -m crl_jax.data --help`` answers before TensorFlow starts and, on a plain
+# install (no [train] extra), says what to install instead of failing in runpy.
 _LAZY = {"pipeline": ("crl_jax.data.pipeline", None),
-         "sources": ("crl_jax.data.sources", None),
-         "DataError": ("crl_jax.data.sources", "DataError")}
+         "sources": ("crl_jax.data.sources", None)}
 
 
 def __getattr__(name):
@@ -42,7 +49,7 @@ def _imported(module_name: str, factory_name: str) -> Callable[..., sources.Sour
 # data.name -> factory taking the data config and returning a (not yet prepared)
 # ``Source``: what ``get_source`` builds and ``config.data.name`` may name.
 SOURCES: dict[str, Callable[..., sources.Source]] = {
-    "synthetic_attributes": _imported("crl_jax.data", "synthetic_from_config"),
+    "synthetic_attributes": _imported("crl_jax.data.synthetic_source", "from_config"),
     "celeb_a": _imported("crl_jax.data.celeb_a", "from_config"),
     "cifar100": _imported("crl_jax.data.cifar", "from_config"),
     "csv": _imported("crl_jax.data.csv_source", "from_config"),
@@ -73,18 +80,19 @@ def register_source(name: str, factory: Callable[..., sources.Source]):
   return factory
 
 
-def synthetic_from_config(data_config) -> sources.SyntheticSource:
-  from crl_jax.data import sources
-  spec = synthetic.SyntheticSpec(**dict(data_config.synthetic))
-  return sources.SyntheticSource(spec, data_dir=data_config.data_dir)
-
-
 def get_source(data_config) -> sources.Source:
-  """The ``Source`` named by ``data_config.name`` (not yet prepared)."""
-  from crl_jax.data.sources import DataError
+  """The ``Source`` named by ``data_config.name`` (not yet prepared).
+
+  The data layer's entry point: it first keeps TensorFlow off the accelerators
+  (``pipeline.keep_tensorflow_off_accelerators``), before any TensorFlow op runs.
+
+  Raises:
+    DataError: an unknown name, or the source's own checks (missing files, bad CSV).
+  """
   if data_config.name not in SOURCES:
     raise DataError(f"config.data.name={data_config.name!r} is unknown; use one of "
                     f"{', '.join(SOURCES)}.")
+  importlib.import_module("crl_jax.data.pipeline").keep_tensorflow_off_accelerators()
   return SOURCES[data_config.name](data_config)
 
 
@@ -97,10 +105,19 @@ def pipeline_options(data_config) -> pipeline.PipelineOptions:
 
 
 def training_multiplicity(source: sources.Source, data_config, seed: int):
-  """int32[N_stored] copies per stored training example (protocol x resampling)."""
+  """int32[N_stored] copies per stored training example (protocol x resampling).
+
+  Raises:
+    DataError: the training split is empty (before anything sizes an epoch by it).
+  """
   from crl_jax.data import pipeline
+  labels = source.split_labels("train")
+  if not len(labels):
+    raise DataError(f"the training split of {source.name} is empty: nothing to train "
+                    "on. Check the dataset's split (e.g. the CSV's split column) and "
+                    "its subset options (config.data).")
   extra = resampling.multiplicity(
-      data_config.resampling, source.split_labels("train"), source.schema, seed=seed,
+      data_config.resampling, labels, source.schema, seed=seed,
       max_factor=data_config.resampling_max_factor,
       min_keep_fraction=data_config.resampling_min_keep_fraction)
   return pipeline.combined_multiplicity(source, extra)

@@ -1,14 +1,17 @@
 r"""Describe a config's dataset: class counts, imbalance, Omega_imb and alpha per attribute.
 
     python -m crl_jax.data --config=configs/synthetic.py [--plot=classes.png] [--json]
-        [--measure_batches=50] [--config.data.synthetic.num_train=...]
+        [--measure_batches=50] [--no_progress] [--config.data.synthetic.num_train=...]
 
 Prepares the dataset first if needed (offline). Prints, per attribute, the number of
 classes, the smallest and largest training class, the imbalance ratio (largest :
 smallest non-empty class), Omega_imb (a fraction, Eqn 8) and alpha = eta * Omega_imb
 (or the config's fixed alpha); writes a PNG of the sorted class distributions like the
 paper's Fig. 1; ``--json`` prints the same as JSON; ``--measure_batches`` times the
-training pipeline alone (images/s).
+training pipeline alone (images/s); ``--no_progress`` hides the progress bars of dataset
+generation.
+
+A bad flag, config or dataset ends in one line on stderr, ``error: ...``, exit code 2.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -94,7 +98,7 @@ def measure_pipeline(source, config, num_batches: int) -> float:
       source, data_lib.pipeline_options(config.data),
       global_batch_size=config.train.batch_size, seed=config.seed,
       multiplicity=multiplicity)
-  iterator = dataset.as_numpy_iterator()
+  iterator = data_lib.pipeline.numpy_batches(dataset, source)
   for _ in range(3):
     next(iterator)
   start = time.perf_counter()
@@ -121,23 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   parser.add_argument("--measure_batches", type=int, default=0, metavar="N",
                       help="also time N batches of the training pipeline (images/s)")
+  parser.add_argument("--no_progress", action="store_true",
+                      help="hide the progress bars of dataset generation")
+
+  def one_line_error(message: str):
+    """argparse's usage-and-message, as one line (``error: ...``, exit code 2)."""
+    parser.exit(2, f"error: {COMMAND}: {message} (see {COMMAND} --help)\n")
+
+  parser.error = one_line_error
   return parser
 
 
-def main(argv=None) -> int:
-  parser = build_parser()
-  args, rest = parser.parse_known_args(argv)
-  overrides = []
-  for item in rest:
-    if not item.startswith("--config."):
-      parser.error(f"unknown argument {item!r}")
-    overrides.append(item[len("--config."):])
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def describe(args, overrides: list[str]) -> int:
+  """Loads the config, prepares the data and prints (or plots) the statistics."""
   from crl_jax import config_lib
   from crl_jax import data as data_lib
+  from crl_jax.data import errors
   config = config_lib.load_config(args.config, overrides)
   source = data_lib.get_source(config.data)
-  source.prepare()
+  source.prepare(progress=not args.no_progress)
   rows = attribute_statistics(source, config)
   images_per_second = (measure_pipeline(source, config, args.measure_batches)
                        if args.measure_batches else None)
@@ -155,10 +161,35 @@ def main(argv=None) -> int:
       print(f"training pipeline alone: {images_per_second:.0f} images/s "
             f"(batch {config.train.batch_size}, {args.measure_batches} batches)")
   if args.plot:
-    plot_distributions(rows, args.plot)
+    try:
+      plot_distributions(rows, args.plot)
+    except OSError as error:
+      reason = error.strerror or error
+      raise errors.DataError(f"--plot={args.plot}: cannot write it ({reason}); give a "
+                             "writable path, or --plot='' to skip.") from None
     if not args.json:
       print(f"wrote {args.plot}")
   return 0
+
+
+def main(argv=None) -> int:
+  parser = build_parser()
+  args, rest = parser.parse_known_args(argv)
+  overrides = []
+  for item in rest:
+    if not item.startswith("--config."):
+      parser.error(f"unknown argument {item!r}")
+    overrides.append(item[len("--config."):])
+  if args.measure_batches < 0:
+    parser.error(f"--measure_batches={args.measure_batches} must be >= 0")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from crl_jax import config_lib
+  from crl_jax.data import errors
+  try:
+    return describe(args, overrides)
+  except (config_lib.ConfigError, errors.DataError) as error:
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    return 2
 
 
 if __name__ == "__main__":

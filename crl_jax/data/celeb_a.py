@@ -22,7 +22,8 @@ CelebA has no missing labels.
 
 Nothing is downloaded. The data must already be prepared by tfds in ``data_dir``
 (``<data_dir>/celeb_a/2.1.0``), or the five official files must lie in
-``<data_dir>/downloads/manual/``, from which ``prepare()`` builds it offline.
+``<data_dir>/downloads/manual/``, from which ``prepare()`` builds it offline with tfds's
+own ``celeb_a`` builder (``sources.offline_builder``).
 
 Example::
 
@@ -33,10 +34,8 @@ Example::
 
 from __future__ import annotations
 
-import abc
 import os
-from typing import Callable, Optional
-from unittest import mock
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -56,112 +55,11 @@ OFFICIAL_FILES = {
 }
 PAPER_VALIDATION_SIZE = 10_000
 TEST_SPLITS = ("validation", "test")
+# Kept for callers that found it here (tests/train/test_configs.py); it lives in sources.
+manual_dir = sources.manual_dir
 
 
-def manual_dir(data_dir: str) -> str:
-  """``<data_dir>/downloads/manual``: where official archives wait to be built offline."""
-  return os.path.join(data_dir, "downloads", "manual")
-
-
-class OfflineTfdsSource(sources.TfdsSource):
-  """A tfds-backed source that refuses to download.
-
-  ``prepare()`` either finds the dataset prepared in ``data_dir``, or builds it from
-  official files that the user placed in ``manual_dir(data_dir)`` (tfds's own builder
-  runs with its download step pointed at those files), or raises ``DataError`` naming
-  the expected paths and how to get the data there. Every reader checks the same.
-
-  Subclasses set ``builder`` and ``_data_dir`` (the tfds data dir) and implement
-  ``_missing_message``, ``_labels_of`` and, where the official files can be built
-  offline, ``_offline_download``. ``read`` yields decoded images; ``stored_labels``
-  skips image decoding.
-  """
-
-  _prepared: bool = False
-
-  @abc.abstractmethod
-  def _missing_message(self) -> str:
-    """One line: what was expected where, and how to get it there."""
-
-  def _offline_download(self) -> Optional[tuple[str, Callable]]:
-    """``(DownloadManager method name, replacement)`` that serves the official files
-    from ``manual_dir``, or ``None`` when they are not all there."""
-    return None
-
-  def _found_versions(self) -> str:
-    dataset_dir = os.path.dirname(str(self.builder.data_path))
-    if not os.path.isdir(dataset_dir):
-      return ""
-    found = sorted(name for name in os.listdir(dataset_dir)
-                   if name[:1].isdigit() and "." in name)
-    return f" (found other versions there: {', '.join(found)})" if found else ""
-
-  def is_prepared(self) -> bool:
-    if not self._prepared:
-      self._prepared = bool(self.builder.is_prepared())
-    return self._prepared
-
-  def require_prepared(self) -> None:
-    """Raises ``DataError`` (naming paths and the fix) unless the data are prepared."""
-    if not self.is_prepared():
-      raise sources.DataError(self._missing_message() + self._found_versions())
-
-  def prepare(self) -> None:
-    if self.is_prepared():
-      return
-    offline = self._offline_download()
-    if offline is None:
-      self.require_prepared()
-    method, replacement = offline
-    print(f"Building {self.builder.name} into {self.builder.data_dir} from the official "
-          f"files in {manual_dir(self._data_dir)} (offline)...", flush=True)
-    with mock.patch.object(tfds.download.DownloadManager, method, replacement):
-      self.builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-          compute_stats=tfds.download.ComputeStatsMode.SKIP))
-    self.builder = tfds.builder(self.builder.name, data_dir=self._data_dir)
-    self._prepared = False
-    self.require_prepared()
-
-  def num_stored_examples(self, stored_split: str) -> int:
-    self.require_prepared()
-    try:
-      return int(self.builder.info.splits[stored_split].num_examples)
-    except (KeyError, ValueError, AssertionError) as error:
-      raise sources.DataError(
-          f"{self.builder.name} in {self.builder.data_dir} has no split "
-          f"{stored_split!r} (it has {', '.join(self.builder.info.splits)}): "
-          f"{error}") from None
-
-  def as_dataset(self, stored_split: str, decoders=None) -> tf.data.Dataset:
-    """The tfds examples of ``stored_split`` in stored order (no shuffling)."""
-    self.require_prepared()
-    read_config = tfds.ReadConfig(
-        shuffle_seed=None, interleave_cycle_length=1, add_tfds_id=False)
-    return self.builder.as_dataset(split=stored_split, shuffle_files=False,
-                                   decoders=decoders, read_config=read_config)
-
-  @abc.abstractmethod
-  def _labels_of(self, example) -> tf.Tensor:
-    """int32[A] labels of one tfds example."""
-
-  def read(self, stored_split: str) -> tf.data.Dataset:
-    """``{"image": uint8[H, W, 3], "labels": int32[A]}`` in stored order."""
-    return self.as_dataset(stored_split).map(
-        lambda example: {"image": example["image"], "labels": self._labels_of(example)},
-        num_parallel_calls=tf.data.AUTOTUNE)
-
-  def stored_labels(self, stored_split: str) -> np.ndarray:
-    """int32[N, A] labels in ``read`` order, read without decoding any image."""
-    dataset = self.as_dataset(
-        stored_split, decoders={"image": tfds.decode.SkipDecoding()})
-    batches = [batch for batch in dataset.map(self._labels_of).batch(4096)
-               .as_numpy_iterator()]
-    if not batches:
-      return np.zeros((0, self.schema.num_attributes), np.int32)
-    return np.concatenate(batches).astype(np.int32)
-
-
-class CelebASource(OfflineTfdsSource):
+class CelebASource(sources.OfflineTfdsSource):
   """CelebA's 40 binary attributes; splits as in the module docstring.
 
   Args:
@@ -211,13 +109,13 @@ class CelebASource(OfflineTfdsSource):
         f"DIR/celeb_a to {os.path.join(self._data_dir, 'celeb_a')}; or point "
         f"config.data.data_dir / $TFDS_DATA_DIR at the data dir that holds it.")
 
-  def _offline_download(self):
+  def _official_files(self):
     directory = manual_dir(self._data_dir)
     paths = {key: os.path.join(directory, file_name)
              for file_name, key in OFFICIAL_FILES.items()}
     if not all(os.path.exists(path) for path in paths.values()):
       return None
-    return "download", lambda download_manager, urls: dict(paths)
+    return paths
 
   def split_plan(self, split: str) -> tuple[str, Optional[np.ndarray]]:
     """``("train[:-V]" | "train[-V:]" | test_split, None)``, ``V = validation_size``."""

@@ -42,7 +42,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from crl_jax.data import celeb_a
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 
@@ -214,7 +213,7 @@ def protocol_multiplicities(labels: np.ndarray, protocol: str, *, gamma: float =
   return {"train": train, "validation": validation}
 
 
-class CifarSource(celeb_a.OfflineTfdsSource):
+class CifarSource(sources.OfflineTfdsSource):
   """CIFAR-100 under one of ``PROTOCOLS`` (module docstring).
 
   Args:
@@ -276,18 +275,17 @@ class CifarSource(celeb_a.OfflineTfdsSource):
         f"cifar100-{{train,test}}.tfrecord-* files). crl_jax never downloads. Either put "
         f"the official archive {OFFICIAL_ARCHIVE} "
         f"(https://www.cs.toronto.edu/~kriz/{OFFICIAL_ARCHIVE}) at "
-        f"{os.path.join(celeb_a.manual_dir(self._data_dir), OFFICIAL_ARCHIVE)} and call "
+        f"{os.path.join(sources.manual_dir(self._data_dir), OFFICIAL_ARCHIVE)} and call "
         f"prepare() again (e.g. python -m crl_jax.data --config=...), which builds it "
         f"offline; or run `tfds build cifar100 --data_dir=DIR` on a machine with network "
         f"and copy DIR/cifar100 to {os.path.join(self._data_dir, 'cifar100')}; or point "
         f"config.data.data_dir / $TFDS_DATA_DIR at the data dir that holds it.")
 
-  def _offline_download(self):
-    archive = os.path.join(celeb_a.manual_dir(self._data_dir), OFFICIAL_ARCHIVE)
+  def _official_files(self):
+    archive = os.path.join(sources.manual_dir(self._data_dir), OFFICIAL_ARCHIVE)
     if not os.path.exists(archive):
       return None
-    return ("download_and_extract",
-            lambda download_manager, url: download_manager.extract(archive))
+    return {"archive": archive}
 
   def multiplicities(self) -> dict[str, np.ndarray]:
     """``{"train", "validation"}`` -> int32[50000] 0/1 over tfds's train split (cached)."""

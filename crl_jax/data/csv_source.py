@@ -31,15 +31,24 @@ Splits: with a split column, its values. Without one, a random split by ``seed``
 to validation, the rest to train (``np.random.default_rng(seed).permutation``; test takes
 the first ``test_size`` positions, validation the next). Every split reads in CSV order.
 
+Silent traps refused (``strict_labels``, default ``True``; ``False`` accepts them with a
+warning): integer ids that leave ids below the largest without rows (one stray ``10``
+in a 0/1 column would make it an 11-class attribute, 1:1 becoming 1:11), and an
+attribute without a single label in the training split (its class counts, Omega_imb
+and alpha are undefined). A CSV whose rows are all validation/test is refused too. The
+CSV must be UTF-8 (a BOM is fine); another encoding is named with its line.
+
 Images are decoded with ``tf.io.decode_image(..., channels=3, expand_animations=False)``
 (JPEG, PNG, GIF, BMP). ``prepare()`` (also run by the first ``read``) checks every file
-up front: it exists, is not empty, and starts with a JPEG/PNG/GIF/BMP signature; the
+up front as ``image_files`` says (``verify_images``: ``header``, the default, finds
+missing, empty, unknown and truncated files; ``decode`` also decodes each once); the
 first bad file is named. A success is remembered in the cache dir
 (``<data_dir>/crl_jax_csv/<hash of the CSV path, mtime, size and the config>``).
-``csv.verify_images="decode"`` also decodes every image once up front (slow; it names
-files whose bytes are corrupt past a valid header). During training a file whose header
-has gone bad fails a ``tf.debugging.Assert`` whose message names the file; a missing
-file fails ``tf.io.read_file`` naming it.
+
+The constructor is a sequence of named steps, each a function below: ``check_locations``,
+``read_rows``, ``resolve_columns``, ``image_paths_of``, ``parse_labels`` (per column
+``attribute_labels``), ``assign_splits``, ``check_training_rows``,
+``check_training_labels``.
 
 X-Domain (``xdomain_from_config``): the same reader with the paper's 9 attribute
 columns (``synthetic.XDOMAIN_ATTRIBUTES``, 16/55/22/12/20/15/12/20/6 classes; integer ids
@@ -54,213 +63,158 @@ values are used as given.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
+import dataclasses
+import io
 import os
-from typing import Mapping, Optional, Sequence
+import warnings
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 
+from crl_jax.data import csv_options
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 from crl_jax.data import synthetic
 
+CsvOptions = csv_options.CsvOptions
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
                  "valid": "validation", "dev": "validation", "test": "test"}
 MISSING_CELLS = ("", "-1")
-IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"),
-                    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"))
-VERIFY_MODES = ("header", "decode")
-# ImageNet statistics of ``image / 255``: a neutral default for photographs.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # X-Domain as used in the paper (Section 4).
 XDOMAIN_NUM_IMAGES = 245_467
 XDOMAIN_TEST_SIZE = 80_000
 XDOMAIN_VALIDATION_SIZE = 10_000
+LAYOUT = ("a CSV with a header row (e.g. image,attribute_1,...,split) and one row per "
+          "image, whose image paths are relative to config.data.csv.image_dir")
+# (line number, cells) of one CSV row.
+Row = tuple[int, list[str]]
 
 
-# --- image files --------------------------------------------------------------------
-
-def image_file_problem(path: str) -> Optional[str]:
-  """Why ``path`` cannot be an image (``None`` if its header looks fine)."""
-  try:
-    with open(path, "rb") as f:
-      head = f.read(16)
-  except FileNotFoundError:
-    return "does not exist"
-  except OSError as error:
-    return f"cannot be read ({error.strerror or error})"
-  if not head:
-    return "is empty"
-  if not any(head.startswith(signature) for signature, _ in IMAGE_SIGNATURES):
-    return f"is not a JPEG, PNG, GIF or BMP file (it starts with {head[:8]!r})"
-  return None
+def _lines(lines: Sequence[int], limit: int = 5) -> str:
+  """``"line 7"`` / ``"lines 3, 8, 9 and 4 more"``."""
+  shown = ", ".join(str(line) for line in lines[:limit])
+  more = f" and {len(lines) - limit} more" if len(lines) > limit else ""
+  return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
 
 
-def check_image_files(paths: Sequence[str], what: str) -> None:
-  """Raises ``DataError`` naming the first file that is missing, empty or no image.
+def _id_ranges(ids: Sequence[int]) -> str:
+  """``"ids 2-9"``, ``"id 3"``, ``"ids 1, 4-5"``."""
+  ranges, start = [], None
+  for k, value in enumerate(ids):
+    if start is None:
+      start = value
+    if k + 1 == len(ids) or ids[k + 1] != value + 1:
+      ranges.append(str(start) if start == value else f"{start}-{value}")
+      start = None
+  return f"id{'s' if len(ids) > 1 else ''} {', '.join(ranges)}"
 
-  Args:
-    paths: image file paths.
-    what: where the paths come from, for the message (e.g. the CSV's path).
-  """
-  bad = []
-  for path in paths:
-    problem = image_file_problem(path)
-    if problem is not None:
-      bad.append((path, problem))
-  if bad:
-    path, problem = bad[0]
+
+# --- the steps of reading a CSV -------------------------------------------------------
+
+def check_locations(path: Optional[str], image_dir: Optional[str]) -> None:
+  """Raises ``DataError`` unless ``path`` is a file and ``image_dir`` a folder."""
+  if not path:
+    raise sources.DataError(f"config.data.csv.path is not set; expected {LAYOUT}.")
+  if not os.path.isfile(path):
+    raise sources.DataError(f"CSV file {path} (config.data.csv.path) does not exist; "
+                            f"expected {LAYOUT}.")
+  if not image_dir:
+    raise sources.DataError(f"config.data.csv.image_dir is not set; expected the "
+                            f"folder that holds the images listed in {path}.")
+  if not os.path.isdir(image_dir):
     raise sources.DataError(
-        f"image file {path} (listed in {what}) {problem}; {len(bad)} of {len(paths)} "
-        f"image files are bad" + (f", e.g. also {bad[1][0]}" if len(bad) > 1 else "") +
-        ". Fix or remove them and run again.")
+        f"image folder {image_dir} (config.data.csv.image_dir) does not exist; expected "
+        f"the folder that holds the images listed in {path}, e.g. "
+        f"{os.path.join(image_dir, 'shirts/0001.jpg')} for a row 'shirts/0001.jpg,...'.")
 
 
-def find_undecodable_images(paths: Sequence[str]) -> list[tuple[str, str]]:
-  """``(path, error)`` of every file ``tf.io.decode_image`` cannot decode (slow: decodes
-  each file once, eagerly)."""
-  bad = []
-  for path in paths:
-    try:
-      tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
-            tf.errors.UnknownError) as error:
-      bad.append((path, error.message.splitlines()[0]))
-  return bad
+def decode_utf8(path: str, payload: bytes) -> str:
+  """The text of a UTF-8 file (a BOM is dropped); ``DataError`` naming the line of the
+  first byte that is not UTF-8."""
+  try:
+    return payload.decode("utf-8-sig")
+  except UnicodeDecodeError as error:
+    line = payload.count(b"\n", 0, error.start) + 1
+    byte = payload[error.start:error.start + 1]
+    raise sources.DataError(
+        f"{path}, line {line}: byte 0x{byte.hex()} is not UTF-8 ({error.reason}); save "
+        f"the CSV as UTF-8, e.g. iconv -f latin1 -t utf-8 {path} > utf8.csv (if it is "
+        "Latin-1), and point config.data.csv.path at it.") from None
 
 
-def decode_image_file(path: tf.Tensor) -> tf.Tensor:
-  """uint8[H, W, 3] of the image file at ``path`` (a string scalar), inside tf.data.
-
-  A file without a JPEG/PNG/GIF/BMP signature (empty, replaced, truncated to nothing)
-  fails a ``tf.debugging.Assert`` whose message holds the path; a missing file fails
-  ``tf.io.read_file`` with the path.
-  """
-  contents = tf.io.read_file(path)
-  known = tf.reduce_any(tf.stack([
-      tf.equal(tf.strings.substr(contents, 0, len(signature)), signature)
-      for signature, _ in IMAGE_SIGNATURES]))
-  check = tf.debugging.Assert(known, [
-      "image file is empty or not a JPEG/PNG/GIF/BMP image:", path], summarize=1)
-  with tf.control_dependencies([check]):
-    return tf.io.decode_image(contents, channels=3, expand_animations=False)
-
-
-def stable_digest(payload) -> str:
-  """16 hex digits identifying a JSON-able ``payload`` (cache directory names)."""
-  return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()
-                      ).hexdigest()[:16]
-
-
-def file_stamp(path: str) -> list:
-  """``[real path, mtime_ns, size]``: changes when the file is replaced or edited."""
-  status = os.stat(path)
-  return [os.path.realpath(path), status.st_mtime_ns, status.st_size]
-
-
-class ImageFileSource(sources.Source):
-  """Image files on disk plus an in-memory label matrix per split (CSV, DeepFashion).
-
-  ``read`` yields ``{"image": path (string), "labels": int32[A]}`` in the given order;
-  ``decode_image`` reads and decodes the file. Stored splits are the logical splits.
-
-  Args:
-    name: the source's name.
-    schema: the attributes.
-    image_paths: split -> str[N] full image paths.
-    labels: split -> int[N, A] labels (``-1`` missing).
-    cache_dir: where cached label arrays and the image-check marker live.
-    description: what the paths were read from, for error messages.
-    verify_images: ``header`` (check each file's signature once) or ``decode`` (also
-      decode each file once).
-    mean, std: per-channel normalisation of ``image / 255``.
-  """
-
-  def __init__(self, name: str, schema: schema_lib.Schema,
-               image_paths: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
-               cache_dir: str, description: str, verify_images: str = "header",
-               mean: tuple[float, float, float] = IMAGENET_MEAN,
-               std: tuple[float, float, float] = IMAGENET_STD):
-    if verify_images not in VERIFY_MODES:
-      raise sources.DataError(f"verify_images={verify_images!r} is unknown; use one of "
-                              f"{', '.join(VERIFY_MODES)}.")
-    self.name = name
-    self.schema = schema
-    self.mean = tuple(mean)
-    self.std = tuple(std)
-    self.description = description
-    self.verify_images = verify_images
-    self._cache_dir = cache_dir
-    self._image_paths = {split: np.asarray(image_paths.get(split, []), dtype=object)
-                         for split in sources.LOGICAL_SPLITS}
-    label_dtype = np.int8 if schema.max_classes <= 127 else np.int32
-    self._labels = {
-        split: np.asarray(labels.get(split, np.zeros((0, schema.num_attributes))),
-                          label_dtype).reshape(-1, schema.num_attributes)
-        for split in sources.LOGICAL_SPLITS}
-    self._checked = False
-
-  def cache_dir(self) -> str:
-    return self._cache_dir
-
-  def num_stored_examples(self, stored_split: str) -> int:
-    sources.check_split(stored_split)
-    return len(self._image_paths[stored_split])
-
-  def stored_labels(self, stored_split: str) -> np.ndarray:
-    sources.check_split(stored_split)
-    return self._labels[stored_split].astype(np.int32)
-
-  def image_paths(self, stored_split: str) -> np.ndarray:
-    """str[N] image paths of a split, in ``read`` order."""
-    sources.check_split(stored_split)
-    return self._image_paths[stored_split]
-
-  def _marker_path(self) -> str:
-    return os.path.join(self._cache_dir, f"images_ok_{self.verify_images}")
-
-  def prepare(self) -> None:
-    """Checks every image file once (see ``verify_images``); remembers a success."""
-    if self._checked:
-      return
-    if not os.path.exists(self._marker_path()):
-      every_path = [str(path) for split in sources.LOGICAL_SPLITS
-                    for path in self._image_paths[split]]
-      check_image_files(every_path, self.description)
-      if self.verify_images == "decode":
-        undecodable = find_undecodable_images(every_path)
-        if undecodable:
-          path, error = undecodable[0]
-          raise sources.DataError(
-              f"image file {path} (listed in {self.description}) cannot be decoded "
-              f"({error}); {len(undecodable)} files cannot.")
-      try:
-        sources.atomic_write(self._marker_path(), b"ok\n")
-      except OSError:
-        pass  # a read-only cache dir: check again next time
-    self._checked = True
-
-  def read(self, stored_split: str) -> tf.data.Dataset:
-    """``{"image": string path, "labels": int32[A]}`` in list order."""
-    sources.check_split(stored_split)
-    self.prepare()
-    paths = self._image_paths[stored_split].astype(str)
-    dataset = tf.data.Dataset.from_tensor_slices({
-        "image": tf.constant(paths, tf.string, shape=[len(paths)]),
-        "labels": tf.constant(self._labels[stored_split],
-                              shape=[len(paths), self.schema.num_attributes])})
-    return dataset.map(lambda example: {"image": example["image"],
-                                        "labels": tf.cast(example["labels"], tf.int32)})
-
-  def decode_image(self, image: tf.Tensor) -> tf.Tensor:
-    """uint8[H, W, 3] from the image path that ``read`` yields."""
-    return decode_image_file(image)
+def read_rows(path: str) -> tuple[list[str], list[Row]]:
+  """``(header, [(line number, cells)])`` of a UTF-8 CSV; cells stripped, blank lines
+  skipped; ``DataError`` on a bad encoding, a ragged row, a repeated column or no rows."""
+  with open(path, "rb") as f:
+    text = decode_utf8(path, f.read())
+  reader = csv.reader(io.StringIO(text, newline=""))
+  header = None
+  rows = []
+  for cells in reader:
+    if not cells or all(not cell.strip() for cell in cells):
+      continue  # blank line
+    cells = [cell.strip() for cell in cells]
+    if header is None:
+      header = cells
+      continue
+    if len(cells) != len(header):
+      raise sources.DataError(
+          f"{path}, line {reader.line_num}: {len(cells)} cells, but the header has "
+          f"{len(header)} ({', '.join(header)}).")
+    rows.append((reader.line_num, cells))
+  if header is None:
+    raise sources.DataError(f"{path} is empty; expected a header row (e.g. "
+                            "image,attribute_1,...) and one row per image.")
+  duplicates = sorted({column for column in header if header.count(column) > 1})
+  if duplicates:
+    raise sources.DataError(f"{path}: the header names column "
+                            f"{', '.join(map(repr, duplicates))} more than once.")
+  if not rows:
+    raise sources.DataError(f"{path} has a header ({', '.join(header)}) but no rows.")
+  return header, rows
 
 
-# --- the CSV ------------------------------------------------------------------------
+def resolve_columns(path: str, header: Sequence[str], options: CsvOptions,
+                    attribute_names: Optional[Sequence[str]] = None) -> list[str]:
+  """The label columns (``options.attributes`` or every other column), checked against
+  the header, ``class_names`` and the expected number (``attribute_names``)."""
+  attributes = options.attributes
+  if attributes is None:
+    attributes = [column for column in header
+                  if column not in (options.image_column, options.split_column)]
+  attributes = [str(column) for column in attributes]
+  wanted = ([options.image_column] + attributes +
+            ([options.split_column] if options.split_column else []))
+  missing = [column for column in wanted if column not in header]
+  if missing:
+    raise sources.DataError(
+        f"{path} has no column {', '.join(map(repr, missing))} (from "
+        f"config.data.csv); its columns are: {', '.join(header)}.")
+  if not attributes:
+    raise sources.DataError(f"{path} has no label columns besides "
+                            f"{options.image_column!r}; its columns are: "
+                            f"{', '.join(header)}.")
+  unknown = sorted(set(options.class_names) - set(attributes))
+  if unknown:
+    raise sources.DataError(
+        f"config.data.csv.class_names names {', '.join(map(repr, unknown))}, which "
+        f"are not label columns of {path} ({', '.join(attributes)}).")
+  if attribute_names is not None and len(attribute_names) != len(attributes):
+    raise sources.DataError(f"{path}: expected {len(attribute_names)} label columns "
+                            f"({', '.join(attribute_names)}), got {len(attributes)}.")
+  return attributes
+
+
+def image_paths_of(path: str, rows: Sequence[Row], column: int, column_name: str,
+                   image_dir: str) -> np.ndarray:
+  """object[N] full image paths (relative cells joined to ``image_dir``)."""
+  for line, cells in rows:
+    if not cells[column]:
+      raise sources.DataError(f"{path}, line {line}, column {column_name!r}: the "
+                              "image path is empty.")
+  return np.array([os.path.join(image_dir, cells[column]) for _, cells in rows],
+                  dtype=object)
+
 
 def _as_integer(cell: str) -> Optional[int]:
   try:
@@ -274,40 +228,9 @@ def _as_integer(cell: str) -> Optional[int]:
   return int(value) if value.is_integer() else None
 
 
-def _read_rows(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-  """``(header, [(line number, cells)])`` of a CSV; cells stripped."""
-  with open(path, newline="", encoding="utf-8-sig") as f:
-    reader = csv.reader(f)
-    header = None
-    rows = []
-    for cells in reader:
-      if not cells or all(not cell.strip() for cell in cells):
-        continue  # blank line
-      cells = [cell.strip() for cell in cells]
-      if header is None:
-        header = cells
-        continue
-      if len(cells) != len(header):
-        raise sources.DataError(
-            f"{path}, line {reader.line_num}: {len(cells)} cells, but the header has "
-            f"{len(header)} ({', '.join(header)}).")
-      rows.append((reader.line_num, cells))
-  if header is None:
-    raise sources.DataError(f"{path} is empty; expected a header row (e.g. "
-                            "image,attribute_1,...) and one row per image.")
-  duplicates = sorted({column for column in header if header.count(column) > 1})
-  if duplicates:
-    raise sources.DataError(f"{path}: the header names column "
-                            f"{', '.join(map(repr, duplicates))} more than once.")
-  if not rows:
-    raise sources.DataError(f"{path} has a header ({', '.join(header)}) but no rows.")
-  return header, rows
-
-
-def _attribute_labels(path: str, column: str, cells: Sequence[tuple[int, str]],
-                      class_names: Optional[Sequence[str]],
-                      num_classes: Optional[int]) -> tuple[schema_lib.Attribute,
-                                                           np.ndarray]:
+def attribute_labels(path: str, column: str, cells: Sequence[tuple[int, str]],
+                     class_names: Optional[Sequence[str]], num_classes: Optional[int],
+                     strict: bool = True) -> tuple[schema_lib.Attribute, np.ndarray]:
   """One attribute column's labels (module docstring's rules).
 
   Args:
@@ -316,9 +239,11 @@ def _attribute_labels(path: str, column: str, cells: Sequence[tuple[int, str]],
     cells: ``(line number, cell)`` per row.
     class_names: the column's class names from the config, or ``None``.
     num_classes: a fixed class count for integer ids (X-Domain), or ``None``.
+    strict: refuse inferred integer ids that leave ids below the largest without rows
+      (else warn).
 
   Returns:
-    ``(Attribute, int32[N])``.
+    ``(Attribute, int32[N])``, ``-1`` where the label is missing.
   """
   labels = np.full(len(cells), schema_lib.MISSING_LABEL, np.int32)
   present = [(k, line, cell) for k, (line, cell) in enumerate(cells)
@@ -365,11 +290,53 @@ def _attribute_labels(path: str, column: str, cells: Sequence[tuple[int, str]],
           raise out_of_range(line, integers[k], count)
         labels[k] = integers[k]
       names = tuple(str(k) for k in range(count))
+      if num_classes is None:
+        _check_id_gaps(path, column, present, integers, largest, strict)
   try:
     attribute = schema_lib.Attribute(column, names)
   except ValueError as error:
     raise sources.DataError(f"{path}, column {column!r}: {error}") from None
   return attribute, labels
+
+
+def _check_id_gaps(path, column, present, integers, largest, strict) -> None:
+  """Inferred class ids must leave no id below the largest without rows (a stray label
+  would otherwise add classes and change the imbalance ratio, Omega_imb and alpha)."""
+  used = set(integers.values())
+  empty = [c for c in range(largest) if c not in used]
+  if not empty:
+    return
+  stray_lines = [line for k, line, _ in present if integers[k] == largest]
+  message = (
+      f"{path}, column {column!r}: integer ids run to {largest}, but {_id_ranges(empty)} "
+      f"{'has' if len(empty) == 1 else 'have'} no rows, so {column!r} would get "
+      f"{largest + 1} classes; is label {largest} on {_lines(stray_lines)} a stray? Fix "
+      f"it, list the classes in config.data.csv.class_names[{column!r}], or set "
+      "config.data.csv.strict_labels=False to keep the empty classes.")
+  if strict:
+    raise sources.DataError(message)
+  warnings.warn(message, stacklevel=3)
+
+
+def parse_labels(path: str, rows: Sequence[Row], column_index: Mapping[str, int],
+                 attributes: Sequence[str], options: CsvOptions,
+                 attribute_names: Optional[Sequence[str]] = None,
+                 num_classes: Optional[Sequence[int]] = None
+                 ) -> tuple[schema_lib.Schema, np.ndarray]:
+  """``(Schema, int32[N, A])`` of the label columns (``attribute_labels`` each)."""
+  schema_attributes, label_columns = [], []
+  for j, column in enumerate(attributes):
+    attribute, column_labels = attribute_labels(
+        path, column, [(line, cells[column_index[column]]) for line, cells in rows],
+        options.class_names.get(column),
+        None if num_classes is None else int(num_classes[j]),
+        strict=options.strict_labels)
+    if attribute_names is not None:
+      attribute = schema_lib.Attribute(attribute_names[j], attribute.class_names)
+    schema_attributes.append(attribute)
+    label_columns.append(column_labels)
+  return (schema_lib.Schema(tuple(schema_attributes)),
+          np.stack(label_columns, axis=1).astype(np.int32))
 
 
 def _split_size(value, num_rows: int, key: str) -> int:
@@ -386,7 +353,7 @@ def _split_size(value, num_rows: int, key: str) -> int:
 
 def random_split(num_rows: int, validation_size: int, test_size: int,
                  seed: int) -> np.ndarray:
-  """str[N] split name per row: a seeded random test and validation subset.
+  """object[N] split name per row: a seeded random test and validation subset.
 
   ``perm = np.random.default_rng(seed).permutation(N)``; rows ``perm[:test_size]`` are
   test, the next ``validation_size`` validation, the rest train.
@@ -404,149 +371,120 @@ def random_split(num_rows: int, validation_size: int, test_size: int,
   return splits
 
 
-class CsvSource(ImageFileSource):
+def assign_splits(path: str, rows: Sequence[Row], column_index: Mapping[str, int],
+                  options: CsvOptions,
+                  split_sizes: Optional[Callable[[int], tuple[int, int]]] = None
+                  ) -> tuple[np.ndarray, Optional[tuple[int, int]]]:
+  """``(object[N] split per row, (validation, test) sizes or None)``.
+
+  With ``options.split_column``, its cells; otherwise ``random_split`` with
+  ``split_sizes(N)`` (default: ``options.validation_size`` / ``test_size``).
+  """
+  if options.split_column:
+    splits = np.empty(len(rows), dtype=object)
+    for k, (line, cells) in enumerate(rows):
+      value = cells[column_index[options.split_column]]
+      if value.lower() not in SPLIT_ALIASES:
+        raise sources.DataError(
+            f"{path}, line {line}, column {options.split_column!r}: split {value!r} is "
+            "unknown; use train, validation (or val, valid, dev) or test.")
+      splits[k] = SPLIT_ALIASES[value.lower()]
+    return splits, None
+  if split_sizes is None:
+    sizes = (_split_size(options.validation_size, len(rows), "validation_size"),
+             _split_size(options.test_size, len(rows), "test_size"))
+  else:
+    sizes = split_sizes(len(rows))
+  return random_split(len(rows), *sizes, seed=int(options.seed)), sizes
+
+
+def check_training_rows(path: str, splits: np.ndarray, split_column: Optional[str]) -> None:
+  """Refuses a CSV without a training row (before anything sizes an epoch by it)."""
+  if (splits == "train").any():
+    return
+  found = ", ".join(f"{(splits == split).sum()} {split}"
+                    for split in sources.LOGICAL_SPLITS if (splits == split).any())
+  raise sources.DataError(
+      f"{path} has no training rows (column {split_column!r} has {found}); mark the "
+      "training rows 'train' in that column, or drop config.data.csv.split_column for a "
+      "seeded random split.")
+
+
+def check_training_labels(path: str, columns: Sequence[str], labels: np.ndarray,
+                          splits: np.ndarray, lines: np.ndarray, strict: bool) -> None:
+  """Refuses (``strict``) or warns about label columns without a single training label:
+  their class counts are all zero, so Omega_imb, alpha and accuracies are undefined."""
+  train = splits == "train"
+  for j, column in enumerate(columns):
+    if (labels[train, j] >= 0).any():
+      continue
+    message = (
+        f"{path}, column {column!r}: none of the {int(train.sum())} training rows "
+        f"({_lines(lines[train].tolist())}) has a label (every cell is empty or -1), so "
+        f"its class counts, Omega_imb and alpha are undefined (nan). Fill them in, leave "
+        f"{column!r} out of config.data.csv.attributes, or set "
+        "config.data.csv.strict_labels=False to train on it anyway.")
+    if strict:
+      raise sources.DataError(message)
+    warnings.warn(message, stacklevel=3)
+
+
+class CsvSource(sources.ImageFileSource):
   """Images and labels listed in a CSV (module docstring).
 
   Args:
-    path: the CSV file.
-    image_dir: the folder the CSV's image paths are relative to.
+    options: ``config.data.csv`` (``CsvOptions``).
     data_dir: the data dir (``None``: ``sources.default_data_dir()``); caches go to
       ``<data_dir>/crl_jax_csv/<hash>``.
-    image_column: the column of image paths.
-    attributes: the label columns (``None``: every other column but the split column).
-    split_column: the column of split names, or ``None`` for a random split.
-    class_names: optional column -> class names.
-    validation_size, test_size: rows (int) or fractions (float in ``[0, 1)``) of the
-      random split.
-    seed: the random split's seed.
-    verify_images: ``header`` or ``decode`` (module docstring).
     name: the source's name.
     attribute_names: names the schema gives the label columns (default: the columns').
     num_classes: optional fixed class count per label column for integer ids.
+    split_sizes: ``N -> (validation, test)`` rows of the random split (default: from
+      ``options``).
   """
 
-  def __init__(self, path: str, image_dir: str, *, data_dir: Optional[str] = None,
-               image_column: str = "image", attributes: Optional[Sequence[str]] = None,
-               split_column: Optional[str] = None,
-               class_names: Optional[Mapping[str, Sequence[str]]] = None,
-               validation_size=0.1, test_size=0.2, seed: int = 0,
-               verify_images: str = "header", name: str = "csv",
-               attribute_names: Optional[Sequence[str]] = None,
-               num_classes: Optional[Sequence[int]] = None):
-    layout = ("a CSV with a header row (e.g. image,attribute_1,...,split) and one row "
-              "per image, whose image paths are relative to config.data.csv.image_dir")
-    if not path:
-      raise sources.DataError(f"config.data.csv.path is not set; expected {layout}.")
-    if not os.path.isfile(path):
-      raise sources.DataError(f"CSV file {path} (config.data.csv.path) does not exist; "
-                              f"expected {layout}.")
-    if not image_dir:
-      raise sources.DataError(f"config.data.csv.image_dir is not set; expected the "
-                              f"folder that holds the images listed in {path}.")
-    if not os.path.isdir(image_dir):
-      raise sources.DataError(
-          f"image folder {image_dir} (config.data.csv.image_dir) does not exist; expected "
-          f"the folder that holds the images listed in {path}, e.g. "
-          f"{os.path.join(image_dir, 'shirts/0001.jpg')} for a row 'shirts/0001.jpg,...'.")
-    header, rows = _read_rows(path)
-    class_names = {str(k): tuple(v) for k, v in dict(class_names or {}).items()}
-    if attributes is None:
-      attributes = [column for column in header
-                    if column not in (image_column, split_column)]
-    attributes = [str(column) for column in attributes]
-    wanted = [image_column] + attributes + ([split_column] if split_column else [])
-    missing = [column for column in wanted if column not in header]
-    if missing:
-      raise sources.DataError(
-          f"{path} has no column {', '.join(map(repr, missing))} (from "
-          f"config.data.csv); its columns are: {', '.join(header)}.")
-    if not attributes:
-      raise sources.DataError(f"{path} has no label columns besides {image_column!r}"
-                              f"; its columns are: {', '.join(header)}.")
-    unknown = sorted(set(class_names) - set(attributes))
-    if unknown:
-      raise sources.DataError(
-          f"config.data.csv.class_names names {', '.join(map(repr, unknown))}, which "
-          f"are not label columns of {path} ({', '.join(attributes)}).")
-    if attribute_names is not None and len(attribute_names) != len(attributes):
-      raise sources.DataError(f"{name} needs {len(attribute_names)} label columns "
-                              f"({', '.join(attribute_names)}), got {len(attributes)}.")
+  def __init__(self, options: CsvOptions, *, data_dir: Optional[str] = None,
+               name: str = "csv", attribute_names: Optional[Sequence[str]] = None,
+               num_classes: Optional[Sequence[int]] = None,
+               split_sizes: Optional[Callable[[int], tuple[int, int]]] = None):
+    path, image_dir = options.path, options.image_dir
+    check_locations(path, image_dir)
+    header, rows = read_rows(path)
+    attributes = resolve_columns(path, header, options, attribute_names)
     column_index = {column: k for k, column in enumerate(header)}
-
-    image_cells = [(line, cells[column_index[image_column]]) for line, cells in rows]
-    for line, cell in image_cells:
-      if not cell:
-        raise sources.DataError(f"{path}, line {line}, column {image_column!r}: the "
-                                "image path is empty.")
-    schema_attributes, label_columns = [], []
-    for j, column in enumerate(attributes):
-      attribute, column_labels = _attribute_labels(
-          path, column,
-          [(line, cells[column_index[column]]) for line, cells in rows],
-          class_names.get(column),
-          None if num_classes is None else int(num_classes[j]))
-      if attribute_names is not None:
-        attribute = schema_lib.Attribute(attribute_names[j], attribute.class_names)
-      schema_attributes.append(attribute)
-      label_columns.append(column_labels)
-    labels = np.stack(label_columns, axis=1)
-
-    if split_column:
-      splits = np.empty(len(rows), dtype=object)
-      for k, (line, cells) in enumerate(rows):
-        value = cells[column_index[split_column]]
-        if value.lower() not in SPLIT_ALIASES:
-          raise sources.DataError(
-              f"{path}, line {line}, column {split_column!r}: split {value!r} is unknown"
-              f"; use train, validation (or val, valid, dev) or test.")
-        splits[k] = SPLIT_ALIASES[value.lower()]
-      sizes = None
-    else:
-      sizes = (_split_size(validation_size, len(rows), "validation_size"),
-               _split_size(test_size, len(rows), "test_size"))
-      splits = random_split(len(rows), *sizes, seed=int(seed))
-
-    image_paths = np.array([os.path.join(image_dir, cell) for _, cell in image_cells],
-                           dtype=object)
-    key = stable_digest({
-        "csv": file_stamp(path), "image_dir": os.path.realpath(image_dir),
-        "image_column": image_column, "attributes": attributes,
-        "split_column": split_column, "class_names": class_names, "sizes": sizes,
-        "seed": int(seed), "name": name, "attribute_names": attribute_names,
-        "num_classes": num_classes})
+    image_paths = image_paths_of(path, rows, column_index[options.image_column],
+                                 options.image_column, image_dir)
+    schema, labels = parse_labels(path, rows, column_index, attributes, options,
+                                  attribute_names, num_classes)
+    splits, sizes = assign_splits(path, rows, column_index, options, split_sizes)
+    check_training_rows(path, splits, options.split_column)
+    lines = np.array([line for line, _ in rows], np.int64)
+    check_training_labels(path, attributes, labels, splits, lines, options.strict_labels)
+    key = sources.stable_digest({
+        "csv": sources.file_stamp(path), "image_dir": os.path.realpath(image_dir),
+        "image_column": options.image_column, "attributes": attributes,
+        "split_column": options.split_column,
+        "class_names": {k: list(v) for k, v in options.class_names.items()},
+        "sizes": sizes, "seed": int(options.seed), "name": name,
+        "attribute_names": attribute_names, "num_classes": num_classes})
     cache_dir = os.path.join(str(data_dir or sources.default_data_dir()), "crl_jax_csv",
                              key)
     super().__init__(
-        name=name, schema=schema_lib.Schema(tuple(schema_attributes)),
+        name=name, schema=schema,
         image_paths={split: image_paths[splits == split]
                      for split in sources.LOGICAL_SPLITS},
         labels={split: labels[splits == split] for split in sources.LOGICAL_SPLITS},
-        cache_dir=cache_dir, description=path, verify_images=verify_images)
+        cache_dir=cache_dir, description=path, verify_images=options.verify_images,
+        verify_option="config.data.csv.verify_images")
     self.csv_path = path
     self.image_dir = image_dir
 
 
-def _section(data_config, name: str):
-  return data_config.get(name, None) or {}
-
-
 def from_config(data_config) -> CsvSource:
-  """The CSV source of ``config.data`` (``data_dir`` and the ``csv`` section: ``path``,
-  ``image_dir``, ``image_column``, ``attributes``, ``split_column``, ``class_names``,
-  ``validation_size``, ``test_size``, ``seed``, ``verify_images``)."""
-  section = _section(data_config, "csv")
-  attributes = section.get("attributes", None)
-  return CsvSource(
-      section.get("path", None), section.get("image_dir", None),
-      data_dir=data_config.get("data_dir", None),
-      image_column=section.get("image_column", "image"),
-      attributes=None if attributes is None else list(attributes),
-      split_column=section.get("split_column", None),
-      class_names=section.get("class_names", None),
-      validation_size=section.get("validation_size", 0.1),
-      test_size=section.get("test_size", 0.2),
-      seed=section.get("seed", 0),
-      verify_images=section.get("verify_images", "header"))
+  """The CSV source of ``config.data`` (``data_dir`` and the ``csv`` section,
+  ``CsvOptions``); its checks run now, the image checks in ``prepare()``."""
+  return CsvSource(CsvOptions.from_section(data_config.get("csv", None)),
+                   data_dir=data_config.get("data_dir", None))
 
 
 def xdomain_split_sizes(num_rows: int, validation_size=None,
@@ -571,27 +509,17 @@ def xdomain_from_config(data_config) -> CsvSource:
   The CSV's label columns are ``csv.attributes`` if set (9 columns, in the order of
   ``synthetic.XDOMAIN_ATTRIBUTES``), else the 9 columns named as in
   ``synthetic.XDOMAIN_ATTRIBUTES``; integer ids must lie in the paper's class counts.
+  Split sizes missing from the section are the paper's (``xdomain_split_sizes``).
   """
-  section = _section(data_config, "csv")
-  path = section.get("path", None)
-  attributes = section.get("attributes", None)
-  attributes = (list(synthetic.XDOMAIN_ATTRIBUTES) if attributes is None
-                else list(attributes))
-  split_column = section.get("split_column", None)
-  sizes = (XDOMAIN_VALIDATION_SIZE, XDOMAIN_TEST_SIZE)
-  if not split_column and path and os.path.isfile(path):
-    with open(path, newline="", encoding="utf-8-sig") as f:
-      num_rows = sum(1 for cells in csv.reader(f) if any(c.strip() for c in cells)) - 1
-    sizes = xdomain_split_sizes(num_rows, section.get("validation_size", None),
-                                section.get("test_size", None))
+  section = dict(data_config.get("csv", None) or {})
+  options = CsvOptions.from_section(section)
+  if options.attributes is None:
+    options = dataclasses.replace(options, attributes=synthetic.XDOMAIN_ATTRIBUTES)
+  validation_size = section.get("validation_size", None)
+  test_size = section.get("test_size", None)
   return CsvSource(
-      path, section.get("image_dir", None),
-      data_dir=data_config.get("data_dir", None),
-      image_column=section.get("image_column", "image"),
-      attributes=attributes, split_column=split_column,
-      class_names=section.get("class_names", None),
-      validation_size=sizes[0], test_size=sizes[1],
-      seed=section.get("seed", 0),
-      verify_images=section.get("verify_images", "header"),
-      name="xdomain", attribute_names=synthetic.XDOMAIN_ATTRIBUTES,
-      num_classes=synthetic.XDOMAIN_CLASS_COUNTS)
+      options, data_dir=data_config.get("data_dir", None), name="xdomain",
+      attribute_names=synthetic.XDOMAIN_ATTRIBUTES,
+      num_classes=synthetic.XDOMAIN_CLASS_COUNTS,
+      split_sizes=lambda num_rows: xdomain_split_sizes(num_rows, validation_size,
+                                                       test_size))

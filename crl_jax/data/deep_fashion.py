@@ -22,7 +22,7 @@ Splits: the benchmark's partition, "the standard data split: 209,222/40,000/40,0
 images for model training/validation/test" (Section 4.2); ``val`` is the validation
 split. Each split reads in the order of ``list_eval_partition.txt``; images listed in
 ``list_attr_img.txt`` but not in the partition are not used. Images are files checked
-and decoded as in ``csv_source`` (``ImageFileSource``). The parsed label matrix is cached
+and decoded as in ``image_files`` (``sources.ImageFileSource``). The parsed label matrix is cached
 in ``<data_dir>/crl_jax_deep_fashion/<hash of the three files' paths, sizes, mtimes>``.
 
 Nothing is downloaded: the benchmark is at
@@ -63,8 +63,9 @@ def _require_file(path: str, what: str) -> None:
 def _lines(path: str, what: str) -> list[str]:
   """Lines of a benchmark text file; ``DataError`` if missing or too short."""
   _require_file(path, what)
-  with open(path, encoding="utf-8") as f:
-    lines = [line.rstrip("\r\n") for line in f]
+  with open(path, "rb") as f:
+    text = csv_source.decode_utf8(path, f.read())
+  lines = [line.rstrip("\r\n") for line in io.StringIO(text, newline=None)]
   while lines and not lines[-1].strip():
     lines.pop()
   if len(lines) < 2:
@@ -114,6 +115,16 @@ def parse_attribute_images(path: str,
   takes ~15 s; callers cache the result).
   """
   _require_file(path, "attribute labels per image")
+  try:
+    return _parse_attribute_images(path, num_attributes)
+  except UnicodeDecodeError as error:
+    with open(path, "rb") as f:
+      csv_source.decode_utf8(path, f.read())  # raises DataError naming the line
+    raise sources.DataError(f"{path} is not UTF-8 ({error.reason}).") from None
+
+
+def _parse_attribute_images(path: str,
+                            num_attributes: int) -> tuple[list[str], np.ndarray]:
   names = []
   with open(path, encoding="utf-8") as f:
     first = f.readline().strip()
@@ -199,13 +210,13 @@ def _load_labels(root: str, cache_dir: str, num_attributes: int):
   return names, labels
 
 
-class DeepFashionSource(csv_source.ImageFileSource):
+class DeepFashionSource(sources.ImageFileSource):
   """DeepFashion's 1,000 attributes with the benchmark's partition (module docstring).
 
   Args:
     root: the benchmark folder (holds ``Anno/``, ``Eval/``, ``img/``).
     data_dir: where caches go (``None``: ``sources.default_data_dir()``).
-    verify_images: ``header`` or ``decode`` (``csv_source``).
+    verify_images: ``header`` or ``decode`` (``image_files``).
   """
 
   def __init__(self, root: str, data_dir: Optional[str] = None,
@@ -225,7 +236,7 @@ class DeepFashionSource(csv_source.ImageFileSource):
             f"DeepFashion file {path} ({what}) does not exist; expected under "
             f"config.data.deep_fashion.root={root}: {LAYOUT}.")
     attribute_names, attribute_types = parse_attribute_cloth(cloth_path)
-    key = csv_source.stable_digest([csv_source.file_stamp(path) for path in
+    key = sources.stable_digest([sources.file_stamp(path) for path in
                                     (cloth_path, image_path, partition_path)])
     cache_dir = os.path.join(str(data_dir or sources.default_data_dir()),
                              "crl_jax_deep_fashion", key)
@@ -254,7 +265,8 @@ class DeepFashionSource(csv_source.ImageFileSource):
         image_paths={split: paths[splits == split] for split in sources.LOGICAL_SPLITS},
         labels={split: labels[rows[splits == split]]
                 for split in sources.LOGICAL_SPLITS},
-        cache_dir=cache_dir, description=partition_path, verify_images=verify_images)
+        cache_dir=cache_dir, description=partition_path, verify_images=verify_images,
+        verify_option="config.data.deep_fashion.verify_images")
     self.root = root
 
 

@@ -13,25 +13,63 @@ an uninterrupted run would have seen. Evaluation reads every example of the spli
 example ``k`` goes to process ``k mod P``, and every process pads its stream with
 invalid rows to the same number of batches (``valid`` is ``False`` on padding).
 
-Batches leave as numpy dicts of process-local rows; ``to_global`` assembles them into
+Examples a stream never uses (multiplicity 0: a subset protocol, down-sampling) are
+dropped once, when the stream is built (``Source.read_subset``): each epoch reads only
+the kept examples (image files by path; tfds examples from an in-memory cache of the kept
+records, when they fit in ``KEPT_CACHE_BYTES``), in the same order as a filter over the
+whole split would give.
+
+Batches leave as numpy dicts of process-local rows (``numpy_batches`` turns a bad image
+met mid-run into a ``DataError`` naming the file); ``to_global`` assembles them into
 global ``jax.Array``s on the mesh with ``jax.make_array_from_process_local_data``.
+
+TensorFlow must not take accelerator memory from JAX: ``keep_tensorflow_off_accelerators``
+hides GPUs and TPUs from it. It is called explicitly where the data layer is first used
+(``data.get_source``) and again where a pipeline is built (``train_dataset``,
+``eval_dataset``), before TensorFlow's runtime starts; importing this module changes
+nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Iterator, Optional
 
+import jax
 import numpy as np
 import tensorflow as tf
 
 from crl_jax.data import sources as sources_lib
 
-# The input pipeline must never take accelerator memory from JAX.
-tf.config.set_visible_devices([], "GPU")
-tf.config.set_visible_devices([], "TPU") if tf.config.list_physical_devices(
-    "TPU") else None
+_accelerators_hidden = False
+# Functions handed to tf.data here have no Python control flow over tensors, so they are
+# traced as written: AutoGraph's conversion would only add seconds to every pipeline
+# built (most of an evaluation pass's set-up on a small split).
+plain_graph = tf.autograph.experimental.do_not_convert
+
+
+def keep_tensorflow_off_accelerators() -> None:
+  """Hides GPUs and TPUs from TensorFlow, so tf.data never takes memory from JAX.
+
+  Must run before TensorFlow's runtime starts (its first op); idempotent. If the runtime
+  already started with an accelerator visible, warns instead (TensorFlow cannot hide
+  devices then).
+  """
+  global _accelerators_hidden
+  if _accelerators_hidden:
+    return
+  for kind in ("GPU", "TPU"):
+    if not tf.config.list_physical_devices(kind):
+      continue
+    try:
+      tf.config.set_visible_devices([], kind)
+    except RuntimeError:
+      if tf.config.get_visible_devices(kind):
+        warnings.warn(f"TensorFlow started before crl_jax could hide its {kind}s; the "
+                      "input pipeline may hold accelerator memory.", stacklevel=2)
+  _accelerators_hidden = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,23 +174,20 @@ def train_dataset(source: sources_lib.Source, options: PipelineOptions, *,
   if global_batch_size % process_count:
     raise ValueError(f"global batch {global_batch_size} does not divide by "
                      f"{process_count} processes.")
+  keep_tensorflow_off_accelerators()
   local_batch = global_batch_size // process_count
   stored_split, _ = source.split_plan("train")
   if multiplicity is None:
     multiplicity = combined_multiplicity(source)
+  multiplicity = np.asarray(multiplicity, np.int64)
   epoch_size = int(multiplicity.sum())
   if epoch_size < 1:
     raise sources_lib.DataError(
         f"the training split of {source.name} is empty after subsetting/resampling.")
-  repeats = tf.constant(multiplicity, tf.int64)
   buffer = min(options.shuffle_buffer, epoch_size)
+  examples = expanded_examples(source, stored_split, multiplicity)
 
-  examples = source.read(stored_split).enumerate()
-  examples = examples.filter(lambda index, example: repeats[index] > 0)
-  examples = examples.flat_map(
-      lambda index, example: tf.data.Dataset.from_tensors(example).repeat(
-          repeats[index]))
-
+  @plain_graph
   def epoch(epoch_index):
     epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch_index
     return examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
@@ -162,6 +197,7 @@ def train_dataset(source: sources_lib.Source, options: PipelineOptions, *,
   skipped = start_step * local_batch
   stream = stream.skip(skipped).enumerate(start=skipped)
 
+  @plain_graph
   def preprocess(position, example):
     element_seed = tf.stack([tf.cast(seed, tf.int64),
                              position * process_count + process_index])
@@ -190,21 +226,20 @@ def eval_dataset(source: sources_lib.Source, split: str, options: PipelineOption
   if global_batch_size % process_count:
     raise ValueError(f"global batch {global_batch_size} does not divide by "
                      f"{process_count} processes.")
+  keep_tensorflow_off_accelerators()
   local_batch = global_batch_size // process_count
   stored_split, multiplicity = source.split_plan(split)
   total = source.num_examples(split)
   per_process = math.ceil(total / process_count)
   num_batches = max(1, math.ceil(per_process / local_batch))
 
-  examples = source.read(stored_split)
-  if multiplicity is not None:
-    repeats = tf.constant(multiplicity, tf.int64)
-    examples = examples.enumerate().filter(
-        lambda index, example: repeats[index] > 0).flat_map(
-            lambda index, example: tf.data.Dataset.from_tensors(example).repeat(
-                repeats[index]))
+  if multiplicity is None:
+    examples = source.read(stored_split)
+  else:
+    examples = expanded_examples(source, stored_split, multiplicity)
   examples = examples.shard(process_count, process_index)
 
+  @plain_graph
   def preprocess(example):
     image = _resize(source.decode_image(example["image"]), options.image_size)
     return {"image": _normalise(image, source),
@@ -222,12 +257,73 @@ def eval_dataset(source: sources_lib.Source, split: str, options: PipelineOption
   return stream.prefetch(options.prefetch).with_options(_options()), num_batches
 
 
-def as_numpy(dataset: tf.data.Dataset) -> Iterator[dict]:
-  return dataset.as_numpy_iterator()
+def expanded_examples(source: sources_lib.Source, stored_split: str,
+                      multiplicity: np.ndarray) -> tf.data.Dataset:
+  """The stored examples, each repeated by its multiplicity, in stored order.
+
+  Examples with multiplicity 0 are never read (``Source.read_subset``); repeats are
+  back to back, so the stream equals ``read``, each example ``m_i`` times in a row.
+
+  Args:
+    source: the source.
+    stored_split: the stored split.
+    multiplicity: int[N_stored] copies per stored example.
+
+  Returns:
+    ``tf.data.Dataset`` of ``sum(multiplicity)`` examples.
+  """
+  multiplicity = np.asarray(multiplicity, np.int64)
+  kept = multiplicity > 0
+  examples = (source.read(stored_split) if kept.all() else
+              source.read_subset(stored_split, kept))
+  copies = multiplicity[kept]
+  if (copies == 1).all():
+    return examples
+  repeats = tf.constant(copies, tf.int64)
+  return examples.enumerate().flat_map(plain_graph(
+      lambda index, example: tf.data.Dataset.from_tensors(example).repeat(
+          repeats[index])))
+
+
+def input_error_message(source: sources_lib.Source, error: tf.errors.OpError) -> str:
+  """One line for an error tf.data met while reading: the bad file (found by checking
+  every image file again) and the option that finds all of them before training."""
+  find_bad_image = getattr(source, "find_bad_image", None)
+  if find_bad_image is not None:
+    found = find_bad_image()
+    if found is not None:
+      return found
+  first = (error.message or str(error)).strip().splitlines()[0]
+  hint = (f"; {source.verify_option}=decode checks every image before training"
+          if hasattr(source, "verify_option") else "")
+  return f"reading {source.name} failed: {first}{hint}."
+
+
+def numpy_batches(dataset: tf.data.Dataset,
+                  source: sources_lib.Source) -> Iterator[dict]:
+  """The dataset's batches as numpy dicts; a read or decode error becomes a
+  ``DataError`` whose one line names the bad file (``input_error_message``).
+
+  Args:
+    dataset: from ``train_dataset`` or ``eval_dataset``.
+    source: the source it reads.
+
+  Yields:
+    The batches, as ``dataset.as_numpy_iterator()`` would.
+  """
+  iterator = dataset.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      return
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            tf.errors.DataLossError) as error:
+      raise sources_lib.DataError(input_error_message(source, error)) from None
+    yield batch
 
 
 def to_global(batch: dict, sharding) -> dict:
   """Process-local numpy rows -> global ``jax.Array``s sharded along the batch axis."""
-  import jax  # the data package does not need jax otherwise
   return {key: jax.make_array_from_process_local_data(sharding, value)
           for key, value in batch.items()}

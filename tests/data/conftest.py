@@ -2,7 +2,7 @@
 
 import pytest
 
-from crl_jax.data import sources
+from crl_jax.data import synthetic_source
 from crl_jax.data import synthetic
 
 SMALL_SPEC = synthetic.SyntheticSpec(kind="xdomain", image_size=16, num_train=600,
@@ -11,7 +11,7 @@ SMALL_SPEC = synthetic.SyntheticSpec(kind="xdomain", image_size=16, num_train=60
 
 @pytest.fixture(scope="session")
 def small_source(tmp_path_factory):
-  source = sources.SyntheticSource(SMALL_SPEC,
+  source = synthetic_source.SyntheticSource(SMALL_SPEC,
                                    data_dir=str(tmp_path_factory.mktemp("tfds")))
   source.prepare()
   return source

@@ -78,6 +78,18 @@ def image_indices(source, images):
   return np.rint(pixel_values(source, images).mean(axis=(1, 2, 3)) / 8).astype(int)
 
 
+@pytest.fixture(scope="module")
+def paper_splits(data_dir):
+  """The source with validation_size=5 and one evaluation pass per split:
+  ``(source, {split: (image indices, labels)})``, shared by the tests below."""
+  source = celeb_a.from_config(config(data_dir, validation_size=5))
+  passes = {}
+  for split in sources.LOGICAL_SPLITS:
+    images, labels = eval_rows(source, split, image_size=16, batch_size=8)
+    passes[split] = (image_indices(source, images), labels)
+  return source, passes
+
+
 def test_unprepared_data_dir_is_a_clear_error(tmp_path):
   source = celeb_a.from_config(config(str(tmp_path)))
   assert source.schema.names == synthetic.CELEBA_ATTRIBUTES  # known without the data
@@ -99,16 +111,15 @@ def test_bad_options_are_refused(data_dir):
     source.num_examples("train")
 
 
-def test_paper_splits_read_every_image_once(data_dir):
-  source = celeb_a.from_config(config(data_dir, validation_size=5))
+def test_paper_splits_read_every_image_once(paper_splits):
+  source, passes = paper_splits
   assert source.split_plan("train") == ("train[:-5]", None)
   assert source.split_plan("validation") == ("train[-5:]", None)
   assert source.split_plan("test") == ("validation", None)
   assert [source.num_examples(s) for s in sources.LOGICAL_SPLITS] == [15, 5, 6]
   indices = {}
   for split in sources.LOGICAL_SPLITS:
-    images, labels = eval_rows(source, split, image_size=16, batch_size=4)
-    indices[split] = image_indices(source, images)
+    indices[split], labels = passes[split]
     np.testing.assert_array_equal(labels, expected_labels(indices[split]))
     np.testing.assert_array_equal(labels, source.split_labels(split))
   official_train = [k for k, part in enumerate(PARTITION) if part == 0]
@@ -129,15 +140,15 @@ def test_official_test_partition_on_request(data_dir):
       k for k, part in enumerate(PARTITION) if part == 2]
 
 
-def test_training_batches(data_dir):
-  source = celeb_a.from_config(config(data_dir, validation_size=5))
+def test_training_batches(paper_splits):
+  source, passes = paper_splits
   batches = train_batches(source, image_size=16, batch_size=8, num_batches=2)
   for batch in batches:
     assert batch["image"].shape == (8, 16, 16, 3)
     assert batch["labels"].shape == (8, 40) and batch["labels"].dtype == np.int32
     check_label_ranges(source, batch["labels"])
   first_epoch = np.concatenate([b["image"] for b in batches])[:15]
-  train_indices = image_indices(source, eval_rows(source, "train", 16)[0])
+  train_indices = passes["train"][0]
   assert sorted(image_indices(source, first_epoch).tolist()) == sorted(
       train_indices.tolist())
 

@@ -1,6 +1,7 @@
 """The CSV and X-Domain sources: labels, splits, a full pipeline pass, clear errors."""
 
 import csv
+import dataclasses
 import os
 
 import ml_collections
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from crl_jax.data import csv_options
 from crl_jax.data import csv_source
+from crl_jax.data import image_files
 from crl_jax.data import pipeline
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
@@ -196,6 +199,17 @@ def test_train_batches_have_the_right_shapes_and_labels(dataset_files):
   assert sorted(epoch[:6]) == sorted(train_ids)
 
 
+def test_kept_examples_stream_reads_only_kept_files(dataset_files):
+  """Down-sampling lists only the kept image files; the stream is the one a filter over
+  every file gives (tests/data/test_pipeline.py's reference)."""
+  from tests.data.test_pipeline import assert_same_stream
+  source = csv_source.from_config(make_config(dataset_files, split_column="split"))
+  source.prepare()
+  multiplicity = np.array([1, 0, 2, 0, 1, 1])
+  os.remove(source.image_paths("train")[1])  # a dropped example is never decoded
+  assert_same_stream(source, multiplicity, batch_size=2, num_batches=5)  # 2 epochs
+
+
 def test_random_split_is_seeded_and_partitions_the_rows(dataset_files):
   def split_ids(**keys):
     source = csv_source.from_config(make_config(dataset_files, **keys))
@@ -325,15 +339,124 @@ def test_image_damaged_after_the_check_fails_naming_the_file(dataset_files):
 
 
 def test_verify_decode_names_a_corrupt_body(dataset_files):
+  # A complete PNG (its chunks run to IEND) whose compressed pixels are garbage: only
+  # decoding finds it.
   path = os.path.join(dataset_files["image_dir"], "shirts/0002.png")
   with open(path, "rb") as f:
-    header = f.read(16)
+    payload = bytearray(f.read())
+  data_start = payload.index(b"IDAT") + 4
+  payload[data_start:data_start + 6] = b"\x00" * 6
   with open(path, "wb") as f:
-    f.write(header + b"corrupt body")
+    f.write(bytes(payload))
+  assert image_files.image_file_problem(path) is None
   source = csv_source.from_config(make_config(dataset_files, split_column="split",
                                               verify_images="decode"))
   with pytest.raises(sources.DataError, match="0002.png.*cannot be decoded"):
     source.prepare()
+
+
+@pytest.mark.parametrize("name", ["shirts/0000.png", "shirts/0001.jpg"])
+def test_truncated_image_is_named_before_training(dataset_files, name):
+  """Issue 16: a valid header with a cut body used to pass the default check and stop
+  training at its batch with a 43-line TensorFlow traceback that named no file."""
+  path = os.path.join(dataset_files["image_dir"], name)
+  with open(path, "rb") as f:
+    payload = f.read()
+  with open(path, "wb") as f:
+    f.write(payload[:len(payload) // 2])
+  source = csv_source.from_config(make_config(dataset_files, split_column="split"))
+  with pytest.raises(sources.DataError) as error:
+    source.prepare()
+  message = str(error.value)
+  assert f"image file {path} (listed in {dataset_files['csv']}) is truncated" in message
+  assert "config.data.csv.verify_images=decode" in message and "\n" not in message
+
+
+def test_image_truncated_after_the_check_is_named_by_numpy_batches(dataset_files):
+  source = csv_source.from_config(make_config(dataset_files, split_column="split"))
+  source.prepare()
+  path = os.path.join(dataset_files["image_dir"], "shirts/0000.png")  # a train row
+  with open(path, "rb") as f:
+    payload = f.read()
+  with open(path, "wb") as f:
+    f.write(payload[:len(payload) - 20])
+  dataset, _ = pipeline.eval_dataset(source, "train", pipeline_options(IMAGE_SIZE),
+                                     global_batch_size=4)
+  with pytest.raises(sources.DataError) as error:
+    list(pipeline.numpy_batches(dataset, source))
+  message = str(error.value)
+  assert "0000.png" in message and "is truncated" in message
+  assert "config.data.csv.verify_images=decode" in message and "\n" not in message
+
+
+def test_csv_that_is_not_utf8_names_the_file_and_line(dataset_files):
+  """Issue 16: a Latin-1 CSV used to end in a 40-line UnicodeDecodeError."""
+  rows = [list(r) for r in dataset_files["rows"]]
+  rows[3][1] = "gr\u00fcn"
+  with open(dataset_files["csv"], "w", newline="", encoding="latin-1") as f:
+    csv.writer(f).writerows([["image", "colour", "size", "row_id", "split"]] + rows)
+  with pytest.raises(sources.DataError,
+                     match=r"labels.csv, line 5: byte 0xfc is not UTF-8.*iconv"):
+    csv_source.from_config(make_config(dataset_files, split_column="split"))
+
+
+def test_stray_integer_label_is_refused_naming_column_and_line(dataset_files):
+  """Issue 16: one stray id turned a 4-class column into an 11-class one, silently."""
+  _rewrite_cell(dataset_files, 5, 2, "10")  # line 7
+  with pytest.raises(sources.DataError) as error:
+    csv_source.from_config(make_config(dataset_files, split_column="split"))
+  message = str(error.value)
+  assert "column 'size': integer ids run to 10, but ids 4-9 have no rows" in message
+  assert "label 10 on line 7" in message
+  assert "config.data.csv.strict_labels=False" in message
+  with pytest.warns(UserWarning, match="ids 4-9 have no rows"):
+    source = csv_source.from_config(make_config(dataset_files, split_column="split",
+                                                strict_labels=False))
+  assert source.schema.attributes[1].num_classes == 11
+
+
+def test_attribute_without_training_labels_is_refused(dataset_files):
+  """Issue 16: a column whose training labels are all missing trained into nan."""
+  rows = [list(r) for r in dataset_files["rows"]]
+  for k, row in enumerate(rows):
+    if CANONICAL[SPLIT_CELLS[k].lower()] == "train":
+      row[1] = "" if k % 2 else "-1"
+  write_csv(dataset_files["csv"], ["image", "colour", "size", "row_id", "split"], rows)
+  with pytest.raises(sources.DataError) as error:
+    csv_source.from_config(make_config(dataset_files, split_column="split"))
+  message = str(error.value)
+  assert "column 'colour': none of the 6 training rows (lines 2, 3, 8, 9, 12 and 1 more)"\
+      in message
+  assert "strict_labels=False" in message
+  with pytest.warns(UserWarning, match="column 'colour': none of the 6"):
+    source = csv_source.from_config(make_config(dataset_files, split_column="split",
+                                                strict_labels=False))
+  assert source.train_class_counts()[0].sum() == 0
+
+
+def test_no_training_rows_is_refused_at_construction(dataset_files):
+  """Issue 16: a split column without 'train' used to print '~6000000000.0 epochs'."""
+  rows = [list(r) for r in dataset_files["rows"]]
+  for row in rows:
+    row[4] = "test" if row[4].lower() == "train" else row[4]
+  write_csv(dataset_files["csv"], ["image", "colour", "size", "row_id", "split"], rows)
+  with pytest.raises(sources.DataError,
+                     match=r"labels.csv has no training rows \(column 'split' has 4 "
+                           r"validation, 8 test\); mark the training rows 'train'"):
+    csv_source.from_config(make_config(dataset_files, split_column="split"))
+
+
+def test_csv_defaults_live_in_csv_options():
+  from crl_jax import config_lib
+  options = csv_source.CsvOptions()
+  section = csv_options.config_section()
+  assert set(section.keys()) == {f.name for f in dataclasses.fields(options)}
+  configured = config_lib.base_config().data.csv
+  for key in configured.keys():  # config_lib's section agrees, key by key
+    assert key in section
+    expected = getattr(options, key)
+    assert (dict(configured[key]) if key == "class_names" else configured[key]) == (
+        dict(expected) if key == "class_names" else expected), key
 
 
 # --- X-Domain -----------------------------------------------------------------------
