@@ -23,6 +23,7 @@ from ml_collections import config_dict
 from crl_jax import baselines
 from crl_jax import crl as crl_lib
 from crl_jax import models
+from crl_jax.data import csv_options  # no TensorFlow: data/__init__ is lazy
 from crl_jax.train import objective as objective_lib
 
 # ``eval.adjustment`` without a post-hoc adjustment; the others are
@@ -51,14 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
       protocol="standard",  # standard | imb | bln | lt (data/cifar.py)
       gamma=1.0, imbalance_factor=100.0, validation_per_class=10, seed=0,
       largest_class_size=500, smallest_class_size=25))
-  c.data.csv = ml_collections.ConfigDict(dict(
-      path=config_dict.placeholder(str), image_dir=config_dict.placeholder(str),
-      image_column="image", split_column=config_dict.placeholder(str),
-      attributes=config_dict.placeholder(tuple),
-      # Random split without a split column: row counts, or fractions in [0, 1).
-      validation_size=0.1, test_size=0.2, seed=0,
-      class_names=ml_collections.ConfigDict(),  # column -> list of class names
-      verify_images="header"))  # header | decode | none (data/csv_source.py)
+  # The CSV options and their defaults live in one place: data/csv_options.py.
+  c.data.csv = csv_options.config_section()
   c.data.celeb_a = ml_collections.ConfigDict(dict(test_split="validation",
                                                   validation_size=10_000))
   c.data.deep_fashion = ml_collections.ConfigDict(dict(

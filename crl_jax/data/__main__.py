@@ -174,12 +174,7 @@ def describe(args, overrides: list[str]) -> int:
 
 def main(argv=None) -> int:
   parser = build_parser()
-  args, rest = parser.parse_known_args(argv)
-  overrides = []
-  for item in rest:
-    if not item.startswith("--config."):
-      parser.error(f"unknown argument {item!r}")
-    overrides.append(item[len("--config."):])
+  args, overrides = cli.parse_flags(parser, argv)
   if args.measure_batches < 0:
     parser.error(f"--measure_batches={args.measure_batches} must be >= 0")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -78,21 +78,23 @@ class Run:
   train_multiplicity: np.ndarray
 
 
-def build(config, *, prepare: bool = True) -> Run:
-  """Validates the config, prepares the data and builds model, objective, optimiser."""
+def build(config, *, prepare: bool = True, progress: bool = True) -> Run:
+  """Validates the config, prepares the data and builds model, objective, optimiser.
+
+  ``progress=False`` also silences the dataset-generation bars of ``prepare``."""
   config_lib.validate(config, num_devices=jax.device_count())
   mesh = mesh_lib.make_mesh()
   source = data_lib.get_source(config.data)
   if prepare:
     if is_main_process():
-      source.prepare()
+      source.prepare(progress=progress)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("data prepared")
       if not is_main_process():
         # A fresh source: one opened before process 0 wrote the data caches an
         # empty dataset description. The others find it prepared (shared file system).
         source = data_lib.get_source(config.data)
-        source.prepare()
+        source.prepare(progress=progress)
   schema = source.schema
   class_counts = source.train_class_counts().astype(np.float32)
   class_mask = schema.class_mask
@@ -249,7 +251,7 @@ def confusion_of_split(run: Run, eval_step, state, split: str) -> np.ndarray:
       process_index=jax.process_index(), process_count=jax.process_count())
   sharding = mesh_lib.batch_sharding(run.mesh)
   total = None
-  for batch in dataset.as_numpy_iterator():
+  for batch in data_lib.pipeline.numpy_batches(dataset, run.source):
     confusion = eval_step(state.params, state.batch_stats,
                           data_lib.pipeline.to_global(batch, sharding))
     total = confusion if total is None else total + confusion
@@ -466,7 +468,7 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
   """
   config_lib.validate(config, num_devices=jax.device_count())
   changes = _prepare_workdir(config, workdir, overwrite)
-  run = build(config)
+  run = build(config, progress=progress)
   store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep)
   try:
     return _train(run, workdir, store, changes, progress)
@@ -547,7 +549,8 @@ def _train_from(run: Run, workdir: str, store, writer, state, meta, step_rng,
       global_batch_size=config.train.batch_size, seed=config.seed,
       start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count(), multiplicity=run.train_multiplicity)
-  batches = dataset.as_numpy_iterator()
+  # A read/decode error names the bad file in one line (a DataError).
+  batches = data_lib.pipeline.numpy_batches(dataset, run.source)
   sharding = mesh_lib.batch_sharding(run.mesh)
 
   bar = None

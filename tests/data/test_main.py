@@ -34,7 +34,7 @@ def one_line_error(capsys, argv) -> str:
     (["--config=configs/synthetic.py", "--measure_batches=abc"],
      "argument --measure_batches: invalid int value: 'abc'"),
     (["--config=configs/synthetic.py", "--measure_batches=-1"], "must be >= 0"),
-    (["--config=configs/synthetic.py", "--bogus"], "unknown argument '--bogus'"),
+    (["--config=configs/synthetic.py", "--bogus"], "unrecognized arguments: --bogus"),
     ([], "the following arguments are required: --config"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(capsys, argv, expected):
