@@ -41,38 +41,39 @@ def assert_padded_classes_at_bottom(scores, class_mask):
     assert np.all(class_mask[j, np.argmax(scores[:, j], axis=-1)])
 
 
+def adjusted_and_expected(name, options, draw, values):
+  """(heads, jitted ``ADJUSTMENTS[name]`` scores, loop reference) for each draw of data
+  in one drawn shape, with a scalar or per-attribute hyperparameter from ``values``."""
+  function, loop_reference = {
+      "threshold": (baselines.threshold_adjusted_probabilities,
+                    reference.threshold_adjusted_probabilities),
+      "logit_adjust": (baselines.posthoc_logit_adjustment,
+                       reference.posthoc_logit_adjustment)}[name]
+  for heads in same_shape_heads(options):
+    value = per_attribute_or_scalar(draw, values, heads.labels.shape[1])
+    scores = jitted(function)(heads.logits, heads.class_mask, heads.class_counts, value)
+    assert scores.shape == heads.logits.shape and scores.dtype == jnp.float32
+    assert_padded_classes_at_bottom(scores, heads.class_mask)
+    yield heads, np.asarray(scores), loop_reference(heads.logits, heads.class_mask,
+                                                    heads.class_counts, value)
+
+
 @SETTINGS
 @hypothesis.given(options=heads_options, data=st.data())
 def test_threshold_adjustment_matches_loop_reference(options, data):
-  for heads in same_shape_heads(options):
-    temperature = per_attribute_or_scalar(data.draw, [0.0, 1.0, 2.5, 5.0],
-                                          heads.labels.shape[1])
-    scores = jitted(baselines.threshold_adjusted_probabilities)(
-        heads.logits, heads.class_mask, heads.class_counts, temperature)
-    assert scores.shape == heads.logits.shape and scores.dtype == jnp.float32
-    np.testing.assert_allclose(
-        scores, reference.threshold_adjusted_probabilities(
-            heads.logits, heads.class_mask, heads.class_counts, temperature),
-        rtol=1e-5, atol=1e-6)
-    assert_padded_classes_at_bottom(scores, heads.class_mask)
+  for _, scores, expected in adjusted_and_expected("threshold", options, data.draw,
+                                                   [0.0, 1.0, 2.5, 5.0]):
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
 
 
 @SETTINGS
 @hypothesis.given(options=heads_options, data=st.data())
 def test_posthoc_logit_adjustment_matches_loop_reference(options, data):
-  for heads in same_shape_heads(options):
-    tau = per_attribute_or_scalar(data.draw, [0.0, 0.5, 1.0, 3.0],
-                                  heads.labels.shape[1])
-    scores = jitted(baselines.posthoc_logit_adjustment)(
-        heads.logits, heads.class_mask, heads.class_counts, tau)
-    assert scores.shape == heads.logits.shape and scores.dtype == jnp.float32
-    expected = reference.posthoc_logit_adjustment(heads.logits, heads.class_mask,
-                                                  heads.class_counts, tau)
+  for heads, scores, expected in adjusted_and_expected("logit_adjust", options, data.draw,
+                                                       [0.0, 0.5, 1.0, 3.0]):
     real = np.broadcast_to(heads.class_mask, scores.shape)
-    np.testing.assert_allclose(np.asarray(scores)[real], expected[real], rtol=1e-5,
-                               atol=1e-5)
-    assert np.all(np.asarray(scores)[~real] == LOWEST_FLOAT32)
-    assert_padded_classes_at_bottom(scores, heads.class_mask)
+    np.testing.assert_allclose(scores[real], expected[real], rtol=1e-5, atol=1e-5)
+    assert np.all(scores[~real] == LOWEST_FLOAT32)
 
 
 def test_padded_classes_stay_at_the_bottom_under_extreme_logits():
