@@ -1,9 +1,48 @@
-"""Test setup: 8 simulated CPU devices, set before anything imports jax."""
+"""Test setup, done before anything imports jax.
 
+1. 8 simulated CPU devices.
+2. One persistent compilation cache per test session, in a fresh temporary folder.
+   The same step, model or loss is compiled in both xdist workers and again in every
+   subprocess a test starts (``python -m crl_jax.main``, compare, distributed runs);
+   with the cache each compiled program is built once a session and read back after
+   that. The settings travel as environment variables, so xdist workers and test
+   subprocesses inherit them: the controller (or the lone pytest process) creates the
+   folder, everything it starts finds ``JAX_COMPILATION_CACHE_DIR`` already set, and
+   the folder is removed when the creating process exits. A fresh folder per session
+   means no entry outlives the code it was compiled from. ``CRL_JAX_TEST_COMPILATION_CACHE=0``
+   turns it off (to rule the cache out when a failure looks like a stale program).
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Programs that compile faster than this are not worth a file read (and a write).
+_CACHE_MIN_COMPILE_SECONDS = "0.3"
+# The folder this session created; its workers and subprocesses inherit the variable.
+_SESSION_CACHE_VARIABLE = "CRL_JAX_TEST_SESSION_COMPILATION_CACHE"
+
+
+def _share_a_fresh_compilation_cache():
+  if os.environ.get("CRL_JAX_TEST_COMPILATION_CACHE", "1") == "0":
+    return
+  session_path = os.environ.get(_SESSION_CACHE_VARIABLE)
+  if session_path and os.environ.get("JAX_COMPILATION_CACHE_DIR") == session_path:
+    return  # an xdist worker or a subprocess of this session: share its folder
+  # A folder set outside the tests (or left by another session) may hold programs of
+  # older code: never use it.
+  path = tempfile.mkdtemp(prefix="crl_jax_test_compilation_cache_")
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[_SESSION_CACHE_VARIABLE] = path
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = _CACHE_MIN_COMPILE_SECONDS
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"  # any size
+
+
+_share_a_fresh_compilation_cache()

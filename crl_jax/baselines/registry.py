@@ -61,6 +61,13 @@ def _check_names(registry: str, name: str, function, hyperparameters) -> None:
                        f"allowed: {', '.join(allowed) or 'none'}.")
 
 
+def _check_values(owner: str, hyperparameters: Mapping[str, Any]) -> None:
+  """Range-checks the values of ``hyperparameters`` that ``checks`` has a range for."""
+  checks.check_hyperparameters(owner, **{
+      key: value for key, value in hyperparameters.items()
+      if key in checks.CHECKED_HYPERPARAMETERS})
+
+
 def _registered(registry: str, name: str, function):
   # Inputs may also be passed by keyword (the train loop binds class_mask/class_counts
   # with functools.partial); only the remaining keywords are hyperparameters.
@@ -181,9 +188,7 @@ def register_loss(name: str, function: Callable[..., Any], *,
   if config_defaults and config_section is None:
     raise ValueError(f"loss {name!r} has config_defaults but no config_section to hold "
                      "them.")
-  checks.check_hyperparameters(f"the defaults of loss {name!r}", **{
-      key: value for key, value in config_defaults.items()
-      if key in checks.CHECKED_HYPERPARAMETERS})
+  _check_values(f"the defaults of loss {name!r}", config_defaults)
   LOSSES[name] = _registered("LOSSES", name, function)
   TRAINING_LOSSES[config_name] = TrainingLoss(
       loss=name, config_section=config_section, config_defaults=config_defaults,
@@ -232,11 +237,15 @@ ADJUSTMENTS: dict[str, Callable[..., Any]] = {
     }.items()}
 
 
-def _lookup(registry_name: str, registry: dict, name: str):
+def _bound(registry_name: str, registry: dict, name: str, hyperparameters: dict):
+  """``registry[name]`` with ``hyperparameters`` bound, every name and value checked."""
   if name not in registry:
     raise ValueError(f"{registry_name} name {name!r} is unknown; allowed: "
                      f"{', '.join(sorted(registry))}.")
-  return registry[name]
+  function = registry[name]
+  _check_names(registry_name, name, function, hyperparameters)
+  _check_values(inspect.unwrap(function).__name__, hyperparameters)
+  return functools.partial(function, **hyperparameters)
 
 
 def get_loss(name: str, **hyperparameters: Any) -> Callable[..., Any]:
@@ -263,12 +272,7 @@ def get_loss(name: str, **hyperparameters: Any) -> Callable[..., Any]:
     Traceback (most recent call last):
     ValueError: gama=2.0 is not a hyperparameter of ...; allowed: gamma, alpha.
   """
-  function = _lookup("LOSSES", LOSSES, name)
-  _check_names("LOSSES", name, function, hyperparameters)
-  checks.check_hyperparameters(inspect.unwrap(function).__name__, **{
-      key: value for key, value in hyperparameters.items()
-      if key in checks.CHECKED_HYPERPARAMETERS})
-  return functools.partial(function, **hyperparameters)
+  return _bound("LOSSES", LOSSES, name, hyperparameters)
 
 
 def get_adjustment(name: str, **hyperparameters: Any) -> Callable[..., Any]:
@@ -293,9 +297,4 @@ def get_adjustment(name: str, **hyperparameters: Any) -> Callable[..., Any]:
     >>> jnp.argmax(scores, axis=-1)  # e^-1 e^{-2 * 0.1} > e^{-2 * 0.9}: class 1
     Array([[1]], dtype=int32)
   """
-  function = _lookup("ADJUSTMENTS", ADJUSTMENTS, name)
-  _check_names("ADJUSTMENTS", name, function, hyperparameters)
-  checks.check_hyperparameters(inspect.unwrap(function).__name__, **{
-      key: value for key, value in hyperparameters.items()
-      if key in checks.CHECKED_HYPERPARAMETERS})
-  return functools.partial(function, **hyperparameters)
+  return _bound("ADJUSTMENTS", ADJUSTMENTS, name, hyperparameters)

@@ -10,21 +10,33 @@ import jax.numpy as jnp
 from crl_jax.models import base
 
 
-class CifarBasicBlock(nn.Module):
-  """Two 3x3 ConvBN layers plus an option-A (parameter-free) shortcut.
-
-  When the block changes shape the shortcut subsamples ``x[:, ::2, ::2]`` and appends
-  zero channels (He et al. 2016, option A), so the trunk has no projection parameters.
+class ResidualBlock(nn.Module):
+  """What the residual blocks share: their settings and ``relu(residual + shortcut)``.
 
   Attributes:
-    width: output channels.
-    strides: stride of the first convolution (1 or 2).
+    width: channels of the block (``CifarBasicBlock``: its output; ``BottleneckBlock``:
+      its inner convolutions, the output is ``4 * width``).
+    strides: the block's spatial stride (1 or 2).
     dtype: compute dtype.
   """
 
   width: int
   strides: int = 1
   dtype: Any = jnp.float32
+
+  @staticmethod
+  def merge(residual, shortcut):
+    """``relu(residual + shortcut)`` in the residual's dtype; f[B, H, W, C] each."""
+    return nn.relu(residual + shortcut.astype(residual.dtype))
+
+
+class CifarBasicBlock(ResidualBlock):
+  """Two 3x3 ConvBN layers plus an option-A (parameter-free) shortcut.
+
+  When the block changes shape the shortcut subsamples ``x[:, ::2, ::2]`` and appends
+  zero channels (He et al. 2016, option A), so the trunk has no projection parameters.
+  ``width`` is the output channels; ``strides`` that of the first convolution.
+  """
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -39,7 +51,7 @@ class CifarBasicBlock(nn.Module):
     if shortcut.shape[-1] != self.width:
       extra_channels = self.width - shortcut.shape[-1]
       shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (0, extra_channels)))
-    return nn.relu(residual + shortcut.astype(residual.dtype))
+    return self.merge(residual, shortcut)
 
 
 class CifarResNetBackbone(nn.Module):
@@ -89,23 +101,16 @@ class ResNet32(base.MultiAttributeModel):
                                name="backbone")
 
 
-class BottleneckBlock(nn.Module):
+class BottleneckBlock(ResidualBlock):
   """1x1 -> 3x3 (strided) -> 1x1 (4x width) ConvBN layers plus a shortcut.
 
   The stride sits on the 3x3 convolution ("ResNet v1.5", as in torchvision and the Flax
   ImageNet example); the shortcut is a 1x1 strided ConvBN projection when the shape
   changes and the identity otherwise. The last batch norm's scale starts at 0 so every
-  block starts as the identity (Goyal et al. 2017).
-
-  Attributes:
-    width: channels of the inner convolutions; the block outputs ``4 * width``.
-    strides: stride of the 3x3 convolution and of the projection.
-    dtype: compute dtype.
+  block starts as the identity (Goyal et al. 2017). ``width`` is the channels of the
+  inner convolutions (the block outputs ``4 * width``); ``strides`` that of the 3x3
+  convolution and of the projection.
   """
-
-  width: int
-  strides: int = 1
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -120,7 +125,7 @@ class BottleneckBlock(nn.Module):
     if self.strides != 1 or x.shape[-1] != 4 * self.width:
       shortcut = base.ConvBN(4 * self.width, 1, strides=self.strides, relu=False,
                              dtype=self.dtype, name="projection")(x, train=train)
-    return nn.relu(residual + shortcut.astype(residual.dtype))
+    return self.merge(residual, shortcut)
 
 
 class ResNetBackbone(nn.Module):

@@ -12,8 +12,9 @@ import pytest
 
 from crl_jax import baselines
 from tests.baselines import reference
-from tests.baselines.fake_heads import heads_strategy
+from tests.baselines.fake_heads import heads_options
 from tests.baselines.fake_heads import make_heads
+from tests.baselines.fake_heads import same_shape_heads
 from tests.baselines.fake_heads import SETTINGS
 
 LOWEST_FLOAT32 = np.finfo(np.float32).min
@@ -40,35 +41,39 @@ def assert_padded_classes_at_bottom(scores, class_mask):
     assert np.all(class_mask[j, np.argmax(scores[:, j], axis=-1)])
 
 
-@SETTINGS
-@hypothesis.given(heads=heads_strategy, data=st.data())
-def test_threshold_adjustment_matches_loop_reference(heads, data):
-  temperature = per_attribute_or_scalar(data.draw, [0.0, 1.0, 2.5, 5.0],
-                                        heads.labels.shape[1])
-  scores = jitted(baselines.threshold_adjusted_probabilities)(
-      heads.logits, heads.class_mask, heads.class_counts, temperature)
-  assert scores.shape == heads.logits.shape and scores.dtype == jnp.float32
-  np.testing.assert_allclose(
-      scores, reference.threshold_adjusted_probabilities(
-          heads.logits, heads.class_mask, heads.class_counts, temperature),
-      rtol=1e-5, atol=1e-6)
-  assert_padded_classes_at_bottom(scores, heads.class_mask)
+def adjusted_and_expected(name, options, draw, values):
+  """(heads, jitted ``ADJUSTMENTS[name]`` scores, loop reference) for each draw of data
+  in one drawn shape, with a scalar or per-attribute hyperparameter from ``values``."""
+  function, loop_reference = {
+      "threshold": (baselines.threshold_adjusted_probabilities,
+                    reference.threshold_adjusted_probabilities),
+      "logit_adjust": (baselines.posthoc_logit_adjustment,
+                       reference.posthoc_logit_adjustment)}[name]
+  for heads in same_shape_heads(options):
+    value = per_attribute_or_scalar(draw, values, heads.labels.shape[1])
+    scores = jitted(function)(heads.logits, heads.class_mask, heads.class_counts, value)
+    assert scores.shape == heads.logits.shape and scores.dtype == jnp.float32
+    assert_padded_classes_at_bottom(scores, heads.class_mask)
+    yield heads, np.asarray(scores), loop_reference(heads.logits, heads.class_mask,
+                                                    heads.class_counts, value)
 
 
 @SETTINGS
-@hypothesis.given(heads=heads_strategy, data=st.data())
-def test_posthoc_logit_adjustment_matches_loop_reference(heads, data):
-  tau = per_attribute_or_scalar(data.draw, [0.0, 0.5, 1.0, 3.0], heads.labels.shape[1])
-  scores = jitted(baselines.posthoc_logit_adjustment)(
-      heads.logits, heads.class_mask, heads.class_counts, tau)
-  assert scores.shape == heads.logits.shape and scores.dtype == jnp.float32
-  expected = reference.posthoc_logit_adjustment(heads.logits, heads.class_mask,
-                                                heads.class_counts, tau)
-  real = np.broadcast_to(heads.class_mask, scores.shape)
-  np.testing.assert_allclose(np.asarray(scores)[real], expected[real], rtol=1e-5,
-                             atol=1e-5)
-  assert np.all(np.asarray(scores)[~real] == LOWEST_FLOAT32)
-  assert_padded_classes_at_bottom(scores, heads.class_mask)
+@hypothesis.given(options=heads_options, data=st.data())
+def test_threshold_adjustment_matches_loop_reference(options, data):
+  for _, scores, expected in adjusted_and_expected("threshold", options, data.draw,
+                                                   [0.0, 1.0, 2.5, 5.0]):
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+@SETTINGS
+@hypothesis.given(options=heads_options, data=st.data())
+def test_posthoc_logit_adjustment_matches_loop_reference(options, data):
+  for heads, scores, expected in adjusted_and_expected("logit_adjust", options, data.draw,
+                                                       [0.0, 0.5, 1.0, 3.0]):
+    real = np.broadcast_to(heads.class_mask, scores.shape)
+    np.testing.assert_allclose(scores[real], expected[real], rtol=1e-5, atol=1e-5)
+    assert np.all(scores[~real] == LOWEST_FLOAT32)
 
 
 def test_padded_classes_stay_at_the_bottom_under_extreme_logits():
@@ -99,20 +104,21 @@ def test_zero_temperature_and_zero_tau_change_nothing():
 
 
 @SETTINGS
-@hypothesis.given(heads=heads_strategy, data=st.data())
-def test_class_balanced_accuracy_matches_loop_reference(heads, data):
-  max_classes = heads.class_mask.shape[1]
+@hypothesis.given(options=heads_options, data=st.data())
+def test_class_balanced_accuracy_matches_loop_reference(options, data):
   rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
-  # Mostly right, sometimes a padded or out-of-range class.
-  predictions = np.where(rng.random(heads.labels.shape) < 0.5, heads.labels,
-                         rng.integers(-1, max_classes + 1, heads.labels.shape))
-  accuracy = jitted(baselines.class_balanced_accuracy_from_predictions)(
-      predictions, heads.labels, heads.class_mask, valid=heads.valid)
-  assert accuracy.shape == (heads.labels.shape[1],) and accuracy.dtype == jnp.float32
-  expected = reference.class_balanced_accuracy(predictions, heads.labels,
-                                               heads.class_mask, heads.valid)
-  np.testing.assert_allclose(accuracy, [float(x) for x in expected], rtol=1e-6,
-                             atol=1e-7)
+  for heads in same_shape_heads(options):
+    max_classes = heads.class_mask.shape[1]
+    # Mostly right, sometimes a padded or out-of-range class.
+    predictions = np.where(rng.random(heads.labels.shape) < 0.5, heads.labels,
+                           rng.integers(-1, max_classes + 1, heads.labels.shape))
+    accuracy = jitted(baselines.class_balanced_accuracy_from_predictions)(
+        predictions, heads.labels, heads.class_mask, valid=heads.valid)
+    assert accuracy.shape == (heads.labels.shape[1],) and accuracy.dtype == jnp.float32
+    expected = reference.class_balanced_accuracy(predictions, heads.labels,
+                                                 heads.class_mask, heads.valid)
+    np.testing.assert_allclose(accuracy, [float(x) for x in expected], rtol=1e-6,
+                               atol=1e-7)
 
 
 def test_class_balanced_accuracy_is_mean_recall_over_present_classes():
@@ -127,23 +133,25 @@ def test_class_balanced_accuracy_is_mean_recall_over_present_classes():
 
 
 @SETTINGS
-@hypothesis.given(heads=heads_strategy,
+@hypothesis.given(options=heads_options,
                   candidates=st.sampled_from([(1.0, 2.0, 3.0, 4.0, 5.0),
                                               (0.0, 5.0, 20.0), (3.0,)]))
-def test_temperature_selection_matches_brute_force(heads, candidates):
-  chosen = jitted(functools.partial(baselines.select_threshold_temperature,
-                                    candidate_temperatures=candidates))(
-      heads.logits, heads.labels, heads.class_mask, heads.class_counts,
-      valid=heads.valid)
-  assert chosen.shape == (heads.labels.shape[1],) and chosen.dtype == jnp.float32
-  expected, table = reference.select_threshold_temperature(
-      heads.logits, heads.labels, heads.class_mask, heads.class_counts, candidates,
-      heads.valid)
-  for j, temperature in enumerate(np.asarray(chosen).tolist()):
-    if temperature != expected[j]:
-      # Only an exact tie in class-balanced accuracy between different confusion counts
-      # (equal fractions whose float32 sums round apart) may pick a later candidate.
-      assert table[candidates.index(temperature)][j] == max(t[j] for t in table)
+def test_temperature_selection_matches_brute_force(options, candidates):
+  select = jax.jit(functools.partial(baselines.select_threshold_temperature,
+                                     candidate_temperatures=candidates))
+  for heads in same_shape_heads(options):
+    chosen = select(heads.logits, heads.labels, heads.class_mask, heads.class_counts,
+                    valid=heads.valid)
+    assert chosen.shape == (heads.labels.shape[1],) and chosen.dtype == jnp.float32
+    expected, table = reference.select_threshold_temperature(
+        heads.logits, heads.labels, heads.class_mask, heads.class_counts, candidates,
+        heads.valid)
+    for j, temperature in enumerate(np.asarray(chosen).tolist()):
+      if temperature != expected[j]:
+        # Only an exact tie in class-balanced accuracy between different confusion
+        # counts (equal fractions whose float32 sums round apart) may pick a later
+        # candidate.
+        assert table[candidates.index(temperature)][j] == max(t[j] for t in table)
 
 
 def test_temperature_selection_prefers_the_prior_when_it_helps():

@@ -13,8 +13,9 @@ import pytest
 from crl_jax import baselines
 from crl_jax import crl
 from tests.baselines import reference
-from tests.baselines.fake_heads import heads_strategy
+from tests.baselines.fake_heads import heads_options
 from tests.baselines.fake_heads import make_heads
+from tests.baselines.fake_heads import same_shape_heads
 from tests.baselines.fake_heads import SETTINGS
 
 LOSS_NAMES = sorted(baselines.LOSSES)
@@ -76,14 +77,15 @@ def expected(name, heads, logits=None, **hyperparameters):
 @SETTINGS
 @hypothesis.given(data=st.data())
 def test_loss_matches_loop_reference(name, data):
-  heads = data.draw(heads_strategy)
-  if name == "ldam":  # LDAM expects normalised (cosine-like) logits
-    heads.logits = np.clip(heads.logits / 3.0, -1.0, 1.0)
-  hyperparameters = resolve(data.draw(HYPERPARAMETERS[name]), heads)
-  loss = call(name, heads, **hyperparameters)
-  assert loss.shape == (heads.labels.shape[1],) and loss.dtype == jnp.float32
-  np.testing.assert_allclose(loss, expected(name, heads, **hyperparameters), rtol=1e-5,
-                             atol=1e-5)
+  symbolic = data.draw(HYPERPARAMETERS[name])
+  for heads in same_shape_heads(data.draw(heads_options)):
+    if name == "ldam":  # LDAM expects normalised (cosine-like) logits
+      heads.logits = np.clip(heads.logits / 3.0, -1.0, 1.0)
+    hyperparameters = resolve(symbolic, heads)
+    loss = call(name, heads, **hyperparameters)
+    assert loss.shape == (heads.labels.shape[1],) and loss.dtype == jnp.float32
+    np.testing.assert_allclose(loss, expected(name, heads, **hyperparameters),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_ldam_weights_of_ones_equal_no_weights():

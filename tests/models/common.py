@@ -28,11 +28,15 @@ def parameter_count(tree) -> int:
 
 
 def init_and_apply(model, images, key):
-  """One compiled call: init (train=False), apply train=False, apply train=True."""
+  """One compiled call: init with its train=False output, then apply train=True.
+
+  ``init_with_output`` computes the train=False output from the variables it returns
+  (running statistics at their initial values), so it is ``apply(variables, train=False)``
+  without a third forward pass in the compiled program.
+  """
 
   def run(key, images):
-    variables = model.init(key, images, train=False)
-    eval_output = model.apply(variables, images, train=False)
+    eval_output, variables = model.init_with_output(key, images, train=False)
     train_output, updates = model.apply(variables, images, train=True,
                                         mutable=["batch_stats"])
     return variables, eval_output, train_output, updates
