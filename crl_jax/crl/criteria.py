@@ -8,6 +8,8 @@ empty selection reduces to exactly ``0.0`` with a zero (finite) gradient.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -134,4 +136,118 @@ def histogram_overlap(positive_weights, positive_mask, negative_weights, negativ
 
   positive_histogram = normalised_histogram(positive_weights, positive_mask)
   negative_histogram = normalised_histogram(negative_weights, negative_mask)
+  return jnp.sum(positive_histogram * jnp.cumsum(negative_histogram))
+
+
+def _count_below(sorted_values, sorted_mask, predicate, num_steps: int):
+  """Per query, the length of the prefix of ``sorted_values`` where ``predicate`` holds.
+
+  ``predicate(values)`` must be monotone along the row (true on a prefix of the valid
+  entries); a branchless binary search of ``num_steps`` steps, no gradient.
+
+  Args:
+    sorted_values: float[R, K].
+    sorted_mask: bool[R, K], valid entries first.
+    predicate: elementwise ``f32[R, Q] -> bool[R, Q]`` on gathered values.
+    num_steps: static int >= ceil(log2(K + 1)).
+
+  Returns:
+    int32[R, Q].
+  """
+  rows, width = sorted_values.shape
+  sorted_values = jax.lax.stop_gradient(sorted_values)
+  valid_count = jnp.sum(sorted_mask, axis=-1, dtype=jnp.int32)[:, None]
+  query_shape = jax.eval_shape(predicate, jnp.zeros((rows, 1), jnp.float32)).shape
+  low = jnp.zeros((rows, query_shape[-1]), jnp.int32)
+  high = jnp.broadcast_to(valid_count, low.shape)
+  for _ in range(num_steps):
+    active = low < high
+    middle = (low + high) // 2
+    value = jnp.take_along_axis(sorted_values, jnp.minimum(middle, width - 1), axis=-1)
+    holds = active & predicate(value)
+    low = jnp.where(holds, middle + 1, low)
+    high = jnp.where(active & ~holds, middle, high)
+  return low
+
+
+def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
+                        negative_mask, margin):
+  """Closed form of the relative criterion's triplet sum, Eqn (9), without triplets.
+
+  For anchor ``a`` and each of its positives ``i``, ``sum_j max(0, m + d(a,+_i) -
+  d(a,-_j))`` over its negatives ``j`` is ``n * (m + d(a,+_i)) - sum_{l < n} d(a,-_(l))``
+  where the negatives are sorted by distance ascending and ``n`` counts those with a
+  positive hinge (a prefix, found by binary search). Cost ``O(B K log K)`` instead of
+  the ``O(B K^2)`` terms of ``relative_terms``; the hinge test is evaluated exactly as
+  ``relative_terms`` evaluates it (``(m + d+) - d- > 0``), so the same triplets count.
+
+  Args:
+    positive_distances: float[B, K] ``d(a, +)``.
+    positive_mask: bool[B, K].
+    negative_distances: float[B, K] ``d(a, -)``, each row sorted ascending over its
+      valid entries, valid entries first.
+    negative_mask: bool[B, K], valid entries first.
+    margin: float scalar ``m_j``.
+
+  Returns:
+    ``(total float32 scalar, count float32 scalar)``: the sum of the hinge terms over
+    every triplet and the number of triplets; ``masked_mean(*relative_terms(...))``
+    equals ``total / max(count, 1)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import crl
+    >>> crl.relative_hinge_sums(jnp.array([[0.2]]), jnp.array([[True]]),
+    ...                         jnp.array([[0.1, 0.9]]), jnp.array([[True, True]]), 0.5)
+    (Array(0.6, dtype=float32), Array(2., dtype=float32))
+  """
+  width = negative_distances.shape[-1]
+  negative_distances = jnp.where(negative_mask, negative_distances, 0.0)
+  base = margin + positive_distances  # [B, K]
+  stopped_base = jax.lax.stop_gradient(base)
+  num_steps = max(1, math.ceil(math.log2(width + 1)))
+  count = _count_below(negative_distances, negative_mask,
+                       lambda value: stopped_base - value > 0, num_steps)
+  prefix = jnp.concatenate([jnp.zeros_like(negative_distances[:, :1]),
+                            jnp.cumsum(negative_distances, axis=-1)], axis=-1)
+  sums = count * base - jnp.take_along_axis(prefix, count, axis=-1)
+  total = jnp.sum(jnp.where(positive_mask, sums, 0.0))
+  triplets = jnp.sum(positive_mask, axis=-1, dtype=jnp.float32) * jnp.sum(
+      negative_mask, axis=-1, dtype=jnp.float32)
+  return total, jnp.sum(triplets)
+
+
+def interpolated_histogram(distances, mask, lower: float, upper: float, num_bins: int):
+  """The normalised soft histogram of Eqn (15) by scatter, without a ``[P, T]`` table.
+
+  Equal to ``sum over selected pairs of soft_histogram_weights / #pairs``: each clipped
+  distance adds ``1 - f`` to bin ``t`` and ``f`` to bin ``t + 1``, with ``t`` its bin
+  and ``f`` its fractional position, two updates per pair instead of ``num_bins``.
+
+  Args:
+    distances: float[...].
+    mask: bool[...], the pairs that exist.
+    lower, upper: static floats, the histogram's range.
+    num_bins: static int >= 2.
+
+  Returns:
+    float32[num_bins]; all zeros when no pair is selected.
+  """
+  if not isinstance(num_bins, int) or num_bins < 2:
+    raise ValueError(f"num_bins={num_bins!r} must be an int >= 2 (the histogram of Eqn "
+                     "14 needs both ends of its range as bins).")
+  delta = (upper - lower) / (num_bins - 1)
+  position = (jnp.clip(distances.astype(jnp.float32), lower, upper) - lower) / delta
+  low_bin = jnp.clip(jnp.floor(jax.lax.stop_gradient(position)), 0, num_bins - 2)
+  fraction = position - low_bin
+  weight = jnp.where(mask, 1.0, 0.0)
+  low_bin = low_bin.astype(jnp.int32).reshape(-1)
+  histogram = (jnp.zeros(num_bins, jnp.float32)
+               .at[low_bin].add((weight * (1.0 - fraction)).reshape(-1))
+               .at[low_bin + 1].add((weight * fraction).reshape(-1)))
+  return histogram / jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0)
+
+
+def overlap_of_histograms(positive_histogram, negative_histogram):
+  """``sum_t h+_t * sum_{k <= t} h-_k`` of Eqn (16) on normalised histograms [T]."""
   return jnp.sum(positive_histogram * jnp.cumsum(negative_histogram))
