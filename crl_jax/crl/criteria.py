@@ -167,32 +167,51 @@ def _count_below(sorted_values, sorted_mask, predicate, num_steps: int):
     holds = active & predicate(value)
     low = jnp.where(holds, middle + 1, low)
     high = jnp.where(active & ~holds, middle, high)
+    # Keeps XLA from fusing the whole chain of gathers into each consumer (which
+    # recomputes every earlier step per element).
+    low, high = jax.lax.optimization_barrier((low, high))
   return low
 
 
-def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
-                        negative_mask, margin):
-  """Closed form of the relative criterion's triplet sum, Eqn (9), without triplets.
+RELATIVE_METHODS = ("auto", "pairs", "sorted")
+# ``method="auto"`` sums the K x K pairs of an anchor directly up to this many
+# negatives and uses the sorted closed form above it (docs/benchmarks.md measures both).
+PAIRS_UP_TO = 64
 
-  For anchor ``a`` and each of its positives ``i``, ``sum_j max(0, m + d(a,+_i) -
-  d(a,-_j))`` over its negatives ``j`` is ``n * (m + d(a,+_i)) - sum_{l < n} d(a,-_(l))``
-  where the negatives are sorted by distance ascending and ``n`` counts those with a
-  positive hinge (a prefix, found by binary search). Cost ``O(B K log K)`` instead of
-  the ``O(B K^2)`` terms of ``relative_terms``; the hinge test is evaluated exactly as
-  ``relative_terms`` evaluates it (``(m + d+) - d- > 0``), so the same triplets count.
+
+def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
+                        negative_mask, margin, *, method: str = "auto"):
+  """The relative criterion's triplet sum, Eqn (9), without a triplet tensor.
+
+  ``total = sum over anchors a, positives i, negatives j of max(0, m + d(a,+_i) -
+  d(a,-_j))`` and ``count`` = the number of such triplets. Two exact evaluations:
+
+  * ``"sorted"`` (closed form): with each anchor's negatives sorted by distance
+    ascending, ``sum_j max(0, m + d+ - d-_j) = n (m + d+) - sum_{l < n} d-_(l)`` where
+    ``n`` counts the negatives with a positive hinge (a prefix, found by binary search)
+    and the sum is a prefix sum: ``O(B K log K)``.
+  * ``"pairs"``: one fused pass over the ``K x K`` hinges of each anchor, masks folded
+    into the distances (an invalid positive gets ``-inf`` margin, an invalid negative
+    ``+inf`` distance), the count from the mask sizes: ``O(B K^2)`` arithmetic but no
+    gathers and no ``[B, K, K]`` array in memory. On XLA-CPU at ``K = 25`` it beats the
+    binary search, whose gathers cost more than the arithmetic they save.
+
+  ``"auto"`` takes ``"pairs"`` up to ``PAIRS_UP_TO`` negatives, else ``"sorted"``. Both
+  evaluate the hinge test exactly as ``relative_terms`` does (``(m + d+) - d- > 0``), so
+  the same triplets count and the gradients are those of the enumeration.
 
   Args:
     positive_distances: float[B, K] ``d(a, +)``.
     positive_mask: bool[B, K].
-    negative_distances: float[B, K] ``d(a, -)``, each row sorted ascending over its
-      valid entries, valid entries first.
-    negative_mask: bool[B, K], valid entries first.
+    negative_distances: float[B, K] ``d(a, -)``; for ``"sorted"`` (and ``"auto"`` above
+      ``PAIRS_UP_TO``) each row sorted ascending over its valid entries, valid first.
+    negative_mask: bool[B, K], valid entries first for ``"sorted"``.
     margin: float scalar ``m_j``.
+    method: static, one of ``RELATIVE_METHODS``.
 
   Returns:
-    ``(total float32 scalar, count float32 scalar)``: the sum of the hinge terms over
-    every triplet and the number of triplets; ``masked_mean(*relative_terms(...))``
-    equals ``total / max(count, 1)``.
+    ``(total float32 scalar, count float32 scalar)``; ``masked_mean(*relative_terms(
+    ...))`` equals ``total / max(count, 1)``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -201,19 +220,31 @@ def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
     ...                         jnp.array([[0.1, 0.9]]), jnp.array([[True, True]]), 0.5)
     (Array(0.6, dtype=float32), Array(2., dtype=float32))
   """
+  if method not in RELATIVE_METHODS:
+    raise ValueError(f"method={method!r} is unknown; use one of {RELATIVE_METHODS}.")
   width = negative_distances.shape[-1]
-  negative_distances = jnp.where(negative_mask, negative_distances, 0.0)
+  if method == "auto":
+    method = "pairs" if width <= PAIRS_UP_TO else "sorted"
   base = margin + positive_distances  # [B, K]
+  triplets = jnp.sum(positive_mask, axis=-1, dtype=jnp.float32) * jnp.sum(
+      negative_mask, axis=-1, dtype=jnp.float32)
+  if method == "pairs":
+    base, negative_distances = jax.lax.optimization_barrier((
+        jnp.where(positive_mask, base, -jnp.inf),
+        jnp.where(negative_mask, negative_distances, jnp.inf)))
+    hinge = base[..., :, None] - negative_distances[..., None, :]
+    total = jnp.sum(jnp.where(hinge > 0, hinge, 0.0))
+    return total, jnp.sum(triplets)
+  negative_distances = jnp.where(negative_mask, negative_distances, 0.0)
   stopped_base = jax.lax.stop_gradient(base)
   num_steps = max(1, math.ceil(math.log2(width + 1)))
   count = _count_below(negative_distances, negative_mask,
                        lambda value: stopped_base - value > 0, num_steps)
   prefix = jnp.concatenate([jnp.zeros_like(negative_distances[:, :1]),
-                            jnp.cumsum(negative_distances, axis=-1)], axis=-1)
+                            jax.lax.associative_scan(jnp.add, negative_distances,
+                                                     axis=-1)], axis=-1)
   sums = count * base - jnp.take_along_axis(prefix, count, axis=-1)
   total = jnp.sum(jnp.where(positive_mask, sums, 0.0))
-  triplets = jnp.sum(positive_mask, axis=-1, dtype=jnp.float32) * jnp.sum(
-      negative_mask, axis=-1, dtype=jnp.float32)
   return total, jnp.sum(triplets)
 
 
@@ -223,6 +254,9 @@ def interpolated_histogram(distances, mask, lower: float, upper: float, num_bins
   Equal to ``sum over selected pairs of soft_histogram_weights / #pairs``: each clipped
   distance adds ``1 - f`` to bin ``t`` and ``f`` to bin ``t + 1``, with ``t`` its bin
   and ``f`` its fractional position, two updates per pair instead of ``num_bins``.
+  Between bins the gradient is the table's; on a bin exactly (a kink of the table's
+  ``relu(1 - |d - b_t| / Delta)``, whose slope there the table leaves to rounding) it
+  is the slope towards the next bin up.
 
   Args:
     distances: float[...].

@@ -140,13 +140,6 @@ def _l2_normalise(features):
   return features * jax.lax.rsqrt(jnp.maximum(squared_norm, 1e-24))
 
 
-def _safe_norm(differences):
-  """Euclidean norm over the last axis with a zero (not NaN) gradient at 0."""
-  squared = jnp.sum(jnp.square(differences), axis=-1)
-  positive = squared > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
-
-
 def _pairwise_distances(normalised_features):
   """float32[B, B] Euclidean distances between unit vectors (used for mining only)."""
   gram = normalised_features @ normalised_features.T
@@ -214,15 +207,19 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   number of triplets (relative), pairs (absolute) or positive x negative pairs
   (distribution).
 
-  Cost (see ``docs/benchmarks.md``): no ``[B, K, K]`` triplet tensor (the relative
-  criterion is summed in closed form over sorted negatives, ``relative_hinge_sums``),
+  Cost (see ``docs/benchmarks.md``): no ``[B, K, K]`` triplet tensor in memory (the
+  relative criterion is one fused pass over each anchor's hinges, or the closed form
+  over sorted negatives for large kappa, ``criteria.relative_hinge_sums``),
   no ``[B, K, T]`` histogram table (``interpolated_histogram``), class-level positives
   from one sort of the batch (``mining.class_level_hard_sets``), and instance-level
   distances read from the Gram matrix instead of gathered feature rows."""
-  num_classes = logits.shape[1]
+  batch_size, num_classes = logits.shape
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
   histogram = profile.class_histogram(labels, num_classes, valid)
   eligible = profile.eligible_classes(histogram, rho=rho, scope=scope)
+  # Only the closed form of the relative criterion reads the negatives in order.
+  needs_sorted_negatives = (criterion == "relative"
+                            and min(kappa, batch_size) > criteria.PAIRS_UP_TO)
 
   if level == "class":
     masked_logits = heads.masked_logits(logits, class_mask)
@@ -235,8 +232,9 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
     else:
       scores = masked_logits
     (positive_distances, positive_mask, negative_distances,
-     negative_mask) = _class_level_pairs(scores, labels, valid, eligible, sets,
-                                         sorted_negatives=score != "logit")
+     negative_mask) = _class_level_pairs(
+         scores, labels, valid, eligible, sets,
+         sorted_negatives=score != "logit" or not needs_sorted_negatives)
   else:
     normalised = _l2_normalise(features.astype(jnp.float32))
     hard = mining.instance_level_hard_samples(
@@ -244,8 +242,11 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
     gram = jnp.matmul(normalised, normalised.T, precision=jax.lax.Precision.HIGHEST)
     positive_distances = _selected_distances(gram, hard.positive_indices)
     positive_mask = hard.positive_mask
-    negative_distances, negative_mask = _sort_ascending(
-        _selected_distances(gram, hard.negative_indices), hard.negative_mask)
+    negative_distances = _selected_distances(gram, hard.negative_indices)
+    negative_mask = hard.negative_mask
+    if needs_sorted_negatives:
+      negative_distances, negative_mask = _sort_ascending(negative_distances,
+                                                          negative_mask)
 
   if margin is None and criterion != "distribution":
     real_classes = num_classes if class_mask is None else jnp.sum(class_mask)
