@@ -34,7 +34,8 @@ if (( quick )); then
   step_flags=(--steps=2 --warmup=1 --batch=8 --image_size=16
               --designs=class/relative/minority --config.model.kwargs.widths="(4,8)")
   step_configs=("configs/synthetic.py:smoke")
-  loss_timeout=60; step_timeout=120
+  loss_timeout=240; step_timeout=400
+  budget=1400  # a loaded 2-core CPU compiles 1000 heads slowly
 else
   "$python" -c 'import jax; d = jax.devices()[0]; print("device:", d.platform, d.device_kind); assert d.platform == "gpu", "no GPU visible to jax: install jax[cuda12] or run with --quick"' || exit 2
   loss_flags=(--rounds=100)
