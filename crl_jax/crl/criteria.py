@@ -216,9 +216,9 @@ def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
   Example:
     >>> import jax.numpy as jnp
     >>> from crl_jax import crl
-    >>> crl.relative_hinge_sums(jnp.array([[0.2]]), jnp.array([[True]]),
-    ...                         jnp.array([[0.1, 0.9]]), jnp.array([[True, True]]), 0.5)
-    (Array(0.6, dtype=float32), Array(2., dtype=float32))
+    >>> crl.relative_hinge_sums(jnp.array([[0.25]]), jnp.array([[True]]),
+    ...                         jnp.array([[0.25, 1.0]]), jnp.array([[True, True]]), 0.5)
+    (Array(0.5, dtype=float32), Array(2., dtype=float32))
   """
   if method not in RELATIVE_METHODS:
     raise ValueError(f"method={method!r} is unknown; use one of {RELATIVE_METHODS}.")
