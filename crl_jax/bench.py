@@ -30,7 +30,6 @@ import dataclasses
 import itertools
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -224,20 +223,9 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
 
 
 def machine_description() -> dict:
-  import jax
-  device = jax.devices()[0]
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return {"backend": jax.default_backend(), "device_kind": device.device_kind,
-          "num_devices": jax.device_count(), "jax_version": jax.__version__,
-          "cpu": cpu, "cpu_count": os.cpu_count()}
+  """The machine, as ``crl_jax.machine.describe`` writes it."""
+  from crl_jax import machine
+  return machine.describe()
 
 
 def format_table(results) -> str:

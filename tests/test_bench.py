@@ -2,6 +2,10 @@
 
 import json
 import os
+import subprocess
+import sys
+
+import pytest
 
 from crl_jax import bench
 from tests.train.conftest import REPO
@@ -37,3 +41,19 @@ def test_bench_tiny_json_schema(tmp_path, capsys):
   assert ce["ratio_to_ce"] == 1.0
   assert plot.stat().st_size > 0
   assert "class/relative/minority" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_end_to_end_in_quick_mode(tmp_path):
+  """benchmarks/gpu.sh --quick: every shape x dtype of the loss benchmark and the step
+  benchmark, on whatever backend jax has, with the summary the docs are built from."""
+  result = subprocess.run(["bash", "benchmarks/gpu.sh", "--quick", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, "PYTHON": sys.executable})
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  for shape in ("xdomain", "celeba", "deepfashion"):
+    for dtype in ("float32", "bfloat16"):
+      payload = json.loads((tmp_path / f"loss_{shape}_{dtype}.json").read_text())
+      assert payload["dtype"] == dtype and len(payload["results"]) == 3
+  assert (tmp_path / "step_synthetic_float32.json").exists()
+  assert "x CE" in (tmp_path / "summary.md").read_text()

@@ -10,7 +10,10 @@ terms) -> rectify (the public losses and the blended objective of Eqn 8).
 
 from crl_jax.crl.criteria import absolute_terms
 from crl_jax.crl.criteria import histogram_overlap
+from crl_jax.crl.criteria import interpolated_histogram
 from crl_jax.crl.criteria import masked_mean
+from crl_jax.crl.criteria import overlap_of_histograms
+from crl_jax.crl.criteria import relative_hinge_sums
 from crl_jax.crl.criteria import relative_terms
 from crl_jax.crl.criteria import soft_histogram_weights
 from crl_jax.crl.heads import check_class_counts
@@ -21,6 +24,8 @@ from crl_jax.crl.heads import masked_logits
 from crl_jax.crl.heads import PADDED_CLASS_LOGIT
 from crl_jax.crl.heads import valid_class_mask
 from crl_jax.crl.mining import class_level_hard_samples
+from crl_jax.crl.mining import class_level_hard_sets
+from crl_jax.crl.mining import ClassHardSets
 from crl_jax.crl.mining import HardSamples
 from crl_jax.crl.mining import instance_level_hard_samples
 from crl_jax.crl.mining import masked_top_k

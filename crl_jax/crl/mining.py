@@ -71,14 +71,82 @@ def masked_top_k(keys, candidate_mask, k: int):
   return indices.astype(jnp.int32), selected
 
 
-def class_level_hard_samples(scores, labels, valid, eligible, kappa: int) -> HardSamples:
-  """Class-level hard mining on prediction scores, Eqns (4)-(5).
+class ClassHardSets(NamedTuple):
+  """Class-level hard positives and negatives, one shared set per class (Eqns 4-5).
+
+  Attributes:
+    positive_indices: int32[C, K] batch indices of class ``c``'s hard positives, lowest
+      score first.
+    positive_mask: bool[C, K], ``False`` for padding and for classes that are not
+      eligible.
+    negative_indices: int32[C, K] batch indices of class ``c``'s hard negatives, highest
+      score first.
+    negative_mask: bool[C, K], ``False`` for padding and for classes that are not
+      eligible.
+  """
+
+  positive_indices: jax.Array
+  positive_mask: jax.Array
+  negative_indices: jax.Array
+  negative_mask: jax.Array
+
+
+def class_level_hard_sets(scores, labels, valid, eligible, kappa: int) -> ClassHardSets:
+  """Class-level hard mining on prediction scores, one set per class (Eqns 4-5).
 
   For every eligible class ``c`` the hard positives are the ``kappa`` valid class-``c``
   samples with the lowest ``scores[:, c]`` (fewer if the class has fewer) and the hard
-  negatives the ``kappa`` valid non-``c`` samples with the highest ``scores[:, c]``. Both
-  sets are shared by every anchor of ``c`` (every valid class-``c`` sample); the pair
-  (anchor, itself) is masked out.
+  negatives the ``kappa`` valid non-``c`` samples with the highest ``scores[:, c]``.
+
+  Cost: the positives of every class come from ONE sort of the batch by (class, own
+  score, index): each class's members are then contiguous, lowest score first, so its
+  positives are the first ``kappa`` entries of its segment. The negatives need the
+  batch ranked by each class's score, a masked ``top_k`` per class.
+
+  Ties: among equal scores the lower batch index is selected first (``lax.top_k``'s
+  rule, kept by the index key of the sort).
+
+  Args:
+    scores: float[B, C] class scores (the softmax probabilities ``p``).
+    labels: int[B] class ids (any value where ``valid`` is ``False``).
+    valid: bool[B] samples with a usable label in ``[0, C)``.
+    eligible: bool[C] classes that receive CRL (``profile.eligible_classes``).
+    kappa: static int >= 1.
+
+  Returns:
+    ``ClassHardSets`` with ``K = min(kappa, B)``.
+  """
+  kappa = _check_kappa(kappa)
+  batch_size, num_classes = scores.shape
+  k = min(kappa, batch_size)
+  scores = jax.lax.stop_gradient(scores).astype(jnp.float32)
+  valid = jnp.asarray(valid, bool)
+  own_class = jnp.clip(labels, 0, num_classes - 1)
+  own_score = jnp.take_along_axis(scores, own_class[:, None], axis=1)[:, 0]
+  batch_index = jnp.arange(batch_size, dtype=jnp.int32)
+  # Invalid rows get class C and sort after every class's segment.
+  sort_class = jnp.where(valid, own_class, num_classes).astype(jnp.int32)
+  _, _, order = jax.lax.sort((sort_class, own_score, batch_index), num_keys=3)
+  class_ids = jnp.arange(num_classes)
+  counts = jnp.sum((sort_class[None, :] == class_ids[:, None]), axis=1, dtype=jnp.int32)
+  starts = jnp.cumsum(counts) - counts
+  slots = jnp.arange(k, dtype=jnp.int32)
+  positive_indices = order[jnp.minimum(starts[:, None] + slots[None, :], batch_size - 1)]
+  positive_mask = (slots[None, :] < counts[:, None]) & eligible[:, None]
+
+  is_other = (sort_class[None, :] != class_ids[:, None]) & valid[None, :]
+  negative_indices, negative_mask = masked_top_k(scores.T, is_other, k)
+  return ClassHardSets(positive_indices.astype(jnp.int32), positive_mask,
+                       negative_indices, negative_mask & eligible[:, None])
+
+
+def class_level_hard_samples(scores, labels, valid, eligible, kappa: int) -> HardSamples:
+  """Class-level hard mining on prediction scores, Eqns (4)-(5), one row per anchor.
+
+  The per-class sets of ``class_level_hard_sets`` spread to every anchor: both sets are
+  shared by every anchor of ``c`` (every valid class-``c`` sample); the pair (anchor,
+  itself) is masked out. The loss itself works on the per-class sets; this per-anchor
+  form is the one the instance level shares (``HardSamples``).
 
   Args:
     scores: float[B, C] class scores (the softmax probabilities ``p``).
@@ -90,26 +158,17 @@ def class_level_hard_samples(scores, labels, valid, eligible, kappa: int) -> Har
   Returns:
     ``HardSamples`` with ``K = min(kappa, B)``.
   """
-  kappa = _check_kappa(kappa)
   batch_size, num_classes = scores.shape
-  k = min(kappa, batch_size)
-  scores = jax.lax.stop_gradient(scores)
+  sets = class_level_hard_sets(scores, labels, valid, eligible, kappa)
   anchor_class = jnp.clip(labels, 0, num_classes - 1)
   batch_index = jnp.arange(batch_size)
-
-  score_by_class = scores.T.astype(jnp.float32)  # [C, B]
-  is_member = (labels[None, :] == jnp.arange(num_classes)[:, None]) & valid[None, :]
-  is_other = ~is_member & valid[None, :]
-  class_positive_indices, class_positive_mask = masked_top_k(-score_by_class, is_member, k)
-  class_negative_indices, class_negative_mask = masked_top_k(score_by_class, is_other, k)
-
   anchor_mask = valid & eligible[anchor_class]
-  positive_indices = class_positive_indices[anchor_class]
-  positive_mask = (class_positive_mask[anchor_class]
+  positive_indices = sets.positive_indices[anchor_class]
+  positive_mask = (sets.positive_mask[anchor_class]
                    & (positive_indices != batch_index[:, None])
                    & anchor_mask[:, None])
-  negative_indices = class_negative_indices[anchor_class]
-  negative_mask = class_negative_mask[anchor_class] & anchor_mask[:, None]
+  negative_indices = sets.negative_indices[anchor_class]
+  negative_mask = sets.negative_mask[anchor_class] & anchor_mask[:, None]
   return HardSamples(anchor_mask, positive_indices, positive_mask, negative_indices,
                      negative_mask)
 

@@ -140,17 +140,63 @@ def _l2_normalise(features):
   return features * jax.lax.rsqrt(jnp.maximum(squared_norm, 1e-24))
 
 
-def _safe_norm(differences):
-  """Euclidean norm over the last axis with a zero (not NaN) gradient at 0."""
-  squared = jnp.sum(jnp.square(differences), axis=-1)
-  positive = squared > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
-
-
 def _pairwise_distances(normalised_features):
   """float32[B, B] Euclidean distances between unit vectors (used for mining only)."""
   gram = normalised_features @ normalised_features.T
   return jnp.sqrt(jnp.maximum(2.0 - 2.0 * gram, 0.0))
+
+
+def _selected_distances(gram, indices):
+  """Distances ``|f_a - f_i|`` for ``i = indices[a, k]``, read from the Gram matrix.
+
+  ``d^2 = G[a, a] + G[i, i] - 2 G[a, i]`` with the squared norms taken from the same
+  matrix product, so identical rows give exactly 0; the gradient reaches the features
+  through ``G`` (a matmul), not through gathered feature rows (whose backward is a
+  scatter of ``B * K * D`` values). Shapes: gram f32[B, B], indices int[B, K] ->
+  f32[B, K]; the gradient at a zero distance is 0 (not NaN)."""
+  squared_norm = jnp.diagonal(gram)
+  squared = (squared_norm[:, None] + squared_norm[indices]
+             - 2.0 * jnp.take_along_axis(gram, indices, axis=1))
+  positive = squared > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+
+
+def _sort_ascending(distances, mask):
+  """Sorts each row's valid distances ascending, valid entries first (f32[B, K],
+  bool[B, K]); the permutation carries no gradient, the values do."""
+  key = jnp.where(mask, jax.lax.stop_gradient(distances), jnp.inf)
+  order = jnp.argsort(key, axis=-1)
+  return (jnp.take_along_axis(distances, order, axis=-1),
+          jnp.take_along_axis(mask, order, axis=-1))
+
+
+def _class_level_pairs(scores, labels, valid, eligible, sets, *, sorted_negatives):
+  """Per-anchor pair distances of the class level (Eqn 10) from the per-class sets.
+
+  The scores of each class's positives and negatives are read once per class (``[C,
+  K]``) and each anchor reads its class's row. Shapes: scores f32[B, C], labels int[B],
+  valid bool[B], eligible bool[C], sets ``ClassHardSets`` -> ``(positive_distances,
+  positive_mask, negative_distances, negative_mask)``, each [B, K]; negative distances
+  ascending along each row when ``sorted_negatives`` (the negatives are listed by
+  descending probability, so this holds for any score monotone in it)."""
+  batch_size, num_classes = scores.shape
+  anchor_class = jnp.clip(labels, 0, num_classes - 1)
+  anchor_mask = valid & eligible[anchor_class]
+  by_class = scores.T  # [C, B]
+  positive_scores = jnp.take_along_axis(by_class, sets.positive_indices, axis=1)
+  negative_scores = jnp.take_along_axis(by_class, sets.negative_indices, axis=1)
+  anchor_score = jnp.take_along_axis(scores, anchor_class[:, None], axis=1)  # [B, 1]
+  positive_distances = jnp.abs(anchor_score - positive_scores[anchor_class])
+  positive_mask = (sets.positive_mask[anchor_class]
+                   & (sets.positive_indices[anchor_class]
+                      != jnp.arange(batch_size)[:, None])
+                   & anchor_mask[:, None])
+  negative_distances = anchor_score - negative_scores[anchor_class]
+  negative_mask = sets.negative_mask[anchor_class] & anchor_mask[:, None]
+  if not sorted_negatives:
+    negative_distances, negative_mask = _sort_ascending(negative_distances,
+                                                        negative_mask)
+  return positive_distances, positive_mask, negative_distances, negative_mask
 
 
 def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, level,
@@ -159,59 +205,71 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   int[B], valid bool[B] or None, class_mask bool[C] or None, margin f32 scalar or None.
   Returns ``(loss float32 scalar, number of terms float32 scalar)``; the count is the
   number of triplets (relative), pairs (absolute) or positive x negative pairs
-  (distribution)."""
+  (distribution).
+
+  Cost (see ``docs/benchmarks.md``): no ``[B, K, K]`` triplet tensor in memory (the
+  relative criterion is one fused pass over each anchor's hinges, or the closed form
+  over sorted negatives for large kappa, ``criteria.relative_hinge_sums``),
+  no ``[B, K, T]`` histogram table (``interpolated_histogram``), class-level positives
+  from one sort of the batch (``mining.class_level_hard_sets``), and instance-level
+  distances read from the Gram matrix instead of gathered feature rows."""
   batch_size, num_classes = logits.shape
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
   histogram = profile.class_histogram(labels, num_classes, valid)
   eligible = profile.eligible_classes(histogram, rho=rho, scope=scope)
-  anchor_class = jnp.clip(labels, 0, num_classes - 1)
+  # Only the closed form of the relative criterion reads the negatives in order.
+  needs_sorted_negatives = (criterion == "relative"
+                            and min(kappa, batch_size) > criteria.PAIRS_UP_TO)
 
   if level == "class":
     masked_logits = heads.masked_logits(logits, class_mask)
     probabilities = jax.nn.softmax(masked_logits, axis=-1)
-    hard = mining.class_level_hard_samples(probabilities, labels, valid, eligible, kappa)
+    sets = mining.class_level_hard_sets(probabilities, labels, valid, eligible, kappa)
     if score == "probability":
       scores = probabilities
     elif score == "log_probability":
       scores = jax.nn.log_softmax(masked_logits, axis=-1)
     else:
       scores = masked_logits
-    anchor_score = jnp.take_along_axis(scores, anchor_class[:, None], axis=1)  # [B, 1]
-    positive_score = scores[hard.positive_indices, anchor_class[:, None]]  # [B, K]
-    negative_score = scores[hard.negative_indices, anchor_class[:, None]]
-    positive_distances = jnp.abs(anchor_score - positive_score)
-    negative_distances = anchor_score - negative_score
+    (positive_distances, positive_mask, negative_distances,
+     negative_mask) = _class_level_pairs(
+         scores, labels, valid, eligible, sets,
+         sorted_negatives=score != "logit" or not needs_sorted_negatives)
   else:
     normalised = _l2_normalise(features.astype(jnp.float32))
     hard = mining.instance_level_hard_samples(
         _pairwise_distances(normalised), labels, valid, eligible, kappa)
-    anchors = normalised[:, None, :]
-    positive_distances = _safe_norm(anchors - normalised[hard.positive_indices])
-    negative_distances = _safe_norm(anchors - normalised[hard.negative_indices])
+    gram = jnp.matmul(normalised, normalised.T, precision=jax.lax.Precision.HIGHEST)
+    positive_distances = _selected_distances(gram, hard.positive_indices)
+    positive_mask = hard.positive_mask
+    negative_distances = _selected_distances(gram, hard.negative_indices)
+    negative_mask = hard.negative_mask
+    if needs_sorted_negatives:
+      negative_distances, negative_mask = _sort_ascending(negative_distances,
+                                                          negative_mask)
 
   if margin is None and criterion != "distribution":
     real_classes = num_classes if class_mask is None else jnp.sum(class_mask)
     margin = default_margin(level, criterion, real_classes, score)
 
-  positive_count = jnp.sum(hard.positive_mask, dtype=jnp.float32)
-  negative_count = jnp.sum(hard.negative_mask, dtype=jnp.float32)
+  positive_count = jnp.sum(positive_mask, dtype=jnp.float32)
+  negative_count = jnp.sum(negative_mask, dtype=jnp.float32)
   if criterion == "relative":
-    terms, mask = criteria.relative_terms(positive_distances, hard.positive_mask,
-                                          negative_distances, hard.negative_mask, margin)
-    return criteria.masked_mean(terms, mask), jnp.sum(mask, dtype=jnp.float32)
+    total, count = criteria.relative_hinge_sums(positive_distances, positive_mask,
+                                                negative_distances, negative_mask, margin)
+    return total / jnp.maximum(count, 1.0), count
   if criterion == "absolute":
     positive_terms, positive_mask, negative_terms, negative_mask = criteria.absolute_terms(
-        positive_distances, hard.positive_mask, negative_distances, hard.negative_mask,
-        margin)
+        positive_distances, positive_mask, negative_distances, negative_mask, margin)
     return (0.5 * (criteria.masked_mean(positive_terms, positive_mask)
                    + criteria.masked_mean(negative_terms, negative_mask)),
             positive_count + negative_count)
   lower, upper = HISTOGRAM_RANGE[level]
-  return criteria.histogram_overlap(
-      criteria.soft_histogram_weights(positive_distances, lower, upper, num_bins),
-      hard.positive_mask,
-      criteria.soft_histogram_weights(negative_distances, lower, upper, num_bins),
-      hard.negative_mask), positive_count * negative_count
+  return criteria.overlap_of_histograms(
+      criteria.interpolated_histogram(positive_distances, positive_mask, lower, upper,
+                                      num_bins),
+      criteria.interpolated_histogram(negative_distances, negative_mask, lower, upper,
+                                      num_bins)), positive_count * negative_count
 
 
 def _gather(x, axis_name):

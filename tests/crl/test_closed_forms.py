@@ -1,0 +1,200 @@
+"""The closed forms that replaced enumeration: same values, same selections, same
+gradients as the enumerated formulation (``relative_terms`` over every triplet, the
+``[P, T]`` histogram table, ``top_k`` per class), and one trace each under jit."""
+
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crl_jax import crl
+from crl_jax.crl import rectify
+from tests.crl import reference
+from tests.crl.test_rectify import make_batch
+
+
+def sorted_rows(rng, rows, width, ties):
+  values = rng.random((rows, width)).astype(np.float32)
+  if ties:
+    values = np.round(values * 4) / 4  # many exact ties
+  mask = rng.random((rows, width)) < 0.8
+  values = np.where(mask, values, 9.0)
+  order = np.argsort(values, axis=1, kind="stable")
+  values = np.take_along_axis(values, order, axis=1)
+  mask = np.take_along_axis(mask, order, axis=1)
+  return values, mask
+
+
+@pytest.mark.parametrize("method", ["pairs", "sorted"])
+@pytest.mark.parametrize("ties", [False, True])
+def test_relative_hinge_sums_equal_the_triplet_enumeration(ties, method):
+  rng = np.random.default_rng(int(ties))
+  negative, negative_mask = sorted_rows(rng, 12, 7, ties)
+  positive = rng.random((12, 5)).astype(np.float32)
+  if ties:
+    positive = np.round(positive * 4) / 4
+  positive_mask = rng.random((12, 5)) < 0.8
+  margin = 0.25 if ties else 0.3  # with ties some hinges are exactly 0
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def closed(positive, negative):
+    total, count = crl.relative_hinge_sums(positive, positive_mask, negative,
+                                           negative_mask, margin, method=method)
+    return total / jnp.maximum(count, 1.0), count
+
+  def enumerated(positive, negative):
+    terms, mask = crl.relative_terms(positive, positive_mask, negative, negative_mask,
+                                     margin)
+    return crl.masked_mean(terms, mask), jnp.sum(mask, dtype=jnp.float32)
+
+  chex.clear_trace_counter()
+  (value, count), (expected, expected_count) = (closed(positive, negative),
+                                                enumerated(positive, negative))
+  np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-7)
+  assert count == expected_count
+  grads = jax.grad(lambda p, n: closed(p, n)[0], argnums=(0, 1))(positive, negative)
+  expected_grads = jax.grad(lambda p, n: enumerated(p, n)[0],
+                            argnums=(0, 1))(positive, negative)
+  for grad, expected_grad in zip(grads, expected_grads):
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-7)
+
+
+def test_interpolated_histogram_equals_the_weight_table():
+  rng = np.random.default_rng(0)
+  distances = rng.uniform(-1.3, 1.3, (9, 6)).astype(np.float32)
+  distances[0, :3] = [-1.0, 1.0, 0.0]  # both ends of the range, a clipped value
+  mask = rng.random((9, 6)) < 0.7
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def closed(distances):
+    return crl.interpolated_histogram(distances, mask, -1.0, 1.0, 7)
+
+  def table(distances):
+    weights = jnp.where(mask[..., None], crl.soft_histogram_weights(distances, -1.0,
+                                                                    1.0, 7), 0.0)
+    return weights.reshape(-1, 7).sum(0) / jnp.maximum(mask.sum(), 1)
+
+  chex.clear_trace_counter()
+  np.testing.assert_allclose(closed(distances), table(distances), rtol=1e-6, atol=1e-7)
+  # Gradients between bins (on a bin the table's slope is a rounding artefact).
+  distances[0, :3] = [-0.9, 0.95, 0.1]
+  probe = jnp.arange(7.0)
+  np.testing.assert_allclose(jax.grad(lambda d: closed(d) @ probe)(distances),
+                             jax.grad(lambda d: table(d) @ probe)(distances),
+                             rtol=1e-5, atol=1e-6)
+  empty = crl.interpolated_histogram(distances, np.zeros_like(mask), -1.0, 1.0, 7)
+  assert not np.any(empty)
+
+
+@pytest.mark.parametrize("seed,ties", [(0, False), (1, True), (2, True)])
+def test_one_sort_selects_the_positives_top_k_selects(seed, ties):
+  """Same samples as ``lax.top_k`` per class, lower batch index first among ties."""
+  rng = np.random.default_rng(seed)
+  batch_size, num_classes, kappa = 40, 6, 5
+  scores = rng.random((batch_size, num_classes)).astype(np.float32)
+  if ties:
+    scores = np.round(scores * 3) / 3
+  labels = rng.integers(-1, num_classes, batch_size).astype(np.int32)
+  valid = (labels >= 0) & (rng.random(batch_size) < 0.9)
+  eligible = rng.random(num_classes) < 0.7
+  sets = jax.jit(crl.class_level_hard_sets, static_argnums=4)(scores, labels, valid,
+                                                              eligible, kappa)
+  member = (labels[None, :] == np.arange(num_classes)[:, None]) & valid[None, :]
+  expected, expected_mask = crl.masked_top_k(-scores.T, member, kappa)
+  expected_mask = np.asarray(expected_mask) & eligible[:, None]
+  np.testing.assert_array_equal(sets.positive_mask, expected_mask)
+  np.testing.assert_array_equal(np.where(expected_mask, sets.positive_indices, -1),
+                                np.where(expected_mask, expected, -1))
+  expected, expected_mask = crl.masked_top_k(scores.T, ~member & valid[None, :], kappa)
+  expected_mask = np.asarray(expected_mask) & eligible[:, None]
+  np.testing.assert_array_equal(sets.negative_mask, expected_mask)
+  np.testing.assert_array_equal(np.where(expected_mask, sets.negative_indices, -1),
+                                np.where(expected_mask, expected, -1))
+
+
+def enumerated_loss(logits, features, labels, valid, *, level, criterion, kappa,
+                    scope="all", score="probability"):
+  """The loss written the enumerated way (per-anchor rows, every triplet, the weight
+  table), from the public primitives, for the gradient comparison."""
+  num_classes = logits.shape[1]
+  valid = crl.label_validity(labels, num_classes, valid)
+  eligible = crl.eligible_classes(crl.class_histogram(labels, num_classes, valid),
+                                  scope=scope)
+  if level == "class":
+    probabilities = jax.nn.softmax(logits)
+    scores = {"probability": probabilities, "logit": logits,
+              "log_probability": jax.nn.log_softmax(logits)}[score]
+    hard = crl.class_level_hard_samples(probabilities, labels, valid, eligible, kappa)
+    anchor_class = jnp.clip(labels, 0, num_classes - 1)
+    anchor = jnp.take_along_axis(scores, anchor_class[:, None], axis=1)
+    positive = jnp.abs(anchor - scores[hard.positive_indices, anchor_class[:, None]])
+    negative = anchor - scores[hard.negative_indices, anchor_class[:, None]]
+  else:
+    normalised = features / jnp.linalg.norm(features, axis=1, keepdims=True)
+    hard = crl.instance_level_hard_samples(
+        rectify._pairwise_distances(normalised), labels, valid, eligible, kappa)
+
+    def norm(differences):  # zero gradient (not NaN) at 0, e.g. in padded slots
+      squared = jnp.sum(jnp.square(differences), axis=-1)
+      return jnp.where(squared > 0, jnp.sqrt(jnp.where(squared > 0, squared, 1.0)), 0.0)
+
+    positive = norm(normalised[:, None] - normalised[hard.positive_indices])
+    negative = norm(normalised[:, None] - normalised[hard.negative_indices])
+  margin = crl.default_margin(level, criterion, num_classes, score)
+  if criterion == "relative":
+    return crl.masked_mean(*crl.relative_terms(positive, hard.positive_mask, negative,
+                                               hard.negative_mask, margin))
+  if criterion == "absolute":
+    terms = crl.absolute_terms(positive, hard.positive_mask, negative,
+                               hard.negative_mask, margin)
+    return 0.5 * (crl.masked_mean(*terms[:2]) + crl.masked_mean(*terms[2:]))
+  lower, upper = rectify.HISTOGRAM_RANGE[level]
+  return crl.histogram_overlap(
+      crl.soft_histogram_weights(positive, lower, upper, 50), hard.positive_mask,
+      crl.soft_histogram_weights(negative, lower, upper, 50), hard.negative_mask)
+
+
+@pytest.mark.parametrize("level,criterion,score", [
+    *[(level, criterion, "probability")
+      for level, criterion in itertools.product(crl.LEVELS, crl.CRITERIA)],
+    ("class", "relative", "logit"), ("class", "relative", "log_probability")])
+def test_gradients_equal_the_enumerated_formulation_and_the_reference(level, criterion,
+                                                                      score):
+  logits, features, labels, valid = make_batch(21, 48, 5, invalid=0.1)
+  options = dict(level=level, criterion=criterion, kappa=7, scope="all")
+  argnum = 0 if level == "class" else 1
+
+  def loss(logits, features):
+    return crl.class_rectification_loss(logits, features, labels, valid=valid,
+                                        score=score, **options)
+
+  value, grad = jax.value_and_grad(loss, argnums=argnum)(logits, features)
+  expected_value, expected_grad = jax.value_and_grad(
+      lambda x, y: enumerated_loss(x, y, labels, valid, score=score, **options),
+      argnums=argnum)(logits, features)
+  np.testing.assert_allclose(value, expected_value, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(value, reference.crl(logits, features, labels, rho=0.5,
+                                                  valid=valid, score=score, **options),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-5)
+  assert np.any(grad)
+
+
+def test_instance_distances_from_the_gram_matrix_are_exact_for_identical_rows():
+  features = jnp.concatenate([jnp.ones((3, 4)), jnp.eye(4)[:2] * 2.0])
+  normalised = rectify._l2_normalise(features)
+  gram = jnp.matmul(normalised, normalised.T, precision=jax.lax.Precision.HIGHEST)
+  indices = jnp.array([[1, 2, 3], [0, 4, 3], [2, 1, 0], [4, 3, 0], [3, 0, 1]])
+  distances = rectify._selected_distances(gram, indices)
+  expected = jnp.linalg.norm(normalised[:, None] - normalised[indices], axis=-1)
+  np.testing.assert_allclose(distances, expected, atol=1e-6)
+  assert float(distances[0, 0]) == 0.0 and float(distances[2, 2]) == 0.0
+  grad = jax.grad(lambda f: rectify._selected_distances(
+      jnp.matmul(f, f.T, precision=jax.lax.Precision.HIGHEST), indices).sum())(normalised)
+  assert np.all(np.isfinite(grad))
+
