@@ -310,11 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   parser = build_parser()
-  args, rest = parser.parse_known_args(argv)
-  overrides = [item[len("--config."):] for item in rest if item.startswith("--config.")]
-  unknown = [item for item in rest if not item.startswith("--config.")]
-  if unknown:
-    parser.error(f"unknown arguments {unknown}")
+  args, overrides = cli.parse_flags(parser, argv)
   import jax
   from crl_jax import config_lib
   config = config_lib.load_config(args.config, overrides)

@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import textwrap
 import time
@@ -41,6 +40,7 @@ import time
 import numpy as np
 
 from crl_jax import cli
+from crl_jax import machine
 
 def methods() -> dict[str, dict]:
   """name -> config overrides that make the method (on top of the experiment's config),
@@ -385,19 +385,6 @@ def plot_training_curves(directories: dict, path):
   plt.close(figure)
 
 
-def machine_line() -> str:
-  import jax
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f
-                 if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return (f"{jax.device_count()} x {jax.devices()[0].device_kind} ({cpu}, "
-          f"{os.cpu_count()} cores), jax {jax.__version__}")
-
-
 COMMAND = "python -m crl_jax.compare"
 
 
@@ -527,11 +514,11 @@ def _compare(parser, args, base_overrides, argv) -> int:
   ratios = metrics_lib.imbalance_ratios(class_counts, schema.class_mask)
   table = aggregate(per_run, schema.names)
   command = f"{COMMAND} " + " ".join(sys.argv[1:] if argv is None else argv)
-  markdown = format_markdown(table, schema.names, ratios, machine_line(), command)
+  markdown = format_markdown(table, schema.names, ratios, machine.describe_line(), command)
   with open(os.path.join(report_dir, "compare.md"), "w") as f:
     f.write(markdown)
   with open(os.path.join(report_dir, "compare.json"), "w") as f:
-    json.dump({"command": command, "machine": machine_line(), "seeds": seeds,
+    json.dump({"command": command, "machine": machine.describe_line(), "seeds": seeds,
                "attributes": list(schema.names), "imbalance_ratios": ratios.tolist(),
                "train_class_counts": class_counts.tolist(), "table": table,
                "runs": per_run}, f, indent=1)
