@@ -117,13 +117,9 @@ def _device_peak_mb(devices) -> Optional[float]:
 def build_variant(config, setting: Setting, variant: str, image_size: int):
   """Returns ``(step_fn, state, batch, rng, trace_counter, devices)`` for a variant."""
   import jax
-  import jax.numpy as jnp
   from crl_jax import crl
-  from crl_jax import models
+  from crl_jax.train import loop
   from crl_jax.train import mesh as mesh_lib
-  from crl_jax.train import objective as objective_lib
-  from crl_jax.train import optimizer as optimizer_lib
-  from crl_jax.train import state as state_lib
   from crl_jax.train import step as step_lib
   devices = jax.devices()[:setting.devices]
   mesh = mesh_lib.make_mesh(devices)
@@ -135,34 +131,27 @@ def build_variant(config, setting: Setting, variant: str, image_size: int):
     loss.name = "crl"
     loss.crl.update(level=level, criterion=criterion, scope=scope, kappa=setting.kappa,
                     mining=setting.mining, margin=None)
-  class_counts = setting.class_counts
-  class_mask = crl.valid_class_mask(class_counts)
-  counts = power_law_counts(class_counts)
-  alpha = objective_lib.attribute_alpha(loss, counts, class_mask)
-  objective = objective_lib.Objective(
-      loss_config=loss, class_mask=class_mask, class_counts=counts, alpha=alpha,
-      attribute_names=tuple(f"a{j}" for j in range(len(class_counts))),
+  num_classes = setting.class_counts
+  class_mask = crl.valid_class_mask(num_classes)
+  counts = power_law_counts(num_classes)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.loss = loss
+  # The model, objective, optimiser and initial state exactly as training builds them.
+  model, objective, optimizer, _ = loop.build_training(
+      config, num_classes=num_classes, class_counts=counts, class_mask=class_mask,
+      attribute_names=tuple(f"a{j}" for j in range(len(num_classes))),
       num_steps=10_000, mesh=mesh)
-  model = models.get_model(config.model.name, class_counts=class_counts,
-                           feature_dim=config.model.feature_dim,
-                           dtype=jnp.dtype(config.model.dtype),
-                           **dict(config.model.kwargs))
-  optimizer = optimizer_lib.make_optimizer(config.optim, 10_000)
   rng = np.random.default_rng(0)
   images = rng.standard_normal((setting.batch, image_size, image_size, 3),
                                dtype=np.float32)
   labels = np.stack([rng.choice(c, setting.batch, p=counts[j, :c] / counts[j, :c].sum())
-                     for j, c in enumerate(class_counts)], axis=1).astype(np.int32)
+                     for j, c in enumerate(num_classes)], axis=1).astype(np.int32)
   batch = {"image": images, "labels": labels, "valid": np.ones(setting.batch, bool)}
   batch = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh)) for k, v in batch.items()}
-  replicated = mesh_lib.replicated_sharding(mesh)
-
-  def init(key):
-    variables = model.init({"params": key, "dropout": key}, images[:1], train=False)
-    return state_lib.create(variables["params"], variables.get("batch_stats", {}),
-                            optimizer, len(class_counts))
-
-  state = jax.jit(init, out_shardings=replicated)(jax.random.key(0, impl="rbg"))
+  state = loop.init_train_state(model, optimizer, image_size=image_size,
+                                num_attributes=len(num_classes), mesh=mesh,
+                                rng=loop.initial_keys(0)[0])
   counter = _TraceCounter()
   step_fn = step_lib.make_train_step(model, objective, optimizer, mesh=mesh,
                                      trace_hook=lambda: setattr(counter, "count",

@@ -108,8 +108,38 @@ def build(config, *, prepare: bool = True, progress: bool = True) -> Run:
   steps_per_epoch = epoch_size / config.train.batch_size
   num_steps = (config.train.num_steps if config.train.num_steps is not None else
                max(1, math.ceil(config.train.num_epochs * steps_per_epoch)))
+  model, objective, optimizer, schedule = build_training(
+      config, num_classes=schema.class_counts, class_counts=class_counts,
+      class_mask=class_mask, attribute_names=schema.names, num_steps=num_steps,
+      mesh=mesh)
+  return Run(config=config, mesh=mesh, source=source, schema=schema,
+             class_counts=class_counts, class_mask=class_mask, model=model,
+             objective=objective, optimizer=optimizer, schedule=schedule,
+             num_steps=num_steps, steps_per_epoch=steps_per_epoch,
+             train_multiplicity=multiplicity)
+
+
+def build_training(config, *, num_classes, class_counts: np.ndarray,
+                   class_mask: np.ndarray, attribute_names, num_steps: int, mesh):
+  """The model, objective, optimiser and learning-rate schedule of ``config``; no data.
+
+  ``build`` calls it with a dataset's statistics; ``crl_jax.bench`` with synthetic ones
+  (so a benchmark times exactly the model and objective training builds).
+
+  Args:
+    config: a validated config.
+    num_classes: ``tuple[int]`` of length ``A``, the real class count per attribute.
+    class_counts: ``float32[A, Cmax]`` training examples per class (0 on padded classes).
+    class_mask: ``bool[A, Cmax]``, ``crl.valid_class_mask(num_classes)``.
+    attribute_names: ``A`` names.
+    num_steps: the schedule's length.
+    mesh: the 1-D data mesh (``mesh_lib.make_mesh``).
+
+  Returns:
+    ``(model, objective, optimizer, schedule)``.
+  """
   try:
-    model = models.get_model(config.model.name, class_counts=schema.class_counts,
+    model = models.get_model(config.model.name, class_counts=tuple(num_classes),
                              feature_dim=config.model.feature_dim,
                              dtype=jnp.dtype(config.model.dtype),
                              **dict(config.model.kwargs))
@@ -118,14 +148,11 @@ def build(config, *, prepare: bool = True, progress: bool = True) -> Run:
   alpha = objective_lib.attribute_alpha(config.loss, class_counts, class_mask)
   objective = objective_lib.Objective(
       loss_config=config.loss, class_mask=class_mask, class_counts=class_counts,
-      alpha=alpha, attribute_names=schema.names, num_steps=num_steps, mesh=mesh)
+      alpha=alpha, attribute_names=tuple(attribute_names), num_steps=num_steps,
+      mesh=mesh)
   schedule = optimizer_lib.learning_rate_schedule(config.optim, num_steps)
   optimizer = optimizer_lib.make_optimizer(config.optim, num_steps)
-  return Run(config=config, mesh=mesh, source=source, schema=schema,
-             class_counts=class_counts, class_mask=class_mask, model=model,
-             objective=objective, optimizer=optimizer, schedule=schedule,
-             num_steps=num_steps, steps_per_epoch=steps_per_epoch,
-             train_multiplicity=multiplicity)
+  return model, objective, optimizer, schedule
 
 
 def initial_keys(seed: int):
@@ -139,17 +166,26 @@ def initial_keys(seed: int):
 
 def initial_state(run: Run, rng) -> state_lib.TrainState:
   """A freshly initialised, replicated ``TrainState``."""
-  size = run.config.data.image_size
-  images = jnp.zeros((1, size, size, 3), jnp.float32)
+  return init_train_state(run.model, run.optimizer, image_size=run.config.data.image_size,
+                          num_attributes=run.schema.num_attributes, mesh=run.mesh,
+                          rng=rng)
+
+
+def init_train_state(model, optimizer, *, image_size: int, num_attributes: int, mesh,
+                     rng) -> state_lib.TrainState:
+  """A freshly initialised ``TrainState`` replicated over ``mesh``: parameters and
+  batch statistics from ``model.init`` on one ``float32[1, image_size, image_size, 3]``
+  image, optimiser state from ``optimizer``; ``rng`` from ``initial_keys``."""
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
 
   def init(rng):
     params_rng, dropout_rng = jax.random.split(rng)
-    variables = run.model.init({"params": params_rng, "dropout": dropout_rng}, images,
-                               train=False)
+    variables = model.init({"params": params_rng, "dropout": dropout_rng}, images,
+                           train=False)
     return state_lib.create(variables["params"], variables.get("batch_stats", {}),
-                            run.optimizer, run.schema.num_attributes)
+                            optimizer, num_attributes)
 
-  return jax.jit(init, out_shardings=mesh_lib.replicated_sharding(run.mesh))(rng)
+  return jax.jit(init, out_shardings=mesh_lib.replicated_sharding(mesh))(rng)
 
 
 def abstract_state(run: Run, optimizer=None):
