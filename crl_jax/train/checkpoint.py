@@ -102,6 +102,34 @@ def _is_closed_loop_error(error) -> bool:
   return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
 
 
+_ORBAX_PATH_PART = os.sep + "orbax" + os.sep
+
+
+def _raised_in_orbax(error) -> bool:
+  """Whether ``error``'s traceback passes through orbax's own files."""
+  traceback = getattr(error, "__traceback__", None)
+  while traceback is not None:
+    if _ORBAX_PATH_PART in traceback.tb_frame.f_code.co_filename:
+      return True
+    traceback = traceback.tb_next
+  return False
+
+
+class _DropInFlightReadReports(logging.Filter):
+  """Drops asyncio's reports ("Task exception was never retrieved", "Exception in
+  callback") of the other reads of a restore that has already failed and been reported:
+  their exception was raised inside orbax, or is the closed loop itself. Any other
+  asyncio report passes."""
+
+  crl_jax_quiet = True
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None:
+      return "Event loop is closed" not in record.getMessage()
+    return not (_is_closed_loop_error(error) or _raised_in_orbax(error))
+
+
 def quiet_closed_loop_callbacks() -> None:
   """Drops the ``RuntimeError: Event loop is closed`` reports of a failed restore.
 
@@ -110,9 +138,16 @@ def quiet_closed_loop_callbacks() -> None:
   array of a damaged checkpoint fails to read, the reads of the other arrays are still
   in flight; when they complete, their callbacks find the loop closed and each prints
   a traceback (one per array) although the damage has been handled and reported in
-  one line. Installed once a restore has failed; every other error still reaches the
-  previous hooks (``sys.unraisablehook``, ``threading.excepthook``) unchanged.
+  one line; others end in an exception raised inside orbax that no one retrieves, which
+  asyncio logs when the task is collected. Installed once a restore has failed; every
+  other error still reaches the previous hooks (``sys.unraisablehook``,
+  ``threading.excepthook``) and the ``asyncio`` logger unchanged.
   """
+  asyncio_log = logging.getLogger("asyncio")
+  if not any(getattr(f, "crl_jax_quiet", False) for f in asyncio_log.filters):
+    # asyncio reports a task's unretrieved exception through this logger (at garbage
+    # collection, so after the restore has returned), not through the hooks below.
+    asyncio_log.addFilter(_DropInFlightReadReports())
   if getattr(sys.unraisablehook, "crl_jax_quiet", False):
     return
   previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook

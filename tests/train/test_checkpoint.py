@@ -3,6 +3,7 @@ are moved aside (never deleted) when saved again, init_from verifies what it loa
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import sys
@@ -172,6 +173,30 @@ def test_closed_loop_reports_of_a_failed_restore_are_dropped(monkeypatch):
     thread.start()
     thread.join()
   assert [type(error) for error in seen] == [ZeroDivisionError]
+
+
+def test_asyncio_reports_of_reads_failed_inside_orbax_are_dropped(caplog):
+  """The other reads of a failed restore end in exceptions raised in orbax's files that
+  no one retrieves; asyncio logs them when their tasks are collected: dropped once a
+  restore has failed. An asyncio report of any other exception is kept."""
+  checkpoint_lib.quiet_closed_loop_callbacks()
+  orbax_file = os.path.join(os.sep, "site-packages", "orbax", "checkpoint", "read.py")
+
+  def raised(code, filename):
+    try:
+      exec(compile(code, filename, "exec"), {})
+    except Exception as error:  # pylint: disable=broad-except
+      return error
+
+  in_orbax = raised("raise Exception('Encountered error while reading array index')",
+                    orbax_file)
+  elsewhere = raised("raise ValueError('a real bug')", "mine.py")
+  log = logging.getLogger("asyncio")
+  with caplog.at_level(logging.ERROR, logger="asyncio"):
+    for error in (in_orbax, elsewhere):
+      log.error("Task exception was never retrieved",
+                exc_info=(type(error), error, error.__traceback__))
+  assert [r.exc_info[0] for r in caplog.records] == [ValueError]
 
 
 def test_reasons_are_one_line_cut_at_a_word():
