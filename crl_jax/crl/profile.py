@@ -11,8 +11,6 @@ Rectification", TPAMI 2018, Section 3.2 (Eqn 3) and Section 3.3 (Eqn 8).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax.numpy as jnp
 
 from crl_jax.crl.heads import label_validity
