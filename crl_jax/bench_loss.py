@@ -35,7 +35,10 @@ from crl_jax import cli
 COMMAND = "python -m crl_jax.bench_loss"
 
 XDOMAIN_CLASSES = (16, 55, 22, 12, 20, 15, 12, 20, 6)
-SHAPES = {"xdomain": XDOMAIN_CLASSES, "celeba": (2,) * 40, "deepfashion": (2,) * 1000}
+# "padded1000": 1000 binary heads padded to Cmax 55 by one 55-class head, the layout of
+# the full-step sweep's 1000 attributes (``bench --sweep_attributes``).
+SHAPES = {"xdomain": XDOMAIN_CLASSES, "celeba": (2,) * 40, "deepfashion": (2,) * 1000,
+          "padded1000": (55,) + (2,) * 999}
 
 
 def make_inputs(batch_size, class_counts, feature_dim, seed=0, dtype="float32"):
@@ -239,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
       examples=[COMMAND, f"{COMMAND} --batch=256 --kappa=10 --rounds=50 --json=loss.json"])
   parser.add_argument("--shape", default="xdomain", choices=sorted(SHAPES),
                       help="attribute heads: xdomain (9 heads, Cmax 55), celeba (40 x 2), "
-                      "deepfashion (1000 x 2); default xdomain")
+                      "deepfashion (1000 x 2), padded1000 (1000 heads, Cmax 55: one "
+                      "55-class head and 999 binary); default xdomain")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="dtype of the logits and features; default float32")
   parser.add_argument("--designs", default=None, metavar="D,D,...",

@@ -12,7 +12,7 @@ Tie-breaking: among equal scores or distances the lower batch index is selected 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -91,7 +91,18 @@ class ClassHardSets(NamedTuple):
   negative_mask: jax.Array
 
 
-def class_level_hard_sets(scores, labels, valid, eligible, kappa: int) -> ClassHardSets:
+def _first_true(mask, size: int):
+  """Static-size list of the positions where ``mask`` holds, lower position first.
+
+  Shapes: mask bool[N], size static int <= N -> ``(positions int32[size], taken
+  bool[size])``; when fewer than ``size`` entries hold, the tail lists positions where
+  ``mask`` is ``False`` and ``taken`` is ``False`` there."""
+  positions = jnp.argsort(~mask, stable=True)[:size].astype(jnp.int32)
+  return positions, mask[positions]
+
+
+def class_level_hard_sets(scores, labels, valid, eligible, kappa: int,
+                          max_eligible: Optional[int] = None) -> ClassHardSets:
   """Class-level hard mining on prediction scores, one set per class (Eqns 4-5).
 
   For every eligible class ``c`` the hard positives are the ``kappa`` valid class-``c``
@@ -112,6 +123,11 @@ def class_level_hard_sets(scores, labels, valid, eligible, kappa: int) -> ClassH
     valid: bool[B] samples with a usable label in ``[0, C)``.
     eligible: bool[C] classes that receive CRL (``profile.eligible_classes``).
     kappa: static int >= 1.
+    max_eligible: optional static int, an upper bound on the number of eligible
+      classes (``profile.max_eligible_classes``). When it is below ``C`` the negatives'
+      ``top_k`` runs over the eligible classes only (listed lower class first), not
+      over every (padded) class; the rows of classes that are not eligible then hold
+      index 0 with a ``False`` mask. The selection of every eligible class is the same.
 
   Returns:
     ``ClassHardSets`` with ``K = min(kappa, B)``.
@@ -134,10 +150,22 @@ def class_level_hard_sets(scores, labels, valid, eligible, kappa: int) -> ClassH
   positive_indices = order[jnp.minimum(starts[:, None] + slots[None, :], batch_size - 1)]
   positive_mask = (slots[None, :] < counts[:, None]) & eligible[:, None]
 
-  is_other = (sort_class[None, :] != class_ids[:, None]) & valid[None, :]
-  negative_indices, negative_mask = masked_top_k(scores.T, is_other, k)
+  eligible = jnp.asarray(eligible, bool)
+  if max_eligible is None or max_eligible >= num_classes:
+    is_other = (sort_class[None, :] != class_ids[:, None]) & valid[None, :]
+    negative_indices, negative_mask = masked_top_k(scores.T, is_other, k)
+    negative_mask &= eligible[:, None]
+  else:
+    # Only eligible classes can use negatives: mine those (at most max_eligible).
+    mined, taken = _first_true(eligible, max(int(max_eligible), 1))
+    is_other = (sort_class[None, :] != mined[:, None]) & valid[None, :]
+    mined_indices, mined_mask = masked_top_k(scores.T[mined], is_other, k)
+    negative_indices = jnp.zeros((num_classes, k), jnp.int32).at[mined].set(
+        jnp.where(taken[:, None], mined_indices, 0))
+    negative_mask = jnp.zeros((num_classes, k), bool).at[mined].set(
+        mined_mask & taken[:, None])
   return ClassHardSets(positive_indices.astype(jnp.int32), positive_mask,
-                       negative_indices, negative_mask & eligible[:, None])
+                       negative_indices, negative_mask)
 
 
 def class_level_hard_samples(scores, labels, valid, eligible, kappa: int) -> HardSamples:
@@ -173,8 +201,8 @@ def class_level_hard_samples(scores, labels, valid, eligible, kappa: int) -> Har
                      negative_mask)
 
 
-def instance_level_hard_samples(distances, labels, valid, eligible,
-                                kappa: int) -> HardSamples:
+def instance_level_hard_samples(distances, labels, valid, eligible, kappa: int,
+                                max_anchors: Optional[int] = None) -> HardSamples:
   """Instance-level hard mining on feature distances, Eqns (6)-(7).
 
   For each anchor ``a`` (a valid sample of an eligible class) the hard positives are the
@@ -187,6 +215,11 @@ def instance_level_hard_samples(distances, labels, valid, eligible,
     valid: bool[B] samples with a usable label.
     eligible: bool[C] classes that receive CRL.
     kappa: static int >= 1.
+    max_anchors: optional static int, an upper bound on the number of anchors
+      (``profile.max_minority_samples``). When it is below ``B`` the ``top_k`` runs
+      over the anchor rows only (listed lower batch index first); rows that are not
+      anchors then hold index 0 with a ``False`` mask. Every anchor's selection is the
+      same.
 
   Returns:
     ``HardSamples`` with ``K = min(kappa, B)``.
@@ -196,13 +229,27 @@ def instance_level_hard_samples(distances, labels, valid, eligible,
   num_classes = eligible.shape[0]
   k = min(kappa, batch_size)
   distances = jax.lax.stop_gradient(distances).astype(jnp.float32)
-  same_class = labels[:, None] == labels[None, :]
-  not_self = ~jnp.eye(batch_size, dtype=bool)
+  valid = jnp.asarray(valid, bool)
+  anchor_mask = valid & eligible[jnp.clip(labels, 0, num_classes - 1)]
+  if max_anchors is None or max_anchors >= batch_size:
+    rows = jnp.arange(batch_size, dtype=jnp.int32)
+  else:
+    # Only anchors use their rows: mine those (at most max_anchors).
+    rows, taken = _first_true(anchor_mask, max(int(max_anchors), 1))
+  same_class = labels[rows][:, None] == labels[None, :]
+  not_self = rows[:, None] != jnp.arange(batch_size, dtype=jnp.int32)[None, :]
   positive_candidates = same_class & not_self & valid[None, :]
   negative_candidates = ~same_class & valid[None, :]
-  positive_indices, positive_mask = masked_top_k(distances, positive_candidates, k)
-  negative_indices, negative_mask = masked_top_k(-distances, negative_candidates, k)
-
-  anchor_mask = valid & eligible[jnp.clip(labels, 0, num_classes - 1)]
+  row_distances = distances[rows]
+  positive_indices, positive_mask = masked_top_k(row_distances, positive_candidates, k)
+  negative_indices, negative_mask = masked_top_k(-row_distances, negative_candidates, k)
+  if max_anchors is not None and max_anchors < batch_size:
+    def spread(values, fill):
+      values = jnp.where(taken[:, None], values, fill)
+      return jnp.full((batch_size, k), fill, values.dtype).at[rows].set(values)
+    positive_indices, negative_indices = (spread(x, 0) for x in (positive_indices,
+                                                                 negative_indices))
+    positive_mask, negative_mask = (spread(x, False) for x in (positive_mask,
+                                                               negative_mask))
   return HardSamples(anchor_mask, positive_indices, positive_mask & anchor_mask[:, None],
                      negative_indices, negative_mask & anchor_mask[:, None])

@@ -11,8 +11,6 @@ Rectification", TPAMI 2018, Section 3.2 (Eqn 3) and Section 3.3 (Eqn 8).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax.numpy as jnp
 
 from crl_jax.crl.heads import label_validity
@@ -89,6 +87,39 @@ def minority_classes(histogram, rho=0.5):
   budget = jnp.asarray(rho, jnp.float32) * n_valid * (1.0 + _RHO_SLACK)
   minority_in_order = cumulative <= budget
   return jnp.zeros(histogram.shape, bool).at[order].set(minority_in_order)
+
+
+def max_minority_samples(batch_size: int, rho: float, scope: str = "minority") -> int:
+  """Static upper bound on the number of anchors (valid samples of eligible classes).
+
+  With ``scope="minority"`` the minority classes hold at most ``rho * n_valid <= rho *
+  B`` samples (Eqn 3; the factor covers ``_RHO_SLACK`` and float32 rounding of the
+  budget); with ``scope="all"`` or a traced ``rho`` every valid sample can be an
+  anchor. Python ints in, Python int out (used for static shapes under ``jit``).
+
+  Example:
+    >>> from crl_jax.crl import profile
+    >>> profile.max_minority_samples(128, 0.5), profile.max_minority_samples(128, 0.5, "all")
+    (64, 128)
+  """
+  if scope == "all" or not isinstance(rho, (int, float)):
+    return int(batch_size)
+  return min(int(batch_size), int(float(rho) * batch_size * (1.0 + 4 * _RHO_SLACK)))
+
+
+def max_eligible_classes(batch_size: int, num_classes: int, rho: float,
+                         scope: str = "minority") -> int:
+  """Static upper bound on the number of eligible classes in a batch.
+
+  An eligible class has at least two valid samples (``eligible_classes``), so at most
+  ``max_minority_samples // 2`` classes are eligible, and at most ``C``.
+
+  Example:
+    >>> from crl_jax.crl import profile
+    >>> profile.max_eligible_classes(128, 55, 0.5), profile.max_eligible_classes(16, 55, 0.5)
+    (32, 4)
+  """
+  return min(int(num_classes), max_minority_samples(batch_size, rho, scope) // 2)
 
 
 def eligible_classes(histogram, *, rho=0.5, scope: str = "minority"):

@@ -74,6 +74,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crl_jax.crl import criteria
 from crl_jax.crl import heads
@@ -199,8 +200,25 @@ def _class_level_pairs(scores, labels, valid, eligible, sets, *, sorted_negative
   return positive_distances, positive_mask, negative_distances, negative_mask
 
 
+def _real_class_bound(class_mask, num_classes: int) -> int:
+  """Static bound on any attribute's real classes: the largest row count of a concrete
+  ``class_mask`` (bool[C] or bool[A, Cmax]); ``num_classes`` when it is ``None`` or
+  traced (then only the shape is static)."""
+  if class_mask is None:
+    return int(num_classes)
+  try:
+    concrete = np.asarray(class_mask, bool)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return int(num_classes)
+  if concrete.size == 0:
+    return int(num_classes)
+  real = concrete.reshape(-1, concrete.shape[-1]).sum(axis=1)
+  return min(int(num_classes), max(int(real.max()), 1))
+
+
 def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, level,
-                    criterion, kappa, rho, scope, num_bins, score="probability"):
+                    criterion, kappa, rho, scope, num_bins, score="probability",
+                    real_classes_bound=None):
   """CRL of one attribute. Shapes: logits f[B, C], features f[B, D] or None, labels
   int[B], valid bool[B] or None, class_mask bool[C] or None, margin f32 scalar or None.
   Returns ``(loss float32 scalar, number of terms float32 scalar)``; the count is the
@@ -212,7 +230,10 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   over sorted negatives for large kappa, ``criteria.relative_hinge_sums``),
   no ``[B, K, T]`` histogram table (``interpolated_histogram``), class-level positives
   from one sort of the batch (``mining.class_level_hard_sets``), and instance-level
-  distances read from the Gram matrix instead of gathered feature rows."""
+  distances read from the Gram matrix instead of gathered feature rows. Only classes
+  that can be eligible are mined for negatives (at most ``real_classes_bound``, a
+  static int, and ``profile.max_eligible_classes``) and only rows that can be anchors at
+  the instance level (``profile.max_minority_samples``)."""
   batch_size, num_classes = logits.shape
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
   histogram = profile.class_histogram(labels, num_classes, valid)
@@ -224,7 +245,11 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   if level == "class":
     masked_logits = heads.masked_logits(logits, class_mask)
     probabilities = jax.nn.softmax(masked_logits, axis=-1)
-    sets = mining.class_level_hard_sets(probabilities, labels, valid, eligible, kappa)
+    sets = mining.class_level_hard_sets(
+        probabilities, labels, valid, eligible, kappa,
+        max_eligible=profile.max_eligible_classes(
+            batch_size, num_classes if real_classes_bound is None else real_classes_bound,
+            rho, scope))
     if score == "probability":
       scores = probabilities
     elif score == "log_probability":
@@ -238,7 +263,8 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   else:
     normalised = _l2_normalise(features.astype(jnp.float32))
     hard = mining.instance_level_hard_samples(
-        _pairwise_distances(normalised), labels, valid, eligible, kappa)
+        _pairwise_distances(normalised), labels, valid, eligible, kappa,
+        max_anchors=profile.max_minority_samples(batch_size, rho, scope))
     gram = jnp.matmul(normalised, normalised.T, precision=jax.lax.Precision.HIGHEST)
     positive_distances = _selected_distances(gram, hard.positive_indices)
     positive_mask = hard.positive_mask
@@ -352,7 +378,9 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
                                      for x in (logits, features, labels, valid))
   loss, _ = _attribute_loss(logits, features, labels, valid, class_mask, margin,
                             level=level, criterion=criterion, kappa=kappa, rho=rho,
-                            scope=scope, num_bins=num_bins, score=score)
+                            scope=scope, num_bins=num_bins, score=score,
+                            real_classes_bound=_real_class_bound(class_mask,
+                                                                 logits.shape[-1]))
   return loss
 
 
@@ -397,6 +425,7 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
                 num_bins=num_bins, margin=margin, score=score, reduction=reduction)
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
+  real_classes_bound = _real_class_bound(class_mask, logits.shape[-1])
   class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
   if level == "instance":
     if features is None:
@@ -417,7 +446,7 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
                                      for x in (logits, features, labels, valid))
   per_attribute = functools.partial(_attribute_loss, level=level, criterion=criterion,
                                     kappa=kappa, rho=rho, scope=scope, num_bins=num_bins,
-                                    score=score)
+                                    score=score, real_classes_bound=real_classes_bound)
   losses, counts = jax.vmap(per_attribute, in_axes=(1, 1, 1, 1, 0, 0))(
       logits, features, labels, valid, class_mask, margin)
   if reduction == "attribute":

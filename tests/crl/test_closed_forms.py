@@ -117,6 +117,48 @@ def test_one_sort_selects_the_positives_top_k_selects(seed, ties):
                                 np.where(expected_mask, expected, -1))
 
 
+@pytest.mark.parametrize("seed,ties", [(3, False), (4, True)])
+def test_bounded_mining_selects_what_full_mining_selects(seed, ties):
+  """``max_eligible`` / ``max_anchors`` (mine only the rows that can be used) select the
+  same samples, same masks, as mining every row, with the bounds at their tightest
+  (the number of eligible classes / anchors), one above it (a listed row that is not
+  used) and at the static bounds of ``profile``."""
+  rng = np.random.default_rng(seed)
+  batch_size, num_classes, kappa, rho = 48, 9, 6, 0.5
+  scores = rng.random((batch_size, num_classes)).astype(np.float32)
+  if ties:
+    scores = np.round(scores * 3) / 3
+  labels = rng.choice(num_classes, batch_size, p=np.arange(1, 10) / 45).astype(np.int32)
+  labels = np.where(rng.random(batch_size) < 0.1, -1, labels).astype(np.int32)
+  valid = labels >= 0
+  histogram = crl.class_histogram(labels, num_classes, valid)
+  eligible = np.asarray(crl.eligible_classes(histogram, rho=rho))
+  anchors = int(np.sum(valid & eligible[np.clip(labels, 0, None)]))
+  assert 0 < eligible.sum() < num_classes - 1 and anchors < batch_size // 2
+  full = crl.class_level_hard_sets(scores, labels, valid, eligible, kappa)
+  for bound in (int(eligible.sum()), int(eligible.sum()) + 1,
+                crl.profile.max_eligible_classes(batch_size, num_classes, rho)):
+    sets = jax.jit(crl.class_level_hard_sets, static_argnums=(4, 5))(
+        scores, labels, valid, eligible, kappa, bound)
+    np.testing.assert_array_equal(sets.negative_mask, full.negative_mask)
+    np.testing.assert_array_equal(np.where(full.negative_mask, sets.negative_indices, -1),
+                                  np.where(full.negative_mask, full.negative_indices, -1))
+  distances = rng.random((batch_size, batch_size)).astype(np.float32)
+  if ties:
+    distances = np.round(distances * 3) / 3
+  full = crl.instance_level_hard_samples(distances, labels, valid, eligible, kappa)
+  for bound in (anchors, anchors + 1, crl.profile.max_minority_samples(batch_size, rho)):
+    hard = jax.jit(crl.instance_level_hard_samples, static_argnums=(4, 5))(
+        distances, labels, valid, eligible, kappa, bound)
+    np.testing.assert_array_equal(hard.anchor_mask, full.anchor_mask)
+    for name in ("positive", "negative"):
+      mask = getattr(full, f"{name}_mask")
+      np.testing.assert_array_equal(getattr(hard, f"{name}_mask"), mask)
+      np.testing.assert_array_equal(
+          np.where(mask, getattr(hard, f"{name}_indices"), -1),
+          np.where(mask, getattr(full, f"{name}_indices"), -1))
+
+
 def enumerated_loss(logits, features, labels, valid, *, level, criterion, kappa,
                     scope="all", score="probability"):
   """The loss written the enumerated way (per-anchor rows, every triplet, the weight
