@@ -107,7 +107,10 @@ class Objective:
                   rho=options.rho, scope=options.scope, margin=options.margin,
                   num_bins=options.num_bins, score=options.score,
                   reduction=options.reduction)
-    class_mask = jnp.asarray(self.class_mask)
+    # A concrete (numpy) mask: the CRL reads its real class counts as static bounds
+    # on the rows it mines (crl.rectify._real_class_bound); a jnp array would be a
+    # tracer inside the step.
+    class_mask = np.asarray(self.class_mask, bool)
     if options.level == "class":
       features = None
     if options.mining == "global" or self.mesh is None:
