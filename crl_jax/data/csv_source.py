@@ -97,6 +97,14 @@ def _lines(lines: Sequence[int], limit: int = 5) -> str:
   return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
 
 
+def _refuse_or_warn(message: str, strict: bool) -> None:
+  """A label trap: a ``DataError`` under ``csv.strict_labels`` (the default), else a
+  warning that points at the caller's caller (the source being built)."""
+  if strict:
+    raise sources.DataError(message)
+  warnings.warn(message, stacklevel=4)
+
+
 def _id_ranges(ids: Sequence[int]) -> str:
   """``"ids 2-9"``, ``"id 3"``, ``"ids 1, 4-5"``."""
   ranges, start = [], None
@@ -313,9 +321,7 @@ def _check_id_gaps(path, column, present, integers, largest, strict) -> None:
       f"{largest + 1} classes; is label {largest} on {_lines(stray_lines)} a stray? Fix "
       f"it, list the classes in config.data.csv.class_names[{column!r}], or set "
       "config.data.csv.strict_labels=False to keep the empty classes.")
-  if strict:
-    raise sources.DataError(message)
-  warnings.warn(message, stacklevel=3)
+  _refuse_or_warn(message, strict)
 
 
 def parse_labels(path: str, rows: Sequence[Row], column_index: Mapping[str, int],
@@ -424,9 +430,7 @@ def check_training_labels(path: str, columns: Sequence[str], labels: np.ndarray,
         f"its class counts, Omega_imb and alpha are undefined (nan). Fill them in, leave "
         f"{column!r} out of config.data.csv.attributes, or set "
         "config.data.csv.strict_labels=False to train on it anyway.")
-    if strict:
-      raise sources.DataError(message)
-    warnings.warn(message, stacklevel=3)
+    _refuse_or_warn(message, strict)
 
 
 class CsvSource(sources.ImageFileSource):
