@@ -240,10 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
       "X-Domain shapes (9 attributes padded to 55 classes); needs only the plain install.",
       "[flags]",
       examples=[COMMAND, f"{COMMAND} --batch=256 --kappa=10 --rounds=50 --json=loss.json"])
+  # --shape: xdomain (9 heads, Cmax 55), celeba (40 x 2), deepfashion (1000 x 2),
+  # padded1000 (1000 heads padded to Cmax 55: one 55-class head and 999 binary).
   parser.add_argument("--shape", default="xdomain", choices=sorted(SHAPES),
-                      help="attribute heads: xdomain (9 heads, Cmax 55), celeba (40 x 2), "
-                      "deepfashion (1000 x 2), padded1000 (1000 heads, Cmax 55: one "
-                      "55-class head and 999 binary); default xdomain")
+                      metavar="S",
+                      help=f"heads: {', '.join(sorted(SHAPES))}; default xdomain")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="dtype of the logits and features; default float32")
   parser.add_argument("--designs", default=None, metavar="D,D,...",
