@@ -53,16 +53,12 @@ def shared_data_dir(tmp_path_factory):
 
 def command_environment(tmp_path_factory, data_dir, devices: int = 1, **extra):
   """The environment of a crl_jax command in a subprocess: the smoke dataset, CPU with
-  ``devices`` simulated devices, and a persistent compilation cache shared by the
-  session's subprocesses (every run compiles the same tiny model; a cached executable
-  is the same program, so results are unchanged)."""
+  ``devices`` simulated devices. The session's persistent compilation cache (set up in
+  ``tests/conftest.py``) reaches the subprocess through the inherited environment."""
+  del tmp_path_factory  # kept in the signature: callers pass it
   return dict(os.environ, TFDS_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-              JAX_COMPILATION_CACHE_DIR=str(session_directory(tmp_path_factory,
-                                                              "jax_cache")),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1", PYTHON=sys.executable,
-              **extra)
+              PYTHON=sys.executable, **extra)
 
 
 @pytest.fixture(scope="session")
