@@ -15,32 +15,44 @@ RESULT_KEYS = {"variant", "batch", "kappa", "num_attributes", "devices", "mining
                "compile_s", "peak_mem_mb", "traces"}
 
 
-def test_bench_tiny_json_schema(tmp_path, capsys):
+def run_tiny(tmp_path, *flags):
   path = tmp_path / "bench.json"
-  plot = tmp_path / "bench.png"
   assert bench.main([
       f"--config={os.path.join(REPO, 'configs/synthetic.py:smoke')}", "--steps=2",
-      "--warmup=1", "--batch=16", "--image_size=16",
-      "--designs=instance/distribution/all", "--sweep_kappa=1,5", "--sweep_devices=2", f"--json={path}", f"--plot={plot}",
-      "--config.model.kwargs.widths=(4,8)"]) == 0
+      "--warmup=1", "--batch=16", "--image_size=16", f"--json={path}",
+      "--config.model.kwargs.widths=(4,8)", *flags]) == 0
   payload = json.loads(path.read_text())
+  for row in payload["results"]:
+    assert RESULT_KEYS <= set(row)
+    assert row["traces"] == 1, row  # compiled once, never retraced
+    assert row["step_ms_median"] > 0
+  return payload
+
+
+def test_bench_tiny_json_schema(tmp_path, capsys):
+  plot = tmp_path / "bench.png"
+  payload = run_tiny(tmp_path, "--designs=instance/distribution/all", "--sweep_kappa=5",
+                     f"--plot={plot}")
   assert set(payload["machine"]) >= {"backend", "device_kind", "num_devices",
                                      "jax_version", "cpu"}
   results = payload["results"]
   variants = {r["variant"] for r in results}
   # The sweeps time CE and the default design; the main table the designs asked for.
   assert variants == {"ce", "class/relative/minority", "instance/distribution/all"}
-  for row in results:
-    assert RESULT_KEYS <= set(row)
-    assert row["traces"] == 1, row  # compiled once, never retraced
-    assert row["step_ms_median"] > 0
-  assert {r["kappa"] for r in results if r["sweep"] == "kappa"} == {1, 5}
-  assert {(r["devices"], r["mining"]) for r in results if r["sweep"] == "devices"} == {
-      (2, "global"), (2, "local")}
+  assert {(r["sweep"], r["variant"], r["kappa"]) for r in results
+          if r["sweep"] == "kappa"} == {("kappa", "ce", 5),
+                                        ("kappa", "class/relative/minority", 5)}
   ce = [r for r in results if r["sweep"] == "main" and r["variant"] == "ce"][0]
   assert ce["ratio_to_ce"] == 1.0
   assert plot.stat().st_size > 0
   assert "class/relative/minority" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # four more step compiles; the default suite has the schema above
+def test_bench_device_sweep_times_global_and_local_mining(tmp_path):
+  results = run_tiny(tmp_path, "--designs=ce", "--sweep_devices=2")["results"]
+  assert {(r["devices"], r["mining"]) for r in results if r["sweep"] == "devices"} == {
+      (2, "global"), (2, "local")}
 
 
 @pytest.mark.slow

@@ -110,6 +110,9 @@ def test_a_dead_process_stops_the_others(tmp_path, tmp_path_factory, data_dir):
   assert output.strip(), "the surviving process exited without saying why"
 
 
+# The default suite keeps two multi-process runs (equality with one process, a dead
+# peer); this and the coordinator timeout below each cost two interpreter starts.
+@pytest.mark.slow
 def test_a_workdir_refused_by_process_0_stops_every_process_at_once(
     tmp_path, tmp_path_factory, data_dir):
   """Process 0 checks the workdir; the others learn its one-line refusal at once
@@ -160,6 +163,7 @@ def test_cluster_detection(monkeypatch):
   assert distributed.detected_cluster() == "tpu"
 
 
+@pytest.mark.slow
 def test_peer_that_never_shows_up_is_a_bounded_clear_error(tmp_path, tmp_path_factory,
                                                            data_dir):
   started = time.time()

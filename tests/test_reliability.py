@@ -149,6 +149,9 @@ def _largest_file(directory):
   return max(files, key=os.path.getsize)
 
 
+# One minute (three runs of the command). The default suite holds the same fallback
+# in-process: tests/train/test_checkpoint.py (truncated, corrupted, torn, all damaged).
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back_to_the_previous(data_dir, environment,
                                                               tmp_path):
   steps = ["--config.train.num_steps=8", "--config.train.eval_every=8",

@@ -61,8 +61,12 @@ def cifar_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,fixture,shrink,num_examples", [
-    ("celeba", "celeb_a_dir", ["data.celeb_a.validation_size=5"], 5),
-    # ResNet-32's CPU compile alone takes over a minute: in the slow suite.
+    # A real config's full-size model compiles for most of a minute: both in the slow
+    # suite. The default suite loads and validates every config
+    # (tests/test_config_lib.py), runs the smoke config through the command (above) and
+    # every model at small shapes (tests/models).
+    pytest.param("celeba", "celeb_a_dir", ["data.celeb_a.validation_size=5"], 5,
+                 marks=pytest.mark.slow),
     pytest.param("cifar100", "cifar_dir", ["data.cifar.validation_per_class=2"], 64,
                  marks=pytest.mark.slow)])
 def test_one_step_of_the_real_config_on_mock_data(name, fixture, shrink, num_examples,

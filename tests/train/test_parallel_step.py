@@ -56,6 +56,7 @@ def test_eight_devices_equal_one_device_with_global_mining(data_dir, level):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # the default suite keeps global mining's equality, both levels
 def test_local_mining_differs_only_through_mining(data_dir):
   config = smoke_config(data_dir, **{"loss.crl.scope": "all", "loss.crl.kappa": 5})
   run = loop.build(config)
