@@ -350,7 +350,8 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     >>> from crl_jax import crl
     >>> logits = jax.random.normal(jax.random.key(0), (128, 16))
     >>> labels = jax.random.randint(jax.random.key(1), (128,), 0, 16)
-    >>> loss = crl.class_rectification_loss(logits, None, labels)  # class-level relative
+    >>> loss_fn = jax.jit(crl.class_rectification_loss)  # options keep their defaults
+    >>> loss = loss_fn(logits, None, labels)  # class-level relative
     >>> loss.shape, bool(loss >= 0)
     ((), True)
   """
@@ -418,7 +419,7 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
     >>> class_mask = crl.valid_class_mask([2, 7, 3])  # bool[A=3, Cmax=7]
     >>> logits = jax.random.normal(jax.random.key(0), (64, 3, 7))
     >>> labels = jax.random.randint(jax.random.key(1), (64, 3), 0, 2)  # -1 = missing
-    >>> crl.multi_attribute_crl(logits, None, labels, class_mask).shape  # f32[A]
+    >>> jax.jit(crl.multi_attribute_crl)(logits, None, labels, class_mask).shape  # f32[A]
     (3,)
   """
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,

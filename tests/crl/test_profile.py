@@ -13,25 +13,33 @@ from tests.crl import reference
 RHOS = (0.1, 0.25, 0.29, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
-@hypothesis.settings(max_examples=30, deadline=None)
+# One compile per drawn shape (batch size, classes, rho), five data samples each:
+# 6 x 5 = 30 random inputs, as many as one sample per shape gave with 30 compiles.
+@hypothesis.settings(max_examples=6, deadline=None)
 @hypothesis.given(batch_size=st.integers(1, 96), num_classes=st.integers(2, 60),
-                  skew=st.floats(0.0, 3.0), missing=st.floats(0.0, 0.5),
-                  rho=st.sampled_from(RHOS), seed=st.integers(0, 2**31 - 1))
-def test_histogram_and_minority_match_loop(batch_size, num_classes, skew, missing, rho,
-                                           seed):
-  rng = np.random.default_rng(seed)
-  shares = 1.0 / np.arange(1, num_classes + 1) ** skew
-  labels = rng.choice(num_classes, size=batch_size, p=shares / shares.sum())
-  labels = np.where(rng.random(batch_size) < missing, -1, labels)
-  valid = rng.random(batch_size) > 0.1
-  ok = reference.valid_labels(labels.tolist(), num_classes, valid)
-  expected_counts = reference.histogram(labels.tolist(), num_classes, ok)
+                  rho=st.sampled_from(RHOS),
+                  samples=st.lists(st.fixed_dictionaries(dict(
+                      skew=st.floats(0.0, 3.0), missing=st.floats(0.0, 0.5),
+                      seed=st.integers(0, 2**31 - 1))), min_size=5, max_size=5))
+def test_histogram_and_minority_match_loop(batch_size, num_classes, rho, samples):
+  @jax.jit
+  def histogram_and_minority(labels, valid):
+    counts = crl.class_histogram(labels, num_classes, valid)
+    return counts, crl.minority_classes(counts, rho)
 
-  counts = crl.class_histogram(labels, num_classes, valid)
-  assert counts.dtype == jnp.int32
-  np.testing.assert_array_equal(counts, expected_counts)
-  np.testing.assert_array_equal(crl.minority_classes(counts, rho),
-                                reference.minority(expected_counts, rho))
+  for sample in samples:
+    rng = np.random.default_rng(sample["seed"])
+    shares = 1.0 / np.arange(1, num_classes + 1) ** sample["skew"]
+    labels = rng.choice(num_classes, size=batch_size, p=shares / shares.sum())
+    labels = np.where(rng.random(batch_size) < sample["missing"], -1, labels)
+    valid = rng.random(batch_size) > 0.1
+    ok = reference.valid_labels(labels.tolist(), num_classes, valid)
+    expected_counts = reference.histogram(labels.tolist(), num_classes, ok)
+
+    counts, minority = histogram_and_minority(labels, valid)
+    assert counts.dtype == jnp.int32
+    np.testing.assert_array_equal(counts, expected_counts)
+    np.testing.assert_array_equal(minority, reference.minority(expected_counts, rho))
 
 
 def test_minority_ties_and_exact_budget():

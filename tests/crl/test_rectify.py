@@ -170,6 +170,17 @@ DEGENERATE = {
 }
 
 
+@functools.cache
+def value_and_grads(level, criterion, kappa):
+  """One jitted loss + gradient per design and kappa, shared by the degenerate cases:
+  the cases of one shape (most of them: 16 samples, 3 classes) compile once."""
+  def loss_fn(logits, features, labels, valid):
+    return crl.class_rectification_loss(logits, features, labels, level=level,
+                                        criterion=criterion, scope="all", kappa=kappa,
+                                        valid=valid)
+  return jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
+
+
 @pytest.mark.parametrize("case", sorted(DEGENERATE))
 @pytest.mark.parametrize("level,criterion", list(itertools.product(crl.LEVELS,
                                                                    crl.CRITERIA)))
@@ -184,12 +195,7 @@ def test_gradient_is_finite_in_degenerate_batches(case, level, criterion):
   features = options.pop("features", features)
   assert not options
 
-  def loss_fn(logits, features):
-    return crl.class_rectification_loss(logits, features, labels, level=level,
-                                        criterion=criterion, scope="all", kappa=kappa,
-                                        valid=valid)
-
-  loss, grads = jax.value_and_grad(loss_fn, argnums=(0, 1))(logits, features)
+  loss, grads = value_and_grads(level, criterion, kappa)(logits, features, labels, valid)
   assert np.isfinite(loss)
   for grad in grads:
     assert np.all(np.isfinite(grad))

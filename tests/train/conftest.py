@@ -11,8 +11,11 @@ from crl_jax import config_lib
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The smoke config shrunk further, as command-line overrides (``smoke_config`` applies
-# the same values in-process).
+# the same values in-process). The constant schedule (after the warm-up) keeps the number
+# of steps out of the compiled train step, so the runs of different lengths across the
+# suite share one compiled program through the session's compilation cache.
 SMOKE_FLAGS = ("--config=configs/synthetic.py:smoke", "--no_progress",
+               "--config.optim.schedule=constant",
                "--config.data.image_size=16", "--config.data.synthetic.image_size=16",
                "--config.data.synthetic.num_train=512",
                "--config.data.synthetic.num_validation=560",
@@ -32,6 +35,7 @@ def smoke_config(data_dir, **overrides):
   config.train.batch_size = 32
   config.eval.batch_size = 400
   config.model.kwargs.widths = (8, 16)
+  config.optim.schedule = "constant"
   for key, value in overrides.items():
     config_lib.set_by_path(config, key, value)
   config_lib.validate(config)

@@ -25,9 +25,14 @@ def run_main(args, env, timeout=600):
                         env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=() if name == "synthetic" else pytest.mark.slow)
-    for name in CONFIGS])
+# Each is two starts of the command on the unshrunk :smoke config (about a minute):
+# all in the slow suite. The default suite runs the command end to end on the same
+# config shrunk (tests/test_reliability.py: preemption and resume, NaN and the advised
+# resume; tests/test_distributed.py: two processes), loads and validates every config
+# and its :smoke variant (tests/test_config_lib.py), and re-evaluates a finished
+# workdir in-process (tests/train/test_loop.py).
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONFIGS)
 def test_smoke_config_runs_through_the_command(name, tmp_path, tmp_path_factory):
   """(Bad values through the command: tests/test_reliability.py.)"""
   workdir = tmp_path / "run"
