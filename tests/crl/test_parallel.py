@@ -23,8 +23,16 @@ def options(level, criterion):
               "minority", kappa=7)
 
 
-@pytest.mark.parametrize("level,criterion", list(itertools.product(crl.LEVELS,
-                                                                   crl.CRITERIA)))
+# Both levels and two criteria in the default suite; the other designs share every
+# line of the parallel code (only the per-attribute criterion differs) and run in the
+# slow suite.
+DEFAULT_SUITE_DESIGNS = {("class", "relative"), ("instance", "distribution")}
+
+
+@pytest.mark.parametrize("level,criterion", [
+    pytest.param(level, criterion, marks=() if (level, criterion) in DEFAULT_SUITE_DESIGNS
+                 else pytest.mark.slow)
+    for level, criterion in itertools.product(crl.LEVELS, crl.CRITERIA)])
 def test_pmap_and_shard_map_match_single_device(level, criterion):
   logits, features, labels, class_mask = make_heads(21, batch_size=64)
   valid = np.random.default_rng(2).random(64) > 0.1
