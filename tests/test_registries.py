@@ -209,3 +209,38 @@ def test_objective_runs_each_baseline_as_before(name):
     np.testing.assert_array_equal(terms["base"], expected)
     np.testing.assert_array_equal(terms["crl"], 0.0)
     assert float(loss) == pytest.approx(float(jnp.sum(expected)))
+
+
+def test_registered_adjustment_with_searched_hyperparameters_reaches_eval_and_compare(
+    monkeypatch):
+  """A post-hoc adjustment is one registration: validation accepts it, compare lists it
+  and evaluation makes one variant per searched candidate (the threshold's temperature
+  is registered the same way)."""
+  from crl_jax import compare
+  monkeypatch.setattr(baselines.registry, "ADJUSTMENTS", dict(baselines.ADJUSTMENTS))
+  monkeypatch.setattr(baselines.registry, "ADJUSTMENT_SEARCH",
+                      dict(baselines.ADJUSTMENT_SEARCH))
+  monkeypatch.setattr(baselines, "ADJUSTMENTS", baselines.registry.ADJUSTMENTS)
+  monkeypatch.setattr(baselines, "ADJUSTMENT_SEARCH", baselines.registry.ADJUSTMENT_SEARCH)
+
+  def sharpened(logits, class_mask, class_counts, temperature=1.0, floor=0.0):
+    del class_mask, class_counts
+    return jnp.maximum(logits / temperature, floor)
+
+  with pytest.raises(ValueError,
+                     match="'scale'.*is not a hyperparameter.*takes: temperature, floor"):
+    baselines.register_adjustment("sharpened", sharpened, searched={"scale": (1.0,)})
+  with pytest.raises(ValueError, match="temperature"):
+    baselines.register_adjustment("sharpened", sharpened,
+                                  searched={"temperature": (-1.0,)})
+  baselines.register_adjustment("sharpened", sharpened,
+                                searched={"temperature": (0.5, 2.0)})
+  config = config_lib.load_config("configs/synthetic.py:smoke",
+                                  ["eval.adjustment=sharpened"])
+  assert loop.adjustment_variants(config) == [
+      ("sharpened_T0.5", {"floor": 0.0, "temperature": 0.5}),
+      ("sharpened_T2", {"floor": 0.0, "temperature": 2.0})]
+  assert "sharpened" in compare.methods()
+  assert [name for name, _ in loop.adjustment_variants(
+      config_lib.load_config("configs/synthetic.py:smoke", ["eval.adjustment=threshold"]))
+          ] == [f"threshold_T{t}" for t in range(1, 6)]

@@ -97,6 +97,10 @@ def test_sigterm_then_resume_is_bitwise_equal(data_dir, environment, tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+# Two runs of the command (about 50 s): in the slow suite. The default suite holds the
+# same error, checkpoint and advised resume in-process:
+# tests/train/test_loop.py::test_injected_nan_stops_with_a_clear_error_and_keeps_the_checkpoint.
+@pytest.mark.slow
 def test_nan_stops_the_run_and_the_advised_fix_resumes_from_the_checkpoint(
     data_dir, environment, tmp_path):
   """The NaN error says: lower the learning rate or clip, then rerun. Doing exactly

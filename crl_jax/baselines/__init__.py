@@ -5,7 +5,8 @@ cost-sensitive cross-entropy and threshold adjustment (the CRL paper's Section 4
 competitors 3 and 4), focal (Lin et al. 2017), class-balanced (Cui et al. 2019),
 LDAM-DRW (Cao et al. 2019), logit adjustment (Menon et al. 2021) and balanced softmax
 (Ren et al. 2020). ``LOSSES`` / ``ADJUSTMENTS`` map names to them; ``register_loss``
-adds a loss, and ``TRAINING_LOSSES`` tells config validation and the training
+adds a loss, ``register_adjustment`` an adjustment (with the hyperparameters chosen on
+validation, ``ADJUSTMENT_SEARCH``), and ``TRAINING_LOSSES`` tells config validation and the training
 objective how to run each one from the config (``registry``).
 """
 
@@ -27,11 +28,13 @@ from crl_jax.baselines.priors import drw_class_weights
 from crl_jax.baselines.priors import effective_number_weights
 from crl_jax.baselines.priors import ldam_margins
 from crl_jax.baselines.priors import log_class_prior
+from crl_jax.baselines.registry import ADJUSTMENT_SEARCH
 from crl_jax.baselines.registry import ADJUSTMENTS
 from crl_jax.baselines.registry import get_adjustment
 from crl_jax.baselines.registry import get_loss
 from crl_jax.baselines.registry import hyperparameter_names
 from crl_jax.baselines.registry import LOSSES
+from crl_jax.baselines.registry import register_adjustment
 from crl_jax.baselines.registry import register_loss
 from crl_jax.baselines.registry import TRAINING_LOSSES
 from crl_jax.baselines.registry import TrainingLoss

@@ -230,11 +230,69 @@ register_loss("logit_adjust", losses.logit_adjusted_loss, config_section="logit_
               config_defaults={"tau": 1.0})
 register_loss("balanced_softmax", losses.balanced_softmax_loss)
 
-ADJUSTMENTS: dict[str, Callable[..., Any]] = {
-    name: _registered("ADJUSTMENTS", name, function) for name, function in {
-        "threshold": adjustments.threshold_adjusted_probabilities,
-        "logit_adjust": adjustments.posthoc_logit_adjustment,
-    }.items()}
+ADJUSTMENTS: dict[str, Callable[..., Any]] = {}
+# name -> {hyperparameter: candidate values}: the hyperparameters of an adjustment that
+# evaluation chooses on the validation split (one prediction variant per candidate).
+ADJUSTMENT_SEARCH: dict[str, dict[str, tuple]] = {}
+
+
+def register_adjustment(name: str, function: Callable[..., Any], *,
+                        searched: Optional[Mapping[str, Any]] = None
+                        ) -> Callable[..., Any]:
+  """Adds a post-hoc adjustment: the one place it is named (``eval.adjustment``,
+  ``compare``'s methods, evaluation's variants).
+
+  A hyperparameter of ``function`` takes, at evaluation, the value of the same key in the
+  config section of the loss registered under the same name (``loss.logit_adjust.tau``),
+  else its candidates in ``searched`` (one variant each, the best chosen on the
+  validation split, ``train.loop.adjustment_variants``), else the function's default.
+
+  Args:
+    name: the ``ADJUSTMENTS`` key.
+    function: ``adjust(logits, class_mask, class_counts, **hyperparameters) ->
+      f32[B, A, Cmax]`` scores (the common signature of ``adjustments``).
+    searched: optional ``{hyperparameter: candidates}``; every candidate is range-checked
+      here.
+
+  Returns:
+    The registered (checked) function.
+
+  Raises:
+    ValueError: a name already registered, a searched name that is not a
+      hyperparameter of ``function``, or a candidate out of range.
+
+  Example:
+    >>> from crl_jax import baselines
+    >>> def sharpened(logits, class_mask, class_counts, temperature=1.0):
+    ...   return logits / temperature
+    >>> _ = baselines.register_adjustment("sharpened", sharpened,
+    ...                                   searched={"temperature": (0.5, 1.0)})
+    >>> baselines.ADJUSTMENT_SEARCH["sharpened"]
+    {'temperature': (0.5, 1.0)}
+    >>> del baselines.ADJUSTMENTS["sharpened"], baselines.ADJUSTMENT_SEARCH["sharpened"]
+  """
+  if name in ADJUSTMENTS:
+    raise ValueError(f"adjustment {name!r} is already registered.")
+  searched = {key: tuple(values) for key, values in (searched or {}).items()}
+  allowed = hyperparameter_names(function)
+  for key, values in searched.items():
+    if key not in allowed:
+      raise ValueError(f"searched={{{key!r}: ...}} is not a hyperparameter of adjustment "
+                       f"{name!r}; it takes: {', '.join(allowed) or 'none'}.")
+    if not values:
+      raise ValueError(f"adjustment {name!r}: searched {key!r} has no candidates.")
+    for value in values:
+      _check_values(f"the candidates of adjustment {name!r}", {key: value})
+  ADJUSTMENTS[name] = _registered("ADJUSTMENTS", name, function)
+  if searched:
+    ADJUSTMENT_SEARCH[name] = searched
+  return ADJUSTMENTS[name]
+
+
+# The CRL paper's threshold adjustment cross-validates its temperature.
+register_adjustment("threshold", adjustments.threshold_adjusted_probabilities,
+                    searched={"temperature": adjustments.DEFAULT_CANDIDATE_TEMPERATURES})
+register_adjustment("logit_adjust", adjustments.posthoc_logit_adjustment)
 
 
 def _bound(registry_name: str, registry: dict, name: str, hyperparameters: dict):

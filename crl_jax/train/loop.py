@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import itertools
 import json
 import math
 import os
@@ -241,9 +242,11 @@ def adjustment_variants(config) -> list[tuple[str, dict]]:
   """``[(variant name, hyperparameters), ...]`` of ``eval.adjustment``, read from the
   registry: every hyperparameter of ``baselines.ADJUSTMENTS[name]`` takes the value of
   the same key in the config section of the loss registered under the same name
-  (``loss.logit_adjust.tau``); a ``temperature`` is cross-validated over the paper's
-  ``baselines.DEFAULT_CANDIDATE_TEMPERATURES`` (one variant each, ``name_T<t>``); any
-  other keeps the function's default. Empty for ``eval.adjustment = "none"``."""
+  (``loss.logit_adjust.tau``); one registered as searched
+  (``baselines.register_adjustment(..., searched=)``, e.g. the threshold's
+  ``temperature``) gets one variant per candidate, named ``name_<initial><value>`` (the
+  threshold's ``threshold_T2``), chosen on validation; any other keeps the function's
+  default. Empty for ``eval.adjustment = "none"``."""
   name = config.eval.adjustment
   if name not in baselines.ADJUSTMENTS:
     return []
@@ -253,17 +256,23 @@ def adjustment_variants(config) -> list[tuple[str, dict]]:
   training_loss = baselines.TRAINING_LOSSES.get(name)
   section = (config.loss[training_loss.config_section]
              if training_loss is not None and training_loss.config_section else {})
-  fixed, temperatures = {}, None
+  search = baselines.ADJUSTMENT_SEARCH.get(name, {})
+  fixed, searched = {}, {}
   for key in baselines.hyperparameter_names(function):
     if key in section:
       fixed[key] = section[key]
-    elif key == "temperature":
-      temperatures = baselines.DEFAULT_CANDIDATE_TEMPERATURES
+    elif key in search:
+      searched[key] = search[key]
     else:
       fixed[key] = defaults[key]
-  if temperatures is None:
+  if not searched:
     return [(name, fixed)]
-  return [(f"{name}_T{t:g}", dict(fixed, temperature=t)) for t in temperatures]
+  variants = []
+  for values in itertools.product(*searched.values()):
+    chosen = dict(zip(searched, values))
+    suffix = "_".join(f"{key[0].upper()}{value:g}" for key, value in chosen.items())
+    variants.append((f"{name}_{suffix}", dict(fixed, **chosen)))
+  return variants
 
 
 def eval_adjustments(run: Run) -> tuple[list, list]:

@@ -240,3 +240,55 @@ def test_instance_distances_from_the_gram_matrix_are_exact_for_identical_rows():
       jnp.matmul(f, f.T, precision=jax.lax.Precision.HIGHEST), indices).sum())(normalised)
   assert np.all(np.isfinite(grad))
 
+
+
+# One 12-class head and ten binary heads: splitting the attribute axis removes 76% of the
+# padded columns (rectify._attribute_groups).
+SPLIT_COUNTS = (12,) + (2,) * 10
+
+
+def test_attribute_split_is_taken_only_where_it_pays_and_for_concrete_masks():
+  groups = rectify._attribute_groups(crl.valid_class_mask(SPLIT_COUNTS), 12)
+  assert [(list(index), width) for index, width in groups] == [(list(range(1, 11)), 2),
+                                                               ([0], 12)]
+  assert rectify._attribute_groups(crl.valid_class_mask((55,) + (2,) * 999), 55)
+  for counts in ((16, 55, 22, 12, 20, 15, 12, 20, 6), (2,) * 40, (12, 2, 3, 5)):
+    assert rectify._attribute_groups(crl.valid_class_mask(counts), max(counts)) is None
+  not_prefix = crl.valid_class_mask(SPLIT_COUNTS)[:, ::-1]
+  assert rectify._attribute_groups(not_prefix, 12) is None
+  jax.jit(lambda m: rectify._attribute_groups(m, 12) is None or 1 / 0)(
+      crl.valid_class_mask(SPLIT_COUNTS))  # traced: never split
+
+
+# The split is outside the criterion (it slices the heads before the per-attribute
+# program): relative in the default suite, the other two in the slow suite.
+@pytest.mark.parametrize("criterion", [
+    pytest.param(c, marks=() if c == "relative" else pytest.mark.slow)
+    for c in crl.CRITERIA])
+def test_split_attributes_give_the_padded_values_and_gradients(criterion):
+  """The split (concrete mask) against one vmap at the padded width (the same mask
+  traced), both scopes, and the loop reference of three attributes."""
+  class_mask = crl.valid_class_mask(SPLIT_COUNTS)
+  rng = np.random.default_rng(3)
+  logits = (3.0 * rng.standard_normal((40, len(SPLIT_COUNTS), 12))).astype(np.float32)
+  labels = np.stack([rng.integers(0, c, 40) for c in SPLIT_COUNTS], 1).astype(np.int32)
+  labels[rng.random(labels.shape) < 0.1] = -1
+  valid = rng.random(40) > 0.1
+  weights = np.arange(1, len(SPLIT_COUNTS) + 1, dtype=np.float32)
+  for scope in crl.SCOPES:
+    def total(logits, mask, scope=scope):
+      losses = crl.multi_attribute_crl(logits, None, labels, mask, criterion=criterion,
+                                       scope=scope, kappa=6, valid=valid)
+      return jnp.sum(losses * weights), losses
+    (split, split_losses), split_grad = jax.jit(jax.value_and_grad(
+        lambda x: total(x, class_mask), has_aux=True))(logits)
+    (padded, _), padded_grad = jax.jit(jax.value_and_grad(total, has_aux=True))(
+        logits, class_mask)
+    np.testing.assert_allclose(split, padded, rtol=1e-6)
+    np.testing.assert_allclose(split_grad, padded_grad, rtol=1e-5, atol=1e-7)
+    for j in (0, 1, len(SPLIT_COUNTS) - 1):  # the wide head and two binary ones
+      num_classes = SPLIT_COUNTS[j]
+      expected = reference.crl(logits[:, j, :num_classes], None, labels[:, j],
+                               level="class", criterion=criterion, kappa=6, rho=0.5,
+                               scope=scope, valid=valid)
+      np.testing.assert_allclose(split_losses[j], expected, rtol=1e-5, atol=1e-5)

@@ -133,6 +133,19 @@ def test_injected_nan_stops_with_a_clear_error_and_keeps_the_checkpoint(data_dir
   assert steps[-1] == 4
   params, _, _ = final_params(config, str(tmp_path))
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(params))
+  # The advised fix (lower the learning rate, clip), rerun on the same workdir: resumes
+  # from step 4 and records each change (the command does the same:
+  # tests/test_reliability.py, slow suite).
+  fixed = smoke_config(data_dir, **{"train.num_steps": 8, "train.eval_every": 4,
+                                    "train.log_every": 1, "checkpoint.every_steps": 2,
+                                    "optim.learning_rate": 0.01,
+                                    "optim.grad_clip_norm": 5.0})
+  results = loop.train_and_evaluate(fixed, str(tmp_path), progress=False)
+  assert results["status"] == "finished" and results["step"] == 8
+  changes = [json.loads(line) for line in open(tmp_path / "config_changes.jsonl")]
+  assert [(c["step"], c["key"], c["old"], c["new"]) for c in changes] == [
+      (4, "optim.grad_clip_norm", None, 5.0), (4, "optim.learning_rate", 0.05, 0.01),
+      (4, "train.inject_nan_at_step", 5, None)]
 
 
 def test_init_from_an_earlier_run_copies_matching_variables(data_dir, tmp_path, capsys):
