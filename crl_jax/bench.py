@@ -44,6 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from crl_jax import cli  # noqa: E402
+from crl_jax import machine as machine_lib  # noqa: E402  (jax imported inside)
 from crl_jax.data import schema as schema_lib  # noqa: E402  (numpy only)
 from crl_jax.data import synthetic  # noqa: E402  (numpy only)
 
@@ -211,11 +212,6 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
   return results
 
 
-def machine_description() -> dict:
-  """The machine, as ``crl_jax.machine.describe`` writes it."""
-  from crl_jax import machine
-  return machine.describe()
-
 
 def format_table(results) -> str:
   header = (f"{'variant':28s} {'batch':>5s} {'kappa':>5s} {'A':>4s} {'Cmax':>4s} "
@@ -308,7 +304,7 @@ def main(argv=None) -> int:
   batch = args.batch or config.train.batch_size
   base = Setting(batch=batch, kappa=config.loss.crl.kappa,
                  class_counts=tuple(schema.class_counts))
-  machine = machine_description()
+  machine = machine_lib.describe()
   print(f"machine: {machine}")
   print(f"config: {args.config}; model {config.model.name} at {image_size}x{image_size},"
         f" {schema.num_attributes} attributes (Cmax {schema.max_classes}), batch {batch}")

@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from crl_jax import cli
+from crl_jax import machine as machine_lib  # jax is imported inside describe()
 
 # jax is imported where used, so --help answers before jax starts.
 COMMAND = "python -m crl_jax.bench_loss"
@@ -228,11 +229,6 @@ def format_table(results):
   return "\n".join(lines)
 
 
-def machine_description():
-  """The machine, as ``crl_jax.machine.describe`` writes it."""
-  from crl_jax import machine
-  return machine.describe()
-
 
 def build_parser() -> argparse.ArgumentParser:
   parser = cli.parser(
@@ -271,10 +267,9 @@ def main(argv=None):
   designs = None
   if args.designs:
     designs = [d for d in args.designs.split(",") if d != "ce"]
-    known = ["/".join(x) for x in itertools.product(("class", "instance"),
-                                                    ("relative", "absolute",
-                                                     "distribution"),
-                                                    ("minority", "all"))]
+    from crl_jax import crl  # after the flags: jax starts here
+    known = ["/".join(x) for x in itertools.product(crl.LEVELS, crl.CRITERIA,
+                                                    crl.SCOPES)]
     unknown = [d for d in designs if d not in known]
     if unknown:
       parser.error(f"unknown designs {unknown}; use level/criterion/scope, e.g. "
@@ -286,7 +281,7 @@ def main(argv=None):
   results = run(batch_size=args.batch, kappa=args.kappa, rounds=args.rounds,
                 feature_dim=args.feature_dim, class_counts=class_counts,
                 dtype=args.dtype, designs=designs, torch=args.torch)
-  machine = machine_description()
+  machine = machine_lib.describe()
   print(f"loss+grad, {args.shape} heads ({len(class_counts)} attributes, padded to "
         f"{max(class_counts)} classes), {args.dtype}, batch {args.batch}, kappa "
         f"{args.kappa}, {args.feature_dim}-d features, median of {args.rounds} "

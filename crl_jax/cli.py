@@ -19,7 +19,7 @@ import argparse
 import contextlib
 import sys
 import textwrap
-from typing import Callable, Iterator, NoReturn, Sequence
+from typing import Callable, Iterator, NoReturn, Optional, Sequence
 
 # import name -> distribution, for every package of the [train] extra in pyproject.toml
 # (tests/test_cli.py keeps the two lists equal).
@@ -145,3 +145,17 @@ def parse_flags(parser: argparse.ArgumentParser,
       sys.exit(2)
     overrides.append(f"{key}={value}")
   return parser.parse_args(rest), overrides
+
+
+def one_line(error: BaseException, limit: Optional[int] = None,
+             cut_at: Optional[str] = None) -> str:
+  """``"TypeName: first line of the message"``: the part of the first line before
+  ``cut_at`` (when given), shortened at a word boundary to ``limit`` characters."""
+  lines = str(error).strip().splitlines()
+  first = lines[0] if lines else ""
+  if cut_at:
+    first = first.split(cut_at)[0]
+  text = f"{type(error).__name__}: {first}".rstrip(": ")
+  if limit is None or len(text) <= limit:
+    return text
+  return text[:limit].rsplit(" ", 1)[0] + " ..."

@@ -514,11 +514,12 @@ def _compare(parser, args, base_overrides, argv) -> int:
   ratios = metrics_lib.imbalance_ratios(class_counts, schema.class_mask)
   table = aggregate(per_run, schema.names)
   command = f"{COMMAND} " + " ".join(sys.argv[1:] if argv is None else argv)
-  markdown = format_markdown(table, schema.names, ratios, machine.describe_line(), command)
+  machine_line = machine.describe_line()
+  markdown = format_markdown(table, schema.names, ratios, machine_line, command)
   with open(os.path.join(report_dir, "compare.md"), "w") as f:
     f.write(markdown)
   with open(os.path.join(report_dir, "compare.json"), "w") as f:
-    json.dump({"command": command, "machine": machine.describe_line(), "seeds": seeds,
+    json.dump({"command": command, "machine": machine_line, "seeds": seeds,
                "attributes": list(schema.names), "imbalance_ratios": ratios.tolist(),
                "train_class_counts": class_counts.tolist(), "table": table,
                "runs": per_run}, f, indent=1)

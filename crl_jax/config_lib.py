@@ -21,6 +21,7 @@ from ml_collections import config_dict
 # Every list of choices is read from the package that implements it (its registry);
 # the datasets are read in ``validate`` (importing crl_jax.data imports TensorFlow).
 from crl_jax import baselines
+from crl_jax import cli
 from crl_jax import crl as crl_lib
 from crl_jax import models
 from crl_jax.data import csv_options  # no TensorFlow: data/__init__ is lazy
@@ -236,26 +237,20 @@ def load_config(spec: str,
                       "Python syntax there).") from None
   except Exception as error:  # pylint: disable=broad-except
     raise ConfigError(f"config file {path}{_where(error, path)} failed to load: "
-                      f"{_one_line(error)}.") from None
+                      f"{cli.one_line(error)}.") from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path} has no get_config(arg=None) function.")
   try:
     config = module.get_config(arg or None)
   except Exception as error:  # pylint: disable=broad-except
     raise ConfigError(f"{spec}: get_config({arg or None!r}){_where(error, path)} "
-                      f"refused it: {_one_line(error)}") from None
+                      f"refused it: {cli.one_line(error)}") from None
   config = finalise(config)
   for override in overrides:
     key, _, value = override.partition("=")
     set_by_path(config, key, parse_value(value))
   validate(config)
   return config
-
-
-def _one_line(error: BaseException) -> str:
-  """``"ValueError: first line of the message"``."""
-  lines = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def _where(error: BaseException, path: str) -> str:
@@ -265,18 +260,13 @@ def _where(error: BaseException, path: str) -> str:
   return f" (line {lines[-1]})" if lines else ""
 
 
-# Keys a resumed run may change (``is_resumable``): how the optimiser steps, how often
-# the run logs, evaluates and saves, and the NaN injection of a debugging run. What
-# the state or the data depend on (model, data, loss, batch size, number of steps,
+# Keys a resumed run may change (``checkpoint.check_config``; one ending in "." covers
+# its section): how the optimiser steps, how often the run logs, evaluates and saves,
+# and the NaN injection of a debugging run. What the state or the data depend on (model, data, loss, batch size, number of steps,
 # seed) may not change: the checkpoint would not mean the same thing.
 RESUMABLE_KEYS = ("optim.", "train.log_every", "train.eval_every",
                   "train.inject_nan_at_step", "checkpoint.every_steps", "checkpoint.keep")
 
-
-def is_resumable(key: str) -> bool:
-  """Whether ``key`` (``"optim.learning_rate"``) may differ when a run resumes."""
-  return any(key == prefix or (prefix.endswith(".") and key.startswith(prefix))
-             for prefix in RESUMABLE_KEYS)
 
 
 def finalise(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

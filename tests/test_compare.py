@@ -9,10 +9,11 @@ from crl_jax import compare
 from crl_jax import config_lib
 from tests.train.conftest import REPO
 from tests.train.conftest import shared_data_dir
-from tests.train.conftest import SMOKE_FLAGS
+from tests.train.conftest import SMOKE_OVERRIDES
 
-# The shrunk smoke overrides (without --config and --no_progress) and 4 steps.
-SHRINK = [*SMOKE_FLAGS[2:], "--config.train.num_steps=4", "--config.train.eval_every=4",
+# The shrunk smoke overrides and 4 steps.
+SHRINK = [*(f"--config.{override}" for override in SMOKE_OVERRIDES),
+          "--config.train.num_steps=4", "--config.train.eval_every=4",
           "--config.checkpoint.every_steps=4"]
 
 

@@ -53,13 +53,13 @@ def free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_equal_one_process(tmp_path, tmp_path_factory, data_dir):
+def test_two_processes_equal_one_process(tmp_path, data_dir):
   """2 processes x 2 devices (launch/local.sh) train to the parameters, loss and test
   accuracy of one process (this one, 8 devices): same global batches, same global
   mining. The reference trains in this process: no third interpreter start-up."""
   two = subprocess.run(
       ["bash", "launch/local.sh", "2", f"--workdir={tmp_path / 'two'}", *SMOKE_FLAGS],
-      cwd=REPO, env=command_environment(tmp_path_factory, data_dir, 2,
+      cwd=REPO, env=command_environment(data_dir, 2,
                                         DEVICES_PER_PROCESS="2"),
       capture_output=True, text=True, timeout=600)
   assert two.returncode == 0, two.stderr[-4000:]
@@ -84,12 +84,12 @@ def test_two_processes_equal_one_process(tmp_path, tmp_path_factory, data_dir):
   assert train_two[-1]["loss"] == pytest.approx(train_one[-1]["loss"], rel=1e-5)
 
 
-def test_a_dead_process_stops_the_others(tmp_path, tmp_path_factory, data_dir):
+def test_a_dead_process_stops_the_others(tmp_path, data_dir):
   flags = [f"--workdir={tmp_path / 'run'}", *SHRUNK_FLAGS,
            "--config.train.num_steps=100000", "--config.train.eval_every=100000",
            "--config.checkpoint.every_steps=100000", "--heartbeat_timeout=10",
            "--config.train.log_every=5"]
-  processes = start_processes(flags, command_environment(tmp_path_factory, data_dir),
+  processes = start_processes(flags, command_environment(data_dir),
                               free_port())
   # Wait until both train (the metrics file appears), then kill process 1.
   deadline = time.time() + 300
@@ -114,7 +114,7 @@ def test_a_dead_process_stops_the_others(tmp_path, tmp_path_factory, data_dir):
 # peer); this and the coordinator timeout below each cost two interpreter starts.
 @pytest.mark.slow
 def test_a_workdir_refused_by_process_0_stops_every_process_at_once(
-    tmp_path, tmp_path_factory, data_dir):
+    tmp_path, data_dir):
   """Process 0 checks the workdir; the others learn its one-line refusal at once
   instead of waiting at the next collective for the heartbeat timeout (600 s here)."""
   workdir = tmp_path / "run"
@@ -122,7 +122,7 @@ def test_a_workdir_refused_by_process_0_stops_every_process_at_once(
   (workdir / "config.json").write_text(json.dumps({"model": {"name": "another"}}))
   processes = start_processes([f"--workdir={workdir}", *SMOKE_FLAGS,
                                "--heartbeat_timeout=600"],
-                              command_environment(tmp_path_factory, data_dir),
+                              command_environment(data_dir),
                               free_port())
   outputs = []
   for process in processes:
@@ -164,14 +164,13 @@ def test_cluster_detection(monkeypatch):
 
 
 @pytest.mark.slow
-def test_peer_that_never_shows_up_is_a_bounded_clear_error(tmp_path, tmp_path_factory,
-                                                           data_dir):
+def test_peer_that_never_shows_up_is_a_bounded_clear_error(tmp_path, data_dir):
   started = time.time()
   result = subprocess.run(
       [sys.executable, "-m", "crl_jax.main", f"--coordinator_address=127.0.0.1:"
        f"{free_port()}", "--num_processes=2", "--process_id=0",
        "--initialization_timeout=5", f"--workdir={tmp_path}", *SMOKE_FLAGS], cwd=REPO,
-      env=command_environment(tmp_path_factory, data_dir), capture_output=True,
+      env=command_environment(data_dir), capture_output=True,
       text=True, timeout=300)
   assert result.returncode != 0  # 2, or an abort inside jax.distributed's client
   assert time.time() - started < 120

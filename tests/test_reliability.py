@@ -36,8 +36,8 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def environment(tmp_path_factory, data_dir):
-  return command_environment(tmp_path_factory, data_dir)
+def environment(data_dir):
+  return command_environment(data_dir)
 
 
 def run(workdir, environment, *extra, timeout=600):

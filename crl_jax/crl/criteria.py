@@ -134,9 +134,8 @@ def histogram_overlap(positive_weights, positive_mask, negative_weights, negativ
     weights = jnp.where(mask[..., None], weights, 0.0).reshape(-1, num_bins)
     return weights.sum(axis=0) / jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0)
 
-  positive_histogram = normalised_histogram(positive_weights, positive_mask)
-  negative_histogram = normalised_histogram(negative_weights, negative_mask)
-  return jnp.sum(positive_histogram * jnp.cumsum(negative_histogram))
+  return overlap_of_histograms(normalised_histogram(positive_weights, positive_mask),
+                               normalised_histogram(negative_weights, negative_mask))
 
 
 def _count_below(sorted_values, sorted_mask, predicate, num_steps: int):
@@ -177,6 +176,13 @@ RELATIVE_METHODS = ("auto", "pairs", "sorted")
 # ``method="auto"`` sums the K x K pairs of an anchor directly up to this many
 # negatives and uses the sorted closed form above it (docs/benchmarks.md measures both).
 PAIRS_UP_TO = 64
+
+
+def relative_method(num_negatives: int) -> str:
+  """What ``method="auto"`` picks for ``num_negatives`` negatives per anchor (static
+  int): ``"pairs"`` up to ``PAIRS_UP_TO``, else ``"sorted"`` (which needs each row's
+  negatives sorted ascending; callers that sort ask this, not the constant)."""
+  return "pairs" if num_negatives <= PAIRS_UP_TO else "sorted"
 
 
 def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
@@ -224,7 +230,7 @@ def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
     raise ValueError(f"method={method!r} is unknown; use one of {RELATIVE_METHODS}.")
   width = negative_distances.shape[-1]
   if method == "auto":
-    method = "pairs" if width <= PAIRS_UP_TO else "sorted"
+    method = relative_method(width)
   base = margin + positive_distances  # [B, K]
   triplets = jnp.sum(positive_mask, axis=-1, dtype=jnp.float32) * jnp.sum(
       negative_mask, axis=-1, dtype=jnp.float32)

@@ -141,10 +141,10 @@ def _l2_normalise(features):
   return features * jax.lax.rsqrt(jnp.maximum(squared_norm, 1e-24))
 
 
-def _pairwise_distances(normalised_features):
-  """float32[B, B] Euclidean distances between unit vectors (used for mining only)."""
-  gram = normalised_features @ normalised_features.T
-  return jnp.sqrt(jnp.maximum(2.0 - 2.0 * gram, 0.0))
+def _pairwise_distances(gram):
+  """float32[B, B] Euclidean distances between unit vectors from their Gram matrix
+  f32[B, B] (used for mining only: no gradient)."""
+  return jnp.sqrt(jnp.maximum(2.0 - 2.0 * jax.lax.stop_gradient(gram), 0.0))
 
 
 def _selected_distances(gram, indices):
@@ -200,17 +200,23 @@ def _class_level_pairs(scores, labels, valid, eligible, sets, *, sorted_negative
   return positive_distances, positive_mask, negative_distances, negative_mask
 
 
+def _concrete_mask(class_mask):
+  """``class_mask`` as a numpy bool array when its values are known at trace time
+  (numpy, or an array closed over), else ``None`` (``None`` or traced)."""
+  if class_mask is None:
+    return None
+  try:
+    return np.asarray(class_mask, bool)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
 def _real_class_bound(class_mask, num_classes: int) -> int:
   """Static bound on any attribute's real classes: the largest row count of a concrete
   ``class_mask`` (bool[C] or bool[A, Cmax]); ``num_classes`` when it is ``None`` or
   traced (then only the shape is static)."""
-  if class_mask is None:
-    return int(num_classes)
-  try:
-    concrete = np.asarray(class_mask, bool)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return int(num_classes)
-  if concrete.size == 0:
+  concrete = _concrete_mask(class_mask)
+  if concrete is None or concrete.size == 0:
     return int(num_classes)
   real = concrete.reshape(-1, concrete.shape[-1]).sum(axis=1)
   return min(int(num_classes), max(int(real.max()), 1))
@@ -246,13 +252,8 @@ def _attribute_groups(class_mask, num_classes: int):
   Shapes: class_mask bool[A, Cmax] (concrete) or anything else (-> ``None``).
   Returns ``[(indices int[n_g], width), ...]`` covering every attribute once, or
   ``None`` (one ``vmap`` at the padded width)."""
-  if class_mask is None:
-    return None
-  try:
-    concrete = np.asarray(class_mask, bool)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return None
-  if concrete.ndim != 2 or concrete.shape[0] < 2:
+  concrete = _concrete_mask(class_mask)
+  if concrete is None or concrete.ndim != 2 or concrete.shape[0] < 2:
     return None
   num_attributes = concrete.shape[0]
   real = concrete.sum(axis=1)
@@ -297,9 +298,10 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
   histogram = profile.class_histogram(labels, num_classes, valid)
   eligible = profile.eligible_classes(histogram, rho=rho, scope=scope)
-  # Only the closed form of the relative criterion reads the negatives in order.
-  needs_sorted_negatives = (criterion == "relative"
-                            and min(kappa, batch_size) > criteria.PAIRS_UP_TO)
+  # Only the closed form of the relative criterion reads the negatives in order; the
+  # method is chosen here once and passed on, so the sort and the sum always agree.
+  relative_method = criteria.relative_method(min(kappa, batch_size))
+  needs_sorted_negatives = criterion == "relative" and relative_method == "sorted"
 
   if level == "class":
     masked_logits = heads.masked_logits(logits, class_mask)
@@ -321,10 +323,11 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
          sorted_negatives=score != "logit" or not needs_sorted_negatives)
   else:
     normalised = _l2_normalise(features.astype(jnp.float32))
-    hard = mining.instance_level_hard_samples(
-        _pairwise_distances(normalised), labels, valid, eligible, kappa,
-        max_anchors=profile.max_minority_samples(batch_size, rho, scope))
+    # One B x B product serves mining (no gradient) and the selected distances.
     gram = jnp.matmul(normalised, normalised.T, precision=jax.lax.Precision.HIGHEST)
+    hard = mining.instance_level_hard_samples(
+        _pairwise_distances(gram), labels, valid, eligible, kappa,
+        max_anchors=profile.max_minority_samples(batch_size, rho, scope))
     positive_distances = _selected_distances(gram, hard.positive_indices)
     positive_mask = hard.positive_mask
     negative_distances = _selected_distances(gram, hard.negative_indices)
@@ -341,7 +344,8 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   negative_count = jnp.sum(negative_mask, dtype=jnp.float32)
   if criterion == "relative":
     total, count = criteria.relative_hinge_sums(positive_distances, positive_mask,
-                                                negative_distances, negative_mask, margin)
+                                                negative_distances, negative_mask, margin,
+                                                method=relative_method)
     return total / jnp.maximum(count, 1.0), count
   if criterion == "absolute":
     positive_terms, positive_mask, negative_terms, negative_mask = criteria.absolute_terms(
@@ -485,8 +489,12 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
                 num_bins=num_bins, margin=margin, score=score, reduction=reduction)
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
-  real_classes_bound = _real_class_bound(class_mask, logits.shape[-1])
-  class_mask_given = class_mask
+  concrete_mask = _concrete_mask(class_mask)  # read from the device once
+  real_classes_bound = _real_class_bound(concrete_mask, logits.shape[-1])
+  # The instance level's work is over B x B feature distances whatever the width (its
+  # padded1000 loss + gradient was 8% slower split): only the class level is split.
+  groups = (_attribute_groups(concrete_mask, logits.shape[-1]) if level == "class"
+            else None)
   class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
   if level == "instance":
     if features is None:
@@ -505,10 +513,6 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
     margin = jnp.broadcast_to(jnp.asarray(margin, jnp.float32), (num_attributes,))
   logits, features, labels, valid = (_gather(x, axis_name)
                                      for x in (logits, features, labels, valid))
-  # The instance level's work is over B x B feature distances whatever the width (its
-  # padded1000 loss + gradient was 8% slower split): only the class level is split.
-  groups = (_attribute_groups(class_mask_given, logits.shape[-1]) if level == "class"
-            else None)
 
   def vmapped(logits, features, labels, valid, class_mask, margin, bound):
     per_attribute = functools.partial(_attribute_loss, level=level, criterion=criterion,
@@ -522,10 +526,11 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
     losses, counts = vmapped(logits, features, labels, valid, class_mask, margin,
                              real_classes_bound)
   else:
-    take = lambda x, index, axis: None if x is None else jnp.take(x, index, axis=axis)
-    parts = [vmapped(logits[:, index, :width], take(features, index, 1),
-                     labels[:, index], take(valid, index, 1),
-                     class_mask[index, :width], take(margin, index, 0), width)
+    # Class level only: no features. ``groups`` is a static list of at most two.
+    parts = [vmapped(logits[:, index, :width], None, labels[:, index],
+                     None if valid is None else valid[:, index],
+                     class_mask[index, :width],
+                     None if margin is None else margin[index], width)
              for index, width in groups]
     order = np.argsort(np.concatenate([index for index, _ in groups]))
     losses = jnp.concatenate([part[0] for part in parts])[order]

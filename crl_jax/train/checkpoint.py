@@ -24,12 +24,14 @@ import sys
 import threading
 import time
 import zlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+
+from crl_jax import cli
 
 log = logging.getLogger(__name__)
 
@@ -307,8 +309,14 @@ def restore_variables(workdir: str) -> dict:
   return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
 
+def _resumable(key: str, resumable_keys) -> bool:
+  """Whether ``key`` is one of ``resumable_keys`` or under one ending in ``.``."""
+  return any(key == prefix or (prefix.endswith(".") and key.startswith(prefix))
+             for prefix in resumable_keys)
+
+
 def check_config(workdir: str, config_json: str, overwrite: bool,
-                 may_change: Callable[[str], bool] = lambda key: False) -> list:
+                 resumable_keys: Sequence[str] = ()) -> list:
   """Compares a run's config with the one its workdir holds; call on process 0 only.
 
   Nothing is written here: a new workdir's ``config.json`` is written, and a resumed
@@ -318,8 +326,9 @@ def check_config(workdir: str, config_json: str, overwrite: bool,
     workdir: the run's directory (created if missing).
     config_json: the run's config as sorted JSON.
     overwrite: the previous run is being replaced: nothing to compare.
-    may_change: ``may_change("optim.learning_rate")``: whether a key may differ when a
-      run resumes (``config_lib.is_resumable``).
+    resumable_keys: the keys that may differ when a run resumes; one ending in ``.``
+      covers its section (``config_lib.RESUMABLE_KEYS``: ``"optim."`` and others). The
+      refusal lists them.
 
   Returns:
     ``[(key, old, new), ...]``: the keys that differ, all of them ones that may change.
@@ -336,13 +345,15 @@ def check_config(workdir: str, config_json: str, overwrite: bool,
     existing = json.load(f)
   changes = _diff(existing, json.loads(config_json))
   fixed = [f"{key}: {old!r} -> {new!r}" for key, old, new in changes
-           if not may_change(key)]
+           if not _resumable(key, resumable_keys)]
   if fixed:
+    names = [key + "*" if key.endswith(".") else key for key in resumable_keys]
+    allowed = (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1
+               else "".join(names) or "nothing")
     raise CheckpointError(
         f"workdir {workdir} holds a run with a different config ({'; '.join(fixed[:5])}"
         f"{' ...' if len(fixed) > 5 else ''}); a resumed run may change only the "
-        "optimiser (optim.*), train.log_every, train.eval_every, "
-        "train.inject_nan_at_step and checkpoint.*. Use another --workdir, or pass "
+        f"optimiser and the cadence: {allowed}. Use another --workdir, or pass "
         "--overwrite to replace that run.")
   return changes
 
@@ -385,13 +396,9 @@ def check_writable(workdir: str) -> None:
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:
-  """``"TypeName: first line"`` of an error, shortened at a word boundary."""
-  lines = str(error).strip().splitlines()
-  first = (lines[0] if lines else "").split(" See full TensorStore details")[0]
-  text = f"{type(error).__name__}: {first}".rstrip(": ")
-  if len(text) <= limit:
-    return text
-  return text[:limit].rsplit(" ", 1)[0] + " ..."
+  """``"TypeName: first line"`` of a restore error (``cli.one_line``), without
+  TensorStore's object dump, shortened at a word boundary."""
+  return cli.one_line(error, limit, cut_at=" See full TensorStore details")
 
 
 def _diff(old, new, prefix=""):

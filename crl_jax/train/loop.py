@@ -463,7 +463,7 @@ def _prepare_workdir(config, workdir: str, overwrite: bool) -> list:
         elif os.path.exists(path):
           os.remove(path)
     changes.extend(checkpoint_lib.check_config(workdir, config.to_json(sort_keys=True),
-                                               overwrite, config_lib.is_resumable))
+                                               overwrite, config_lib.RESUMABLE_KEYS))
 
   _agreed_error(check)
   return changes
@@ -572,15 +572,15 @@ def _train(run: Run, workdir: str, store, changes: list, progress: bool) -> dict
     _print(f"note: {note}")
   writer = _Writer(workdir, start_step)
   try:
-    return _train_from(run, workdir, store, writer, state, meta, step_rng, progress)
+    return _train_from(run, workdir, store, writer, state, meta, step_rng, progress,
+                       start_step)
   finally:
     writer.close()
 
 
 def _train_from(run: Run, workdir: str, store, writer, state, meta, step_rng,
-                progress: bool) -> dict:
+                progress: bool, start_step: int) -> dict:
   config = run.config
-  start_step = int(jax.device_get(state.step))
 
   train_step = step_lib.make_train_step(
       run.model, run.objective, run.optimizer, mesh=run.mesh,

@@ -179,7 +179,8 @@ def enumerated_loss(logits, features, labels, valid, *, level, criterion, kappa,
   else:
     normalised = features / jnp.linalg.norm(features, axis=1, keepdims=True)
     hard = crl.instance_level_hard_samples(
-        rectify._pairwise_distances(normalised), labels, valid, eligible, kappa)
+        rectify._pairwise_distances(normalised @ normalised.T), labels, valid, eligible,
+        kappa)
 
     def norm(differences):  # zero gradient (not NaN) at 0, e.g. in padded slots
       squared = jnp.sum(jnp.square(differences), axis=-1)

@@ -10,32 +10,25 @@ from crl_jax import config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# The smoke config shrunk further, as command-line overrides (``smoke_config`` applies
-# the same values in-process). The constant schedule (after the warm-up) keeps the number
-# of steps out of the compiled train step, so the runs of different lengths across the
-# suite share one compiled program through the session's compilation cache.
+# The smoke config shrunk further: one list, given to the command as ``--config.KEY=V``
+# flags (``SMOKE_FLAGS``) and to ``load_config`` in-process (``smoke_config``). The
+# constant schedule (after the warm-up) keeps the number of steps out of the compiled
+# train step, so the runs of different lengths across the suite share one compiled
+# program through the session's compilation cache.
+SMOKE_OVERRIDES = ("optim.schedule=constant", "data.image_size=16",
+                   "data.synthetic.image_size=16", "data.synthetic.num_train=512",
+                   "data.synthetic.num_validation=560", "data.synthetic.num_test=1100",
+                   "train.batch_size=32", "eval.batch_size=400",
+                   "model.kwargs.widths=(8,16)")
 SMOKE_FLAGS = ("--config=configs/synthetic.py:smoke", "--no_progress",
-               "--config.optim.schedule=constant",
-               "--config.data.image_size=16", "--config.data.synthetic.image_size=16",
-               "--config.data.synthetic.num_train=512",
-               "--config.data.synthetic.num_validation=560",
-               "--config.data.synthetic.num_test=1100", "--config.train.batch_size=32",
-               "--config.eval.batch_size=400", "--config.model.kwargs.widths=(8,16)")
+               *(f"--config.{override}" for override in SMOKE_OVERRIDES))
 
 
 def smoke_config(data_dir, **overrides):
   """configs/synthetic.py:smoke, shrunk further, with ``key=value`` overrides."""
-  config = config_lib.load_config(os.path.join(REPO, "configs/synthetic.py:smoke"))
+  config = config_lib.load_config(os.path.join(REPO, "configs/synthetic.py:smoke"),
+                                  SMOKE_OVERRIDES)
   config.data.data_dir = str(data_dir)
-  config.data.image_size = 16
-  config.data.synthetic.image_size = 16
-  config.data.synthetic.num_train = 512
-  config.data.synthetic.num_validation = 560
-  config.data.synthetic.num_test = 1100
-  config.train.batch_size = 32
-  config.eval.batch_size = 400
-  config.model.kwargs.widths = (8, 16)
-  config.optim.schedule = "constant"
   for key, value in overrides.items():
     config_lib.set_by_path(config, key, value)
   config_lib.validate(config)
@@ -55,11 +48,10 @@ def shared_data_dir(tmp_path_factory):
   return session_directory(tmp_path_factory, "tfds_smoke")
 
 
-def command_environment(tmp_path_factory, data_dir, devices: int = 1, **extra):
+def command_environment(data_dir, devices: int = 1, **extra):
   """The environment of a crl_jax command in a subprocess: the smoke dataset, CPU with
   ``devices`` simulated devices. The session's persistent compilation cache (set up in
   ``tests/conftest.py``) reaches the subprocess through the inherited environment."""
-  del tmp_path_factory  # kept in the signature: callers pass it
   return dict(os.environ, TFDS_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
               PYTHON=sys.executable, **extra)

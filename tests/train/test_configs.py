@@ -33,10 +33,10 @@ def run_main(args, env, timeout=600):
 # workdir in-process (tests/train/test_loop.py).
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
-def test_smoke_config_runs_through_the_command(name, tmp_path, tmp_path_factory):
+def test_smoke_config_runs_through_the_command(name, tmp_path):
   """(Bad values through the command: tests/test_reliability.py.)"""
   workdir = tmp_path / "run"
-  env = command_environment(tmp_path_factory, tmp_path / "tfds")
+  env = command_environment(tmp_path / "tfds")
   result = run_main([f"--config=configs/{name}.py:smoke", f"--workdir={workdir}",
                      "--no_progress"], env)
   assert result.returncode == 0, result.stderr[-3000:]
