@@ -67,16 +67,12 @@ def metrics_rows(workdir):
   return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
 
 
-def test_sigterm_then_resume_is_bitwise_equal(data_dir, environment, tmp_path):
-  steps = ["--config.train.num_steps=40", "--config.train.eval_every=40",
-           "--config.checkpoint.every_steps=40"]
-  straight = run(tmp_path / "straight", environment, *steps)
-  assert straight.returncode == 0, straight.stderr[-3000:]
-
-  process = subprocess.Popen(command(tmp_path / "interrupted", *steps), cwd=REPO,
-                             env=environment, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-  metrics = tmp_path / "interrupted" / "metrics.jsonl"
+def interrupt_with_sigterm(workdir, environment, steps):
+  """Start the command, send SIGTERM once it has logged a step; returns the step it
+  stopped at, after checking its exit status and message."""
+  process = subprocess.Popen(command(workdir, *steps), cwd=REPO, env=environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  metrics = workdir / "metrics.jsonl"
   wait_for(lambda: metrics.exists() and metrics.stat().st_size > 0, process)
   process.send_signal(signal.SIGTERM)
   output = process.communicate(timeout=300)[0]
@@ -84,15 +80,56 @@ def test_sigterm_then_resume_is_bitwise_equal(data_dir, environment, tmp_path):
   assert "Preempted by SIGTERM at step" in output and "rerun the same command" in output
   stopped_at = int(output.split("Preempted by SIGTERM at step ")[1].split(":")[0])
   assert 0 < stopped_at < 40
-  resumed = run(tmp_path / "interrupted", environment, *steps)
+  return stopped_at
+
+
+SIGTERM_STEPS = {"train.num_steps": 40, "train.eval_every": 40,
+                 "checkpoint.every_steps": 40}
+SIGTERM_FLAGS = [f"--config.{key}={value}" for key, value in SIGTERM_STEPS.items()]
+
+
+def test_sigterm_stops_the_command_with_a_checkpoint_and_the_rerun_resumes(
+    data_dir, environment, tmp_path, capsys, monkeypatch):
+  """SIGTERM to the real command: exit 0, the advice to rerun, a checkpoint at the step
+  it stopped at. The rerun (in this process, the same config) resumes from there and
+  logs each step once. That the resumed run ends bitwise where a straight run ends is
+  tests/train/test_loop.py::test_resumed_run_ends_with_the_same_parameters (in-process,
+  the same SIGTERM handler), and through the command the slow test below."""
+  workdir = tmp_path / "interrupted"
+  stopped_at = interrupt_with_sigterm(workdir, environment, SIGTERM_FLAGS)
+  steps_on_disk = [int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()]
+  assert steps_on_disk == [stopped_at]
+  capsys.readouterr()
+  # The command's config: the data directory comes from TFDS_DATA_DIR.
+  config = smoke_config(data_dir, **OVERRIDES, **SIGTERM_STEPS)
+  config.data.data_dir = None
+  monkeypatch.setenv("TFDS_DATA_DIR", str(data_dir))
+  results = loop.train_and_evaluate(config, str(workdir), progress=False)
+  assert results["status"] == "finished"
+  assert f"resumed from step {stopped_at}" in capsys.readouterr().out
+  # metrics.jsonl holds each step once: rows logged after the checkpoint were dropped.
+  rows = [(r["step"], r["split"]) for r in metrics_rows(workdir)]
+  assert rows == [(k, "train") for k in range(1, 41)] + [(40, "validation")]
+
+
+# Three runs of the command (about 65 s): in the slow suite. The default suite holds
+# the test above (the command's SIGTERM, an in-process resume) and the bitwise resume
+# in-process (tests/train/test_loop.py::test_resumed_run_ends_with_the_same_parameters).
+@pytest.mark.slow
+def test_sigterm_then_resume_is_bitwise_equal(data_dir, environment, tmp_path):
+  straight = run(tmp_path / "straight", environment, *SIGTERM_FLAGS)
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  stopped_at = interrupt_with_sigterm(tmp_path / "interrupted", environment,
+                                      SIGTERM_FLAGS)
+  resumed = run(tmp_path / "interrupted", environment, *SIGTERM_FLAGS)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"resumed from step {stopped_at}" in resumed.stdout
   # metrics.jsonl holds each step once: rows logged after the checkpoint were dropped.
   rows = [(r["step"], r["split"]) for r in metrics_rows(tmp_path / "interrupted")]
   assert rows == [(r["step"], r["split"]) for r in metrics_rows(tmp_path / "straight")]
 
-  a, _, _ = state_of(tmp_path / "straight", data_dir, **{"train.num_steps": 40})
-  b, _, _ = state_of(tmp_path / "interrupted", data_dir, **{"train.num_steps": 40})
+  a, _, _ = state_of(tmp_path / "straight", data_dir, **SIGTERM_STEPS)
+  b, _, _ = state_of(tmp_path / "interrupted", data_dir, **SIGTERM_STEPS)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
 

@@ -60,12 +60,13 @@ def threshold_adjusted_probabilities(logits, class_mask, class_counts,
     float32[B, A, Cmax], the adjusted (unnormalised) probabilities.
 
   Example:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines
     >>> logits = jnp.array([[[1.0, 0.8, 0.0]]])  # f32[B=1, A=1, Cmax=3]
     >>> class_mask, counts = jnp.array([[True, True, False]]), jnp.array([[900, 100, 0]])
-    >>> scores = baselines.threshold_adjusted_probabilities(logits, class_mask, counts,
-    ...                                                     3.0)
+    >>> adjust = jax.jit(baselines.threshold_adjusted_probabilities)
+    >>> scores = adjust(logits, class_mask, counts, 3.0)
     >>> jnp.argmax(scores, axis=-1)  # int[B, A]: the minority class, not class 0
     Array([[1]], dtype=int32)
 
@@ -102,11 +103,13 @@ def posthoc_logit_adjustment(logits, class_mask, class_counts, tau=1.0):
     float32[B, A, Cmax], the adjusted logits.
 
   Example:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines
     >>> logits = jnp.array([[[1.0, 0.8, 0.0]]])  # f32[B=1, A=1, Cmax=3]
     >>> class_mask, counts = jnp.array([[True, True, False]]), jnp.array([[900, 100, 0]])
-    >>> adjusted = baselines.posthoc_logit_adjustment(logits, class_mask, counts)
+    >>> adjust = jax.jit(baselines.posthoc_logit_adjustment)
+    >>> adjusted = adjust(logits, class_mask, counts)
     >>> adjusted[..., :2]  # 1 - log 0.9 and 0.8 - log 0.1: class 1 is predicted
     Array([[[1.105..., 3.102...]]], dtype=float32)
     >>> bool(adjusted[0, 0, 2] == jnp.finfo(jnp.float32).min)  # the padded class
@@ -143,9 +146,10 @@ def class_balanced_accuracy_from_predictions(predictions, labels, class_mask, *,
     float32[A] in ``[0, 1]``.
 
   Example:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines
-    >>> baselines.class_balanced_accuracy_from_predictions(
+    >>> jax.jit(baselines.class_balanced_accuracy_from_predictions)(
     ...     jnp.array([[0], [0], [0], [1]]), jnp.array([[0], [0], [0], [0]]),
     ...     jnp.ones((1, 2), bool))
     Array([0.75], dtype=float32)
@@ -203,16 +207,17 @@ def select_threshold_temperature(logits, labels, class_mask, class_counts, *,
     ``threshold_adjusted_probabilities``).
 
   Example:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines
     >>> class_mask, train_counts = jnp.ones((1, 2), bool), jnp.array([[900, 100]])
     >>> val_logits = jnp.array([[[1.0, 0.0]], [[1.0, -1.0]], [[1.0, -2.0]]])
     >>> val_labels = jnp.array([[1], [0], [0]])  # int[B=3, A=1]
-    >>> temperature = baselines.select_threshold_temperature(
+    >>> temperature = jax.jit(baselines.select_threshold_temperature)(
     ...     val_logits, val_labels, class_mask, train_counts)
     >>> temperature  # T = 2 classifies all three correctly
     Array([2.], dtype=float32)
-    >>> scores = baselines.threshold_adjusted_probabilities(
+    >>> scores = jax.jit(baselines.threshold_adjusted_probabilities)(
     ...     val_logits, class_mask, train_counts, temperature)
   """
   candidates = tuple(float(t) for t in candidate_temperatures)

@@ -103,12 +103,13 @@ def cost_sensitive_cross_entropy(logits, labels, class_mask, class_counts, *,
     float32[A], the per-attribute loss.
 
   Example:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines
     >>> logits = jnp.zeros((2, 1, 2))  # f32[B=2, A=1, C=2]: p = 1/2 everywhere
     >>> counts = jnp.array([[90, 10]])  # weights exp(-0.9) and exp(-0.1)
-    >>> baselines.cost_sensitive_cross_entropy(logits, jnp.array([[0], [1]]), None,
-    ...                                        counts)  # log 2 * mean weight
+    >>> loss = jax.jit(baselines.cost_sensitive_cross_entropy)
+    >>> loss(logits, jnp.array([[0], [1]]), None, counts)  # log 2 * mean weight
     Array([0.454...], dtype=float32)
 
   Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
@@ -159,13 +160,15 @@ def focal_loss(logits, labels, class_mask, class_counts=None, *, valid=None,
     float32[A], the per-attribute loss.
 
   Example:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines
     >>> logits = jnp.array([[[3.0, 0.0]], [[0.0, 1.0]]])  # an easy and a hard sample
     >>> labels = jnp.zeros((2, 1), int)
-    >>> baselines.focal_loss(logits, labels, None, gamma=0.0)  # cross-entropy
+    >>> loss = jax.jit(baselines.focal_loss)
+    >>> loss(logits, labels, None, gamma=0.0)  # cross-entropy
     Array([0.680...], dtype=float32)
-    >>> baselines.focal_loss(logits, labels, None, gamma=2.0)  # mostly the hard one
+    >>> loss(logits, labels, None, gamma=2.0)  # mostly the hard one
     Array([0.350...], dtype=float32)
 
   Reference: Lin, Goyal, Girshick, He and Dollar, "Focal Loss for Dense Object
@@ -210,11 +213,12 @@ def class_balanced_loss(logits, labels, class_mask, class_counts, *, valid=None,
     float32[A], the per-attribute loss.
 
   Example:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines
     >>> minority = jnp.array([[1]])  # int[B=1, A=1], class 1 has 10 training samples
-    >>> baselines.class_balanced_loss(jnp.zeros((1, 1, 2)), minority, None,
-    ...                               jnp.array([[1000, 10]]), beta=0.999)
+    >>> loss = jax.jit(baselines.class_balanced_loss)
+    >>> loss(jnp.zeros((1, 1, 2)), minority, None, jnp.array([[1000, 10]]), beta=0.999)
     Array([1.364...], dtype=float32)
 
   Reference: Cui, Jia, Lin, Song and Belongie, "Class-Balanced Loss Based on Effective
@@ -261,6 +265,7 @@ def ldam_loss(logits, labels, class_mask, class_counts, *, valid=None,
     float32[A], the per-attribute loss.
 
   Example:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines, crl
     >>> logits = jnp.linspace(-1, 1, 24).reshape(4, 2, 3)  # f32[B=4, A=2, Cmax=3]
@@ -270,8 +275,8 @@ def ldam_loss(logits, labels, class_mask, class_counts, *, valid=None,
     >>> step, drw_start = 900, 800  # deferred re-weighting from step 800 on
     >>> drw = jnp.where(step >= drw_start,
     ...                 baselines.drw_class_weights(counts, class_mask), 1.0)
-    >>> baselines.ldam_loss(logits, labels, class_mask, counts, scale=1.0,
-    ...                     per_class_weights=drw)
+    >>> loss = jax.jit(baselines.ldam_loss)
+    >>> loss(logits, labels, class_mask, counts, scale=1.0, per_class_weights=drw)
     Array([0.915..., 1.404...], dtype=float32)
 
   Reference: Cao, Wei, Gaidon, Arechiga and Ma, "Learning Imbalanced Datasets with
@@ -318,11 +323,12 @@ def logit_adjusted_loss(logits, labels, class_mask, class_counts, *, valid=None,
     float32[A], the per-attribute loss.
 
   Example:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines
     >>> prior = jnp.array([[90, 10]])  # training counts: pi = (0.9, 0.1)
-    >>> baselines.logit_adjusted_loss(jnp.zeros((1, 1, 2)), jnp.array([[1]]), None,
-    ...                               prior, tau=1.0)  # -log 0.1
+    >>> loss = jax.jit(baselines.logit_adjusted_loss)
+    >>> loss(jnp.zeros((1, 1, 2)), jnp.array([[1]]), None, prior, tau=1.0)  # -log 0.1
     Array([2.302...], dtype=float32)
 
   Reference: Menon, Jayasumana, Rawat, Jain, Veit and Kumar, "Long-Tail Learning via
@@ -356,12 +362,13 @@ def balanced_softmax_loss(logits, labels, class_mask, class_counts, *, valid=Non
     float32[A], the per-attribute loss.
 
   Example:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines
     >>> logits = jnp.array([[[0.0, 0.0, 5.0]]])  # class 2 is padded: its logit is unused
     >>> class_mask = jnp.array([[True, True, False]])
-    >>> baselines.balanced_softmax_loss(logits, jnp.array([[0]]), class_mask,
-    ...                                 jnp.array([[90, 10, 0]]))  # -log 0.9
+    >>> loss = jax.jit(baselines.balanced_softmax_loss)
+    >>> loss(logits, jnp.array([[0]]), class_mask, jnp.array([[90, 10, 0]]))  # -log 0.9
     Array([0.105...], dtype=float32)
 
   Reference: Ren, Yu, Ma, Zhao, Yi and Li, "Balanced Meta-Softmax for Long-Tailed Visual

@@ -229,6 +229,7 @@ def instance_level_hard_samples(distances, labels, valid, eligible, kappa: int,
   num_classes = eligible.shape[0]
   k = min(kappa, batch_size)
   distances = jax.lax.stop_gradient(distances).astype(jnp.float32)
+  labels = jnp.asarray(labels)  # a NumPy array cannot be indexed by traced rows
   valid = jnp.asarray(valid, bool)
   anchor_mask = valid & eligible[jnp.clip(labels, 0, num_classes - 1)]
   if max_anchors is None or max_anchors >= batch_size:

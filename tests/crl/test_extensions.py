@@ -19,11 +19,12 @@ from tests.crl.test_rectify import make_heads
 @pytest.mark.parametrize("score,criterion,scope", list(itertools.product(
     ("log_probability", "logit"), ("relative", "absolute"), crl.SCOPES)))
 def test_score_extension_matches_loop_reference(score, criterion, scope):
-  for seed, (batch_size, num_classes) in enumerate([(64, 7), (96, 20), (33, 3)]):
+  # Two shapes (a compile each), two random batches of each.
+  loss_fn = jax.jit(functools.partial(crl.class_rectification_loss, criterion=criterion,
+                                      scope=scope, score=score, kappa=5))
+  for seed, (batch_size, num_classes) in enumerate([(64, 7), (64, 7), (33, 3), (33, 3)]):
     logits, _, labels, valid = make_batch(seed, batch_size, num_classes, skew=1.5)
-    loss = jax.jit(functools.partial(crl.class_rectification_loss, criterion=criterion,
-                                     scope=scope, score=score, kappa=5))(
-                                         logits, None, labels, valid=valid)
+    loss = loss_fn(logits, None, labels, valid=valid)
     expected = reference.crl(logits, None, labels, level="class", criterion=criterion,
                              kappa=5, rho=0.5, scope=scope, valid=valid, score=score)
     np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
@@ -34,14 +35,13 @@ def test_score_extension_with_padded_heads_matches_unpadded():
   padded = np.concatenate([logits, 5.0 * np.ones((48, 3), np.float32)], axis=1)
   class_mask = np.array([True] * 5 + [False] * 3)
   for score in ("log_probability", "logit"):
-    loss = crl.class_rectification_loss(padded, None, labels, valid=valid,
-                                        class_mask=class_mask, score=score)
+    loss_fn = jax.jit(functools.partial(crl.class_rectification_loss,
+                                        class_mask=class_mask, score=score))
+    loss, grad = jax.value_and_grad(loss_fn)(padded, None, labels, valid=valid)
     expected = reference.crl(logits, None, labels, level="class", criterion="relative",
                              kappa=25, rho=0.5, scope="minority", valid=valid,
                              score=score)
     np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
-    grad = jax.grad(lambda x: crl.class_rectification_loss(
-        x, None, labels, valid=valid, class_mask=class_mask, score=score))(padded)
     assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[:, 5:] == 0)
 
 
@@ -68,13 +68,13 @@ def test_pooled_reduction_is_one_mean_over_all_triplets():
 def test_blend_options():
   logits, _, labels, class_mask = make_heads(6)
   alpha = np.array([0.0, 0.2, 0.5, 1.0], np.float32)
-  expected = {}
-  _, terms = crl.blended_objective(logits, None, labels, class_mask, alpha)
+  objective = jax.jit(crl.blended_objective, static_argnames="blend")
+  _, terms = objective(logits, None, labels, class_mask, alpha)
   crl_terms, ce = np.asarray(terms["crl"]), np.asarray(terms["cross_entropy"])
   expected = {"convex": alpha * crl_terms + (1 - alpha) * ce,
               "additive": ce + alpha * crl_terms, "base_only": (1 - alpha) * ce}
   for blend, want in expected.items():
-    loss, _ = crl.blended_objective(logits, None, labels, class_mask, alpha, blend=blend)
+    loss, _ = objective(logits, None, labels, class_mask, alpha, blend=blend)
     np.testing.assert_allclose(loss, want.sum(), rtol=1e-6)
   with pytest.raises(ValueError, match="blend"):
     crl.blend_terms(jnp.zeros(2), jnp.zeros(2), 0.5, "mixed")
@@ -120,12 +120,13 @@ def _minority_bias_gradient(score, seeds=range(20)):
   """Sum over minority classes and batches of dL_crl/db_c (b_c: the class's output bias;
   the bias gradient is the sum over the batch of dL/dz_c)."""
   total = 0.0
+  gradient = jax.jit(jax.grad(lambda z, labels: crl.class_rectification_loss(
+      z, None, labels, score=score)))
   for seed in seeds:
     logits, labels = _rare_class_batch(seed)
     histogram = crl.class_histogram(jnp.asarray(labels), logits.shape[1])
     eligible = np.asarray(crl.eligible_classes(histogram, rho=0.5))
-    grad = jax.grad(lambda z: crl.class_rectification_loss(z, None, labels, score=score))(
-        logits)
+    grad = gradient(logits, labels)
     total += float(np.sum(np.asarray(grad).sum(axis=0)[eligible]))
   return total
 

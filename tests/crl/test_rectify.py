@@ -18,6 +18,14 @@ DESIGNS = list(itertools.product(crl.LEVELS, crl.CRITERIA, crl.SCOPES))
 FEATURE_DIM = 8
 
 
+def jitted_loss(**options):
+  """``crl.class_rectification_loss`` under ``jit`` with static ``options`` (a class
+  mask given here stays concrete). Called eagerly, each of the loss's operations is
+  dispatched and compiled on its own: several times slower than one compiled program
+  at these sizes, and these tests check values, not the eager path."""
+  return jax.jit(functools.partial(crl.class_rectification_loss, **options))
+
+
 def make_batch(seed, batch_size, num_classes, *, skew=1.0, missing=0.1, invalid=0.1,
                feature_dim=FEATURE_DIM, logit_scale=3.0):
   """Random logits/features and power-law skewed labels (some missing, some padded)."""
@@ -80,8 +88,8 @@ def test_loss_matches_loop_reference(level, criterion, scope, batch_size, num_cl
 def test_explicit_margin_matches_reference(level, criterion):
   logits, features, labels, valid = make_batch(3, 64, 7)
   margin = None if criterion == "distribution" else 0.3
-  loss = crl.class_rectification_loss(logits, features, labels, level=level,
-                                      criterion=criterion, margin=margin, valid=valid)
+  loss = jitted_loss(level=level, criterion=criterion, margin=margin)(
+      logits, features, labels, valid=valid)
   expected = reference.crl(logits, features, labels, level=level, criterion=criterion,
                            kappa=25, rho=0.5, scope="minority", margin=margin,
                            valid=valid)
@@ -93,9 +101,8 @@ def test_class_mask_matches_unpadded_reference():
   padded = np.concatenate([logits, 5.0 * np.ones((48, 3), np.float32)], axis=1)
   class_mask = np.array([True] * 5 + [False] * 3)
   for level, criterion in itertools.product(crl.LEVELS, crl.CRITERIA):
-    loss = crl.class_rectification_loss(padded, features, labels, level=level,
-                                        criterion=criterion, valid=valid,
-                                        class_mask=class_mask)
+    loss = jitted_loss(level=level, criterion=criterion, class_mask=class_mask)(
+        padded, features, labels, valid=valid)
     expected = reference.crl(logits, features, labels, level=level, criterion=criterion,
                              kappa=25, rho=0.5, scope="minority", valid=valid)
     np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
@@ -152,8 +159,7 @@ def test_blended_objective_is_eqn_8():
 def test_batch_permutation_leaves_loss_unchanged(level, criterion, scope):
   logits, features, labels, valid = make_batch(7, 80, 9)
   permutation = np.random.default_rng(1).permutation(80)
-  loss = functools.partial(crl.class_rectification_loss, level=level, criterion=criterion,
-                           scope=scope, kappa=10)
+  loss = jitted_loss(level=level, criterion=criterion, scope=scope, kappa=10)
   np.testing.assert_allclose(
       loss(logits, features, labels, valid=valid),
       loss(logits[permutation], features[permutation], labels[permutation],
@@ -218,9 +224,9 @@ def test_gradient_is_finite_in_degenerate_batches(case, level, criterion):
                                                                    crl.CRITERIA)))
 def test_gradient_reaches_anchor_positive_and_negative(level, criterion):
   logits, features, labels, valid = make_batch(9, 48, 4, invalid=0.0, missing=0.0)
-  grads = jax.grad(lambda x: crl.class_rectification_loss(
+  grads = jax.jit(jax.grad(lambda x: crl.class_rectification_loss(
       x if level == "class" else logits, x if level == "instance" else None, labels,
-      level=level, criterion=criterion, scope="all"))(
+      level=level, criterion=criterion, scope="all")))(
           logits if level == "class" else features)
   assert np.all(np.isfinite(grads))
   # With every class eligible, every sample is an anchor and so receives gradient.
@@ -243,7 +249,7 @@ def test_check_grads_absolute(level):
                                                 kappa=50)
     argument = features
   # kappa > batch: every pair is selected, so mining cannot switch under perturbation.
-  jax.test_util.check_grads(fn, (argument,), order=1, modes=["rev"], eps=1e-3,
+  jax.test_util.check_grads(jax.jit(fn), (argument,), order=1, modes=["rev"], eps=1e-3,
                             atol=2e-2, rtol=2e-2)
 
 
@@ -251,9 +257,8 @@ def test_bf16_logits_are_accepted_and_accumulate_in_f32():
   logits, features, labels, valid = make_batch(11, 64, 6)
   bf16_logits = jnp.asarray(logits, jnp.bfloat16)
   for level, criterion in itertools.product(crl.LEVELS, crl.CRITERIA):
-    loss = crl.class_rectification_loss(bf16_logits, jnp.asarray(features, jnp.bfloat16),
-                                        labels, level=level, criterion=criterion,
-                                        valid=valid)
+    loss = jitted_loss(level=level, criterion=criterion)(
+        bf16_logits, jnp.asarray(features, jnp.bfloat16), labels, valid=valid)
     assert loss.dtype == jnp.float32
     expected = reference.crl(np.asarray(bf16_logits.astype(jnp.float32)),
                              np.asarray(jnp.asarray(features, jnp.bfloat16)
@@ -262,8 +267,8 @@ def test_bf16_logits_are_accepted_and_accumulate_in_f32():
                              scope="minority", valid=valid)
     np.testing.assert_allclose(loss, expected, rtol=1e-4, atol=1e-4)
   heads = make_heads(12)
-  loss, _ = crl.blended_objective(jnp.asarray(heads[0], jnp.bfloat16), None, heads[2],
-                                  heads[3], 0.5)
+  loss, _ = jax.jit(functools.partial(crl.blended_objective, class_mask=heads[3]))(
+      jnp.asarray(heads[0], jnp.bfloat16), None, heads[2], alpha=0.5)
   assert loss.dtype == jnp.float32 and np.isfinite(loss)
 
 
