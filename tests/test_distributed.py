@@ -84,6 +84,9 @@ def test_two_processes_equal_one_process(tmp_path, data_dir):
   assert train_two[-1]["loss"] == pytest.approx(train_one[-1]["loss"], rel=1e-5)
 
 
+# Two interpreter starts that train until one is killed (about 25 s on 2 cores): in the
+# slow suite. The default suite's multi-process run is the equality test above.
+@pytest.mark.slow
 def test_a_dead_process_stops_the_others(tmp_path, data_dir):
   flags = [f"--workdir={tmp_path / 'run'}", *SHRUNK_FLAGS,
            "--config.train.num_steps=100000", "--config.train.eval_every=100000",
@@ -110,8 +113,8 @@ def test_a_dead_process_stops_the_others(tmp_path, data_dir):
   assert output.strip(), "the surviving process exited without saying why"
 
 
-# The default suite keeps two multi-process runs (equality with one process, a dead
-# peer); this and the coordinator timeout below each cost two interpreter starts.
+# The default suite keeps one multi-process run (equality with one process); this and
+# the coordinator timeout below each cost two interpreter starts.
 @pytest.mark.slow
 def test_a_workdir_refused_by_process_0_stops_every_process_at_once(
     tmp_path, data_dir):

@@ -109,31 +109,25 @@ def _plain_cross_entropy(heads, logits=None):
 def test_reduces_to_plain_cross_entropy(name, hyperparameters):
   for seed in range(3):
     heads = make_heads(seed, holes=seed == 2)
-    loss = baselines.LOSSES[name](heads.logits, heads.labels, heads.class_mask,
-                                  heads.class_counts, valid=heads.valid,
-                                  **hyperparameters)
+    loss = call(name, heads, **hyperparameters)
     np.testing.assert_allclose(loss, _plain_cross_entropy(heads), rtol=1e-5, atol=1e-6)
     # ... and the core's cross-entropy of Eqns (1)-(2) uses the same conventions.
     np.testing.assert_allclose(
-        loss, crl.multi_attribute_cross_entropy(heads.logits, heads.labels,
-                                                heads.class_mask, valid=heads.valid),
+        loss, jax.jit(crl.multi_attribute_cross_entropy)(
+            heads.logits, heads.labels, heads.class_mask, valid=heads.valid),
         rtol=1e-5, atol=1e-6)
 
 
 def test_balanced_softmax_is_logit_adjustment_with_tau_one():
   heads = make_heads(4)
-  np.testing.assert_allclose(
-      baselines.balanced_softmax_loss(heads.logits, heads.labels, heads.class_mask,
-                                      heads.class_counts, valid=heads.valid),
-      baselines.logit_adjusted_loss(heads.logits, heads.labels, heads.class_mask,
-                                    heads.class_counts, valid=heads.valid, tau=1.0),
-      rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(call("balanced_softmax", heads),
+                             call("logit_adjust", heads, tau=1.0), rtol=1e-5, atol=1e-6)
 
 
 def test_cost_sensitive_weights_are_exp_minus_share():
   # One attribute, two classes with shares 0.75 / 0.25, logits equal: nll = log 2.
   logits = np.zeros((2, 1, 2), np.float32)
-  loss = baselines.cost_sensitive_cross_entropy(
+  loss = jax.jit(baselines.cost_sensitive_cross_entropy)(
       logits, np.array([[0], [1]]), None, np.array([[300, 100]]))
   np.testing.assert_allclose(loss, [np.log(2) * (np.exp(-0.75) + np.exp(-0.25)) / 2],
                              rtol=1e-6)
@@ -173,7 +167,8 @@ def test_gradient_is_finite_with_missing_attributes_and_zero_counts(name):
                                       **hyperparameters)
       return jnp.sum(losses), losses
 
-    (_, losses), grad = jax.value_and_grad(total_loss, has_aux=True)(heads.logits)
+    (_, losses), grad = jax.jit(jax.value_and_grad(total_loss, has_aux=True))(
+        heads.logits)
     assert np.all(np.isfinite(losses)) and np.all(np.isfinite(grad))
     assert float(losses[0]) == 0.0 and not np.any(grad[:, 0])  # no label: exactly 0
     assert np.any(grad[:, 1]) and np.any(grad[:, 2])
@@ -185,8 +180,8 @@ def test_gradient_is_finite_with_missing_attributes_and_zero_counts(name):
 def test_every_row_padding_gives_zero_loss_and_gradient(name):
   heads = make_heads(6, batch_size=8, valid_mode=None)
   valid = np.zeros(8, bool)
-  losses, grad = jax.value_and_grad(lambda x: jnp.sum(baselines.LOSSES[name](
-      x, heads.labels, heads.class_mask, heads.class_counts, valid=valid)))(heads.logits)
+  losses, grad = jax.jit(jax.value_and_grad(lambda x: jnp.sum(baselines.LOSSES[name](
+      x, heads.labels, heads.class_mask, heads.class_counts, valid=valid))))(heads.logits)
   assert float(losses) == 0.0 and not np.any(grad)
 
 
@@ -199,8 +194,8 @@ def test_check_grads(name):
   fn = lambda x: baselines.LOSSES[name](x, heads.labels, heads.class_mask,
                                         heads.class_counts, valid=heads.valid,
                                         **hyperparameters)
-  jax.test_util.check_grads(fn, (jnp.asarray(heads.logits),), order=1, modes=["rev"],
-                            eps=1e-3, atol=2e-2, rtol=2e-2)
+  jax.test_util.check_grads(jax.jit(fn), (jnp.asarray(heads.logits),), order=1,
+                            modes=["rev"], eps=1e-3, atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)

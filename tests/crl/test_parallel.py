@@ -65,7 +65,8 @@ def test_shard_map_gradients_match_single_device():
   logits, features, labels, class_mask = make_heads(22, batch_size=64)
   objective = functools.partial(crl.blended_objective, level="class",
                                 criterion="relative", scope="all", kappa=5)
-  expected = jax.grad(lambda l: objective(l, None, labels, class_mask, 0.5)[0])(logits)
+  expected = jax.jit(jax.grad(lambda l: objective(l, None, labels, class_mask, 0.5)[0]))(
+      logits)
   mesh = Mesh(np.array(jax.devices()[:NUM_DEVICES]), ("batch",))
 
   def global_loss(l, y):
