@@ -212,7 +212,6 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
   return results
 
 
-
 def format_table(results) -> str:
   header = (f"{'variant':28s} {'batch':>5s} {'kappa':>5s} {'A':>4s} {'Cmax':>4s} "
             f"{'dev':>3s} {'mining':>6s} {'median ms':>9s} {'p10':>8s} {'p90':>8s} "

@@ -229,7 +229,6 @@ def format_table(results):
   return "\n".join(lines)
 
 
-
 def build_parser() -> argparse.ArgumentParser:
   parser = cli.parser(
       COMMAND, "Time loss + gradient of every CRL design against cross-entropy alone at "

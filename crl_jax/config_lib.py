@@ -262,11 +262,11 @@ def _where(error: BaseException, path: str) -> str:
 
 # Keys a resumed run may change (``checkpoint.check_config``; one ending in "." covers
 # its section): how the optimiser steps, how often the run logs, evaluates and saves,
-# and the NaN injection of a debugging run. What the state or the data depend on (model, data, loss, batch size, number of steps,
-# seed) may not change: the checkpoint would not mean the same thing.
+# and the NaN injection of a debugging run. What the state or the data depend on
+# (model, data, loss, batch size, number of steps, seed) may not change: the checkpoint
+# would not mean the same thing.
 RESUMABLE_KEYS = ("optim.", "train.log_every", "train.eval_every",
                   "train.inject_nan_at_step", "checkpoint.every_steps", "checkpoint.keep")
-
 
 
 def finalise(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from crl_jax import baselines
+from crl_jax import compare
 from crl_jax import config_lib
 from crl_jax import crl
 from crl_jax import data
@@ -216,7 +217,6 @@ def test_registered_adjustment_with_searched_hyperparameters_reaches_eval_and_co
   """A post-hoc adjustment is one registration: validation accepts it, compare lists it
   and evaluation makes one variant per searched candidate (the threshold's temperature
   is registered the same way)."""
-  from crl_jax import compare
   monkeypatch.setattr(baselines.registry, "ADJUSTMENTS", dict(baselines.ADJUSTMENTS))
   monkeypatch.setattr(baselines.registry, "ADJUSTMENT_SEARCH",
                       dict(baselines.ADJUSTMENT_SEARCH))
@@ -241,6 +241,23 @@ def test_registered_adjustment_with_searched_hyperparameters_reaches_eval_and_co
       ("sharpened_T0.5", {"floor": 0.0, "temperature": 0.5}),
       ("sharpened_T2", {"floor": 0.0, "temperature": 2.0})]
   assert "sharpened" in compare.methods()
+  # Two searched keys: named by their initials, or by the whole keys when the initials
+  # are the same.
+  baselines.register_adjustment("floored", sharpened,
+                                searched={"temperature": (2.0,), "floor": (0.0, 1.0)})
+
+  def tilted(logits, class_mask, class_counts, temperature=1.0, tilt=0.0):
+    del class_mask, class_counts
+    return logits / temperature + tilt
+
+  baselines.register_adjustment("tilted", tilted,
+                                searched={"temperature": (2.0,), "tilt": (0.0, 1.0)})
+  for name, expected in (("floored", ["floored_T2_F0", "floored_T2_F1"]),
+                         ("tilted", ["tilted_temperature2_tilt0",
+                                     "tilted_temperature2_tilt1"])):
+    config = config_lib.load_config("configs/synthetic.py:smoke",
+                                    [f"eval.adjustment={name}"])
+    assert [variant for variant, _ in loop.adjustment_variants(config)] == expected
   assert [name for name, _ in loop.adjustment_variants(
       config_lib.load_config("configs/synthetic.py:smoke", ["eval.adjustment=threshold"]))
           ] == [f"threshold_T{t}" for t in range(1, 6)]

@@ -6,8 +6,8 @@ competitors 3 and 4), focal (Lin et al. 2017), class-balanced (Cui et al. 2019),
 LDAM-DRW (Cao et al. 2019), logit adjustment (Menon et al. 2021) and balanced softmax
 (Ren et al. 2020). ``LOSSES`` / ``ADJUSTMENTS`` map names to them; ``register_loss``
 adds a loss, ``register_adjustment`` an adjustment (with the hyperparameters chosen on
-validation, ``ADJUSTMENT_SEARCH``), and ``TRAINING_LOSSES`` tells config validation and the training
-objective how to run each one from the config (``registry``).
+validation, ``ADJUSTMENT_SEARCH``), and ``TRAINING_LOSSES`` tells config validation
+and the training objective how to run each one from the config (``registry``).
 """
 
 from crl_jax.baselines.adjustments import class_balanced_accuracy_from_predictions

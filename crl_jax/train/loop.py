@@ -245,8 +245,9 @@ def adjustment_variants(config) -> list[tuple[str, dict]]:
   (``loss.logit_adjust.tau``); one registered as searched
   (``baselines.register_adjustment(..., searched=)``, e.g. the threshold's
   ``temperature``) gets one variant per candidate, named ``name_<initial><value>`` (the
-  threshold's ``threshold_T2``), chosen on validation; any other keeps the function's
-  default. Empty for ``eval.adjustment = "none"``."""
+  threshold's ``threshold_T2``; the whole key instead of its initial when two searched
+  keys share one), chosen on validation; any other keeps the function's default. Empty
+  for ``eval.adjustment = "none"``."""
   name = config.eval.adjustment
   if name not in baselines.ADJUSTMENTS:
     return []
@@ -267,11 +268,12 @@ def adjustment_variants(config) -> list[tuple[str, dict]]:
       fixed[key] = defaults[key]
   if not searched:
     return [(name, fixed)]
+  initials = [key[0].upper() for key in searched]
+  labels = initials if len(set(initials)) == len(initials) else list(searched)
   variants = []
   for values in itertools.product(*searched.values()):
-    chosen = dict(zip(searched, values))
-    suffix = "_".join(f"{key[0].upper()}{value:g}" for key, value in chosen.items())
-    variants.append((f"{name}_{suffix}", dict(fixed, **chosen)))
+    suffix = "_".join(f"{label}{value:g}" for label, value in zip(labels, values))
+    variants.append((f"{name}_{suffix}", dict(fixed, **dict(zip(searched, values)))))
   return variants
 
 

@@ -242,7 +242,6 @@ def test_instance_distances_from_the_gram_matrix_are_exact_for_identical_rows():
   assert np.all(np.isfinite(grad))
 
 
-
 # One 12-class head and ten binary heads: splitting the attribute axis removes 76% of the
 # padded columns (rectify._attribute_groups).
 SPLIT_COUNTS = (12,) + (2,) * 10

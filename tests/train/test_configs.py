@@ -27,10 +27,10 @@ def run_main(args, env, timeout=600):
 
 # Each is two starts of the command on the unshrunk :smoke config (about a minute):
 # all in the slow suite. The default suite runs the command end to end on the same
-# config shrunk (tests/test_reliability.py: preemption and resume, NaN and the advised
-# resume; tests/test_distributed.py: two processes), loads and validates every config
-# and its :smoke variant (tests/test_config_lib.py), and re-evaluates a finished
-# workdir in-process (tests/train/test_loop.py).
+# config shrunk (tests/test_reliability.py: SIGTERM, then a resume; tests/
+# test_distributed.py: two processes through launch/local.sh), loads and validates
+# every config and its :smoke variant (tests/test_config_lib.py), and trains, resumes
+# after a NaN and re-evaluates a workdir in-process (tests/train/test_loop.py).
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
 def test_smoke_config_runs_through_the_command(name, tmp_path):
