@@ -6,8 +6,10 @@ The instance level mines each anchor's ``kappa`` farthest same-class samples and
 The alternative timed here is ONE stable sort of each row by a composite key (positive
 candidates first by descending distance, then negatives by ascending distance), the
 negatives read from each row's offset. Both select the same samples (checked below).
+Also timed: each side's ``top_k`` alone, and the negatives through ``lax.approx_max_k``
+at recall 1 (the same selection, checked).
 
-    python benchmarks/topk_vs_sort.py [--rows=576] [--batch=128] [--kappa=25]
+    python benchmarks/topk_vs_sort.py [--rows=576] [--batch=128] [--kappa=25] > out.json
 
 576 rows = 9 attributes x 64 anchors (the X-Domain heads at batch 128, minority scope).
 """
@@ -20,11 +22,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crl_jax import machine as machine_lib
+
 
 def two_top_k(distances, positive, negative, k):
   positives = jax.lax.top_k(jnp.where(positive, distances, -jnp.inf), k)[1]
   negatives = jax.lax.top_k(jnp.where(negative, -distances, -jnp.inf), k)[1]
   return positives, negatives
+
+
+def positives_only(distances, positive, negative, k):
+  del negative
+  return jax.lax.top_k(jnp.where(positive, distances, -jnp.inf), k)[1]
+
+
+def negatives_only(distances, positive, negative, k):
+  del positive
+  return jax.lax.top_k(jnp.where(negative, -distances, -jnp.inf), k)[1]
+
+
+def negatives_approx_max_k(distances, positive, negative, k):
+  """``lax.approx_max_k`` at recall 1 (exact off TPU)."""
+  del positive
+  return jax.lax.approx_max_k(jnp.where(negative, -distances, -jnp.inf), k,
+                              recall_target=1.0)[1]
 
 
 def one_sort(distances, positive, negative, k):
@@ -70,13 +91,18 @@ def main():
   filled = np.arange(args.kappa)[None, :] < counts
   assert np.array_equal(np.asarray(a1)[filled], np.asarray(a2)[filled])
   assert np.array_equal(np.asarray(b1), np.asarray(b2))
+  ways = {"two_top_k_us": top_k, "one_sort_us": sort,
+          "positives_top_k_us": jax.jit(positives_only, static_argnums=3),
+          "negatives_top_k_us": jax.jit(negatives_only, static_argnums=3),
+          "negatives_approx_max_k_us": jax.jit(negatives_approx_max_k,
+                                               static_argnums=3)}
+  approx = ways["negatives_approx_max_k_us"](distances, positive, negative, args.kappa)
+  assert np.array_equal(np.asarray(approx), np.asarray(b1))
   rounds = []
-  for _ in range(args.rounds):  # interleaved: both ways see the same machine load
-    rounds.append({"two_top_k_us": median_us(top_k, distances, positive, negative,
-                                             args.kappa),
-                   "one_sort_us": median_us(sort, distances, positive, negative,
-                                            args.kappa)})
-  print(json.dumps({"args": vars(args), "backend": jax.default_backend(),
+  for _ in range(args.rounds):  # interleaved: every way sees the same machine load
+    rounds.append({name: median_us(fn, distances, positive, negative, args.kappa)
+                   for name, fn in ways.items()})
+  print(json.dumps({"args": vars(args), "machine": machine_lib.describe(),
                     "rounds": rounds}, indent=1))
 
 

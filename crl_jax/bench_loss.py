@@ -36,8 +36,9 @@ from crl_jax import machine as machine_lib  # jax is imported inside describe()
 COMMAND = "python -m crl_jax.bench_loss"
 
 XDOMAIN_CLASSES = (16, 55, 22, 12, 20, 15, 12, 20, 6)
-# "padded1000": 1000 binary heads padded to Cmax 55 by one 55-class head, the layout of
-# the full-step sweep's 1000 attributes (``bench --sweep_attributes``).
+# "padded1000": one 55-class head beside 999 binary heads, all padded to Cmax 55 (the
+# case the attribute split of ``crl.rectify`` is for). It is not the layout of the
+# full-step sweep (``bench --sweep_attributes=1000`` tiles the nine X-Domain heads).
 SHAPES = {"xdomain": XDOMAIN_CLASSES, "celeba": (2,) * 40, "deepfashion": (2,) * 1000,
           "padded1000": (55,) + (2,) * 999}
 
