@@ -6,7 +6,8 @@
 #   DEVICES_PER_PROCESS=2 PORT=23456 launch/local.sh 2 --config=configs/synthetic.py:smoke --workdir=/tmp/run
 #
 # Environment: DEVICES_PER_PROCESS (CPU devices each process simulates, default 1),
-# PORT (coordinator port, default: a free one), PYTHON (default: python).
+# PORT (coordinator port, default: a free one), PYTHON (default: python), XLA_FLAGS
+# (passed on, with the device count added; a device count in it is replaced).
 # Output of process I goes to stdout prefixed "[I]". When one process fails, the
 # others are stopped and the script exits with that process's status.
 set -euo pipefail
@@ -21,6 +22,10 @@ python=${PYTHON:-python}
 devices=${DEVICES_PER_PROCESS:-1}
 port=${PORT:-$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 
+# The caller's XLA flags without any device count of theirs, then this script's.
+inherited_flags=$(echo "${XLA_FLAGS:-}" | sed -E 's/--xla_force_host_platform_device_count=[0-9]+//g; s/  +/ /g; s/^ //; s/ $//')
+xla_flags="${inherited_flags:+$inherited_flags }--xla_force_host_platform_device_count=$devices"
+
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -28,9 +33,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 for ((i = 0; i < num_processes; i++)); do
-  echo "launch/local.sh: process $i/$num_processes: XLA_FLAGS=--xla_force_host_platform_device_count=$devices" \
+  echo "launch/local.sh: process $i/$num_processes: XLA_FLAGS=$xla_flags" \
        "$python -m crl_jax.main --coordinator_address=127.0.0.1:$port --num_processes=$num_processes --process_id=$i $*"
-  XLA_FLAGS="--xla_force_host_platform_device_count=$devices" JAX_PLATFORMS=cpu \
+  XLA_FLAGS="$xla_flags" JAX_PLATFORMS=cpu \
     "$python" -m crl_jax.main --coordinator_address="127.0.0.1:$port" \
       --num_processes="$num_processes" --process_id="$i" "$@" \
       > >(sed -u "s/^/[$i] /") 2> >(sed -u "s/^/[$i] /" >&2) &

@@ -18,19 +18,54 @@
    the folder is removed when the creating process exits. A fresh folder per session
    means no entry outlives the code it was compiled from. ``CRL_JAX_TEST_COMPILATION_CACHE=0``
    turns it off (to rule the cache out when a failure looks like a stale program).
+4. XLA's CPU backend with its older (elemental) fusion emitters,
+   ``--xla_cpu_use_fusion_emitters=false``: nearly half the suite's worker time was XLA
+   compiling (393 of 841 worker-s, from ``JAX_LOG_COMPILES``), and the smoke train step
+   compiled in 2.7 s with the default emitters against 0.8-1.3 s without them (same
+   program, same step time). The flag is probed once a session in a subprocess, since
+   XLA aborts on a flag it does not know: a jaxlib that dropped it runs the tests
+   without it. Test subprocesses get it through ``TEST_XLA_FLAGS`` (see
+   ``tests/train/conftest.py::command_environment``). ``CRL_JAX_TEST_FULL_OPTIMISATION=1``
+   turns it off too.
 """
 
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+
+_FULL_OPTIMISATION = os.environ.get("CRL_JAX_TEST_FULL_OPTIMISATION", "0") == "1"
+# The extra XLA flags of this session, for the test subprocesses that set XLA_FLAGS.
+_EXTRA_XLA_FLAGS_VARIABLE = "CRL_JAX_TEST_EXTRA_XLA_FLAGS"
+_FAST_COMPILE_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _extra_xla_flags() -> str:
+  """The compile-time XLA flags this jaxlib accepts ('' when it does not)."""
+  if _EXTRA_XLA_FLAGS_VARIABLE in os.environ:  # probed by the session's controller
+    return os.environ[_EXTRA_XLA_FLAGS_VARIABLE]
+  flags = ""
+  if not _FULL_OPTIMISATION:
+    probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.devices()"], capture_output=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=_FAST_COMPILE_XLA_FLAGS),
+        timeout=300, check=False)
+    flags = _FAST_COMPILE_XLA_FLAGS if probe.returncode == 0 else ""
+  os.environ[_EXTRA_XLA_FLAGS_VARIABLE] = flags
+  return flags
+
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-  os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+  _flags = (_flags + " --xla_force_host_platform_device_count=8").strip()
+if _extra_xla_flags() and _extra_xla_flags() not in _flags:
+  _flags = f"{_flags} {_extra_xla_flags()}"
+os.environ["XLA_FLAGS"] = _flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if os.environ.get("CRL_JAX_TEST_FULL_OPTIMISATION", "0") != "1":
+if not _FULL_OPTIMISATION:
   os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 # Every program is cached, the small ones too: a process's first checkpoint save

@@ -21,6 +21,7 @@ from tests.train.conftest import REPO
 from tests.train.conftest import shared_data_dir
 from tests.train.conftest import SMOKE_FLAGS
 from tests.train.conftest import smoke_config
+from tests.train.conftest import subprocess_xla_flags
 
 FLAGS = [*SMOKE_FLAGS, "--config.train.log_every=1"]
 OVERRIDES = {"train.log_every": 1}
@@ -328,8 +329,7 @@ def test_bad_commands_are_one_line_and_exit_2(tmp_path):
   cases.append(("crl_jax.compare", ["--config=configs/synthetic.py:smoke",
                                     f"--workdir={tmp_path / 'compare'}",
                                     "--methods=ce,svm"]))
-  env = dict(command_environment_for(tmp_path), XLA_FLAGS=
-             "--xla_force_host_platform_device_count=8")
+  env = dict(command_environment_for(tmp_path), XLA_FLAGS=subprocess_xla_flags(8))
   result = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]

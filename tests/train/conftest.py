@@ -48,12 +48,19 @@ def shared_data_dir(tmp_path_factory):
   return session_directory(tmp_path_factory, "tfds_smoke")
 
 
+def subprocess_xla_flags(devices: int) -> str:
+  """``XLA_FLAGS`` of a test subprocess: ``devices`` simulated CPU devices and the
+  session's compile-time flags (``tests/conftest.py``)."""
+  return " ".join(filter(None, (f"--xla_force_host_platform_device_count={devices}",
+                                os.environ.get("CRL_JAX_TEST_EXTRA_XLA_FLAGS", ""))))
+
+
 def command_environment(data_dir, devices: int = 1, **extra):
   """The environment of a crl_jax command in a subprocess: the smoke dataset, CPU with
   ``devices`` simulated devices. The session's persistent compilation cache (set up in
   ``tests/conftest.py``) reaches the subprocess through the inherited environment."""
   return dict(os.environ, TFDS_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+              XLA_FLAGS=subprocess_xla_flags(devices),
               PYTHON=sys.executable, **extra)
 
 
