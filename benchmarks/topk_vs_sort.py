@@ -6,8 +6,10 @@ The instance level mines each anchor's ``kappa`` farthest same-class samples and
 The alternative timed here is ONE stable sort of each row by a composite key (positive
 candidates first by descending distance, then negatives by ascending distance), the
 negatives read from each row's offset. Both select the same samples (checked below).
-Also timed: each side's ``top_k`` alone, and the negatives through ``lax.approx_max_k``
-at recall 1 (the same selection, checked).
+Also timed: each side's ``top_k`` alone, the negatives through ``lax.approx_max_k``
+at recall 1 (the same selection, checked), and a counting threshold
+(``threshold_top_k``: the k-th largest key found bit by bit, then the keys above it and
+the first ties; the same sets, checked, listed by index instead of by key).
 
     python benchmarks/topk_vs_sort.py [--rows=576] [--batch=128] [--kappa=25] > out.json
 
@@ -59,6 +61,47 @@ def one_sort(distances, positive, negative, k):
   return order[:, :k], jnp.take_along_axis(order, slots, axis=1)
 
 
+def _ordered_bits(keys):
+  """uint32 with the order of the float32 ``keys`` (-0.0 read as +0.0)."""
+  bits = jax.lax.bitcast_convert_type(keys + 0.0, jnp.uint32)
+  negative = bits >= jnp.uint32(0x80000000)
+  return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def threshold_top_k(keys, k):
+  """The set ``lax.top_k(keys, k)`` selects, by a counting threshold instead of a
+  selection: the k-th largest key of each row is found bit by bit (32 counting passes
+  over the row), then the keys above it and the first of the keys equal to it (lower
+  index first, ``top_k``'s tie rule) are taken. Returns ``int32[rows, k]`` indices in
+  ascending index order (``top_k``'s are in descending key order)."""
+  bits = _ordered_bits(keys)
+  threshold = jnp.zeros(keys.shape[:-1], jnp.uint32)
+  for bit in range(31, -1, -1):
+    candidate = threshold | jnp.uint32(1 << bit)
+    count = jnp.sum(bits >= candidate[..., None], axis=-1)
+    threshold = jnp.where(count >= k, candidate, threshold)
+  above = bits > threshold[..., None]
+  tied = bits == threshold[..., None]
+  tied_before = jnp.cumsum(tied, axis=-1) - tied
+  selected = above | (tied & (tied_before < (k - jnp.sum(above, axis=-1))[..., None]))
+  slot = jnp.cumsum(selected, axis=-1) - 1
+  n = keys.shape[-1]
+  one_hot = selected[..., None] & (slot[..., None] == jnp.arange(k))
+  return jnp.sum(jnp.where(one_hot, jnp.arange(n, dtype=jnp.int32)[:, None], 0),
+                 axis=-2, dtype=jnp.int32)
+
+
+def two_thresholds(distances, positive, negative, k):
+  positives = threshold_top_k(jnp.where(positive, distances, -jnp.inf), k)
+  negatives = threshold_top_k(jnp.where(negative, -distances, -jnp.inf), k)
+  return positives, negatives
+
+
+def negatives_threshold(distances, positive, negative, k):
+  del positive
+  return threshold_top_k(jnp.where(negative, -distances, -jnp.inf), k)
+
+
 def median_us(fn, *args, calls=50):
   jax.block_until_ready(fn(*args))
   times = []
@@ -91,7 +134,13 @@ def main():
   filled = np.arange(args.kappa)[None, :] < counts
   assert np.array_equal(np.asarray(a1)[filled], np.asarray(a2)[filled])
   assert np.array_equal(np.asarray(b1), np.asarray(b2))
-  ways = {"two_top_k_us": top_k, "one_sort_us": sort,
+  threshold = jax.jit(two_thresholds, static_argnums=3)
+  a3, b3 = threshold(distances, positive, negative, args.kappa)
+  # The same sets (top_k lists them by key, the threshold by index).
+  assert np.array_equal(np.sort(np.asarray(a1), axis=1), np.asarray(a3))
+  assert np.array_equal(np.sort(np.asarray(b1), axis=1), np.asarray(b3))
+  ways = {"two_top_k_us": top_k, "one_sort_us": sort, "two_thresholds_us": threshold,
+          "negatives_threshold_us": jax.jit(negatives_threshold, static_argnums=3),
           "positives_top_k_us": jax.jit(positives_only, static_argnums=3),
           "negatives_top_k_us": jax.jit(negatives_only, static_argnums=3),
           "negatives_approx_max_k_us": jax.jit(negatives_approx_max_k,
