@@ -27,36 +27,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import os
 import resource
-import sys
 import time
 from typing import Optional
 
-if any(arg.split("=")[0] == "--sweep_devices" for arg in sys.argv) and (
-    "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_force_host_platform_device_count=8").strip()
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from crl_jax import cli  # noqa: E402
-from crl_jax import machine as machine_lib  # noqa: E402  (jax imported inside)
-from crl_jax.data import schema as schema_lib  # noqa: E402  (numpy only)
-from crl_jax.data import synthetic  # noqa: E402  (numpy only)
+from crl_jax import cli
+from crl_jax import machine as machine_lib  # jax imported inside
+from crl_jax.data import schema as schema_lib  # numpy only
+from crl_jax.data import synthetic  # numpy only
 
 # jax, flax, optax and ml_collections are imported where used, so --help answers at
 # once and a plain install (no [train] extra) gets one line (crl_jax.cli).
 COMMAND = "python -m crl_jax.bench"
 
 DEFAULT_DESIGN = "class/relative/minority"
-DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level, criterion, scope in
-                itertools.product(("class", "instance"),
-                                  ("relative", "absolute", "distribution"),
-                                  ("minority", "all")))
 # data.name -> the synthetic kind with the same attributes and classes.
 _SHAPE_KINDS = {"xdomain": "xdomain", "celeb_a": "celeba", "deep_fashion": "deepfashion",
                 "cifar100": "cifar"}
@@ -261,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                 f"{COMMAND} --config=configs/synthetic.py --designs=class/relative/minority"
                 " --sweep_batch=32,128 --sweep_devices"],
       notes=f"""\
-      A design is level/criterion/scope: {', '.join(DESIGNS[:2])}, ... (12 in all).
+      A design is level/criterion/scope (12 in all, crl.DESIGNS), e.g. {DEFAULT_DESIGN}.
       Sweeps time CE and the default design ({DEFAULT_DESIGN}); a sweep flag without a
       value uses the list in brackets; --sweep_devices simulates 8 CPU devices.""")
   parser.add_argument("--config", default="configs/xdomain.py", metavar="FILE[:ARG]",
@@ -292,11 +280,25 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _set_up_devices(args) -> None:
+  """Before jax starts: 8 simulated CPU devices for ``--sweep_devices`` (unless
+  ``XLA_FLAGS`` sets a count), TensorFlow's C++ logs quiet. No effect on a jax that is
+  already running (the sweep then skips the device counts it does not have)."""
+  if args.sweep_devices and ("xla_force_host_platform_device_count"
+                             not in os.environ.get("XLA_FLAGS", "")):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=8").strip()
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def main(argv=None) -> int:
   parser = build_parser()
   args, overrides = cli.parse_flags(parser, argv)
+  _set_up_devices(args)
   import jax
   from crl_jax import config_lib
+  from crl_jax import crl
+  from crl_jax.train import objective
   config = config_lib.load_config(args.config, overrides)
   schema = config_schema(config)
   image_size = args.image_size or config.data.image_size
@@ -313,9 +315,9 @@ def main(argv=None) -> int:
   elif args.designs:
     variants = ["ce"] + [d for d in args.designs.split(",") if d != "ce"]
   else:
-    variants = ["ce", *DESIGNS]
+    variants = ["ce", *crl.DESIGNS]
   for variant in variants[1:]:
-    if variant not in DESIGNS:
+    if variant not in crl.DESIGNS:
       parser.error(f"unknown design {variant!r}; use level/criterion/scope, e.g. "
                    f"{DEFAULT_DESIGN}")
   results = []
@@ -351,7 +353,7 @@ def main(argv=None) -> int:
         if int(d) > jax.device_count():
           print(f"skipping devices={d}: only {jax.device_count()} devices")
           continue
-        for mining in ("global", "local"):
+        for mining in objective.MINING:
           sweeps.append(("devices", dataclasses.replace(base, devices=int(d),
                                                         mining=mining)))
     for sweep, setting in sweeps:

@@ -153,9 +153,10 @@ def torch_blended(torch, logits, labels, class_mask, criterion, scope, kappa, rh
   """Vectorised PyTorch class-level CRL + CE (benchmark only): f32[B, A, C] logits,
   int64[B, A] labels, bool[A, C] class mask -> scalar. Mining by ``topk`` per class,
   per-anchor rows, the relative criterion over ``[A, B, K, K]`` triplets."""
+  from crl_jax.crl import heads  # the padded-class value of the JAX loss it is timed against
   batch_size, num_attributes, max_classes = logits.shape
   k = min(kappa, batch_size)
-  masked = logits.masked_fill(~class_mask, -1e30)
+  masked = logits.masked_fill(~class_mask, heads.PADDED_CLASS_LOGIT)
   probabilities = torch.softmax(masked, dim=-1)  # [B, A, C]
   clipped = labels.clamp(0, max_classes - 1)
   valid = (labels >= 0) & (labels < max_classes) & class_mask.gather(
@@ -268,9 +269,7 @@ def main(argv=None):
   if args.designs:
     designs = [d for d in args.designs.split(",") if d != "ce"]
     from crl_jax import crl  # after the flags: jax starts here
-    known = ["/".join(x) for x in itertools.product(crl.LEVELS, crl.CRITERIA,
-                                                    crl.SCOPES)]
-    unknown = [d for d in designs if d not in known]
+    unknown = [d for d in designs if d not in crl.DESIGNS]
     if unknown:
       parser.error(f"unknown designs {unknown}; use level/criterion/scope, e.g. "
                    "class/relative/minority")

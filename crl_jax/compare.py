@@ -171,8 +171,9 @@ def median_step_ms(directory: str):
 
 def training_config(config):
   """``config`` without its test-time adjustment: what is trained."""
+  from crl_jax import config_lib
   config = config.copy_and_resolve_references()
-  config.eval.adjustment = "none"
+  config.eval.adjustment = config_lib.NO_ADJUSTMENT
   return config
 
 
@@ -460,6 +461,7 @@ def main(argv=None) -> int:
 
 
 def _compare(parser, args, base_overrides, argv) -> int:
+  from crl_jax import config_lib
   from crl_jax import data as data_lib
   from crl_jax.evaluation import metrics as metrics_lib
   methods = split_methods(args.methods)
@@ -476,7 +478,7 @@ def _compare(parser, args, base_overrides, argv) -> int:
   # evaluated on that method's model instead of training the same model again.
   trained_by = {}
   for (method, seed), config in configs.items():
-    if config.eval.adjustment == "none":
+    if config.eval.adjustment == config_lib.NO_ADJUSTMENT:
       continue
     wanted = json.loads(training_config(config).to_json(sort_keys=True))
     for other in methods:

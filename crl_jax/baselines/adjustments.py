@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from crl_jax.baselines import checks
 from crl_jax.baselines import priors
 from crl_jax.crl import heads
+from crl_jax.evaluation import metrics
 
 DEFAULT_CANDIDATE_TEMPERATURES = (1.0, 2.0, 3.0, 4.0, 5.0)
 
@@ -175,12 +176,9 @@ def class_balanced_accuracy_from_predictions(predictions, labels, class_mask, *,
   labelled = heads.label_validity(labels, max_classes, valid, class_mask)
   one_hot = (labels[..., None] == jnp.arange(max_classes)) & labelled[..., None]
   correct = one_hot & (predictions == labels)[..., None]
-  class_sizes = jnp.sum(one_hot, axis=0, dtype=jnp.float32)  # [A, Cmax]
-  sensitivity = jnp.sum(correct, axis=0, dtype=jnp.float32) / jnp.maximum(class_sizes,
-                                                                          1.0)
-  present = class_sizes > 0
-  return (jnp.sum(jnp.where(present, sensitivity, 0.0), axis=-1)
-          / jnp.maximum(jnp.sum(present, axis=-1, dtype=jnp.float32), 1.0))
+  return metrics.mean_sensitivity(jnp.sum(correct, axis=0, dtype=jnp.float32),
+                                  jnp.sum(one_hot, axis=0, dtype=jnp.float32),  # [A, Cmax]
+                                  empty=0.0)
 
 
 def select_threshold_temperature(logits, labels, class_mask, class_counts, *,

@@ -41,6 +41,7 @@ from crl_jax.crl.rectify import check_options
 from crl_jax.crl.rectify import class_rectification_loss
 from crl_jax.crl.rectify import CRITERIA
 from crl_jax.crl.rectify import default_margin
+from crl_jax.crl.rectify import DESIGNS
 from crl_jax.crl.rectify import LEVELS
 from crl_jax.crl.rectify import multi_attribute_crl
 from crl_jax.crl.rectify import multi_attribute_cross_entropy

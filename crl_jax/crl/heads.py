@@ -139,9 +139,16 @@ def gather_per_class(per_class, labels):
     >>> heads.gather_per_class(jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([[1, 0]]))
     Array([[2., 3.]], dtype=float32)
   """
+  xp = _array_module(per_class, labels)
   num_attributes, max_classes = per_class.shape
-  return per_class[jnp.arange(num_attributes)[None, :],
-                   jnp.clip(labels, 0, max_classes - 1)]
+  return per_class[xp.arange(num_attributes)[None, :],
+                   xp.clip(labels, 0, max_classes - 1)]
+
+
+def _array_module(*arrays):
+  """NumPy when every array given is a NumPy array (host-side data code: label counts,
+  resampling), else ``jax.numpy`` (traced, device or Python values)."""
+  return np if all(a is None or isinstance(a, np.ndarray) for a in arrays) else jnp
 
 
 def label_validity(labels, num_classes: int, valid=None, class_mask=None):
@@ -160,7 +167,8 @@ def label_validity(labels, num_classes: int, valid=None, class_mask=None):
     class_mask: optional bool[C] or bool[A, Cmax]; ``False`` marks a padded class.
 
   Returns:
-    bool with ``labels``' shape.
+    bool with ``labels``' shape: a NumPy array when every input is one (the data
+    code's label counts on the host), else a JAX array.
 
   Example:
     >>> import jax.numpy as jnp
@@ -169,16 +177,17 @@ def label_validity(labels, num_classes: int, valid=None, class_mask=None):
     ...                      class_mask=jnp.array([True, True, False]))
     Array([ True, False, False,  True], dtype=bool)
   """
-  labels = jnp.asarray(labels)
+  xp = _array_module(labels, valid, class_mask)
+  labels = xp.asarray(labels)
   usable = (labels >= 0) & (labels < num_classes)
   if class_mask is not None:
-    class_mask = jnp.asarray(class_mask)
+    class_mask = xp.asarray(class_mask)
     if labels.ndim == 1:
-      usable &= class_mask[jnp.clip(labels, 0, num_classes - 1)]
+      usable &= class_mask[xp.clip(labels, 0, num_classes - 1)]
     else:
       usable &= gather_per_class(class_mask, labels)
   if valid is not None:
-    usable &= jnp.asarray(valid, dtype=bool)
+    usable &= xp.asarray(valid, dtype=bool)
   return usable
 
 

@@ -84,6 +84,9 @@ from crl_jax.crl import profile
 LEVELS = ("class", "instance")
 CRITERIA = ("relative", "absolute", "distribution")
 SCOPES = ("minority", "all")
+# Every design as the benchmarks name it, "level/criterion/scope".
+DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level in LEVELS
+                for criterion in CRITERIA for scope in SCOPES)
 SCORES = ("probability", "log_probability", "logit")
 REDUCTIONS = ("attribute", "pooled")
 

@@ -25,6 +25,8 @@ import time
 import numpy as np
 
 from crl_jax import cli
+from crl_jax import data as data_lib  # TensorFlow is imported on first use, not here
+from crl_jax.data import errors
 
 COMMAND = "python -m crl_jax.data"
 
@@ -92,7 +94,6 @@ def plot_distributions(rows, path: str) -> None:
 
 def measure_pipeline(source, config, num_batches: int) -> float:
   """Images/s of the training pipeline alone, after a few warm-up batches."""
-  from crl_jax import data as data_lib
   multiplicity = data_lib.training_multiplicity(source, config.data, config.seed)
   dataset = data_lib.pipeline.train_dataset(
       source, data_lib.pipeline_options(config.data),
@@ -138,9 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def describe(args, overrides: list[str]) -> int:
   """Loads the config, prepares the data and prints (or plots) the statistics."""
-  from crl_jax import config_lib
-  from crl_jax import data as data_lib
-  from crl_jax.data import errors
+  from crl_jax import config_lib  # loads jax and flax: after the flags (--help)
   config = config_lib.load_config(args.config, overrides)
   source = data_lib.get_source(config.data)
   source.prepare(progress=not args.no_progress)
@@ -178,8 +177,7 @@ def main(argv=None) -> int:
   if args.measure_batches < 0:
     parser.error(f"--measure_batches={args.measure_batches} must be >= 0")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from crl_jax import config_lib
-  from crl_jax.data import errors
+  from crl_jax import config_lib  # loads jax and flax: after the flags (--help)
   try:
     return describe(args, overrides)
   except (config_lib.ConfigError, errors.DataError) as error:

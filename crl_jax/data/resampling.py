@@ -37,11 +37,14 @@ METHODS = ("none", "over", "down")
 
 def _per_sample_class_sizes(labels: np.ndarray, schema: schema_lib.Schema):
   """float64[N, A] size of each sample's class per attribute (nan where missing)."""
+  # Imported here: crl_jax.crl loads jax, and ``python -m crl_jax.data --help`` must
+  # answer before jax starts (tests/test_cli.py).
+  from crl_jax.crl import heads  # pylint: disable=import-outside-toplevel
   counts = schema_lib.count_labels(labels, schema)
   sizes = np.full(labels.shape, np.nan)
   for j, attribute in enumerate(schema.attributes):
     column = labels[:, j]
-    ok = (column >= 0) & (column < attribute.num_classes)
+    ok = heads.label_validity(column, attribute.num_classes)
     sizes[ok, j] = counts[j, column[ok]]
   return counts, sizes
 

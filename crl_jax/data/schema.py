@@ -94,11 +94,12 @@ def count_labels(labels: np.ndarray, schema: Schema) -> np.ndarray:
   Returns:
     int64[A, Cmax], zero on padded classes.
   """
+  from crl_jax.crl import heads  # pylint: disable=import-outside-toplevel  (as above)
   labels = np.asarray(labels)
   counts = np.zeros((schema.num_attributes, schema.max_classes), np.int64)
   for j, attribute in enumerate(schema.attributes):
     column = labels[:, j]
-    column = column[(column >= 0) & (column < attribute.num_classes)]
+    column = column[heads.label_validity(column, attribute.num_classes)]
     counts[j, :attribute.num_classes] = np.bincount(column,
                                                     minlength=attribute.num_classes)
   return counts

@@ -52,6 +52,38 @@ def per_class_recall(confusion: np.ndarray) -> np.ndarray:
     return np.where(support > 0, diagonal / support, np.nan)
 
 
+def mean_sensitivity(correct, support, *, empty=np.nan):
+  """Eqns (17)-(18) from per-class counts, the one formula of the package.
+
+  ``S_i = correct_i / support_i`` and ``A_bln = (1 / c) sum_i S_i`` over the ``c``
+  classes with ``support_i > 0`` (a class absent from the labels has no sensitivity and
+  is left out); ``empty`` where no class has support. NumPy in, NumPy out (float64, for
+  summed confusion counts: ``class_balanced_accuracy``); JAX in, JAX out, traceable
+  (``baselines.class_balanced_accuracy_from_predictions``, in the threshold search).
+
+  Args:
+    correct: int/float[..., C] correctly predicted samples of each class.
+    support: int/float[..., C] samples labelled with each class.
+    empty: the value where no class has support (nan here; 0 in the jitted search,
+      where nan would win ``argmax``).
+
+  Returns:
+    float[...]: float64 for NumPy inputs, the inputs' float type (float32 for integer
+    counts) for JAX inputs.
+  """
+  xp = jnp if isinstance(correct, jax.Array) or isinstance(support, jax.Array) else np
+  if xp is np:
+    correct, support = np.asarray(correct, np.float64), np.asarray(support, np.float64)
+  else:
+    dtype = jnp.result_type(correct, support, jnp.float32)
+    correct, support = correct.astype(dtype), support.astype(dtype)
+  present = support > 0
+  sensitivity = correct / xp.maximum(support, 1)
+  classes = xp.sum(present, axis=-1)
+  return xp.where(classes > 0, xp.sum(xp.where(present, sensitivity, 0), axis=-1)
+                  / xp.maximum(classes, 1), empty)
+
+
 def class_balanced_accuracy(confusion: np.ndarray) -> np.ndarray:
   """float64[A] mean per-class recall over the classes present in the split (Eqn 18).
 
@@ -65,11 +97,9 @@ def class_balanced_accuracy(confusion: np.ndarray) -> np.ndarray:
     >>> metrics.class_balanced_accuracy(confusion), metrics.accuracy(confusion)
     (array([0.65]), array([0.75]))
   """
-  recall = per_class_recall(confusion)
-  present = ~np.isnan(recall)
-  with np.errstate(invalid="ignore"):
-    return np.where(present.any(-1), np.nansum(recall, -1) / np.maximum(
-        present.sum(-1), 1), np.nan)
+  confusion = np.asarray(confusion, np.float64)
+  return mean_sensitivity(np.diagonal(confusion, axis1=-2, axis2=-1),
+                          confusion.sum(axis=-1))
 
 
 def accuracy(confusion: np.ndarray) -> np.ndarray:

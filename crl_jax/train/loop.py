@@ -693,10 +693,10 @@ def evaluate_workdir(run: Run, store, eval_step=None) -> dict:
       "validation": summarise(run, pick(validation, variants)),
       "test": summarise(run, pick(test, variants)),
       "adjustment": run.config.eval.adjustment,
-      "adjustment_variant": {n: (["none"] + names)[int(v)]
+      "adjustment_variant": {n: ([config_lib.NO_ADJUSTMENT] + names)[int(v)]
                              for n, v in zip(run.schema.names, variants)},
   }
-  if run.config.eval.adjustment != "none":
+  if run.config.eval.adjustment != config_lib.NO_ADJUSTMENT:
     results["test_unadjusted"] = summarise(run, test[0])
   _print(metrics_lib.format_table(
       results["test"], title=f"test split, best checkpoint (step {results['best_step']})"
