@@ -174,26 +174,39 @@ def _sort_ascending(distances, mask):
           jnp.take_along_axis(mask, order, axis=-1))
 
 
-def _class_level_pairs(scores, labels, valid, eligible, sets, *, sorted_negatives):
+def _class_level_pairs(scores, labels, valid, eligible, sets, *, sorted_negatives,
+                       max_anchors=None):
   """Per-anchor pair distances of the class level (Eqn 10) from the per-class sets.
 
   The scores of each class's positives and negatives are read once per class (``[C,
   K]``) and each anchor reads its class's row. Shapes: scores f32[B, C], labels int[B],
-  valid bool[B], eligible bool[C], sets ``ClassHardSets`` -> ``(positive_distances,
-  positive_mask, negative_distances, negative_mask)``, each [B, K]; negative distances
-  ascending along each row when ``sorted_negatives`` (the negatives are listed by
+  valid bool[B], eligible bool[C], sets ``ClassHardSets``, max_anchors an optional
+  static int (``profile.max_minority_samples``) -> ``(positive_distances,
+  positive_mask, negative_distances, negative_mask)``, each [M, K] with ``M =
+  min(max_anchors, B)`` rows: the anchors, lower batch index first, then rows with
+  every mask ``False`` (``M = B``, one row per sample, without ``max_anchors``). Every
+  criterion sums over the masked pairs, so which row holds an anchor does not change
+  the loss; bounding the rows halves the pair work at ``rho = 0.5``. Negative distances
+  ascend along each row when ``sorted_negatives`` (the negatives are listed by
   descending probability, so this holds for any score monotone in it)."""
   batch_size, num_classes = scores.shape
   anchor_class = jnp.clip(labels, 0, num_classes - 1)
   anchor_mask = valid & eligible[anchor_class]
+  rows = jnp.arange(batch_size, dtype=jnp.int32)
+  if max_anchors is not None and max_anchors < batch_size:
+    size = max(int(max_anchors), 1)
+    # No sort: the positions of the anchors by a prefix count (``jnp.nonzero``).
+    rows = jnp.nonzero(anchor_mask, size=size, fill_value=0)[0].astype(jnp.int32)
+    taken = jnp.arange(size) < jnp.sum(anchor_mask)
+    anchor_mask = anchor_mask[rows] & taken
+    anchor_class = anchor_class[rows]
   by_class = scores.T  # [C, B]
   positive_scores = jnp.take_along_axis(by_class, sets.positive_indices, axis=1)
   negative_scores = jnp.take_along_axis(by_class, sets.negative_indices, axis=1)
-  anchor_score = jnp.take_along_axis(scores, anchor_class[:, None], axis=1)  # [B, 1]
+  anchor_score = scores[rows, anchor_class][:, None]  # [M, 1]
   positive_distances = jnp.abs(anchor_score - positive_scores[anchor_class])
   positive_mask = (sets.positive_mask[anchor_class]
-                   & (sets.positive_indices[anchor_class]
-                      != jnp.arange(batch_size)[:, None])
+                   & (sets.positive_indices[anchor_class] != rows[:, None])
                    & anchor_mask[:, None])
   negative_distances = anchor_score - negative_scores[anchor_class]
   negative_mask = sets.negative_mask[anchor_class] & anchor_mask[:, None]
@@ -295,8 +308,8 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   from one sort of the batch (``mining.class_level_hard_sets``), and instance-level
   distances read from the Gram matrix instead of gathered feature rows. Only classes
   that can be eligible are mined for negatives (at most ``real_classes_bound``, a
-  static int, and ``profile.max_eligible_classes``) and only rows that can be anchors at
-  the instance level (``profile.max_minority_samples``)."""
+  static int, and ``profile.max_eligible_classes``) and only rows that can be anchors,
+  at both levels (``profile.max_minority_samples``)."""
   batch_size, num_classes = logits.shape
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
   histogram = profile.class_histogram(labels, num_classes, valid)
@@ -323,7 +336,8 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
     (positive_distances, positive_mask, negative_distances,
      negative_mask) = _class_level_pairs(
          scores, labels, valid, eligible, sets,
-         sorted_negatives=score != "logit" or not needs_sorted_negatives)
+         sorted_negatives=score != "logit" or not needs_sorted_negatives,
+         max_anchors=profile.max_minority_samples(batch_size, rho, scope))
   else:
     normalised = _l2_normalise(features.astype(jnp.float32))
     # One B x B product serves mining (no gradient) and the selected distances.
