@@ -199,8 +199,11 @@ def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
   * ``"pairs"``: one fused pass over the ``K x K`` hinges of each anchor, masks folded
     into the distances (an invalid positive gets ``-inf`` margin, an invalid negative
     ``+inf`` distance), the count from the mask sizes: ``O(B K^2)`` arithmetic but no
-    gathers and no ``[B, K, K]`` array in memory. On XLA-CPU at ``K = 25`` it beats the
-    binary search, whose gathers cost more than the arithmetic they save.
+    gathers and no ``[B, K, K]`` array in the program. XLA may still write the hinges
+    out before summing them: under ``vmap`` over 1000 attributes XLA-CPU stored a
+    ``f32[1000, 128, 25, 25]`` fusion (``docs/bench/perf5/deepfashion``). On XLA-CPU
+    at ``K = 25`` it beats the binary search, whose gathers cost more than the
+    arithmetic they save.
 
   ``"auto"`` takes ``"pairs"`` up to ``PAIRS_UP_TO`` negatives, else ``"sorted"``. Both
   evaluate the hinge test exactly as ``relative_terms`` does (``(m + d+) - d- > 0``), so

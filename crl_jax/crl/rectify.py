@@ -301,9 +301,10 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   number of triplets (relative), pairs (absolute) or positive x negative pairs
   (distribution).
 
-  Cost (see ``docs/benchmarks.md``): no ``[B, K, K]`` triplet tensor in memory (the
-  relative criterion is one fused pass over each anchor's hinges, or the closed form
-  over sorted negatives for large kappa, ``criteria.relative_hinge_sums``),
+  Cost (see ``docs/benchmarks.md``): no ``[B, K, K]`` triplet tensor built by the code
+  (the relative criterion is one pass over each anchor's hinges, which XLA may still
+  store before the sum, or the closed form over sorted negatives for large kappa,
+  ``criteria.relative_hinge_sums``),
   no ``[B, K, T]`` histogram table (``interpolated_histogram``), class-level positives
   from one sort of the batch (``mining.class_level_hard_sets``), and instance-level
   distances read from the Gram matrix instead of gathered feature rows. Only classes
