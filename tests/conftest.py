@@ -61,8 +61,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   _flags = (_flags + " --xla_force_host_platform_device_count=8").strip()
-if _extra_xla_flags() and _extra_xla_flags() not in _flags:
-  _flags = f"{_flags} {_extra_xla_flags()}"
+_extra = _extra_xla_flags()
+if _extra and _extra not in _flags:
+  _flags = f"{_flags} {_extra}"
 os.environ["XLA_FLAGS"] = _flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if not _FULL_OPTIMISATION:

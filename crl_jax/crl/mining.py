@@ -91,14 +91,23 @@ class ClassHardSets(NamedTuple):
   negative_mask: jax.Array
 
 
-def _first_true(mask, size: int):
+def first_true(mask, size: int):
   """Static-size list of the positions where ``mask`` holds, lower position first.
 
-  Shapes: mask bool[N], size static int <= N -> ``(positions int32[size], taken
-  bool[size])``; when fewer than ``size`` entries hold, the tail lists positions where
-  ``mask`` is ``False`` and ``taken`` is ``False`` there."""
-  positions = jnp.argsort(~mask, stable=True)[:size].astype(jnp.int32)
-  return positions, mask[positions]
+  Found by a prefix count (``jnp.nonzero``), not a sort. Shapes: mask bool[N], size
+  static int, ``1 <= size <= N`` -> ``(positions int32[size], taken bool[size])``; when
+  fewer than ``size`` entries hold, the tail holds position 0 with ``taken`` ``False``
+  (write back with ``scatter_taken``, which drops the tail)."""
+  positions = jnp.nonzero(mask, size=size, fill_value=0)[0].astype(jnp.int32)
+  return positions, jnp.arange(size) < jnp.sum(mask)
+
+
+def scatter_taken(fill, num_rows: int, positions, taken, values):
+  """``values`` (rows of ``first_true``'s positions) written into a ``[num_rows, ...]``
+  array of ``fill``; rows not ``taken`` are dropped, so the tail's repeated position 0
+  never overwrites a real row."""
+  out = jnp.full((num_rows,) + values.shape[1:], fill, values.dtype)
+  return out.at[jnp.where(taken, positions, num_rows)].set(values, mode="drop")
 
 
 def class_level_hard_sets(scores, labels, valid, eligible, kappa: int,
@@ -157,13 +166,11 @@ def class_level_hard_sets(scores, labels, valid, eligible, kappa: int,
     negative_mask &= eligible[:, None]
   else:
     # Only eligible classes can use negatives: mine those (at most max_eligible).
-    mined, taken = _first_true(eligible, max(int(max_eligible), 1))
+    mined, taken = first_true(eligible, max(int(max_eligible), 1))
     is_other = (sort_class[None, :] != mined[:, None]) & valid[None, :]
     mined_indices, mined_mask = masked_top_k(scores.T[mined], is_other, k)
-    negative_indices = jnp.zeros((num_classes, k), jnp.int32).at[mined].set(
-        jnp.where(taken[:, None], mined_indices, 0))
-    negative_mask = jnp.zeros((num_classes, k), bool).at[mined].set(
-        mined_mask & taken[:, None])
+    negative_indices = scatter_taken(0, num_classes, mined, taken, mined_indices)
+    negative_mask = scatter_taken(False, num_classes, mined, taken, mined_mask)
   return ClassHardSets(positive_indices.astype(jnp.int32), positive_mask,
                        negative_indices, negative_mask)
 
@@ -236,7 +243,7 @@ def instance_level_hard_samples(distances, labels, valid, eligible, kappa: int,
     rows = jnp.arange(batch_size, dtype=jnp.int32)
   else:
     # Only anchors use their rows: mine those (at most max_anchors).
-    rows, taken = _first_true(anchor_mask, max(int(max_anchors), 1))
+    rows, taken = first_true(anchor_mask, max(int(max_anchors), 1))
   same_class = labels[rows][:, None] == labels[None, :]
   not_self = rows[:, None] != jnp.arange(batch_size, dtype=jnp.int32)[None, :]
   positive_candidates = same_class & not_self & valid[None, :]
@@ -245,12 +252,10 @@ def instance_level_hard_samples(distances, labels, valid, eligible, kappa: int,
   positive_indices, positive_mask = masked_top_k(row_distances, positive_candidates, k)
   negative_indices, negative_mask = masked_top_k(-row_distances, negative_candidates, k)
   if max_anchors is not None and max_anchors < batch_size:
-    def spread(values, fill):
-      values = jnp.where(taken[:, None], values, fill)
-      return jnp.full((batch_size, k), fill, values.dtype).at[rows].set(values)
-    positive_indices, negative_indices = (spread(x, 0) for x in (positive_indices,
-                                                                 negative_indices))
-    positive_mask, negative_mask = (spread(x, False) for x in (positive_mask,
-                                                               negative_mask))
+    positive_indices, negative_indices = (
+        scatter_taken(0, batch_size, rows, taken, x)
+        for x in (positive_indices, negative_indices))
+    positive_mask, negative_mask = (scatter_taken(False, batch_size, rows, taken, x)
+                                    for x in (positive_mask, negative_mask))
   return HardSamples(anchor_mask, positive_indices, positive_mask & anchor_mask[:, None],
                      negative_indices, negative_mask & anchor_mask[:, None])

@@ -194,10 +194,7 @@ def _class_level_pairs(scores, labels, valid, eligible, sets, *, sorted_negative
   anchor_mask = valid & eligible[anchor_class]
   rows = jnp.arange(batch_size, dtype=jnp.int32)
   if max_anchors is not None and max_anchors < batch_size:
-    size = max(int(max_anchors), 1)
-    # No sort: the positions of the anchors by a prefix count (``jnp.nonzero``).
-    rows = jnp.nonzero(anchor_mask, size=size, fill_value=0)[0].astype(jnp.int32)
-    taken = jnp.arange(size) < jnp.sum(anchor_mask)
+    rows, taken = mining.first_true(anchor_mask, max(int(max_anchors), 1))
     anchor_mask = anchor_mask[rows] & taken
     anchor_class = anchor_class[rows]
   by_class = scores.T  # [C, B]
