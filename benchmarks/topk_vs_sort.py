@@ -91,6 +91,22 @@ def threshold_top_k(keys, k):
                  axis=-2, dtype=jnp.int32)
 
 
+def check_threshold_on_small_cases(cases=30, seed=1):
+  """``threshold_top_k`` selects ``lax.top_k``'s set on small random rows with ties,
+  ``-0.0``, ``-inf`` fill and rows with fewer than k candidates."""
+  rng = np.random.default_rng(seed)
+  for case in range(cases):
+    n = int(rng.integers(2, 40))
+    k = int(rng.integers(1, n + 1))
+    keys = rng.integers(-3, 4, (5, n)).astype(np.float32) * rng.choice([1.0, 0.5])
+    keys = np.where(rng.random((5, n)) < 0.6, keys, -np.inf).astype(np.float32)
+    if case % 3 == 0:
+      keys[0, :] = -0.0
+    expected = np.sort(np.asarray(jax.lax.top_k(jnp.asarray(keys), k)[1]), axis=1)
+    got = np.asarray(jax.jit(threshold_top_k, static_argnums=1)(jnp.asarray(keys), k))
+    assert np.array_equal(expected, got), (keys, k, expected, got)
+
+
 def two_thresholds(distances, positive, negative, k):
   positives = threshold_top_k(jnp.where(positive, distances, -jnp.inf), k)
   negatives = threshold_top_k(jnp.where(negative, -distances, -jnp.inf), k)
@@ -134,6 +150,7 @@ def main():
   filled = np.arange(args.kappa)[None, :] < counts
   assert np.array_equal(np.asarray(a1)[filled], np.asarray(a2)[filled])
   assert np.array_equal(np.asarray(b1), np.asarray(b2))
+  check_threshold_on_small_cases()
   threshold = jax.jit(two_thresholds, static_argnums=3)
   a3, b3 = threshold(distances, positive, negative, args.kappa)
   # The same sets (top_k lists them by key, the threshold by index).
