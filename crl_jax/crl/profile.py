@@ -112,14 +112,25 @@ def max_eligible_classes(batch_size: int, num_classes: int, rho: float,
   """Static upper bound on the number of eligible classes in a batch.
 
   An eligible class has at least two valid samples (``eligible_classes``), so at most
-  ``max_minority_samples // 2`` classes are eligible, and at most ``C``.
+  ``max_minority_samples // 2`` classes are eligible, and at most ``C``. With
+  ``scope="minority"`` and ``rho < 1`` the last class in Eqn (3)'s order (a largest
+  one) is never minority: its cumulative count is ``n_valid > rho * n_valid``, so at
+  most ``C - 1`` (one of a binary head's two classes). The bound keeps that only for
+  ``rho`` far enough below 1 that the float32 budget of ``minority_classes`` (with its
+  slack) stays below ``n_valid``.
 
   Example:
     >>> from crl_jax.crl import profile
     >>> profile.max_eligible_classes(128, 55, 0.5), profile.max_eligible_classes(16, 55, 0.5)
     (32, 4)
+    >>> profile.max_eligible_classes(128, 2, 0.5), profile.max_eligible_classes(128, 2, 1.0)
+    (1, 2)
   """
-  return min(int(num_classes), max_minority_samples(batch_size, rho, scope) // 2)
+  num_classes = int(num_classes)
+  if (scope == "minority" and isinstance(rho, (int, float))
+      and float(rho) * (1.0 + 4 * _RHO_SLACK) < 1.0 - 1e-5):
+    num_classes = max(num_classes - 1, 1)
+  return min(num_classes, max_minority_samples(batch_size, rho, scope) // 2)
 
 
 def eligible_classes(histogram, *, rho=0.5, scope: str = "minority"):
