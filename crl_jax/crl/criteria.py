@@ -196,14 +196,21 @@ def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
     ascending, ``sum_j max(0, m + d+ - d-_j) = n (m + d+) - sum_{l < n} d-_(l)`` where
     ``n`` counts the negatives with a positive hinge (a prefix, found by binary search)
     and the sum is a prefix sum: ``O(B K log K)``.
-  * ``"pairs"``: one fused pass over the ``K x K`` hinges of each anchor, masks folded
-    into the distances (an invalid positive gets ``-inf`` margin, an invalid negative
-    ``+inf`` distance), the count from the mask sizes: ``O(B K^2)`` arithmetic but no
-    gathers and no ``[B, K, K]`` array in the program. XLA may still write the hinges
-    out before summing them: under ``vmap`` over 1000 attributes XLA-CPU stored a
-    ``f32[1000, 128, 25, 25]`` fusion (``docs/bench/perf5/deepfashion``). On XLA-CPU
-    at ``K = 25`` it beats the binary search, whose gathers cost more than the
-    arithmetic they save.
+  * ``"pairs"``: compares every (positive, negative) pair of an anchor once, masks
+    folded into the distances (an invalid positive gets ``-inf`` margin, an invalid
+    negative ``+inf`` distance), and counts the active pairs both ways as int32
+    reductions: ``n_i`` negatives per positive, ``n'_j`` positives per negative. The
+    total is then linear in the distances, ``sum_i (m + d+_i) n_i - sum_j d-_j n'_j``,
+    and so is its gradient; the count comes from the mask sizes. ``O(B K^2)`` compares
+    but no gathers, no sort and no float ``[B, K, K]`` array: XLA-CPU fuses a compare
+    into an int reduction over up to 32 entries, while it wrote the float hinges of
+    the earlier ``sum(relu(...))`` out before its (YNNPACK) reduction, 135 ms of the 230
+    ms loss + gradient at DeepFashion's 1000 binary heads (``docs/benchmarks.md``,
+    round 5). XLA splits an int reduction over more than 32 entries into windows of
+    32 and writes the compare out (32 < K <= ``PAIRS_UP_TO``). The two sums cancel,
+    so float32 rounding follows their size, not the hinges': 1.5e-7 relative error
+    at worst against a float64 enumeration on 20 random 64 x 25 x 25 cases, 7.4e-8
+    for the summed hinges (``tests/crl/test_closed_forms.py`` holds it to 1e-6).
 
   ``"auto"`` takes ``"pairs"`` up to ``PAIRS_UP_TO`` negatives, else ``"sorted"``. Both
   evaluate the hinge test exactly as ``relative_terms`` does (``(m + d+) - d- > 0``), so
@@ -238,12 +245,21 @@ def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
   triplets = jnp.sum(positive_mask, axis=-1, dtype=jnp.float32) * jnp.sum(
       negative_mask, axis=-1, dtype=jnp.float32)
   if method == "pairs":
-    base, negative_distances = jax.lax.optimization_barrier((
-        jnp.where(positive_mask, base, -jnp.inf),
-        jnp.where(negative_mask, negative_distances, jnp.inf)))
-    hinge = base[..., :, None] - negative_distances[..., None, :]
-    total = jnp.sum(jnp.where(hinge > 0, hinge, 0.0))
-    return total, jnp.sum(triplets)
+    # Which (positive, negative) pairs of each anchor have a positive hinge, counted
+    # both ways as int32 reductions over the compare (no gradient: the counts are the
+    # hinge's slopes). The total is then linear in the distances:
+    #   sum_{i,j} [b_i > d_j] (b_i - d_j) = sum_i b_i n_i - sum_j d_j n'_j,
+    # and its gradient (n_i for b_i, -n'_j for d_j) is the enumeration's.
+    stopped_base = jax.lax.stop_gradient(jnp.where(positive_mask, base, -jnp.inf))
+    stopped_negatives = jax.lax.stop_gradient(
+        jnp.where(negative_mask, negative_distances, jnp.inf))
+    active = stopped_base[..., :, None] > stopped_negatives[..., None, :]
+    per_positive = jnp.sum(active, axis=-1, dtype=jnp.int32).astype(jnp.float32)
+    per_negative = jnp.sum(active, axis=-2, dtype=jnp.int32).astype(jnp.float32)
+    rows = (jnp.sum(jnp.where(positive_mask, base, 0.0) * per_positive, axis=-1)
+            - jnp.sum(jnp.where(negative_mask, negative_distances, 0.0) * per_negative,
+                      axis=-1))
+    return jnp.sum(rows), jnp.sum(triplets)
   negative_distances = jnp.where(negative_mask, negative_distances, 0.0)
   stopped_base = jax.lax.stop_gradient(base)
   num_steps = max(1, math.ceil(math.log2(width + 1)))
