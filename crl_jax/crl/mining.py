@@ -110,22 +110,81 @@ def scatter_taken(fill, num_rows: int, positions, taken, values):
   return out.at[jnp.where(taken, positions, num_rows)].set(values, mode="drop")
 
 
+# XLA-CPU fuses a compare into an integer reduction over at most this many entries;
+# above it splits the reduction into windows of 32 and writes the compare out (30x
+# slower at 128 entries, docs/benchmarks.md round 5), so longer counts are summed in
+# chunks of this width.
+_FUSED_COUNT_WIDTH = 32
+
+
+def _chunked_count(term, length: int):
+  """``sum_{s} term(s, e)`` over consecutive ``[s, e)`` chunks of ``range(length)`` of
+  at most ``_FUSED_COUNT_WIDTH`` entries; ``term`` returns an int32 reduction over its
+  chunk (same shape for every chunk)."""
+  total = None
+  for start in range(0, length, _FUSED_COUNT_WIDTH):
+    part = term(start, min(start + _FUSED_COUNT_WIDTH, length))
+    total = part if total is None else total + part
+  return total
+
+
+def _lowest_members(scores, own_class, member_rows, member_taken, classes, k: int):
+  """Each listed class's ``k`` members with the lowest own score, lowest first, ties
+  to the lower batch index, by counting instead of sorting.
+
+  ``member_rows`` lists (lower batch index first, as ``first_true`` does) a superset
+  of the members of ``classes``; each member's rank in its class is the number of
+  same-class members that come before it, and the slot ``r`` of class ``c`` holds the
+  member of rank ``r``. Shapes: scores f32[B, C], own_class int[B] (``C`` for invalid
+  rows), member_rows int32[M], member_taken bool[M], classes int32[E] -> ``(indices
+  int32[E, k], mask bool[E, k])``; ``O(M^2 + E k M)`` integer work in fused
+  compare-count reductions."""
+  member_class = jnp.where(member_taken, own_class[member_rows], -1)
+  member_score = scores[member_rows, jnp.clip(member_class, 0, scores.shape[1] - 1)]
+  order = jnp.arange(member_rows.shape[0], dtype=jnp.int32)
+  num_members = member_rows.shape[0]
+
+  def before(start, end):  # [M, chunk]: same-class members ranked ahead of row a
+    other_class, other_score = member_class[None, start:end], member_score[None, start:end]
+    ahead = jnp.where(other_score == member_score[:, None],
+                      order[None, start:end] < order[:, None],
+                      other_score < member_score[:, None])
+    return jnp.sum((ahead & (other_class == member_class[:, None])).astype(jnp.int32),
+                   axis=-1)
+
+  rank = _chunked_count(before, num_members)
+  slots = jnp.arange(k, dtype=jnp.int32)
+
+  def slot_of(start, end):  # [E, k, chunk] -> [E, k]: the batch index in each slot
+    hit = ((member_class[None, None, start:end] == classes[:, None, None])
+           & (rank[None, None, start:end] == slots[None, :, None]))
+    return jnp.sum(jnp.where(hit, member_rows[None, None, start:end], 0), axis=-1,
+                   dtype=jnp.int32)
+
+  def count(start, end):
+    return jnp.sum((member_class[None, start:end] == classes[:, None]).astype(jnp.int32),
+                   axis=-1)
+
+  indices = _chunked_count(slot_of, num_members)
+  return indices, slots[None, :] < _chunked_count(count, num_members)[:, None]
+
+
 def class_level_hard_sets(scores, labels, valid, eligible, kappa: int,
-                          max_eligible: Optional[int] = None) -> ClassHardSets:
+                          max_eligible: Optional[int] = None,
+                          max_members: Optional[int] = None) -> ClassHardSets:
   """Class-level hard mining on prediction scores, one set per class (Eqns 4-5).
 
   For every eligible class ``c`` the hard positives are the ``kappa`` valid class-``c``
   samples with the lowest ``scores[:, c]`` (fewer if the class has fewer) and the hard
   negatives the ``kappa`` valid non-``c`` samples with the highest ``scores[:, c]``.
 
-  Cost: one masked ``lax.top_k`` call over ``2 E`` rows of the batch, where ``E`` is
-  the number of classes mined: the positives of class ``c`` are the top ``kappa`` of
-  ``-scores[:, c]`` among its members, the negatives the top ``kappa`` of
-  ``scores[:, c]`` among the other valid samples. A positives row has few candidates
-  (the class's members), which XLA-CPU's ``top_k`` passes over quickly. (Until round 5
-  of ``docs/benchmarks.md`` the positives came from one 3-key ``lax.sort`` of the batch
-  per attribute, which XLA-CPU ran at about 35 us per 128-sample row, 37 ms a step at
-  DeepFashion's 1000 binary heads.)
+  Cost: the negatives need the batch ranked by each class's score, one masked
+  ``lax.top_k`` row per mined class. The positives are ranked among the members of
+  the eligible classes only, by counting for each member the same-class members ahead
+  of it (fused integer compare-counts, ``O(M^2)`` for ``M`` members, no sort). Until
+  round 5 of ``docs/benchmarks.md`` they came from one 3-key ``lax.sort`` of the batch
+  per attribute, which XLA-CPU ran at about 35 us per 128-sample row (37 ms a step at
+  DeepFashion's 1000 binary heads), and then from a second ``top_k`` row per class.
 
   Ties: among equal scores the lower batch index is selected first (``lax.top_k``'s
   rule).
@@ -141,6 +200,9 @@ def class_level_hard_sets(scores, labels, valid, eligible, kappa: int,
       eligible classes are mined (listed lower class first), not every (padded)
       class; the rows of classes that are not eligible then hold index 0 with a
       ``False`` mask. The selection of every eligible class is the same.
+    max_members: optional static int, an upper bound on the number of valid samples
+      of eligible classes (``profile.max_minority_samples``); the positives are ranked
+      among that many rows instead of all ``B``. The selection is the same.
 
   Returns:
     ``ClassHardSets`` with ``K = min(kappa, B)``.
@@ -158,18 +220,14 @@ def class_level_hard_sets(scores, labels, valid, eligible, kappa: int,
     mined, taken = first_true(eligible, max(int(max_eligible), 1))
   else:
     mined = jnp.arange(num_classes, dtype=jnp.int32)
-  member = own_class[None, :] == mined[:, None]  # [E, B]; invalid rows are class C
-  by_class = scores.T[mined]  # [E, B]
-  indices, mask = masked_top_k(jnp.concatenate([-by_class, by_class]),
-                               jnp.concatenate([member, ~member & valid[None, :]]), k)
-  # XLA-CPU runs ``top_k`` as its TopK kernel only when the sort it lowers to is read
-  # through whole-row slices; the row split below, merged into those slices, made it
-  # fall back to a full sort of every row (10.9 ms against 1.2 ms at the X-Domain
-  # heads). The barrier keeps the split after the kernel.
-  indices, mask = jax.lax.optimization_barrier((indices, mask))
-  num_mined = mined.shape[0]
-  positive_indices, negative_indices = indices[:num_mined], indices[num_mined:]
-  positive_mask, negative_mask = mask[:num_mined], mask[num_mined:]
+  is_member = valid & eligible[jnp.clip(own_class, 0, num_classes - 1)]
+  member_rows, member_taken = first_true(
+      is_member, batch_size if max_members is None
+      else max(1, min(int(max_members), batch_size)))
+  positive_indices, positive_mask = _lowest_members(scores, own_class, member_rows,
+                                                    member_taken, mined, k)
+  negative_indices, negative_mask = masked_top_k(
+      scores.T[mined], (own_class[None, :] != mined[:, None]) & valid[None, :], k)
   if bounded:
     positive_indices, negative_indices = (
         scatter_taken(0, num_classes, mined, taken, x)

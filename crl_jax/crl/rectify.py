@@ -324,7 +324,8 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
         probabilities, labels, valid, eligible, kappa,
         max_eligible=profile.max_eligible_classes(
             batch_size, num_classes if real_classes_bound is None else real_classes_bound,
-            rho, scope))
+            rho, scope),
+        max_members=profile.max_minority_samples(batch_size, rho, scope))
     if score == "probability":
       scores = probabilities
     elif score == "log_probability":

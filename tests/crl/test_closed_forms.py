@@ -135,10 +135,10 @@ def test_one_sort_selects_the_positives_top_k_selects(seed, ties):
 
 @pytest.mark.parametrize("seed,ties", [(3, False), (4, True)])
 def test_bounded_mining_selects_what_full_mining_selects(seed, ties):
-  """``max_eligible`` / ``max_anchors`` (mine only the rows that can be used) select the
-  same samples, same masks, as mining every row, with the bounds at their tightest
-  (the number of eligible classes / anchors), one above it (a listed row that is not
-  used) and at the static bounds of ``profile``."""
+  """``max_eligible`` / ``max_members`` / ``max_anchors`` (mine only the rows that can
+  be used) select the same samples, same masks, as mining every row, with the bounds
+  at their tightest (the number of eligible classes / anchors), one above it (a listed
+  row that is not used) and at the static bounds of ``profile``."""
   rng = np.random.default_rng(seed)
   batch_size, num_classes, kappa, rho = 48, 9, 6, 0.5
   scores = rng.random((batch_size, num_classes)).astype(np.float32)
@@ -152,10 +152,12 @@ def test_bounded_mining_selects_what_full_mining_selects(seed, ties):
   anchors = int(np.sum(valid & eligible[np.clip(labels, 0, None)]))
   assert 0 < eligible.sum() < num_classes - 1 and anchors < batch_size // 2
   full = crl.class_level_hard_sets(scores, labels, valid, eligible, kappa)
-  for bound in (int(eligible.sum()), int(eligible.sum()) + 1,
-                crl.profile.max_eligible_classes(batch_size, num_classes, rho)):
-    sets = jax.jit(crl.class_level_hard_sets, static_argnums=(4, 5))(
-        scores, labels, valid, eligible, kappa, bound)
+  for bound, members in ((int(eligible.sum()), anchors),
+                         (int(eligible.sum()) + 1, anchors + 1),
+                         (crl.profile.max_eligible_classes(batch_size, num_classes, rho),
+                          crl.profile.max_minority_samples(batch_size, rho))):
+    sets = jax.jit(crl.class_level_hard_sets, static_argnums=(4, 5, 6))(
+        scores, labels, valid, eligible, kappa, bound, members)
     for name in ("positive", "negative"):
       mask = getattr(full, f"{name}_mask")
       np.testing.assert_array_equal(getattr(sets, f"{name}_mask"), mask)
