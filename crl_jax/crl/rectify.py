@@ -298,16 +298,17 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   number of triplets (relative), pairs (absolute) or positive x negative pairs
   (distribution).
 
-  Cost (see ``docs/benchmarks.md``): no ``[B, K, K]`` triplet tensor built by the code
-  (the relative criterion is one pass over each anchor's hinges, which XLA may still
-  store before the sum, or the closed form over sorted negatives for large kappa,
-  ``criteria.relative_hinge_sums``),
-  no ``[B, K, T]`` histogram table (``interpolated_histogram``), class-level positives
-  from one sort of the batch (``mining.class_level_hard_sets``), and instance-level
-  distances read from the Gram matrix instead of gathered feature rows. Only classes
-  that can be eligible are mined for negatives (at most ``real_classes_bound``, a
-  static int, and ``profile.max_eligible_classes``) and only rows that can be anchors,
-  at both levels (``profile.max_minority_samples``)."""
+  Cost (see ``docs/benchmarks.md``): no float ``[B, K, K]`` triplet tensor (the
+  relative criterion counts each anchor's active pairs with fused integer compares, or
+  takes the closed form over sorted negatives for large kappa,
+  ``criteria.relative_hinge_sums``), no ``[B, K, T]`` histogram table
+  (``interpolated_histogram``), class-level positives ranked by fused compare-counts
+  among the eligible classes' members and negatives from one ``top_k`` row per
+  eligible class (``mining.class_level_hard_sets``), and instance-level distances read
+  from the Gram matrix instead of gathered feature rows. Only classes that can be
+  eligible are mined (at most ``real_classes_bound``, a static int, and
+  ``profile.max_eligible_classes``) and only rows that can be anchors, at both levels
+  (``profile.max_minority_samples``)."""
   batch_size, num_classes = logits.shape
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
   histogram = profile.class_histogram(labels, num_classes, valid)
