@@ -133,6 +133,15 @@ def test_one_sort_selects_the_positives_top_k_selects(seed, ties):
                                 np.where(expected_mask, expected, -1))
 
 
+def assert_same_selection(got, expected):
+  """Same masks, and the same indices wherever the mask holds (positives, negatives)."""
+  for name in ("positive", "negative"):
+    mask = getattr(expected, f"{name}_mask")
+    np.testing.assert_array_equal(getattr(got, f"{name}_mask"), mask)
+    np.testing.assert_array_equal(np.where(mask, getattr(got, f"{name}_indices"), -1),
+                                  np.where(mask, getattr(expected, f"{name}_indices"), -1))
+
+
 @pytest.mark.parametrize("seed,ties", [(3, False), (4, True)])
 def test_bounded_mining_selects_what_full_mining_selects(seed, ties):
   """``max_eligible`` / ``max_members`` / ``max_anchors`` (mine only the rows that can
@@ -158,12 +167,7 @@ def test_bounded_mining_selects_what_full_mining_selects(seed, ties):
                           crl.profile.max_minority_samples(batch_size, rho))):
     sets = jax.jit(crl.class_level_hard_sets, static_argnums=(4, 5, 6))(
         scores, labels, valid, eligible, kappa, bound, members)
-    for name in ("positive", "negative"):
-      mask = getattr(full, f"{name}_mask")
-      np.testing.assert_array_equal(getattr(sets, f"{name}_mask"), mask)
-      np.testing.assert_array_equal(
-          np.where(mask, getattr(sets, f"{name}_indices"), -1),
-          np.where(mask, getattr(full, f"{name}_indices"), -1))
+    assert_same_selection(sets, full)
   distances = rng.random((batch_size, batch_size)).astype(np.float32)
   if ties:
     distances = np.round(distances * 3) / 3
@@ -172,12 +176,7 @@ def test_bounded_mining_selects_what_full_mining_selects(seed, ties):
     hard = jax.jit(crl.instance_level_hard_samples, static_argnums=(4, 5))(
         distances, labels, valid, eligible, kappa, bound)
     np.testing.assert_array_equal(hard.anchor_mask, full.anchor_mask)
-    for name in ("positive", "negative"):
-      mask = getattr(full, f"{name}_mask")
-      np.testing.assert_array_equal(getattr(hard, f"{name}_mask"), mask)
-      np.testing.assert_array_equal(
-          np.where(mask, getattr(hard, f"{name}_indices"), -1),
-          np.where(mask, getattr(full, f"{name}_indices"), -1))
+    assert_same_selection(hard, full)
 
 
 def enumerated_loss(logits, features, labels, valid, *, level, criterion, kappa,
