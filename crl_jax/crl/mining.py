@@ -17,6 +17,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from crl_jax.crl import profile
+
 
 class HardSamples(NamedTuple):
   """Hard positives and negatives per anchor, padded to ``K = min(kappa, B)``.
@@ -110,24 +112,6 @@ def scatter_taken(fill, num_rows: int, positions, taken, values):
   return out.at[jnp.where(taken, positions, num_rows)].set(values, mode="drop")
 
 
-# XLA-CPU fuses a compare into an integer reduction over at most this many entries;
-# above it splits the reduction into windows of 32 and writes the compare out (30x
-# slower at 128 entries, docs/benchmarks.md round 5), so longer counts are summed in
-# chunks of this width.
-_FUSED_COUNT_WIDTH = 32
-
-
-def _chunked_count(term, length: int):
-  """``sum_{s} term(s, e)`` over consecutive ``[s, e)`` chunks of ``range(length)`` of
-  at most ``_FUSED_COUNT_WIDTH`` entries; ``term`` returns an int32 reduction over its
-  chunk (same shape for every chunk)."""
-  total = None
-  for start in range(0, length, _FUSED_COUNT_WIDTH):
-    part = term(start, min(start + _FUSED_COUNT_WIDTH, length))
-    total = part if total is None else total + part
-  return total
-
-
 def _lowest_members(scores, own_class, member_rows, member_taken, classes, k: int):
   """Each listed class's ``k`` members with the lowest own score, lowest first, ties
   to the lower batch index, by counting instead of sorting.
@@ -138,7 +122,8 @@ def _lowest_members(scores, own_class, member_rows, member_taken, classes, k: in
   member of rank ``r``. Shapes: scores f32[B, C], own_class int[B] (``C`` for invalid
   rows), member_rows int32[M], member_taken bool[M], classes int32[E] -> ``(indices
   int32[E, k], mask bool[E, k])``; ``O(M^2 + E k M)`` integer work in fused
-  compare-count reductions."""
+  compare-count reductions (``profile.chunked_count``). Empty slots hold index 0 with
+  a ``False`` mask."""
   member_class = jnp.where(member_taken, own_class[member_rows], -1)
   member_score = scores[member_rows, jnp.clip(member_class, 0, scores.shape[1] - 1)]
   order = jnp.arange(member_rows.shape[0], dtype=jnp.int32)
@@ -152,21 +137,18 @@ def _lowest_members(scores, own_class, member_rows, member_taken, classes, k: in
     return jnp.sum((ahead & (other_class == member_class[:, None])).astype(jnp.int32),
                    axis=-1)
 
-  rank = _chunked_count(before, num_members)
+  rank = profile.chunked_count(before, num_members)
   slots = jnp.arange(k, dtype=jnp.int32)
 
-  def slot_of(start, end):  # [E, k, chunk] -> [E, k]: the batch index in each slot
+  def slot_of(start, end):  # [E, k, chunk] -> [E, k]: 1 + the batch index in each slot
     hit = ((member_class[None, None, start:end] == classes[:, None, None])
            & (rank[None, None, start:end] == slots[None, :, None]))
-    return jnp.sum(jnp.where(hit, member_rows[None, None, start:end], 0), axis=-1,
+    return jnp.sum(jnp.where(hit, member_rows[None, None, start:end] + 1, 0), axis=-1,
                    dtype=jnp.int32)
 
-  def count(start, end):
-    return jnp.sum((member_class[None, start:end] == classes[:, None]).astype(jnp.int32),
-                   axis=-1)
-
-  indices = _chunked_count(slot_of, num_members)
-  return indices, slots[None, :] < _chunked_count(count, num_members)[:, None]
+  # At most one member holds a slot, so the sum is its index + 1, or 0 when empty.
+  indices_plus_one = profile.chunked_count(slot_of, num_members)
+  return jnp.maximum(indices_plus_one - 1, 0), indices_plus_one > 0
 
 
 def class_level_hard_sets(scores, labels, valid, eligible, kappa: int,

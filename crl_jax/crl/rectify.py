@@ -316,6 +316,7 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
   # Only the closed form of the relative criterion reads the negatives in order; the
   # method is chosen here once and passed on, so the sort and the sum always agree.
   relative_method = criteria.relative_method(min(kappa, batch_size))
+  max_anchors = profile.max_minority_samples(batch_size, rho, scope)  # static int
   needs_sorted_negatives = criterion == "relative" and relative_method == "sorted"
 
   if level == "class":
@@ -326,7 +327,7 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
         max_eligible=profile.max_eligible_classes(
             batch_size, num_classes if real_classes_bound is None else real_classes_bound,
             rho, scope),
-        max_members=profile.max_minority_samples(batch_size, rho, scope))
+        max_members=max_anchors)
     if score == "probability":
       scores = probabilities
     elif score == "log_probability":
@@ -337,14 +338,14 @@ def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, leve
      negative_mask) = _class_level_pairs(
          scores, labels, valid, eligible, sets,
          sorted_negatives=score != "logit" or not needs_sorted_negatives,
-         max_anchors=profile.max_minority_samples(batch_size, rho, scope))
+         max_anchors=max_anchors)
   else:
     normalised = _l2_normalise(features.astype(jnp.float32))
     # One B x B product serves mining (no gradient) and the selected distances.
     gram = jnp.matmul(normalised, normalised.T, precision=jax.lax.Precision.HIGHEST)
     hard = mining.instance_level_hard_samples(
         _pairwise_distances(gram), labels, valid, eligible, kappa,
-        max_anchors=profile.max_minority_samples(batch_size, rho, scope))
+        max_anchors=max_anchors)
     positive_distances = _selected_distances(gram, hard.positive_indices)
     positive_mask = hard.positive_mask
     negative_distances = _selected_distances(gram, hard.negative_indices)
