@@ -43,8 +43,12 @@ class CheckpointError(RuntimeError):
 def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
   """A manager of ``state`` (arrays) + ``meta`` (JSON) items; the item handlers are
   registered up front so that ``item_metadata`` can report a saved tree."""
+  # cleanup_tmp_directories: a save cut short (a full disk, kill -9) leaves a
+  # ``<step>.orbax-checkpoint-tmp*`` directory, never taken for a checkpoint; the next
+  # run's manager deletes it.
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=False,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(
       os.path.abspath(directory), options=options,
       item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -107,7 +111,7 @@ def _is_closed_loop_error(error) -> bool:
 _ORBAX_PATH_PART = os.sep + "orbax" + os.sep
 
 
-def _raised_in_orbax(error) -> bool:
+def raised_in_orbax(error) -> bool:
   """Whether ``error``'s traceback passes through orbax's own files."""
   traceback = getattr(error, "__traceback__", None)
   while traceback is not None:
@@ -129,7 +133,7 @@ class _DropInFlightReadReports(logging.Filter):
     error = record.exc_info[1] if record.exc_info else None
     if error is None:
       return "Event loop is closed" not in record.getMessage()
-    return not (_is_closed_loop_error(error) or _raised_in_orbax(error))
+    return not (_is_closed_loop_error(error) or raised_in_orbax(error))
 
 
 def quiet_closed_loop_callbacks() -> None:
@@ -167,10 +171,15 @@ def quiet_closed_loop_callbacks() -> None:
 
 
 class CheckpointStore:
-  """Periodic and best checkpoints of one workdir."""
+  """Periodic and best checkpoints of one workdir.
 
-  def __init__(self, workdir: str, keep: int):
+  ``config_json``: the run's config (sorted JSON); when given, each checkpoint's meta
+  keeps a copy, from which a damaged ``config.json`` is recovered (``check_config``).
+  """
+
+  def __init__(self, workdir: str, keep: int, config_json: Optional[str] = None):
     self.workdir = workdir
+    self._config = None if config_json is None else json.loads(config_json)
     self.periodic = _manager(os.path.join(workdir, "checkpoints"), keep)
     self.best = _manager(os.path.join(workdir, "best"), 1)
 
@@ -199,6 +208,8 @@ class CheckpointStore:
   def _save(self, manager, step: int, state, meta: dict) -> None:
     self._make_room(manager, step, keep_aside=manager is self.periodic)
     meta = dict(meta, checksums=checksums(state))
+    if self._config is not None:
+      meta[CONFIG_COPY] = self._config
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                meta=ocp.args.JsonSave(meta)), force=True)
     manager.wait_until_finished()
@@ -218,6 +229,7 @@ class CheckpointStore:
     state, meta = restored["state"], dict(restored["meta"])
     _verify(state, meta, step)
     meta.pop("checksums", None)
+    meta.pop(CONFIG_COPY, None)
     return state, meta
 
   def periodic_steps(self) -> list:
@@ -341,8 +353,7 @@ def check_config(workdir: str, config_json: str, overwrite: bool,
   os.makedirs(workdir, exist_ok=True)
   if overwrite or not os.path.exists(path):
     return []
-  with open(path) as f:
-    existing = json.load(f)
+  existing = read_config(workdir)
   changes = _diff(existing, json.loads(config_json))
   fixed = [f"{key}: {old!r} -> {new!r}" for key, old, new in changes
            if not _resumable(key, resumable_keys)]
@@ -359,6 +370,60 @@ def check_config(workdir: str, config_json: str, overwrite: bool,
 
 
 CONFIG_CHANGES = "config_changes.jsonl"
+CONFIG_COPY = "config"  # the meta key of the config copy each checkpoint keeps
+
+
+def saved_config_copy(workdir: str) -> Optional[tuple[dict, str]]:
+  """``(config, checkpoint directory)`` of the newest complete checkpoint in
+  ``WORKDIR/checkpoints`` or ``WORKDIR/best`` whose meta keeps a config copy, read as
+  plain JSON (no orbax), or ``None``."""
+  found = []
+  for kind in ("checkpoints", "best"):
+    directory = os.path.join(workdir, kind)
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    found += [(int(name), os.path.join(directory, name)) for name in names
+              if name.isdigit()]
+  for _, directory in sorted(found, reverse=True):
+    try:
+      with open(os.path.join(directory, "meta", "metadata")) as f:
+        copy = json.load(f).get(CONFIG_COPY)
+    except (OSError, ValueError, AttributeError):
+      continue
+    if isinstance(copy, dict):
+      return copy, directory
+  return None
+
+
+def read_config(workdir: str) -> dict:
+  """The config of the run in ``workdir``: ``config.json``, or, when that file is
+  damaged (not JSON: a half save, a truncated copy), the copy kept by its newest
+  checkpoint, written back to ``config.json`` (a note says so).
+
+  Raises:
+    CheckpointError: ``config.json`` is damaged and no checkpoint keeps a copy (one
+      line: the file and the fix).
+  """
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path, "rb") as f:
+      return json.loads(f.read().decode())
+  except (ValueError, UnicodeDecodeError) as error:
+    reason = cli.one_line(error, 120)
+  copy = saved_config_copy(workdir)
+  if copy is None:
+    raise CheckpointError(
+        f"{path} is damaged ({reason}) and no checkpoint in {workdir} keeps a copy of "
+        "the run's config. If that run had the same config as this command, delete "
+        f"{path} and rerun to resume; else pass --overwrite to replace that run, or use "
+        "another --workdir.")
+  config, directory = copy
+  temporary = f"{path}.tmp"
+  with open(temporary, "w") as f:
+    f.write(json.dumps(config, sort_keys=True))
+  os.replace(temporary, path)
+  print(f"note: {path} was damaged ({reason}); recovered it from the copy kept by the "
+        f"checkpoint {directory}.", flush=True)
+  return config
 
 
 def record_config(workdir: str, config_json: str, changes: list, step: int) -> None:
@@ -366,7 +431,15 @@ def record_config(workdir: str, config_json: str, changes: list, step: int) -> N
   (``{"step", "key", "old", "new", "time"}``: ``step`` is the checkpoint the run
   resumed from, where the new values start to apply). Call on process 0 only."""
   if changes:
-    with open(os.path.join(workdir, CONFIG_CHANGES), "a") as f:
+    path = os.path.join(workdir, CONFIG_CHANGES)
+    torn = False
+    if os.path.exists(path) and os.path.getsize(path):
+      with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        torn = f.read(1) != b"\n"
+    with open(path, "a") as f:
+      if torn:  # a row cut short by a crash or a full disk stays as it is, on its own
+        f.write("\n")
       for key, old, new in changes:
         f.write(json.dumps({"step": step, "key": key, "old": old, "new": new,
                             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")

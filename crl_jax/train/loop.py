@@ -12,6 +12,7 @@ checkpointing (orbax coordinates multi-host saves).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -40,11 +41,13 @@ from crl_jax import data as data_lib
 from crl_jax import models
 from crl_jax.evaluation import metrics as metrics_lib
 from crl_jax.train import checkpoint as checkpoint_lib
+from crl_jax.train import lock as lock_lib
 from crl_jax.train import mesh as mesh_lib
 from crl_jax.train import objective as objective_lib
 from crl_jax.train import optimizer as optimizer_lib
 from crl_jax.train import state as state_lib
 from crl_jax.train import step as step_lib
+from crl_jax.train import storage as storage_lib
 
 
 class TrainingError(RuntimeError):
@@ -514,13 +517,58 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
     best checkpoint, ``best_step`` and ``train_seconds``.
   """
   config_lib.validate(config, num_devices=jax.device_count())
-  changes = _prepare_workdir(config, workdir, overwrite)
-  run = build(config, progress=progress)
-  store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep)
+  with exclusive_workdir(workdir):
+    changes = _prepare_workdir(config, workdir, overwrite)
+    run = build(config, progress=progress)
+    store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep,
+                                           config.to_json(sort_keys=True))
+    with _closed_on_exit(store, workdir):
+      return _train(run, workdir, store, changes, progress)
+
+
+@contextlib.contextmanager
+def exclusive_workdir(workdir: str):
+  """Holds ``WORKDIR/run.lock`` (``train.lock``) for the block: process 0 takes it, and
+  a refusal (another live run holds it) reaches every process at once as a one-line
+  ``CheckpointError``."""
+  warning = []
+
+  def take():
+    checkpoint_lib.check_writable(workdir)
+    warning.append(lock_lib.acquire(workdir))
+
+  _agreed_error(take)
+  for line in filter(None, warning):
+    _print(line)
   try:
-    return _train(run, workdir, store, changes, progress)
+    yield
   finally:
+    if is_main_process():
+      lock_lib.release(workdir)
+
+
+@contextlib.contextmanager
+def _closed_on_exit(store, workdir: str):
+  """Closes ``store`` after the block. A full disk met anywhere in the block (or in the
+  close) becomes one ``storage.DiskFullError`` line; after any failure the close is
+  quiet, so the failure is reported once, not again from the close."""
+  storage_lib.quiet_disk_full_reports()
+  try:
+    yield
+  except Exception as error:  # pylint: disable=broad-except
+    with contextlib.suppress(Exception):
+      store.close()
+    full = storage_lib.disk_full_error(error, workdir)
+    if full is not None:
+      raise full from None
+    raise
+  try:
     store.close()
+  except Exception as error:  # pylint: disable=broad-except
+    full = storage_lib.disk_full_error(error, workdir)
+    if full is not None:
+      raise full from None
+    raise
 
 
 def _describe(run: Run) -> None:
@@ -574,10 +622,14 @@ def _train(run: Run, workdir: str, store, changes: list, progress: bool) -> dict
     _print(f"note: {note}")
   writer = _Writer(workdir, start_step)
   try:
-    return _train_from(run, workdir, store, writer, state, meta, step_rng, progress,
-                       start_step)
-  finally:
-    writer.close()
+    results = _train_from(run, workdir, store, writer, state, meta, step_rng, progress,
+                          start_step)
+  except BaseException:
+    with contextlib.suppress(Exception):  # the failure is what gets reported
+      writer.close()
+    raise
+  writer.close()
+  return results
 
 
 def _train_from(run: Run, workdir: str, store, writer, state, meta, step_rng,
@@ -725,11 +777,10 @@ def evaluate(config, workdir: str) -> dict:
     checkpoint_lib.check_writable(workdir)
 
   _agreed_error(check)
-  run = build(config)
-  store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep)
-  try:
-    results = evaluate_workdir(run, store)
-  finally:
-    store.close()
-  _write_results(workdir, dict(results, status="evaluated"))
+  with exclusive_workdir(workdir):
+    run = build(config)
+    store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep)
+    with _closed_on_exit(store, workdir):
+      results = evaluate_workdir(run, store)
+      _write_results(workdir, dict(results, status="evaluated"))
   return results

@@ -1,0 +1,220 @@
+"""Mistakes people make with workdirs: a second run on a busy workdir, a disk that
+fills during a run, a damaged config.json or config_changes.jsonl. Each case is a row of
+docs/reliability.md ("Workdir faults")."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from crl_jax.train import checkpoint as checkpoint_lib
+from crl_jax.train import lock as lock_lib
+from crl_jax.train import loop
+from crl_jax.train import storage as storage_lib
+from tests.train.conftest import command_environment
+from tests.train.conftest import REPO
+from tests.train.conftest import SMOKE_FLAGS
+from tests.train.conftest import smoke_config
+
+HOLD_LOCK = ("import sys, time; from crl_jax.train import lock; "
+             "lock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(600)")
+
+
+def command(workdir, *extra):
+  return [sys.executable, "-m", "crl_jax.main", f"--workdir={workdir}", *SMOKE_FLAGS,
+          *extra]
+
+
+def error_lines(stderr: str) -> list:
+  """The lines of stderr a user reads (no Python start-up warnings)."""
+  return [line for line in stderr.splitlines() if line.strip()]
+
+
+def hold_lock(workdir, environment):
+  holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], cwd=REPO,
+                            env=environment, stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == "held"
+  return holder
+
+
+def test_a_second_run_on_a_busy_workdir_exits_2_naming_the_holder(data_dir, tmp_path):
+  environment = command_environment(data_dir)
+  holder = hold_lock(tmp_path, environment)
+  try:
+    for mode in ("train", "eval"):
+      if mode == "eval":  # eval needs a run there: the config check comes first
+        (tmp_path / "config.json").write_text("{}")
+      result = subprocess.run(command(tmp_path, f"--mode={mode}"), cwd=REPO,
+                              env=environment, capture_output=True, text=True,
+                              timeout=300)
+      assert result.returncode == 2, result.stderr[-3000:]
+      lines = error_lines(result.stderr)
+      assert "Traceback" not in result.stderr
+      assert lines[-1].startswith(f"error: workdir {tmp_path} is in use by another run: "
+                                  f"pid {holder.pid} on host "), lines
+      assert "Wait for it to finish, or give this run another --workdir." in lines[-1]
+      assert not (tmp_path / "checkpoints").exists()
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_the_lock_goes_with_its_process_and_stale_names_do_not_block(data_dir,
+                                                                      tmp_path):
+  environment = command_environment(data_dir)
+  holder = hold_lock(tmp_path, environment)
+  with pytest.raises(lock_lib.WorkdirInUseError, match=f"pid {holder.pid} "):
+    lock_lib.acquire(str(tmp_path))
+  os.kill(holder.pid, signal.SIGKILL)  # no clean-up: its name stays in the file
+  holder.wait()
+  assert json.loads((tmp_path / lock_lib.LOCK_FILE).read_text())["pid"] == holder.pid
+  assert lock_lib.acquire(str(tmp_path)) is None  # the OS released the dead one's lock
+  try:
+    assert json.loads((tmp_path / lock_lib.LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert lock_lib.acquire(str(tmp_path)) is None  # re-entrant in one process
+    lock_lib.release(str(tmp_path))
+    assert lock_lib.is_held(str(tmp_path))
+  finally:
+    lock_lib.release(str(tmp_path))
+  assert not lock_lib.is_held(str(tmp_path))
+  assert (tmp_path / lock_lib.LOCK_FILE).read_text() == ""  # no name left behind
+
+
+def test_the_lock_is_released_when_a_run_fails(data_dir, tmp_path):
+  config = smoke_config(data_dir, **{"train.num_steps": 2, "checkpoint.every_steps": 2,
+                                     "train.eval_every": 2})
+  (tmp_path / "config.json").write_text(json.dumps({"seed": -1}))
+  with pytest.raises(checkpoint_lib.CheckpointError, match="different config"):
+    loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert not lock_lib.is_held(str(tmp_path))
+
+
+def _tmpfs(path, size: str) -> bool:
+  """Mounts a tmpfs of ``size`` at ``path`` when this process may (root, Linux)."""
+  if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
+    return False
+  path.mkdir()
+  result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                           str(path)], capture_output=True)
+  return result.returncode == 0
+
+
+def test_a_full_disk_stops_in_one_line_and_the_copy_resumes(data_dir, tmp_path):
+  """A real full disk (a 1000 KB tmpfs: one periodic and one best checkpoint fit, the
+  second periodic one does not) when the tests may mount one; else the simulated one
+  below is the only disk-full test that ran (the test says which by its skip)."""
+  disk = tmp_path / "disk"
+  if not _tmpfs(disk, "1000k"):
+    pytest.skip("cannot mount a tmpfs here (not root, or no mount): "
+                "test_a_simulated_full_disk_keeps_the_last_checkpoint holds the case")
+  try:
+    workdir = disk / "run"
+    environment = command_environment(data_dir)
+    result = subprocess.run(command(workdir), cwd=REPO, env=environment,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = error_lines(result.stderr)
+    assert len([l for l in lines if l.startswith("error:")]) == 1, lines
+    message = lines[-1]
+    assert message.startswith(f"error: no space left on the device while writing {disk}")
+    assert " bytes free there)" in message
+    steps = sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
+    assert steps, "the tmpfs was meant to hold the first checkpoint"
+    assert (f"the last complete checkpoint, step {steps[-1]} in {workdir / 'checkpoints'}"
+            ", is intact") in message
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+  finally:
+    subprocess.run(["umount", str(disk)], check=False)
+  result = subprocess.run(command(copy), cwd=REPO, env=environment,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"resumed from step {steps[-1]}" in result.stdout
+  assert json.loads((copy / "results.json").read_text())["status"] == "finished"
+
+
+def test_a_simulated_full_disk_keeps_the_last_checkpoint(data_dir, tmp_path,
+                                                         monkeypatch):
+  config = smoke_config(data_dir, **{"train.num_steps": 4, "checkpoint.every_steps": 2,
+                                     "train.eval_every": 4})
+  save = checkpoint_lib.CheckpointStore.save
+
+  def full_at_step_4(self, step, state, meta):
+    if step == 4:
+      raise OSError(errno.ENOSPC, "No space left on device",
+                    os.path.join(self.workdir, "checkpoints", "4.orbax-checkpoint-tmp"))
+    return save(self, step, state, meta)
+
+  monkeypatch.setattr(checkpoint_lib.CheckpointStore, "save", full_at_step_4)
+  with pytest.raises(storage_lib.DiskFullError) as raised:
+    loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  message = str(raised.value)
+  assert message.startswith(f"no space left on the device while writing {tmp_path}")
+  assert f"step 2 in {tmp_path / 'checkpoints'}, is intact" in message
+  assert "\n" not in message
+  assert not lock_lib.is_held(str(tmp_path))
+  monkeypatch.setattr(checkpoint_lib.CheckpointStore, "save", save)
+  results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert results["status"] == "finished" and results["step"] == 4
+
+
+def test_disk_full_is_recognised_in_each_form_it_arrives_in():
+  tensorstore = ValueError(
+      'RESOURCE_EXHAUSTED: Error writing "x/0" in OCDBT database at local file "/w/c/'
+      '4.orbax-checkpoint-tmp/state/": Failed writing: "/w/c/4.orbax-checkpoint-tmp/'
+      'state/d/ab": Failed to write 9 bytes to file 20: No space left on device '
+      "[os_error_code='28']")
+  assert storage_lib.disk_full(tensorstore) == (
+      "no space left on the device", "/w/c/4.orbax-checkpoint-tmp/state/d/ab")
+  try:
+    try:
+      raise OSError(errno.EDQUOT, "Disk quota exceeded", "/w/metrics.jsonl")
+    except OSError as error:
+      raise RuntimeError("wrapped") from error
+  except RuntimeError as wrapped:
+    assert storage_lib.disk_full(wrapped) == ("the disk quota is exceeded",
+                                              "/w/metrics.jsonl")
+  assert storage_lib.disk_full(OSError(errno.EACCES, "Permission denied")) is None
+  assert storage_lib.disk_full(ValueError("bad value")) is None
+
+
+def test_a_damaged_config_json_is_recovered_from_the_checkpoint_copy(data_dir, tmp_path,
+                                                                     capsys):
+  config = smoke_config(data_dir, **{"train.num_steps": 2, "checkpoint.every_steps": 2,
+                                     "train.eval_every": 2})
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  path = tmp_path / "config.json"
+  path.write_text(path.read_text()[:100])  # an editor's half save
+  capsys.readouterr()
+  results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert results["status"] == "finished"
+  out = capsys.readouterr().out
+  assert (f"note: {path} was damaged (JSONDecodeError: " in out and
+          f"recovered it from the copy kept by the checkpoint {tmp_path}" in out)
+  assert json.loads(path.read_text()) == json.loads(config.to_json(sort_keys=True))
+
+
+def test_a_damaged_config_json_without_a_copy_is_one_line(data_dir, tmp_path):
+  (tmp_path / "config.json").write_bytes(b'{"data": {"name": "synth\x00\x00')
+  result = subprocess.run(command(tmp_path), cwd=REPO, env=command_environment(data_dir),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr
+  line = error_lines(result.stderr)[-1]
+  assert line.startswith(f"error: {tmp_path / 'config.json'} is damaged (")
+  assert "no checkpoint in" in line and "delete" in line and "--overwrite" in line
+
+
+def test_a_torn_config_changes_row_stays_on_its_own_line(tmp_path):
+  (tmp_path / checkpoint_lib.CONFIG_CHANGES).write_text('{"step": 4, "key": "optim.le')
+  checkpoint_lib.record_config(str(tmp_path), "{}", [("optim.learning_rate", 0.1, 0.01)],
+                               8)
+  rows = (tmp_path / checkpoint_lib.CONFIG_CHANGES).read_text().splitlines()
+  assert rows[0] == '{"step": 4, "key": "optim.le'
+  assert json.loads(rows[1])["step"] == 8 and len(rows) == 2
