@@ -107,8 +107,8 @@ def build_variant(config, setting: Setting, variant: str, image_size: int):
   """Returns ``(step_fn, state, batch, rng, trace_counter, devices)`` for a variant."""
   import jax
   from crl_jax import crl
-  from crl_jax.train import loop
   from crl_jax.train import mesh as mesh_lib
+  from crl_jax.train import setup as setup_lib
   from crl_jax.train import step as step_lib
   devices = jax.devices()[:setting.devices]
   mesh = mesh_lib.make_mesh(devices)
@@ -127,7 +127,7 @@ def build_variant(config, setting: Setting, variant: str, image_size: int):
   with config.unlocked():
     config.loss = loss
   # The model, objective, optimiser and initial state exactly as training builds them.
-  model, objective, optimizer, _ = loop.build_training(
+  model, objective, optimizer, _ = setup_lib.build_training(
       config, num_classes=num_classes, class_counts=counts, class_mask=class_mask,
       attribute_names=tuple(f"a{j}" for j in range(len(num_classes))),
       num_steps=10_000, mesh=mesh)
@@ -138,9 +138,9 @@ def build_variant(config, setting: Setting, variant: str, image_size: int):
                      for j, c in enumerate(num_classes)], axis=1).astype(np.int32)
   batch = {"image": images, "labels": labels, "valid": np.ones(setting.batch, bool)}
   batch = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh)) for k, v in batch.items()}
-  state = loop.init_train_state(model, optimizer, image_size=image_size,
-                                num_attributes=len(num_classes), mesh=mesh,
-                                rng=loop.initial_keys(0)[0])
+  state = setup_lib.init_train_state(model, optimizer, image_size=image_size,
+                                     num_attributes=len(num_classes), mesh=mesh,
+                                     rng=setup_lib.initial_keys(0)[0])
   counter = _TraceCounter()
   step_fn = step_lib.make_train_step(model, objective, optimizer, mesh=mesh,
                                      trace_hook=lambda: setattr(counter, "count",
@@ -298,7 +298,6 @@ def main(argv=None) -> int:
   import jax
   from crl_jax import config_lib
   from crl_jax import crl
-  from crl_jax.train import objective
   config = config_lib.load_config(args.config, overrides)
   schema = config_schema(config)
   image_size = args.image_size or config.data.image_size
@@ -353,7 +352,7 @@ def main(argv=None) -> int:
         if int(d) > jax.device_count():
           print(f"skipping devices={d}: only {jax.device_count()} devices")
           continue
-        for mining in objective.MINING:
+        for mining in config_lib.MINING:
           sweeps.append(("devices", dataclasses.replace(base, devices=int(d),
                                                         mining=mining)))
     for sweep, setting in sweeps:

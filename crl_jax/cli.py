@@ -35,6 +35,7 @@ TRAIN_EXTRA = {
     "matplotlib": "matplotlib",
     "tqdm": "tqdm",
     "tensorboard": "tensorboard",
+    "tensorboardX": "tensorboardX",
 }
 INSTALL_TRAIN_EXTRA = "pip install 'crl_jax[train]'"
 

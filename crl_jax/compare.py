@@ -46,29 +46,28 @@ def methods() -> dict[str, dict]:
   """name -> config overrides that make the method (on top of the experiment's config),
   read from the registries that implement them:
 
-  * ``ce`` and ``crl`` (``train.objective``);
+  * ``ce`` and ``crl`` (``baselines.CROSS_ENTROPY``, ``baselines.CRL``);
   * every training loss of ``baselines.TRAINING_LOSSES`` (``loss.name``);
   * ``<method>_sampling``: cross-entropy on ``data.resampling.METHODS`` (not ``none``);
   * every post-hoc ``baselines.ADJUSTMENTS`` on a cross-entropy model
     (``posthoc_<name>`` where a training loss has the same name);
   * ``crl_<base>``: CRL blended with every other base loss
-    (``train.objective.base_loss_names``).
+    (``baselines.base_loss_names``).
   """
   from crl_jax import baselines
   from crl_jax.data import resampling
-  from crl_jax.train import objective
-  ce = {"loss.name": objective.CROSS_ENTROPY}
-  table = {objective.CROSS_ENTROPY: ce, objective.CRL: {"loss.name": objective.CRL}}
+  ce = {"loss.name": baselines.CROSS_ENTROPY}
+  table = {baselines.CROSS_ENTROPY: ce, baselines.CRL: {"loss.name": baselines.CRL}}
   table.update({name: {"loss.name": name} for name in baselines.TRAINING_LOSSES})
   table.update({f"{method}_sampling": dict(ce, **{"data.resampling": method})
                 for method in resampling.METHODS if method != "none"})
   for name in baselines.ADJUSTMENTS:
     method = f"posthoc_{name}" if name in table else name
     table[method] = dict(ce, **{"eval.adjustment": name})
-  table.update({f"{objective.CRL}_{base}": {"loss.name": objective.CRL,
+  table.update({f"{baselines.CRL}_{base}": {"loss.name": baselines.CRL,
                                              "loss.crl.base": base}
-                for base in objective.base_loss_names()
-                if base != objective.CROSS_ENTROPY})
+                for base in baselines.base_loss_names()
+                if base != baselines.CROSS_ENTROPY})
   return table
 
 
@@ -128,13 +127,17 @@ def _finished(config, directory: str):
   path = os.path.join(directory, "results.json")
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    results = json.load(f)
+  try:
+    with open(path) as f:
+      results = json.load(f)
+    with open(os.path.join(directory, "config.json")) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):  # damaged: the training run recovers or refuses it
+    return None
   if results.get("status") != "finished":
     return None
-  with open(os.path.join(directory, "config.json")) as f:
-    if json.load(f) != json.loads(config.to_json(sort_keys=True)):
-      return None
+  if saved != json.loads(config.to_json(sort_keys=True)):
+    return None
   return results
 
 
@@ -182,17 +185,18 @@ def evaluate_posthoc(config, directory: str, trained_directory: str) -> dict:
   ``trained_directory`` with the same training config: evaluates its best checkpoint with
   the adjustment (variant chosen on validation) and writes ``directory/results.json``."""
   from crl_jax.train import checkpoint as checkpoint_lib
-  from crl_jax.train import loop
+  from crl_jax.train import evaluate as evaluate_lib
+  from crl_jax.train import setup as setup_lib
   results = _finished(config, directory)
   if results is not None and results.get("trained_in") == trained_directory:
     return results
   with open(os.path.join(trained_directory, "results.json")) as f:
     trained = json.load(f)
   started = time.time()
-  run = loop.build(config)
+  run = setup_lib.build(config)
   store = checkpoint_lib.CheckpointStore(trained_directory, config.checkpoint.keep)
   try:
-    results = loop.evaluate_workdir(run, store)
+    results = evaluate_lib.evaluate_workdir(run, store)
   finally:
     store.close()
   results.update(status="finished", step=trained.get("step"),
@@ -450,12 +454,12 @@ def main(argv=None) -> int:
   from crl_jax import config_lib
   from crl_jax import data as data_lib
   from crl_jax.train import checkpoint as checkpoint_lib
-  from crl_jax.train import loop
+  from crl_jax.train import setup as setup_lib
   logging.set_verbosity(logging.ERROR)
   try:
     return _compare(parser, args, base_overrides, argv)
   except (config_lib.ConfigError, data_lib.DataError, checkpoint_lib.CheckpointError,
-          loop.TrainingError) as error:
+          setup_lib.TrainingError) as error:
     print(f"error: {error}", file=sys.stderr, flush=True)
     return 2
 

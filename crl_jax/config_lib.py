@@ -25,11 +25,13 @@ from crl_jax import cli
 from crl_jax import crl as crl_lib
 from crl_jax import models
 from crl_jax.data import csv_options  # no TensorFlow: data/__init__ is lazy
-from crl_jax.train import objective as objective_lib
 
 # ``eval.adjustment`` without a post-hoc adjustment; the others are
 # ``baselines.ADJUSTMENTS``.
 NO_ADJUSTMENT = "none"
+# ``loss.crl.mining``: where the training objective mines CRL's hard samples, on the
+# global batch or on each device's rows (``train/objective.py``'s docstring).
+MINING = ("global", "local")
 
 
 class ConfigError(ValueError):
@@ -145,13 +147,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   one_of("model.name", config.model.name, tuple(models.MODELS))
   one_of("model.dtype", config.model.dtype, ("float32", "bfloat16"))
   positive("model.feature_dim", config.model.feature_dim)
-  one_of("loss.name", config.loss.name, objective_lib.loss_names())
+  one_of("loss.name", config.loss.name, baselines.loss_names())
   crl = config.loss.crl
   one_of("loss.crl.level", crl.level, crl_lib.LEVELS)
   one_of("loss.crl.criterion", crl.criterion, crl_lib.CRITERIA)
   one_of("loss.crl.scope", crl.scope, crl_lib.SCOPES)
-  one_of("loss.crl.mining", crl.mining, objective_lib.MINING)
-  one_of("loss.crl.base", crl.base, objective_lib.base_loss_names())
+  one_of("loss.crl.mining", crl.mining, MINING)
+  one_of("loss.crl.base", crl.base, baselines.base_loss_names())
   one_of("loss.crl.blend", crl.blend, crl_lib.BLENDS)
   one_of("loss.crl.score", crl.score, crl_lib.SCORES)
   one_of("loss.crl.reduction", crl.reduction, crl_lib.REDUCTIONS)

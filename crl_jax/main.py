@@ -66,13 +66,15 @@ def main(args: argparse.Namespace, overrides=()) -> int:
   ``error: ...`` line on stderr and exit code 2.
   """
   # Imported here, after the flags are parsed: ``--help`` and usage errors answer
-  # before jax and TensorFlow start (tests/test_cli.py).
+  # before jax starts (tests/test_cli.py).
   from absl import logging
   from crl_jax import config_lib
   from crl_jax import data as data_lib
   from crl_jax import distributed
   from crl_jax.train import checkpoint
+  from crl_jax.train import evaluate
   from crl_jax.train import loop
+  from crl_jax.train import setup
   logging.set_verbosity(logging.ERROR)
   try:
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
@@ -83,9 +85,9 @@ def main(args: argparse.Namespace, overrides=()) -> int:
       loop.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
                               progress=not args.no_progress)
     else:
-      loop.evaluate(config, args.workdir)
+      evaluate.evaluate(config, args.workdir)
   except (distributed.DistributedError, config_lib.ConfigError, data_lib.DataError,
-          checkpoint.CheckpointError, loop.TrainingError) as error:
+          checkpoint.CheckpointError, setup.TrainingError) as error:
     print(f"error: {error}", file=sys.stderr, flush=True)
     return 2
   return 0

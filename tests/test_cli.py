@@ -149,12 +149,11 @@ def test_compare_lists_the_methods_of_the_registries(capsys):
   """``--list_methods`` prints ``compare.methods()``, which is read from the registries:
   a loss registered with ``baselines.register_loss`` is a method without more code."""
   from crl_jax import baselines
-  from crl_jax.train import objective
   table = compare.methods()
   assert {"ce", "crl", "threshold", "over_sampling", "down_sampling",
           "posthoc_logit_adjust", "crl_logit_adjust"} <= set(table)
   assert set(baselines.TRAINING_LOSSES) <= set(table)
-  assert {f"crl_{b}" for b in objective.base_loss_names() if b != "ce"} <= set(table)
+  assert {f"crl_{b}" for b in baselines.base_loss_names() if b != "ce"} <= set(table)
   assert table["posthoc_logit_adjust"] == {"loss.name": "ce",
                                            "eval.adjustment": "logit_adjust"}
   assert compare.main(["--list_methods"]) == 0

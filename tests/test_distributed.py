@@ -14,6 +14,7 @@ import pytest
 from crl_jax import distributed
 from crl_jax.train import checkpoint as checkpoint_lib
 from crl_jax.train import loop
+from crl_jax.train import setup as setup_lib
 from tests.train.conftest import command_environment
 from tests.train.conftest import REPO
 from tests.train.conftest import shared_data_dir
@@ -32,9 +33,9 @@ def data_dir(tmp_path_factory):
 
 def restore(workdir, data_dir):
   config = smoke_config(data_dir, **STEPS)
-  run = loop.build(config)
+  run = setup_lib.build(config)
   store = checkpoint_lib.CheckpointStore(str(workdir), 2)
-  state, _, _ = store.restore_latest(loop.abstract_state(run))
+  state, _, _ = store.restore_latest(setup_lib.abstract_state(run))
   store.close()
   return jax.device_get((state.params, state.batch_stats))
 

@@ -21,6 +21,7 @@ from crl_jax import models
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 from crl_jax.models import base
+from crl_jax.train import evaluate as evaluate_lib
 from crl_jax.train import loop
 from crl_jax.train import objective as objective_lib
 from tests.baselines.fake_heads import make_heads
@@ -182,7 +183,7 @@ FORMER_CALLS = {
 
 @pytest.mark.parametrize("name", sorted(FORMER_CALLS))
 def test_objective_runs_each_baseline_as_before(name):
-  assert set(objective_lib.loss_names()) == {"ce", "crl", *FORMER_CALLS}
+  assert set(baselines.loss_names()) == {"ce", "crl", *FORMER_CALLS}
   fake = make_heads(0, num_classes=(2, 5, 3))
   loss_config = config_lib.base_config().loss
   loss_config.name = name
@@ -237,7 +238,7 @@ def test_registered_adjustment_with_searched_hyperparameters_reaches_eval_and_co
                                 searched={"temperature": (0.5, 2.0)})
   config = config_lib.load_config("configs/synthetic.py:smoke",
                                   ["eval.adjustment=sharpened"])
-  assert loop.adjustment_variants(config) == [
+  assert evaluate_lib.adjustment_variants(config) == [
       ("sharpened_T0.5", {"floor": 0.0, "temperature": 0.5}),
       ("sharpened_T2", {"floor": 0.0, "temperature": 2.0})]
   assert "sharpened" in compare.methods()
@@ -257,7 +258,7 @@ def test_registered_adjustment_with_searched_hyperparameters_reaches_eval_and_co
                                      "tilted_temperature2_tilt1"])):
     config = config_lib.load_config("configs/synthetic.py:smoke",
                                     [f"eval.adjustment={name}"])
-    assert [variant for variant, _ in loop.adjustment_variants(config)] == expected
-  assert [name for name, _ in loop.adjustment_variants(
+    assert [variant for variant, _ in evaluate_lib.adjustment_variants(config)] == expected
+  assert [name for name, _ in evaluate_lib.adjustment_variants(
       config_lib.load_config("configs/synthetic.py:smoke", ["eval.adjustment=threshold"]))
           ] == [f"threshold_T{t}" for t in range(1, 6)]

@@ -16,6 +16,7 @@ import pytest
 
 from crl_jax.train import checkpoint as checkpoint_lib
 from crl_jax.train import loop
+from crl_jax.train import setup as setup_lib
 from tests.train.conftest import command_environment
 from tests.train.conftest import REPO
 from tests.train.conftest import shared_data_dir
@@ -48,9 +49,9 @@ def run(workdir, environment, *extra, timeout=600):
 
 def state_of(workdir, data_dir, **overrides):
   config = smoke_config(data_dir, **OVERRIDES, **overrides)
-  run_ = loop.build(config)
+  run_ = setup_lib.build(config)
   store = checkpoint_lib.CheckpointStore(str(workdir), config.checkpoint.keep)
-  restored = store.restore_latest(loop.abstract_state(run_))
+  restored = store.restore_latest(setup_lib.abstract_state(run_))
   store.close()
   state, meta, skipped = restored
   return jax.device_get((state.params, state.batch_stats, state.opt_state)), meta, skipped

@@ -30,9 +30,13 @@ from crl_jax.baselines.priors import ldam_margins
 from crl_jax.baselines.priors import log_class_prior
 from crl_jax.baselines.registry import ADJUSTMENT_SEARCH
 from crl_jax.baselines.registry import ADJUSTMENTS
+from crl_jax.baselines.registry import base_loss_names
+from crl_jax.baselines.registry import CROSS_ENTROPY
+from crl_jax.baselines.registry import CRL
 from crl_jax.baselines.registry import get_adjustment
 from crl_jax.baselines.registry import get_loss
 from crl_jax.baselines.registry import hyperparameter_names
+from crl_jax.baselines.registry import loss_names
 from crl_jax.baselines.registry import LOSSES
 from crl_jax.baselines.registry import register_adjustment
 from crl_jax.baselines.registry import register_loss

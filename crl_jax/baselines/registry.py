@@ -135,6 +135,21 @@ class TrainingLoss:
 LOSSES: dict[str, Callable[..., Any]] = {}
 # config name (``loss.name``, ``loss.crl.base``) -> how training runs it.
 TRAINING_LOSSES: dict[str, TrainingLoss] = {}
+# The two ``loss.name`` values that are not registered here: the training objective
+# (``train/objective.py``) composes them itself from ``crl_jax.crl``.
+CROSS_ENTROPY = "ce"
+CRL = "crl"
+
+
+def loss_names() -> tuple[str, ...]:
+  """Every ``loss.name`` a run accepts: ``ce``, ``crl`` and the registered losses."""
+  return (CROSS_ENTROPY, CRL, *TRAINING_LOSSES)
+
+
+def base_loss_names() -> tuple[str, ...]:
+  """Every ``loss.crl.base``: ``ce`` and the losses registered as CRL bases."""
+  return (CROSS_ENTROPY, *(name for name, training_loss in TRAINING_LOSSES.items()
+                           if training_loss.crl_base))
 
 
 def register_loss(name: str, function: Callable[..., Any], *,

@@ -327,3 +327,36 @@ def to_global(batch: dict, sharding) -> dict:
   """Process-local numpy rows -> global ``jax.Array``s sharded along the batch axis."""
   return {key: jax.make_array_from_process_local_data(sharding, value)
           for key, value in batch.items()}
+
+
+def train_batches(source: sources_lib.Source, options: PipelineOptions, *,
+                  global_batch_size: int, seed: int, start_step: int = 0,
+                  process_index: int = 0, process_count: int = 1,
+                  multiplicity: Optional[np.ndarray] = None) -> Iterator[dict]:
+  """Endless training batches of one process as numpy dicts: ``train_dataset`` read
+  through ``numpy_batches`` (a bad file is a ``DataError`` naming it).
+
+  Yields:
+    ``{"image": float32[b, S, S, 3], "labels": int32[b, A]}``, ``b`` the local batch.
+  """
+  dataset = train_dataset(source, options, global_batch_size=global_batch_size,
+                          seed=seed, start_step=start_step, process_index=process_index,
+                          process_count=process_count, multiplicity=multiplicity)
+  return numpy_batches(dataset, source)
+
+
+def eval_batches(source: sources_lib.Source, split: str, options: PipelineOptions, *,
+                 global_batch_size: int, process_index: int = 0,
+                 process_count: int = 1) -> tuple[Iterator[dict], int]:
+  """Every example of ``split`` once, padded, as numpy dicts: ``eval_dataset`` read
+  through ``numpy_batches``.
+
+  Returns:
+    ``(batches, num_batches)``; batches are ``{"image": float32[b, S, S, 3], "labels":
+    int32[b, A], "valid": bool[b]}``, the same ``num_batches`` on every process.
+  """
+  dataset, num_batches = eval_dataset(source, split, options,
+                                      global_batch_size=global_batch_size,
+                                      process_index=process_index,
+                                      process_count=process_count)
+  return numpy_batches(dataset, source), num_batches

@@ -36,22 +36,10 @@ from crl_jax import crl
 from crl_jax.train import mesh as mesh_lib
 
 # ``loss.name`` values the objective composes itself; every other name is a baseline,
-# run as ``baselines.TRAINING_LOSSES`` says.
-CROSS_ENTROPY = "ce"
-CRL = "crl"
-# ``loss.crl.mining`` (module docstring).
-MINING = ("global", "local")
-
-
-def loss_names() -> tuple[str, ...]:
-  """Every ``loss.name`` a run accepts: ``ce``, ``crl`` and the registered baselines."""
-  return (CROSS_ENTROPY, CRL, *baselines.TRAINING_LOSSES)
-
-
-def base_loss_names() -> tuple[str, ...]:
-  """Every ``loss.crl.base``: ``ce`` and the baselines registered as CRL bases."""
-  return (CROSS_ENTROPY, *(name for name, training_loss in
-                           baselines.TRAINING_LOSSES.items() if training_loss.crl_base))
+# run as ``baselines.TRAINING_LOSSES`` says (``baselines.loss_names()`` lists them all;
+# ``config_lib.MINING`` the ``loss.crl.mining`` choices of the module docstring).
+CROSS_ENTROPY = baselines.CROSS_ENTROPY
+CRL = baselines.CRL
 
 
 def attribute_alpha(loss_config, class_counts: np.ndarray,

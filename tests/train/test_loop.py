@@ -9,15 +9,19 @@ import numpy as np
 import pytest
 
 from crl_jax.train import checkpoint as checkpoint_lib
+from crl_jax import data as data_lib
+from crl_jax.train import evaluate as evaluate_lib
 from crl_jax.train import loop
+from crl_jax.train import setup as setup_lib
 from crl_jax.train import step as step_lib
 from tests.train.conftest import smoke_config
+from tests.train.test_writer import tensorboard_scalars
 
 
 def final_params(config, workdir):
-  run = loop.build(config)
+  run = setup_lib.build(config)
   store = checkpoint_lib.CheckpointStore(workdir, config.checkpoint.keep)
-  state, meta, _ = store.restore_latest(loop.abstract_state(run))
+  state, meta, _ = store.restore_latest(setup_lib.abstract_state(run))
   store.close()
   return jax.device_get(state.params), jax.device_get(state.batch_stats), meta
 
@@ -28,7 +32,7 @@ def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys, monkey
   results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
   assert results["status"] == "finished" and results["step"] == 6
   test = results["test"]
-  assert set(test["attributes"]) == set(loop.build(config).schema.names)
+  assert set(test["attributes"]) == set(setup_lib.build(config).schema.names)
   assert 0.0 <= test["mean_class_balanced_accuracy"] <= 1.0
   for name in ("config.json", "metrics.jsonl", "results.json", "checkpoints", "best",
                "tensorboard"):
@@ -36,9 +40,17 @@ def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys, monkey
   lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert {l["split"] for l in lines} == {"train", "validation"}
   assert all(np.isfinite(l["loss"]) for l in lines if l["split"] == "train")
+  # TensorBoard reads the same scalars at the same steps.
+  events = tensorboard_scalars(tmp_path)
+  for split in ("train", "validation"):
+    rows = [l for l in lines if l["split"] == split]
+    for key in rows[0]:
+      if key not in ("step", "split"):
+        assert events[f"{split}/{key}"] == [
+            (l["step"], pytest.approx(l[key], rel=1e-6)) for l in rows], key
   assert "class-balanced accuracy per attribute" in capsys.readouterr().out
   # --mode=eval re-evaluates the same best checkpoint and gets the same numbers.
-  again = loop.evaluate(config, str(tmp_path))
+  again = evaluate_lib.evaluate(config, str(tmp_path))
   assert again["test"]["mean_class_balanced_accuracy"] == pytest.approx(
       test["mean_class_balanced_accuracy"])
   # ... and refuses at once (one line) when it could not write results.json at the end.
@@ -46,11 +58,11 @@ def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys, monkey
   real_access = os.access
   monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(
       tmp_path) else real_access(path, mode))
-  monkeypatch.setattr(loop, "build", lambda *_: pytest.fail("evaluated first"))
+  monkeypatch.setattr(setup_lib, "build", lambda *_: pytest.fail("evaluated first"))
   with pytest.raises(checkpoint_lib.CheckpointError,
                      match=r"^workdir .* is not writable \(no write permission on .*\); "
                      "give a --workdir in a directory you can write to.$"):
-    loop.evaluate(config, str(tmp_path))
+    evaluate_lib.evaluate(config, str(tmp_path))
 
 
 @pytest.mark.parametrize("adjustment,variants", [
@@ -123,7 +135,7 @@ def test_injected_nan_stops_with_a_clear_error_and_keeps_the_checkpoint(data_dir
   config = smoke_config(data_dir, **{"train.num_steps": 8, "train.eval_every": 4,
                                      "train.log_every": 1, "checkpoint.every_steps": 2,
                                      "train.inject_nan_at_step": 5})
-  with pytest.raises(loop.TrainingError) as error:
+  with pytest.raises(setup_lib.TrainingError) as error:
     loop.train_and_evaluate(config, str(tmp_path), progress=False)
   message = str(error.value)
   assert "non-finite loss at step 5" in message
@@ -158,23 +170,23 @@ def test_init_from_an_earlier_run_copies_matching_variables(data_dir, tmp_path, 
   later = smoke_config(data_dir, **{"train.num_steps": 2, "train.eval_every": 2,
                                     "checkpoint.every_steps": 2, "loss.name": "ce",
                                     "model.init_from": str(earlier)})
-  run = loop.build(later)
-  state = loop.initial_state(run, loop.initial_keys(later.seed)[0])
-  state, report = loop.load_pretrained(state, str(earlier), run.mesh)
+  run = setup_lib.build(later)
+  state = setup_lib.initial_state(run, setup_lib.initial_keys(later.seed)[0])
+  state, report = setup_lib.load_pretrained(state, str(earlier), run.mesh)
   assert report[0].startswith("loaded ") and "re-initialised" not in " ".join(report)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), params)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.batch_stats),
                batch_stats)
   with pytest.raises(checkpoint_lib.CheckpointError, match="no checkpoints/ directory"):
-    loop.load_pretrained(state, str(tmp_path / "missing"), run.mesh)
+    setup_lib.load_pretrained(state, str(tmp_path / "missing"), run.mesh)
 
 
 def test_no_training_rows_is_an_error_before_any_statistics(data_dir, tmp_path,
                                                             monkeypatch, capsys):
   """Nothing derived from an empty epoch (steps per epoch, alpha) is printed first."""
   config = smoke_config(data_dir, **{"train.num_steps": None, "train.num_epochs": 1.0})
-  monkeypatch.setattr(loop.data_lib, "training_multiplicity",
+  monkeypatch.setattr(data_lib, "training_multiplicity",
                       lambda source, *_: np.zeros(source.num_examples("train"), int))
-  with pytest.raises(loop.TrainingError, match="training split of .* has no rows"):
+  with pytest.raises(setup_lib.TrainingError, match="training split of .* has no rows"):
     loop.train_and_evaluate(config, str(tmp_path), progress=False)
   assert "epochs" not in capsys.readouterr().out

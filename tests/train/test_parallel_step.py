@@ -8,9 +8,9 @@ import pytest
 
 from crl_jax import crl
 from crl_jax.data import synthetic
-from crl_jax.train import loop
 from crl_jax.train import mesh as mesh_lib
 from crl_jax.train import objective as objective_lib
+from crl_jax.train import setup as setup_lib
 from crl_jax.train import step as step_lib
 from tests.train.conftest import smoke_config
 
@@ -20,7 +20,8 @@ def one_step(run, mesh, batch, mining="global"):
       loss_config=run.config.loss, class_mask=run.class_mask,
       class_counts=run.class_counts, alpha=run.objective.alpha,
       attribute_names=run.schema.names, num_steps=run.num_steps, mesh=mesh)
-  state = loop.initial_state(dataclass_replace(run, mesh=mesh), jax.random.key(0, impl="rbg"))
+  state = setup_lib.initial_state(dataclass_replace(run, mesh=mesh),
+                                  jax.random.key(0, impl="rbg"))
   train_step = step_lib.make_train_step(run.model, objective, run.optimizer, mesh=mesh)
   sharded = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh)) for k, v in batch.items()}
   new_state, metrics = train_step(state, sharded, jax.random.key(1))
@@ -44,7 +45,7 @@ def make_batch(run, size=64):
 def test_eight_devices_equal_one_device_with_global_mining(data_dir, level):
   config = smoke_config(data_dir, **{"loss.crl.level": level, "loss.crl.scope": "all",
                                      "loss.crl.kappa": 5})
-  run = loop.build(config)
+  run = setup_lib.build(config)
   batch = make_batch(run)
   one = mesh_lib.make_mesh(jax.devices()[:1])
   eight = mesh_lib.make_mesh(jax.devices()[:8])
@@ -59,12 +60,12 @@ def test_eight_devices_equal_one_device_with_global_mining(data_dir, level):
 @pytest.mark.slow  # the default suite keeps global mining's equality, both levels
 def test_local_mining_differs_only_through_mining(data_dir):
   config = smoke_config(data_dir, **{"loss.crl.scope": "all", "loss.crl.kappa": 5})
-  run = loop.build(config)
+  run = setup_lib.build(config)
   batch = make_batch(run)
   eight = mesh_lib.make_mesh(jax.devices()[:8])
   config_local = smoke_config(data_dir, **{"loss.crl.scope": "all", "loss.crl.kappa": 5,
                                            "loss.crl.mining": "local"})
-  run_local = loop.build(config_local)
+  run_local = setup_lib.build(config_local)
   _, global_metrics = one_step(run, eight, batch)
   _, local_metrics = one_step(run_local, eight, batch)
   # Same forward pass and cross-entropy; only the CRL term (the mining) differs.
@@ -72,7 +73,7 @@ def test_local_mining_differs_only_through_mining(data_dir):
                              rtol=1e-6)
   assert abs(local_metrics["crl_loss"] - global_metrics["crl_loss"]) > 1e-4
   # Local CRL = mean over devices of the CRL of each device's rows.
-  state = loop.initial_state(run_local, jax.random.key(0, impl="rbg"))
+  state = setup_lib.initial_state(run_local, jax.random.key(0, impl="rbg"))
   outputs, _ = run.model.apply({"params": state.params,
                                 "batch_stats": state.batch_stats}, batch["image"],
                                train=True, mutable=["batch_stats"])

@@ -1,0 +1,56 @@
+"""What the processes of a job agree on: who writes, a flag raised anywhere, a refusal.
+
+Every process runs the same loop; process 0 alone prints, writes logs, metrics and
+results. A decision that one process makes (a workdir refused, a stop signal received)
+is shared with all the others at once, so none waits at the next collective until the
+heartbeat timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+from crl_jax.train import checkpoint as checkpoint_lib
+
+
+def is_main_process() -> bool:
+  """True on process 0, the one that prints and writes."""
+  return jax.process_index() == 0
+
+
+def log(*args) -> None:
+  """``print`` on process 0 (flushed), nothing elsewhere."""
+  if is_main_process():
+    print(*args, flush=True)
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process when any process raised ``flag`` (a collective: every
+  process must call it at the same point)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def agreed_check(check: Callable[[], None]) -> None:
+  """Runs ``check()`` on process 0 and raises its ``CheckpointError`` on every process:
+  the others learn of a refused workdir at once instead of waiting at the next
+  collective until the heartbeat timeout."""
+  message = ""
+  if is_main_process():
+    try:
+      check()
+    except checkpoint_lib.CheckpointError as error:
+      message = str(error)
+  if jax.process_count() > 1:
+    encoded = np.zeros(4096, np.uint8)
+    data = message.encode()[:4096]
+    encoded[:len(data)] = np.frombuffer(data, np.uint8)
+    encoded = np.asarray(multihost_utils.broadcast_one_to_all(encoded))
+    message = bytes(encoded[encoded > 0]).decode(errors="replace")
+  if message:
+    raise checkpoint_lib.CheckpointError(message)

@@ -1,0 +1,184 @@
+"""The workdir guard and resume: what a run may find in its workdir, and how it goes on.
+
+A workdir holds one run: ``config.json``, ``checkpoints/``, ``best/``,
+``metrics.jsonl``, ``tensorboard/``, ``results.json`` and ``config_changes.jsonl``.
+``prepare_workdir`` (before anything is built) refuses a workdir that cannot be written
+or that holds a run of a config that may not resume, and clears it with ``overwrite``;
+a resumed run may change only ``config_lib.RESUMABLE_KEYS``. ``resume`` restores the
+latest undamaged checkpoint (carrying the optimiser state across an ``optim.*``
+change), or starts from ``model.init_from``, and appends the config changes to
+``config_changes.jsonl`` with the step they apply from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+import jax
+import ml_collections
+
+from crl_jax import config_lib
+from crl_jax.train import checkpoint as checkpoint_lib
+from crl_jax.train import lock as lock_lib
+from crl_jax.train import mesh as mesh_lib
+from crl_jax.train import multihost
+from crl_jax.train import optimizer as optimizer_lib
+from crl_jax.train import setup as setup_lib
+from crl_jax.train import storage as storage_lib
+from crl_jax.train import writer as writer_lib
+
+
+@contextlib.contextmanager
+def exclusive(workdir: str):
+  """Holds ``WORKDIR/run.lock`` (``train.lock``) for the block: process 0 checks that
+  the workdir is writable and takes the lock, and a refusal (another live run holds
+  it) reaches every process at once as a one-line ``CheckpointError``."""
+  warning = []
+
+  def take():
+    checkpoint_lib.check_writable(workdir)
+    warning.append(lock_lib.acquire(workdir))
+
+  multihost.agreed_check(take)
+  for line in filter(None, warning):
+    multihost.log(line)
+  try:
+    yield
+  finally:
+    if multihost.is_main_process():
+      lock_lib.release(workdir)
+
+
+@contextlib.contextmanager
+def closed_on_exit(store: checkpoint_lib.CheckpointStore):
+  """Yields ``store`` and closes it after the block. A full disk met anywhere in the
+  block (or in the close) becomes one ``storage.DiskFullError`` line; after any failure
+  the close is quiet, so the failure is reported once, not again from the close."""
+  storage_lib.quiet_disk_full_reports()
+  try:
+    yield store
+  except Exception as error:  # pylint: disable=broad-except
+    with contextlib.suppress(Exception):
+      store.close()
+    full = storage_lib.disk_full_error(error, store.workdir)
+    if full is not None:
+      raise full from None
+    raise
+  try:
+    store.close()
+  except Exception as error:  # pylint: disable=broad-except
+    full = storage_lib.disk_full_error(error, store.workdir)
+    if full is not None:
+      raise full from None
+    raise
+
+
+def prepare_workdir(config, workdir: str, overwrite: bool) -> list:
+  """Checks (on process 0, agreed by all) that ``workdir`` is writable and holds no
+  run of a config that may not resume; clears it with ``overwrite``. Returns the
+  resumable config changes (``checkpoint.check_config``): ``[(key, old, new), ...]``."""
+  changes = []
+
+  def check():
+    checkpoint_lib.check_writable(workdir)
+    if overwrite and os.path.isdir(workdir):
+      for name in ("checkpoints", "best", "config.json", writer_lib.METRICS,
+                   writer_lib.TENSORBOARD, writer_lib.RESULTS,
+                   checkpoint_lib.CONFIG_CHANGES):
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        elif os.path.exists(path):
+          os.remove(path)
+    changes.extend(checkpoint_lib.check_config(workdir, config.to_json(sort_keys=True),
+                                               overwrite, config_lib.RESUMABLE_KEYS))
+
+  multihost.agreed_check(check)
+  return changes
+
+
+def check_trained_workdir(workdir: str) -> None:
+  """Refuses (on every process) a workdir that holds no run or cannot be written:
+  ``--mode=eval`` writes ``results.json`` there."""
+
+  def check():
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+      raise checkpoint_lib.CheckpointError(
+          f"{workdir} holds no run (no config.json): train first with --mode=train.")
+    checkpoint_lib.check_writable(workdir)
+
+  multihost.agreed_check(check)
+
+
+def resume(run: setup_lib.Run, store: checkpoint_lib.CheckpointStore, workdir: str,
+           changes: list, state) -> tuple:
+  """The state a run starts from, and its checkpoint metadata.
+
+  The latest undamaged checkpoint of ``store`` (older ones when the latest are
+  damaged, each reported), its optimiser state carried to the run's optimiser when
+  ``optim.*`` changed; else ``state`` (freshly initialised) with ``model.init_from``'s
+  matching variables when set. Then records the config (``config.json``) and appends
+  ``changes`` to ``config_changes.jsonl`` from the start step.
+
+  Returns:
+    ``(state, meta)``; ``meta`` has ``best_metric``, ``best_step`` and
+    ``train_seconds``.
+  """
+  log = multihost.log
+  meta = {"best_metric": None, "best_step": None, "train_seconds": 0.0}
+  optimizer = saved_optimizer(run, changes)
+  restored = store.restore_latest(setup_lib.abstract_state(run, optimizer))
+  notes = []
+  if restored is not None:
+    state, meta, skipped = restored
+    for step, reason in skipped:
+      log(f"WARNING: checkpoint at step {step} is damaged ({reason}); resumed from "
+          "an older one.")
+    if optimizer is not None:
+      state = carry_optimizer_state(run, state, notes)
+    log(f"resumed from step {int(state.step)} ({store.periodic.directory})")
+  elif run.config.model.init_from:
+    state, report = setup_lib.load_pretrained(state, run.config.model.init_from,
+                                              run.mesh)
+    for line in report:
+      log(f"init_from: {line}")
+  start_step = int(jax.device_get(state.step))
+  if multihost.is_main_process():
+    checkpoint_lib.record_config(workdir, run.config.to_json(sort_keys=True), changes,
+                                 start_step)
+  for key, old, new in changes:
+    log(f"config change from step {start_step}: {key} {old!r} -> {new!r} (recorded "
+        f"in {os.path.join(workdir, checkpoint_lib.CONFIG_CHANGES)})")
+  for note in notes:
+    log(f"note: {note}")
+  return state, meta
+
+
+def saved_optimizer(run: setup_lib.Run, changes: list):
+  """The optimiser of the checkpoints in the workdir when ``optim.*`` changed on this
+  resume (its state is restored with that optimiser's tree), else ``None``."""
+  if not any(key.startswith("optim.") for key, _, _ in changes):
+    return None
+  saved = ml_collections.ConfigDict(dict(run.config.optim))
+  for key, old, _ in changes:
+    if key.startswith("optim."):
+      saved[key[len("optim."):]] = old
+  return optimizer_lib.make_optimizer(saved, run.num_steps)
+
+
+def carry_optimizer_state(run: setup_lib.Run, state, notes: list):
+  """``state`` whose optimiser state has the run's (new) optimiser's tree: the saved
+  leaves when they match (momentum kept across a change of learning rate, schedule,
+  clipping or weight decay), else freshly initialised (appended to ``notes``)."""
+  fresh = jax.eval_shape(run.optimizer.init, state.params)
+  old_leaves = jax.tree.leaves(state.opt_state)
+  new_leaves, treedef = jax.tree.flatten(fresh)
+  if [(l.shape, l.dtype) for l in old_leaves] == [(l.shape, l.dtype) for l in new_leaves]:
+    return state.replace(opt_state=jax.tree.unflatten(treedef, old_leaves))
+  notes.append("the optimiser state was re-initialised (the new optimiser keeps "
+               "different state)")
+  opt_state = jax.jit(run.optimizer.init, out_shardings=mesh_lib.replicated_sharding(
+      run.mesh))(state.params)
+  return state.replace(opt_state=opt_state)
