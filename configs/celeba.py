@@ -16,8 +16,6 @@ class-balanced accuracy for CRL vs 81% for DeepID2 with CE.
 synthetic CelebA-shaped set with the tiny model.
 """
 
-import ml_collections
-
 from crl_jax import config_lib
 
 
@@ -39,16 +37,8 @@ def get_config(arg=None):
   config.checkpoint.every_steps = 2000
   config.eval.batch_size = 512
   if arg == "smoke":
-    config.data.name = "synthetic_attributes"
-    config.data.synthetic.update(kind="celeba", image_size=64, num_train=1_024,
-                                 num_validation=256, num_test=256)
-    config.model.name = "tiny"
-    config.model.kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
-    config.train.num_steps = 4
-    config.train.log_every = 2
-    config.train.eval_every = 4
-    config.checkpoint.every_steps = 4
-    config.eval.batch_size = 256
-  elif arg is not None:
+    return config_lib.smoke(config, kind="celeba", num_train=1_024, num_validation=256,
+                            num_test=256, num_steps=4, log_every=2, eval_batch_size=256)
+  if arg is not None:
     raise ValueError(f"configs/celeba.py takes no argument or 'smoke', got {arg!r}.")
   return config_lib.finalise(config)

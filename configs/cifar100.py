@@ -14,8 +14,6 @@ backbones: --config.model.name=cifarnet or densenet. The paper reports ResNet-32
 offline synthetic set with the tiny model.
 """
 
-import ml_collections
-
 from crl_jax import config_lib
 
 
@@ -37,23 +35,13 @@ def get_config(arg=None):
   config.train.eval_every = 2000
   config.checkpoint.every_steps = 2000
   config.eval.batch_size = 500
-  return smoke(config) if arg == "smoke" else _check(arg, config)
-
-
-def smoke(config):
-  config.data.name = "synthetic_attributes"
-  config.data.synthetic.update(kind="cifar", image_size=32, num_train=2_560,
-                               num_validation=500, num_test=500)
-  config.model.name = "tiny"
-  config.model.kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
-  config.train.num_steps = 6
-  config.train.log_every = 2
-  config.train.eval_every = 6
-  config.checkpoint.every_steps = 6
-  return config_lib.finalise(config)
-
-
-def _check(arg, config):
+  if arg == "smoke":
+    return config_lib.smoke(config, **SMOKE)
   if arg is not None:
-    raise ValueError(f"this config takes no argument or 'smoke', got {arg!r}.")
+    raise ValueError(f"configs/cifar100.py takes no argument or 'smoke', got {arg!r}.")
   return config_lib.finalise(config)
+
+
+# The :smoke shapes, shared with configs/cifar100_imb.py.
+SMOKE = dict(kind="cifar", num_train=2_560, num_validation=500, num_test=500,
+             num_steps=6, log_every=2)

@@ -33,7 +33,7 @@ def get_config(arg=None):
   config.loss.crl.alpha = None
   config.loss.crl.eta = 0.5
   if arg == "smoke":
-    return _cifar100.smoke(config)
+    return config_lib.smoke(config, **_cifar100.SMOKE)
   if arg is not None:
     raise ValueError(f"configs/cifar100_imb.py takes no argument or 'smoke', got {arg!r}.")
   return config_lib.finalise(config)

@@ -15,8 +15,6 @@ per-attribute class-balanced accuracy of each binary attribute and the group mea
 offline synthetic DeepFashion-shaped set with the tiny model.
 """
 
-import ml_collections
-
 from crl_jax import config_lib
 
 
@@ -40,17 +38,10 @@ def get_config(arg=None):
   config.checkpoint.every_steps = 5000
   config.eval.batch_size = 128
   if arg == "smoke":
-    config.data.name = "synthetic_attributes"
-    config.data.synthetic.update(kind="deepfashion", image_size=224, num_train=256,
-                                 num_validation=128, num_test=128)
-    config.model.name = "tiny"
-    config.model.kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
-    config.train.num_steps = 3
-    config.train.log_every = 1
-    config.train.eval_every = 3
-    config.checkpoint.every_steps = 3
-    config.eval.batch_size = 64
-  elif arg is not None:
+    return config_lib.smoke(config, kind="deepfashion", num_train=256,
+                            num_validation=128, num_test=128, num_steps=3, log_every=1,
+                            eval_batch_size=64)
+  if arg is not None:
     raise ValueError(f"configs/deepfashion.py takes no argument or 'smoke', got "
                      f"{arg!r}.")
   return config_lib.finalise(config)

@@ -51,17 +51,10 @@ def get_config(arg=None):
     config.train.eval_every = 400
     config.checkpoint.every_steps = 400
   elif arg == "smoke":
-    config.data.synthetic.num_train = 2_000
-    config.data.synthetic.num_validation = 1_100
-    config.data.synthetic.num_test = 1_100
-    config.model.name = "tiny"
-    config.model.kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
-    config.train.num_steps = 30
-    config.train.batch_size = 64
-    config.train.log_every = 10
-    config.train.eval_every = 15
-    config.eval.batch_size = 128
-    config.checkpoint.every_steps = 15
+    return config_lib.smoke(config, kind="xdomain", num_train=2_000,
+                            num_validation=1_100, num_test=1_100, num_steps=30,
+                            log_every=10, eval_every=15, batch_size=64,
+                            eval_batch_size=128)
   elif arg is not None:
     raise ValueError(f"configs/synthetic.py takes no argument, 'quickstart', 'cifar_lt' "
                      f"or 'smoke', got {arg!r}.")

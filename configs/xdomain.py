@@ -18,8 +18,6 @@ batch 128) on a small offline synthetic X-Domain-shaped set with the tiny model;
 about a minute on a CPU.
 """
 
-import ml_collections
-
 from crl_jax import config_lib
 
 
@@ -41,16 +39,9 @@ def get_config(arg=None):
   config.train.eval_every = 2000
   config.checkpoint.every_steps = 2000
   if arg == "smoke":
-    config.data.name = "synthetic_attributes"
-    config.data.synthetic.update(kind="xdomain", image_size=128, num_train=1_024,
-                                 num_validation=560, num_test=1_100)
-    config.model.name = "tiny"
-    config.model.kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
-    config.train.num_steps = 6
-    config.train.log_every = 2
-    config.train.eval_every = 6
-    config.eval.batch_size = 280
-    config.checkpoint.every_steps = 6
-  elif arg is not None:
+    return config_lib.smoke(config, kind="xdomain", num_train=1_024,
+                            num_validation=560, num_test=1_100, num_steps=6,
+                            log_every=2, eval_batch_size=280)
+  if arg is not None:
     raise ValueError(f"configs/xdomain.py takes no argument or 'smoke', got {arg!r}.")
   return config_lib.finalise(config)

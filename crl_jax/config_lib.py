@@ -280,6 +280,50 @@ def finalise(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
+def smoke(config: ml_collections.ConfigDict, *, kind: str, num_train: int,
+          num_validation: int, num_test: int, num_steps: int, log_every: int,
+          eval_every: Optional[int] = None, batch_size: Optional[int] = None,
+          eval_batch_size: Optional[int] = None) -> ml_collections.ConfigDict:
+  """Shrinks an experiment to its ``:smoke`` run and finalises it.
+
+  A smoke run keeps the experiment's shapes that CRL sees (attributes, classes per
+  attribute, image size, batch size, loss settings) and swaps what makes it slow: the
+  data become a small offline synthetic set of the same shape (``kind``, rendered at
+  ``config.data.image_size``), the model the tiny CNN, and training a few steps that
+  evaluate and save at the end (or every ``eval_every`` steps).
+
+  Args:
+    config: an unlocked experiment config (``base_config()`` changed by a
+      ``configs/*.py`` file).
+    kind: the synthetic dataset's shape (``data.synthetic.kind``: ``xdomain``,
+      ``celeba``, ``deepfashion``, ``cifar``, ...).
+    num_train, num_validation, num_test: the synthetic split sizes.
+    num_steps: training steps.
+    log_every: steps between logged metrics.
+    eval_every: steps between evaluations and checkpoints; ``num_steps`` when None.
+    batch_size: ``train.batch_size`` when given; the experiment's own otherwise.
+    eval_batch_size: ``eval.batch_size`` when given; the experiment's own otherwise.
+
+  Returns:
+    The same config, changed in place and locked (``finalise``).
+  """
+  config.data.name = "synthetic_attributes"
+  config.data.synthetic.update(kind=kind, image_size=config.data.image_size,
+                               num_train=num_train, num_validation=num_validation,
+                               num_test=num_test)
+  config.model.name = "tiny"
+  config.model.kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
+  config.train.num_steps = num_steps
+  config.train.log_every = log_every
+  config.train.eval_every = num_steps if eval_every is None else eval_every
+  config.checkpoint.every_steps = config.train.eval_every
+  if batch_size is not None:
+    config.train.batch_size = batch_size
+  if eval_batch_size is not None:
+    config.eval.batch_size = eval_batch_size
+  return finalise(config)
+
+
 def parse_value(text: str):
   """A Python literal where ``text`` is one (``10``, ``0.5``, ``(8, 16)``, ``None``,
   ``True``; also ``true``/``false``), else the string itself."""

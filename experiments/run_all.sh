@@ -4,7 +4,7 @@ set -e
 # after an interruption resumes), so the shared rows (ce, the paper-weight crl) train
 # once. About 2 h of training on a quiet 2-core CPU for the diagnosis part, 1h30m more
 # for the earlier method comparison at the end.
-cd "$(dirname "$0")/../.."  # the repository root
+cd "$(dirname "$0")/.."  # the repository root
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
 
 # Every CRL key pinned, so a later change of a default never changes these runs.
@@ -40,16 +40,16 @@ python -m crl_jax.compare --config=configs/synthetic.py:cifar_lt --seeds=3 \
   --workdir=runs/compare_cifar_lt "${PIN[@]}" --report_dir=runs/compare_cifar_lt/paper \
   --methods=ce,crl@$PCT
 # Questions 2 and 4 (seed 0's checkpoints), and the validation choices.
-python docs/results/diagnose.py eligibility --config=configs/synthetic.py:quickstart \
+python experiments/diagnose.py eligibility --config=configs/synthetic.py:quickstart \
   --steps=800 --out=runs/compare/diagnosis/eligibility.json
-python docs/results/diagnose.py gradients --workdir=runs/compare --runs=ce,crl__loss.crl.eta-1.0 \
+python experiments/diagnose.py gradients --workdir=runs/compare --runs=ce,crl__loss.crl.eta-1.0 \
   --seed=0 --out=runs/compare/diagnosis/gradients_paper.json
-python docs/results/diagnose.py gradients --workdir=runs/compare \
+python experiments/diagnose.py gradients --workdir=runs/compare \
   --runs=crl__loss.crl.eta-1.0_loss.crl.blend-additive,crl__loss.crl.eta-1.0_loss.crl.blend-additive_loss.crl.score-log_probability \
   --seed=0 --out=runs/compare/diagnosis/gradients_additive.json
 for report in runs/compare/{diagnosis,posthoc,pooled,budget,balanced,extension} \
               runs/compare_cifar_lt/paper; do
-  echo "== $report"; python docs/results/validation_choice.py "$report/compare.json" --prefix=crl
+  echo "== $report"; python experiments/validation_choice.py "$report/compare.json" --prefix=crl
 done
 echo DIAGNOSIS DONE
 

@@ -1,6 +1,6 @@
 r"""Model selection on validation for docs/results.md: never on test.
 
-    python docs/results/validation_choice.py runs/compare/sweep/compare.json [--prefix=crl]
+    python experiments/validation_choice.py runs/compare/sweep/compare.json [--prefix=crl]
 
 Reads a ``python -m crl_jax.compare`` report (``compare.json``: every run's validation
 and test summaries) and prints, per method, the validation mean class-balanced accuracy

@@ -1,8 +1,8 @@
 r"""Diagnosis of docs/results.md: who CRL ever rectifies, and which way its gradient pushes.
 
-    python docs/results/diagnose.py eligibility --config=configs/synthetic.py:quickstart \
+    python experiments/diagnose.py eligibility --config=configs/synthetic.py:quickstart \
         --steps=800 --out=runs/compare/diagnosis/eligibility.json
-    python docs/results/diagnose.py gradients --workdir=runs/compare \
+    python experiments/diagnose.py gradients --workdir=runs/compare \
         --runs=ce,crl__loss.crl.eta-1.0 --seed=0 --out=runs/compare/diagnosis/gradients.json
 
 ``eligibility`` (question 4): draws ``--steps`` shuffled training batches of the config's
