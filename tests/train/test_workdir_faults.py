@@ -94,24 +94,24 @@ def test_the_lock_is_released_when_a_run_fails(data_dir, tmp_path):
   assert not lock_lib.is_held(str(tmp_path))
 
 
-def _tmpfs(path, size: str) -> bool:
-  """Mounts a tmpfs of ``size`` at ``path`` when this process may (root, Linux)."""
-  if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
-    return False
+# A real full disk needs a tmpfs, which root can mount on Linux (CI runs as root);
+# elsewhere test_a_simulated_full_disk_keeps_the_last_checkpoint holds the case alone.
+CAN_MOUNT = (sys.platform == "linux" and os.geteuid() == 0
+             and shutil.which("mount") is not None)
+
+
+def _mount_tmpfs(path, size: str) -> None:
   path.mkdir()
-  result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                           str(path)], capture_output=True)
-  return result.returncode == 0
+  subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                 check=True, capture_output=True)
 
 
+@pytest.mark.skipif(not CAN_MOUNT, reason="mounting a tmpfs needs root on Linux")
 def test_a_full_disk_stops_in_one_line_and_the_copy_resumes(data_dir, tmp_path):
-  """A real full disk (a 1000 KB tmpfs: one periodic and one best checkpoint fit, the
-  second periodic one does not) when the tests may mount one; else the simulated one
-  below is the only disk-full test that ran (the test says which by its skip)."""
+  """A real full disk: a 1000 KB tmpfs, where one periodic and one best checkpoint
+  fit and the second periodic one does not."""
   disk = tmp_path / "disk"
-  if not _tmpfs(disk, "1000k"):
-    pytest.skip("cannot mount a tmpfs here (not root, or no mount): "
-                "test_a_simulated_full_disk_keeps_the_last_checkpoint holds the case")
+  _mount_tmpfs(disk, "1000k")
   try:
     workdir = disk / "run"
     environment = command_environment(data_dir)
