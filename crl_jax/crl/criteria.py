@@ -204,8 +204,8 @@ def relative_hinge_sums(positive_distances, positive_mask, negative_distances,
     and so is its gradient; the count comes from the mask sizes. ``O(B K^2)`` compares
     but no gathers, no sort and no float ``[B, K, K]`` array: XLA-CPU fuses a compare
     into an int reduction over up to 32 entries, while it wrote the float hinges of
-    the earlier ``sum(relu(...))`` out before its (YNNPACK) reduction, 135 ms of the 230
-    ms loss + gradient at DeepFashion's 1000 binary heads (``docs/benchmarks.md``,
+    the earlier ``sum(relu(...))`` out before its (YNNPACK) reduction, most of the
+    loss + gradient at DeepFashion's 1000 binary heads (``docs/performance-history.md``,
     round 5). XLA splits an int reduction over more than 32 entries into windows of
     32 and writes the compare out (32 < K <= ``PAIRS_UP_TO``). The two sums cancel,
     so float32 rounding follows their size, not the hinges': 1.5e-7 relative error

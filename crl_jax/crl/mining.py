@@ -164,9 +164,9 @@ def class_level_hard_sets(scores, labels, valid, eligible, kappa: int,
   ``lax.top_k`` row per mined class. The positives are ranked among the members of
   the eligible classes only, by counting for each member the same-class members ahead
   of it (fused integer compare-counts, ``O(M^2)`` for ``M`` members, no sort). Until
-  round 5 of ``docs/benchmarks.md`` they came from one 3-key ``lax.sort`` of the batch
-  per attribute, which XLA-CPU ran at about 35 us per 128-sample row (37 ms a step at
-  DeepFashion's 1000 binary heads), and then from a second ``top_k`` row per class.
+  round 5 (``docs/performance-history.md``) they came from one 3-key ``lax.sort`` of the
+  batch per attribute, slow on XLA-CPU at DeepFashion's 1000 binary heads, and then from
+  a second ``top_k`` row per class.
 
   Ties: among equal scores the lower batch index is selected first (``lax.top_k``'s
   rule).

@@ -102,9 +102,7 @@ def minority_classes(histogram, rho=0.5):
   # The cumulative count of class c in that order, without sorting: the counts of the
   # classes that come no later than c (fewer samples, or as many and a lower index).
   # C x C integer compares, which XLA-CPU fuses into the sum (``chunked_count``).
-  # It replaces an argsort (68 us of a 2.5 ms loss + gradient in the X-Domain heads'
-  # profile) and a scatter; side by side the loss + gradient went 2.58 -> 2.53 ms
-  # (docs/benchmarks.md, round 5).
+  # It replaces an argsort and a scatter (docs/performance-history.md, round 5).
   classes = jnp.arange(histogram.shape[-1])
 
   def counts_no_later(start, end):  # [C, chunk] -> [C]

@@ -254,11 +254,9 @@ def _attribute_groups(class_mask, num_classes: int):
   at most one more copy of the per-attribute program; the split is taken only when it
   removes at least 3/4 of the padded columns, and only at the class level (whose mining
   and scores scale with the width; the instance level works on B x B distances).
-  Measured (``benchmarks/side_by_side.py``, loss + gradient, docs/benchmarks.md 0.8):
-  at 1000 heads padded to 55 (96% of the columns removed) class/relative went from
-  3.47x to 2.62x CE and class/absolute from 2.06x to 1.01x; at the X-Domain heads (53%
-  removed) the split gained nothing (relative 4.67x vs 4.72x, distribution 5.42x vs
-  5.98x), so it is not taken there. Every attribute's loss is the same: columns
+  Measured on the CPU box (``docs/performance-history.md``): the split pays at 1000
+  heads padded to 55 (96% of the columns removed) and gained nothing at the X-Domain
+  heads (53% removed), so it is not taken there. Every attribute's loss is the same: columns
   past ``t`` are padded classes of that attribute, which the loss ignores (labels there
   are ignored too, convention 11).
 
