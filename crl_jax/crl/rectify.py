@@ -303,11 +303,28 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     margin = jnp.asarray(margin, jnp.float32)
   logits, features, labels, valid = (_gather(x, axis_name)
                                      for x in (logits, features, labels, valid))
-  loss_fn = fast.attribute_loss if resolve_impl(impl) == "fast" else attribute_loss
-  loss, _ = loss_fn(logits, features, labels, valid, class_mask, margin, level=level,
-                    criterion=criterion, kappa=kappa, rho=rho, scope=scope,
-                    num_bins=num_bins, score=score)
-  return loss
+  options = dict(level=level, criterion=criterion, kappa=kappa, rho=rho, scope=scope,
+                 num_bins=num_bins, score=score)
+  impl = resolve_impl(impl)
+  if impl == "fast":  # its static bound, read while a numpy mask is still concrete
+    options["real_classes_bound"] = fast.real_class_bound(class_mask, logits.shape[-1])
+  arguments = (logits, features, labels, valid,
+               None if class_mask is None else jnp.asarray(class_mask, bool), margin)
+  if not isinstance(rho, (int, float)):  # a traced rho cannot be a static option
+    return _attribute_loss_of(impl, *arguments, **options)[0]
+  # One compiled program (eagerly: one compile, not one dispatch per operation).
+  return _compiled_attribute_loss(*arguments, impl=impl,
+                                  options=tuple(sorted(options.items())))[0]
+
+
+def _attribute_loss_of(impl, *arguments, **options):
+  return (fast.attribute_loss if impl == "fast" else attribute_loss)(*arguments,
+                                                                      **options)
+
+
+@functools.partial(jax.jit, static_argnames=("impl", "options"))
+def _compiled_attribute_loss(*arguments, impl, options):
+  return _attribute_loss_of(impl, *arguments, **dict(options))
 
 
 def multi_attribute_crl(logits, features, labels, class_mask=None, *,
