@@ -87,7 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
       # Extensions beyond the paper (crl_jax/crl/rectify.py; docs/results.md says why):
       blend="convex",  # convex: Eqn 8 | additive: base + alpha*CRL | base_only: diagnostic
       score="probability",  # Eqn 10 on probability | log_probability | logit
-      reduction="attribute"))  # attribute: mean per attribute | pooled: Eqn 9 literally
+      reduction="attribute",  # attribute: mean per attribute | pooled: Eqn 9 literally
+      impl="auto"))  # reference | fast | auto: per backend (crl.IMPLS, crl.resolve_impl)
   # One section per registered baseline loss with settings (focal, class_balanced, ldam,
   # logit_adjust, ...): keys and defaults come from crl_jax.baselines.register_loss.
   for training_loss in baselines.TRAINING_LOSSES.values():
@@ -149,35 +150,21 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   positive("model.feature_dim", config.model.feature_dim)
   one_of("loss.name", config.loss.name, baselines.loss_names())
   crl = config.loss.crl
-  one_of("loss.crl.level", crl.level, crl_lib.LEVELS)
-  one_of("loss.crl.criterion", crl.criterion, crl_lib.CRITERIA)
-  one_of("loss.crl.scope", crl.scope, crl_lib.SCOPES)
   one_of("loss.crl.mining", crl.mining, MINING)
   one_of("loss.crl.base", crl.base, baselines.base_loss_names())
   one_of("loss.crl.blend", crl.blend, crl_lib.BLENDS)
-  one_of("loss.crl.score", crl.score, crl_lib.SCORES)
-  one_of("loss.crl.reduction", crl.reduction, crl_lib.REDUCTIONS)
-  try:
+  try:  # level, criterion, scope, kappa, rho, bins, margin, score, reduction, impl
     crl_lib.check_options(level=crl.level, criterion=crl.criterion, scope=crl.scope,
-                          kappa=max(crl.kappa, 1), rho=0.5, num_bins=max(crl.num_bins, 2),
-                          margin=crl.margin, score=crl.score, reduction=crl.reduction)
+                          kappa=crl.kappa, rho=crl.rho, num_bins=crl.num_bins,
+                          margin=crl.margin, score=crl.score, reduction=crl.reduction,
+                          impl=crl.impl)
   except ValueError as error:
-    raise ConfigError(f"config.loss.crl: {error}") from None
-  positive("loss.crl.kappa", crl.kappa)
-  positive("loss.crl.num_bins", crl.num_bins, 2)
-  if not 0.0 < crl.rho <= 1.0:
-    raise _allowed("loss.crl.rho", crl.rho, "must be in (0, 1]")
+    raise ConfigError(f"config.loss.crl.{error}") from None
   if crl.eta < 0:
     raise _allowed("loss.crl.eta", crl.eta, "must be >= 0")
   if crl.alpha is not None and not 0.0 <= crl.alpha <= 1.0:
     raise _allowed("loss.crl.alpha", crl.alpha, "must be in [0, 1] (or None for eta * "
                    "Omega_imb)")
-  if crl.margin is not None and crl.margin < 0:
-    raise _allowed("loss.crl.margin", crl.margin, "must be >= 0 (or None for the "
-                   "paper's default)")
-  if crl.margin is not None and crl.criterion == "distribution":
-    raise _allowed("loss.crl.margin", crl.margin, "must be None with criterion="
-                   "'distribution' (Eqn 16 has no margin)")
   for training_loss in baselines.TRAINING_LOSSES.values():
     section = training_loss.config_section
     for key in training_loss.config_defaults:

@@ -11,9 +11,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(REPO, "configs/synthetic.py:smoke")
 
 BAD_VALUES = [
-    ("loss.crl.rho=0.0", "config.loss.crl.rho=0.0 is not allowed: must be in (0, 1]."),
-    ("loss.crl.rho=1.5", "config.loss.crl.rho=1.5 is not allowed: must be in (0, 1]."),
-    ("loss.crl.kappa=0", "config.loss.crl.kappa=0 is not allowed: must be >= 1."),
+    ("loss.crl.rho=0.0", "config.loss.crl.rho=0.0 is not allowed: must be in (0, 1] (the "
+                         "minority criterion of Eqn 3; the paper uses 0.5)."),
+    ("loss.crl.rho=1.5", "config.loss.crl.rho=1.5 is not allowed: must be in (0, 1] (the "
+                         "minority criterion of Eqn 3; the paper uses 0.5)."),
+    ("loss.crl.kappa=0", "config.loss.crl.kappa=0 is not allowed: must be an int >= 1 "
+                         "(the hard positives and negatives mined per anchor; the paper "
+                         "uses 25)."),
+    ("loss.crl.impl='gpu'", "config.loss.crl.impl='gpu' is not allowed: use one of "
+                            "reference, fast, auto."),
+    ("loss.crl.margin=-0.5", "config.loss.crl.margin=-0.5 is not allowed: must be >= 0 "
+                             "(or None for the paper's default)."),
     ("loss.crl.eta=-0.1", "config.loss.crl.eta=-0.1 is not allowed: must be >= 0."),
     ("loss.crl.alpha=1.2", "config.loss.crl.alpha=1.2 is not allowed: must be in [0, 1] "
                            "(or None for eta * Omega_imb)."),
@@ -23,7 +31,9 @@ BAD_VALUES = [
                                      " use one of relative, absolute, distribution."),
     ("loss.crl.scope='majority'", "config.loss.crl.scope='majority' is not allowed: use "
                                   "one of minority, all."),
-    ("loss.crl.num_bins=1", "config.loss.crl.num_bins=1 is not allowed: must be >= 2."),
+    ("loss.crl.num_bins=1", "config.loss.crl.num_bins=1 is not allowed: must be an int "
+                            ">= 2 (the histogram of Eqn 14 needs both ends of its range "
+                            "as bins)."),
     ("loss.name='hinge'", "config.loss.name='hinge' is not allowed: use one of ce, crl, "
                           "cost_sensitive, focal, class_balanced, ldam_drw, logit_adjust, "
                           "balanced_softmax."),
@@ -66,7 +76,7 @@ def test_bad_value_is_refused_in_one_line(override, message):
 
 def test_unknown_key_and_wrong_type():
   with pytest.raises(config_lib.ConfigError, match=r"config.loss.crl.kapa does not exist;"
-                     r" keys there: alpha, base, blend, criterion, eta, kappa"):
+                     r" keys there: alpha, base, blend, criterion, eta, impl, kappa"):
     config_lib.load_config(SMOKE, ["loss.crl.kapa=3"])
   with pytest.raises(config_lib.ConfigError, match=r"config.loss.crl.kappa='many' has the "
                      "wrong type"):

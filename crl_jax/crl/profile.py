@@ -1,6 +1,7 @@
-"""Batch class profiling: class histograms, minority classes, Omega_imb and alpha.
+"""Batch class profiling (Section 3.2, Eqn 3) and the imbalance weight (Eqn 8).
 
-Everything here is pure ``jax.numpy`` with static shapes: class counts are fixed-size
+Class histograms, minority classes under ``rho``, eligible classes, Omega_imb and
+alpha, in plain ``jax.numpy`` with static shapes: class counts are fixed-size
 ``int32[C]`` arrays, class sets are ``bool[C]`` masks. Labels outside ``[0, C)``
 (``-1`` is the project's "missing label") and padded classes never count
 (``heads.label_validity``).
@@ -20,25 +21,7 @@ from crl_jax.crl.heads import label_validity
 # 28.999999..., and a class whose cumulative count is exactly 29 must still be
 # minority. Counts are integers, so the slack changes nothing else for batches below
 # ~10^5 samples and ``rho`` given to 5 significant digits.
-_RHO_SLACK = 1e-6
-
-
-# XLA-CPU fuses a compare into an integer reduction over at most this many entries;
-# above it splits the reduction into windows of 32 and writes the compare out (30x
-# slower at 128 entries, ``benchmarks/xla_cpu_reductions.py``), so longer counts are
-# summed in chunks of this width.
-FUSED_COUNT_WIDTH = 32
-
-
-def chunked_count(term, length: int):
-  """``sum_s term(s, e)`` over consecutive ``[s, e)`` chunks of ``range(length)`` of at
-  most ``FUSED_COUNT_WIDTH`` entries; ``term`` returns an int32 reduction over its
-  chunk, the same shape for every chunk. ``length`` is a static int >= 1."""
-  total = None
-  for start in range(0, length, FUSED_COUNT_WIDTH):
-    part = term(start, min(start + FUSED_COUNT_WIDTH, length))
-    total = part if total is None else total + part
-  return total
+RHO_SLACK = 1e-6
 
 
 def class_histogram(labels, num_classes: int, valid=None):
@@ -71,18 +54,26 @@ def class_histogram(labels, num_classes: int, valid=None):
 def check_rho(rho) -> None:
   """Raises ``ValueError`` when a concrete ``rho`` lies outside ``(0, 1]``."""
   if isinstance(rho, (int, float)) and not 0.0 < float(rho) <= 1.0:
-    raise ValueError(f"rho={rho!r} is out of range: the minority criterion of Eqn (3) "
-                     "needs 0 < rho <= 1 (the paper uses 0.5).")
+    raise ValueError(f"rho={rho!r} is not allowed: must be in (0, 1] (the minority "
+                     "criterion of Eqn 3; the paper uses 0.5).")
+
+
+def minority_budget(histogram, rho):
+  """``rho * n_valid`` of Eqn (3) as float32, ``n_valid = sum(histogram)`` (with the
+  ``RHO_SLACK`` above)."""
+  n_valid = jnp.sum(histogram).astype(jnp.float32)
+  return jnp.asarray(rho, jnp.float32) * n_valid * (1.0 + RHO_SLACK)
 
 
 def minority_classes(histogram, rho=0.5):
   """Minority classes of one attribute in one batch, Eqn (3).
 
+  "We then sort h^j_k in the descent order ... we define the minority classes ... as
+  the smallest classes C^j_min subject to sum_{k in C^j_min} h^j_k <= rho * n_bs."
   Classes are sorted by count ascending, ties broken by class index (lower first); a
-  class is minority when the cumulative count up to and including it is
-  ``<= rho * n_valid`` with ``n_valid = sum(histogram)``. Classes with no samples are
-  minority by this rule; they never take part in CRL because eligibility also needs
-  two samples (see ``eligible_classes``).
+  class is minority when the cumulative count up to and including it is ``<= rho *
+  n_valid``. Classes with no samples are minority by this rule; they never take part
+  in CRL because eligibility also needs two samples (``eligible_classes``).
 
   Args:
     histogram: int[C] class counts of the batch (``class_histogram``).
@@ -99,66 +90,10 @@ def minority_classes(histogram, rho=0.5):
   """
   check_rho(rho)
   histogram = jnp.asarray(histogram)
-  # The cumulative count of class c in that order, without sorting: the counts of the
-  # classes that come no later than c (fewer samples, or as many and a lower index).
-  # C x C integer compares, which XLA-CPU fuses into the sum (``chunked_count``).
-  # It replaces an argsort and a scatter (docs/performance-history.md, round 5).
-  classes = jnp.arange(histogram.shape[-1])
-
-  def counts_no_later(start, end):  # [C, chunk] -> [C]
-    other, other_class = histogram[None, start:end], classes[None, start:end]
-    no_later = jnp.where(other == histogram[:, None], other_class <= classes[:, None],
-                         other < histogram[:, None])
-    return jnp.sum(jnp.where(no_later, other, 0), axis=-1, dtype=jnp.int32)
-
-  cumulative = chunked_count(counts_no_later, histogram.shape[-1])
-  n_valid = histogram.sum().astype(jnp.float32)
-  budget = jnp.asarray(rho, jnp.float32) * n_valid * (1.0 + _RHO_SLACK)
-  return cumulative.astype(jnp.float32) <= budget
-
-
-def max_minority_samples(batch_size: int, rho: float, scope: str = "minority") -> int:
-  """Static upper bound on the number of anchors (valid samples of eligible classes).
-
-  With ``scope="minority"`` the minority classes hold at most ``rho * n_valid <= rho *
-  B`` samples (Eqn 3; the factor covers ``_RHO_SLACK`` and float32 rounding of the
-  budget); with ``scope="all"`` or a traced ``rho`` every valid sample can be an
-  anchor. Python ints in, Python int out (used for static shapes under ``jit``).
-
-  Example:
-    >>> from crl_jax.crl import profile
-    >>> profile.max_minority_samples(128, 0.5), profile.max_minority_samples(128, 0.5, "all")
-    (64, 128)
-  """
-  if scope == "all" or not isinstance(rho, (int, float)):
-    return int(batch_size)
-  return min(int(batch_size), int(float(rho) * batch_size * (1.0 + 4 * _RHO_SLACK)))
-
-
-def max_eligible_classes(batch_size: int, num_classes: int, rho: float,
-                         scope: str = "minority") -> int:
-  """Static upper bound on the number of eligible classes in a batch.
-
-  An eligible class has at least two valid samples (``eligible_classes``), so at most
-  ``max_minority_samples // 2`` classes are eligible, and at most ``C``. With
-  ``scope="minority"`` and ``rho < 1`` the last class in Eqn (3)'s order (a largest
-  one) is never minority: its cumulative count is ``n_valid > rho * n_valid``, so at
-  most ``C - 1`` (one of a binary head's two classes). The bound keeps that only for
-  ``rho`` far enough below 1 that the float32 budget of ``minority_classes`` (with its
-  slack) stays below ``n_valid``.
-
-  Example:
-    >>> from crl_jax.crl import profile
-    >>> profile.max_eligible_classes(128, 55, 0.5), profile.max_eligible_classes(16, 55, 0.5)
-    (32, 4)
-    >>> profile.max_eligible_classes(128, 2, 0.5), profile.max_eligible_classes(128, 2, 1.0)
-    (1, 2)
-  """
-  num_classes = int(num_classes)
-  if (scope == "minority" and isinstance(rho, (int, float))
-      and float(rho) * (1.0 + 4 * _RHO_SLACK) < 1.0 - 1e-5):
-    num_classes = max(num_classes - 1, 1)
-  return min(num_classes, max_minority_samples(batch_size, rho, scope) // 2)
+  order = jnp.argsort(histogram, stable=True)  # ascending; ties: lower class first
+  cumulative = jnp.cumsum(histogram[order]).astype(jnp.float32)
+  minority_in_order = cumulative <= minority_budget(histogram, rho)
+  return jnp.zeros(histogram.shape, bool).at[order].set(minority_in_order)
 
 
 def eligible_classes(histogram, *, rho=0.5, scope: str = "minority"):

@@ -1,10 +1,12 @@
 """The Class Rectification Loss (Section 3.3) and the blended objective of Eqn (8).
 
-Pipeline for one attribute: profile the batch (histogram, minority classes under rho,
-Eqn 3) -> mine hard positives/negatives (class level on scores, Eqns 4-5, or instance
-level on features, Eqns 6-7) -> distances (Eqns 10-11) -> criterion (relative Eqn 9,
-absolute Eqn 13, distribution Eqns 14-16) -> reduce. Several attributes are computed in
-one ``vmap`` over the attribute axis of padded heads.
+Pipeline for one attribute (``attribute_loss``, the reference path): profile the batch
+(histogram, minority classes under rho, Eqn 3) -> mine hard positives/negatives (class
+level on scores, Eqns 4-5, or instance level on features, Eqns 6-7) -> distances (Eqns
+10-11) -> criterion (relative Eqn 9, absolute Eqn 13, distribution Eqns 14-16) ->
+reduce. Several attributes are computed in one ``vmap`` over the attribute axis of
+padded heads. ``impl="fast"`` computes the same loss by the formulations of ``fast``;
+``impl="auto"`` (the default) picks one per backend (``resolve_impl``).
 
 Conventions the paper leaves open, pinned here:
 
@@ -52,6 +54,10 @@ Conventions the paper leaves open, pinned here:
     device then returns the same (replicated) value, and the gradient with respect to a
     device's rows is the gradient of the global loss with respect to those rows.
 
+14. Ties in mining go to the lower batch index (``jax.lax.top_k``'s rule); the paper
+    leaves them open. Both impls select the same samples; the order of the slots of a
+    selection does not change the loss.
+
 Extension beyond the paper (off by default): ``score``. Eqn 10 compares softmax
 probabilities; for a class the model never predicts, ``p_c ~ 0`` for every sample and
 ``dp_c / dz = p_c (1 - p_c) ~ 0``, so the hinge's pull on the hard positives vanishes
@@ -69,14 +75,13 @@ Rectification", TPAMI 2018.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from crl_jax.crl import criteria
+from crl_jax.crl import fast
 from crl_jax.crl import heads
 from crl_jax.crl import mining
 from crl_jax.crl import profile
@@ -89,292 +94,132 @@ DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level in LEVELS
                 for criterion in CRITERIA for scope in SCOPES)
 SCORES = ("probability", "log_probability", "logit")
 REDUCTIONS = ("attribute", "pooled")
+HISTOGRAM_RANGE = criteria.HISTOGRAM_RANGE
+default_margin = criteria.default_margin
 
-HISTOGRAM_RANGE = {"class": (-1.0, 1.0), "instance": (0.0, 2.0)}
+# ``impl``: the reference path of this module, the XLA:CPU formulation of ``fast``
+# (same values), or ``"auto"``: chosen per backend by the measurement below.
+IMPLS = ("reference", "fast", "auto")
+# Full train step of the default design at the X-Domain heads (``configs/xdomain.py``
+# shapes, ``python -m crl_jax.bench``), step time over CE's: (reference, fast), per
+# ``jax.default_backend()``; the figures, machine and command are in
+# docs/benchmarks.md. ``"auto"`` takes ``fast`` where it was measured below the
+# reference by more than ``AUTO_MIN_GAIN``; a backend without a row (gpu and tpu, not
+# measured yet) takes the reference.
+MEASURED_STEP_RATIOS = {"cpu": (0.97, 1.00)}
+AUTO_MIN_GAIN = 0.01
+
+
+def resolve_impl(impl: str = "auto", backend: Optional[str] = None) -> str:
+  """``"reference"`` or ``"fast"``: ``impl`` itself, or for ``"auto"`` what
+  ``MEASURED_STEP_RATIOS`` says for ``backend`` (default ``jax.default_backend()``).
+
+  Example:
+    >>> from crl_jax.crl import rectify
+    >>> rectify.resolve_impl("fast"), rectify.resolve_impl("auto", backend="tpu")
+    ('fast', 'reference')
+  """
+  if impl != "auto":
+    return impl
+  reference, fast_path = MEASURED_STEP_RATIOS.get(backend or jax.default_backend(),
+                                                  (1.0, 1.0))
+  return "fast" if fast_path < reference - AUTO_MIN_GAIN else "reference"
+
+
+def _one_of(name, value, options):
+  if value not in options:
+    raise ValueError(f"{name}={value!r} is not allowed: use one of {', '.join(options)}.")
 
 
 def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bins,
-                  margin=None, score: str = "probability",
-                  reduction: str = "attribute") -> None:
-  """Validates the static CRL options; raises ``ValueError`` naming the fix."""
-  if score not in SCORES:
-    raise ValueError(f"score={score!r} is unknown; use one of {SCORES}.")
-  if reduction not in REDUCTIONS:
-    raise ValueError(f"reduction={reduction!r} is unknown; use one of {REDUCTIONS}.")
+                  margin=None, score: str = "probability", reduction: str = "attribute",
+                  impl: str = "auto") -> None:
+  """Validates the static CRL options; raises one ``ValueError`` naming the option,
+  its value and what is allowed (``"kappa=0 is not allowed: ..."``)."""
+  for name, value, options in (("level", level, LEVELS), ("criterion", criterion,
+                                                          CRITERIA),
+                               ("scope", scope, SCOPES), ("score", score, SCORES),
+                               ("reduction", reduction, REDUCTIONS),
+                               ("impl", impl, IMPLS)):
+    _one_of(name, value, options)
   if score != "probability" and (level != "class" or criterion == "distribution"):
-    raise ValueError(f"score={score!r} applies to level='class' with the relative or "
-                     "absolute criterion (the histogram range of 'distribution' is "
-                     "that of probabilities); use score='probability'.")
+    raise ValueError(f"score={score!r} is not allowed with level={level!r}, criterion="
+                     f"{criterion!r}: it applies to level='class' with the relative or "
+                     "absolute criterion (the histogram range of 'distribution' is that "
+                     "of probabilities); use score='probability'.")
   if reduction == "pooled" and criterion != "relative":
-    raise ValueError("reduction='pooled' (one mean over the triplets of all attributes, "
-                     "Eqn 9) is defined for criterion='relative' only.")
-  if level not in LEVELS:
-    raise ValueError(f"level={level!r} is unknown; use one of {LEVELS}.")
-  if criterion not in CRITERIA:
-    raise ValueError(f"criterion={criterion!r} is unknown; use one of {CRITERIA}.")
-  if scope not in SCOPES:
-    raise ValueError(f"scope={scope!r} is unknown; use one of {SCOPES}.")
-  mining._check_kappa(kappa)  # pylint: disable=protected-access
+    raise ValueError(f"reduction='pooled' is not allowed with criterion={criterion!r}: "
+                     "one mean over the triplets of all attributes (Eqn 9) is defined "
+                     "for criterion='relative' only.")
+  mining.check_kappa(kappa)
   profile.check_rho(rho)
-  if criterion == "distribution":
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
-      raise ValueError(f"num_bins={num_bins!r} must be an int >= 2.")
-    if margin is not None:
-      raise ValueError("margin has no meaning for criterion='distribution' (Eqn 16 "
-                       "has no margin); leave it None.")
+  criteria.check_num_bins(num_bins)
+  if criterion == "distribution" and margin is not None:
+    raise ValueError(f"margin={margin!r} is not allowed: must be None with criterion="
+                     "'distribution' (Eqn 16 has no margin).")
   if isinstance(margin, (int, float)) and margin < 0:
-    raise ValueError(f"margin={margin!r} must be >= 0.")
+    raise ValueError(f"margin={margin!r} is not allowed: must be >= 0 (or None for the "
+                     "paper's default).")
 
 
-def default_margin(level: str, criterion: str, num_classes, score: str = "probability"):
-  """The paper's margins: class level 0.5 (Eqns 9, 13); instance level relative
-  ``2*pi/C`` (Eqn 12), absolute 1.0. ``num_classes`` may be traced (padded heads).
-  Class level on log-probabilities or logits (the ``score`` extension): 1.0."""
-  if level == "class" and score != "probability":
-    return jnp.float32(1.0)
-  if level == "instance" and criterion == "relative":
-    return 2.0 * math.pi / jnp.asarray(num_classes, jnp.float32)
-  if level == "instance":
-    return jnp.float32(1.0)
-  return jnp.float32(0.5)
+def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level,
+                   criterion, kappa, rho, scope, num_bins, score="probability"):
+  """The CRL of one attribute, step by step as Section 3 defines it (reference path).
 
+  Profile (Eqn 3) -> mine (Eqns 4-7) -> distances (Eqns 10-11) -> criterion (Eqns 9,
+  13, 14-16). Shapes: logits f[B, C], features f[B, D] or ``None`` (class level),
+  labels int[B], valid bool[B] or ``None``, class_mask bool[C] or ``None``, margin f32
+  scalar or ``None`` (the paper's default). Options as ``class_rectification_loss``.
 
-def _l2_normalise(features):
-  squared_norm = jnp.sum(jnp.square(features), axis=-1, keepdims=True)
-  return features * jax.lax.rsqrt(jnp.maximum(squared_norm, 1e-24))
-
-
-def _pairwise_distances(gram):
-  """float32[B, B] Euclidean distances between unit vectors from their Gram matrix
-  f32[B, B] (used for mining only: no gradient)."""
-  return jnp.sqrt(jnp.maximum(2.0 - 2.0 * jax.lax.stop_gradient(gram), 0.0))
-
-
-def _selected_distances(gram, indices):
-  """Distances ``|f_a - f_i|`` for ``i = indices[a, k]``, read from the Gram matrix.
-
-  ``d^2 = G[a, a] + G[i, i] - 2 G[a, i]`` with the squared norms taken from the same
-  matrix product, so identical rows give exactly 0; the gradient reaches the features
-  through ``G`` (a matmul), not through gathered feature rows (whose backward is a
-  scatter of ``B * K * D`` values). Shapes: gram f32[B, B], indices int[B, K] ->
-  f32[B, K]; the gradient at a zero distance is 0 (not NaN)."""
-  squared_norm = jnp.diagonal(gram)
-  squared = (squared_norm[:, None] + squared_norm[indices]
-             - 2.0 * jnp.take_along_axis(gram, indices, axis=1))
-  positive = squared > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
-
-
-def _sort_ascending(distances, mask):
-  """Sorts each row's valid distances ascending, valid entries first (f32[B, K],
-  bool[B, K]); the permutation carries no gradient, the values do."""
-  key = jnp.where(mask, jax.lax.stop_gradient(distances), jnp.inf)
-  order = jnp.argsort(key, axis=-1)
-  return (jnp.take_along_axis(distances, order, axis=-1),
-          jnp.take_along_axis(mask, order, axis=-1))
-
-
-def _class_level_pairs(scores, labels, valid, eligible, sets, *, sorted_negatives,
-                       max_anchors=None):
-  """Per-anchor pair distances of the class level (Eqn 10) from the per-class sets.
-
-  The scores of each class's positives and negatives are read once per class (``[C,
-  K]``) and each anchor reads its class's row. Shapes: scores f32[B, C], labels int[B],
-  valid bool[B], eligible bool[C], sets ``ClassHardSets``, max_anchors an optional
-  static int (``profile.max_minority_samples``) -> ``(positive_distances,
-  positive_mask, negative_distances, negative_mask)``, each [M, K] with ``M =
-  min(max_anchors, B)`` rows: the anchors, lower batch index first, then rows with
-  every mask ``False`` (``M = B``, one row per sample, without ``max_anchors``). Every
-  criterion sums over the masked pairs, so which row holds an anchor does not change
-  the loss; bounding the rows halves the pair work at ``rho = 0.5``. Negative distances
-  ascend along each row when ``sorted_negatives`` (the negatives are listed by
-  descending probability, so this holds for any score monotone in it)."""
-  batch_size, num_classes = scores.shape
-  anchor_class = jnp.clip(labels, 0, num_classes - 1)
-  anchor_mask = valid & eligible[anchor_class]
-  rows = jnp.arange(batch_size, dtype=jnp.int32)
-  if max_anchors is not None and max_anchors < batch_size:
-    rows, taken = mining.first_true(anchor_mask, max(int(max_anchors), 1))
-    anchor_mask = anchor_mask[rows] & taken
-    anchor_class = anchor_class[rows]
-  by_class = scores.T  # [C, B]
-  positive_scores = jnp.take_along_axis(by_class, sets.positive_indices, axis=1)
-  negative_scores = jnp.take_along_axis(by_class, sets.negative_indices, axis=1)
-  anchor_score = scores[rows, anchor_class][:, None]  # [M, 1]
-  positive_distances = jnp.abs(anchor_score - positive_scores[anchor_class])
-  positive_mask = (sets.positive_mask[anchor_class]
-                   & (sets.positive_indices[anchor_class] != rows[:, None])
-                   & anchor_mask[:, None])
-  negative_distances = anchor_score - negative_scores[anchor_class]
-  negative_mask = sets.negative_mask[anchor_class] & anchor_mask[:, None]
-  if not sorted_negatives:
-    negative_distances, negative_mask = _sort_ascending(negative_distances,
-                                                        negative_mask)
-  return positive_distances, positive_mask, negative_distances, negative_mask
-
-
-def _concrete_mask(class_mask):
-  """``class_mask`` as a numpy bool array when its values are known at trace time
-  (numpy, or an array closed over), else ``None`` (``None`` or traced)."""
-  if class_mask is None:
-    return None
-  try:
-    return np.asarray(class_mask, bool)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return None
-
-
-def _real_class_bound(class_mask, num_classes: int) -> int:
-  """Static bound on any attribute's real classes: the largest row count of a concrete
-  ``class_mask`` (bool[C] or bool[A, Cmax]); ``num_classes`` when it is ``None`` or
-  traced (then only the shape is static)."""
-  concrete = _concrete_mask(class_mask)
-  if concrete is None or concrete.size == 0:
-    return int(num_classes)
-  real = concrete.reshape(-1, concrete.shape[-1]).sum(axis=1)
-  return min(int(num_classes), max(int(real.max()), 1))
-
-
-# The attribute axis is split in two only when that removes at least this share of the
-# padded class columns the per-attribute work runs over (see ``_attribute_groups``).
-_GROUPING_MIN_SAVING = 0.75
-
-
-def _attribute_groups(class_mask, num_classes: int):
-  """A static split of the attribute axis by real class count, or ``None``.
-
-  ``vmap`` over attributes runs every attribute at the padded width ``Cmax``: with one
-  55-class head and 999 binary heads (DeepFashion's attributes beside an X-Domain-like
-  head) every binary head's histogram, minority set and negative mining run over 55
-  columns. When ``class_mask`` is concrete (numpy, or a closed-over array) with real
-  classes first in each row (``valid_class_mask``'s layout), the attributes are split at
-  the real-class count ``t`` that minimises the padded work ``n_small * t + n_large *
-  Cmax_large``: one ``vmap`` over the attributes with at most ``t`` classes on
-  ``logits[:, small, :t]``, one over the rest. At most two groups, so the step compiles
-  at most one more copy of the per-attribute program; the split is taken only when it
-  removes at least 3/4 of the padded columns, and only at the class level (whose mining
-  and scores scale with the width; the instance level works on B x B distances).
-  Measured on the CPU box (``docs/performance-history.md``): the split pays at 1000
-  heads padded to 55 (96% of the columns removed) and gained nothing at the X-Domain
-  heads (53% removed), so it is not taken there. Every attribute's loss is the same: columns
-  past ``t`` are padded classes of that attribute, which the loss ignores (labels there
-  are ignored too, convention 11).
-
-  Shapes: class_mask bool[A, Cmax] (concrete) or anything else (-> ``None``).
-  Returns ``[(indices int[n_g], width), ...]`` covering every attribute once, or
-  ``None`` (one ``vmap`` at the padded width)."""
-  concrete = _concrete_mask(class_mask)
-  if concrete is None or concrete.ndim != 2 or concrete.shape[0] < 2:
-    return None
-  num_attributes = concrete.shape[0]
-  real = concrete.sum(axis=1)
-  prefix = np.arange(num_classes)[None, :] < real[:, None]
-  if not np.array_equal(concrete, prefix):
-    return None
-  best = None
-  for threshold in np.unique(real):
-    small = real <= threshold
-    if small.all():
-      continue
-    width_small = max(int(threshold), 1)
-    width_large = int(real[~small].max())
-    cost = small.sum() * width_small + (~small).sum() * width_large
-    if best is None or cost < best[0]:
-      best = (cost, width_small, width_large, small)
-  if best is None or best[0] > (1 - _GROUPING_MIN_SAVING) * num_attributes * num_classes:
-    return None
-  _, width_small, width_large, small = best
-  return [(np.flatnonzero(small), width_small), (np.flatnonzero(~small), width_large)]
-
-
-def _attribute_loss(logits, features, labels, valid, class_mask, margin, *, level,
-                    criterion, kappa, rho, scope, num_bins, score="probability",
-                    real_classes_bound=None):
-  """CRL of one attribute. Shapes: logits f[B, C], features f[B, D] or None, labels
-  int[B], valid bool[B] or None, class_mask bool[C] or None, margin f32 scalar or None.
-  Returns ``(loss float32 scalar, number of terms float32 scalar)``; the count is the
-  number of triplets (relative), pairs (absolute) or positive x negative pairs
-  (distribution).
-
-  Cost (see ``docs/benchmarks.md``): no float ``[B, K, K]`` triplet tensor (the
-  relative criterion counts each anchor's active pairs with fused integer compares, or
-  takes the closed form over sorted negatives for large kappa,
-  ``criteria.relative_hinge_sums``), no ``[B, K, T]`` histogram table
-  (``interpolated_histogram``), class-level positives ranked by fused compare-counts
-  among the eligible classes' members and negatives from one ``top_k`` row per
-  eligible class (``mining.class_level_hard_sets``), and instance-level distances read
-  from the Gram matrix instead of gathered feature rows. Only classes that can be
-  eligible are mined (at most ``real_classes_bound``, a static int, and
-  ``profile.max_eligible_classes``) and only rows that can be anchors, at both levels
-  (``profile.max_minority_samples``)."""
-  batch_size, num_classes = logits.shape
+  Returns:
+    ``(loss float32 scalar, number of terms float32 scalar)``: triplets (relative),
+    pairs (absolute) or positive x negative pairs (distribution).
+  """
+  num_classes = logits.shape[-1]
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
   histogram = profile.class_histogram(labels, num_classes, valid)
   eligible = profile.eligible_classes(histogram, rho=rho, scope=scope)
-  # Only the closed form of the relative criterion reads the negatives in order; the
-  # method is chosen here once and passed on, so the sort and the sum always agree.
-  relative_method = criteria.relative_method(min(kappa, batch_size))
-  max_anchors = profile.max_minority_samples(batch_size, rho, scope)  # static int
-  needs_sorted_negatives = criterion == "relative" and relative_method == "sorted"
-
   if level == "class":
     masked_logits = heads.masked_logits(logits, class_mask)
-    probabilities = jax.nn.softmax(masked_logits, axis=-1)
-    sets = mining.class_level_hard_sets(
-        probabilities, labels, valid, eligible, kappa,
-        max_eligible=profile.max_eligible_classes(
-            batch_size, num_classes if real_classes_bound is None else real_classes_bound,
-            rho, scope),
-        max_members=max_anchors)
-    if score == "probability":
-      scores = probabilities
-    elif score == "log_probability":
-      scores = jax.nn.log_softmax(masked_logits, axis=-1)
-    else:
-      scores = masked_logits
-    (positive_distances, positive_mask, negative_distances,
-     negative_mask) = _class_level_pairs(
-         scores, labels, valid, eligible, sets,
-         sorted_negatives=score != "logit" or not needs_sorted_negatives,
-         max_anchors=max_anchors)
+    hard = mining.class_level_hard_samples(jax.nn.softmax(masked_logits, axis=-1),
+                                           labels, valid, eligible, kappa)
+    positive_distances, negative_distances = criteria.class_level_distances(
+        criteria.class_scores(masked_logits, score), labels, hard.positive_indices,
+        hard.negative_indices)
   else:
-    normalised = _l2_normalise(features.astype(jnp.float32))
-    # One B x B product serves mining (no gradient) and the selected distances.
-    gram = jnp.matmul(normalised, normalised.T, precision=jax.lax.Precision.HIGHEST)
-    hard = mining.instance_level_hard_samples(
-        _pairwise_distances(gram), labels, valid, eligible, kappa,
-        max_anchors=max_anchors)
-    positive_distances = _selected_distances(gram, hard.positive_indices)
-    positive_mask = hard.positive_mask
-    negative_distances = _selected_distances(gram, hard.negative_indices)
-    negative_mask = hard.negative_mask
-    if needs_sorted_negatives:
-      negative_distances, negative_mask = _sort_ascending(negative_distances,
-                                                          negative_mask)
-
+    distances = criteria.pairwise_distances(features)
+    hard = mining.instance_level_hard_samples(distances, labels, valid, eligible, kappa)
+    positive_distances = jnp.take_along_axis(distances, hard.positive_indices, axis=1)
+    negative_distances = jnp.take_along_axis(distances, hard.negative_indices, axis=1)
   if margin is None and criterion != "distribution":
     real_classes = num_classes if class_mask is None else jnp.sum(class_mask)
-    margin = default_margin(level, criterion, real_classes, score)
+    margin = criteria.default_margin(level, criterion, real_classes, score)
 
-  positive_count = jnp.sum(positive_mask, dtype=jnp.float32)
-  negative_count = jnp.sum(negative_mask, dtype=jnp.float32)
+  pairs = (positive_distances, hard.positive_mask, negative_distances, hard.negative_mask)
+  positive_count = jnp.sum(hard.positive_mask, dtype=jnp.float32)
+  negative_count = jnp.sum(hard.negative_mask, dtype=jnp.float32)
   if criterion == "relative":
-    total, count = criteria.relative_hinge_sums(positive_distances, positive_mask,
-                                                negative_distances, negative_mask, margin,
-                                                method=relative_method)
-    return total / jnp.maximum(count, 1.0), count
+    terms, mask = criteria.relative_terms(*pairs, margin)
+    return criteria.masked_mean(terms, mask), jnp.sum(mask, dtype=jnp.float32)
   if criterion == "absolute":
-    positive_terms, positive_mask, negative_terms, negative_mask = criteria.absolute_terms(
-        positive_distances, positive_mask, negative_distances, negative_mask, margin)
-    return (0.5 * (criteria.masked_mean(positive_terms, positive_mask)
-                   + criteria.masked_mean(negative_terms, negative_mask)),
-            positive_count + negative_count)
-  lower, upper = HISTOGRAM_RANGE[level]
-  return criteria.overlap_of_histograms(
-      criteria.interpolated_histogram(positive_distances, positive_mask, lower, upper,
-                                      num_bins),
-      criteria.interpolated_histogram(negative_distances, negative_mask, lower, upper,
-                                      num_bins)), positive_count * negative_count
+    return criteria.absolute_loss(*pairs, margin), positive_count + negative_count
+  lower, upper = criteria.HISTOGRAM_RANGE[level]
+  return criteria.histogram_overlap(
+      criteria.soft_histogram_weights(positive_distances, lower, upper, num_bins),
+      hard.positive_mask,
+      criteria.soft_histogram_weights(negative_distances, lower, upper, num_bins),
+      hard.negative_mask), positive_count * negative_count
+
+
+def attribute_losses(logits, features, labels, valid, class_mask, margin, **options):
+  """``attribute_loss`` of every attribute, one ``vmap`` over the attribute axis.
+  Shapes: logits f[B, A, Cmax], features f[B, A, D] or ``None``, labels int[B, A],
+  valid bool[B, A] or ``None``, class_mask bool[A, Cmax] or ``None``, margin f32[A] or
+  ``None``. Returns ``(losses float32[A], counts float32[A])``."""
+  class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
+  return jax.vmap(functools.partial(attribute_loss, **options),
+                  in_axes=(1, 1, 1, 1, 0, 0))(logits, features, labels, valid,
+                                              class_mask, margin)
 
 
 def _gather(x, axis_name):
@@ -392,7 +237,7 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
                              margin: Optional[float] = None, num_bins: int = 50,
                              valid=None, class_mask=None,
                              axis_name: Optional[str] = None,
-                             score: str = "probability"):
+                             score: str = "probability", impl: str = "auto"):
   """Class Rectification Loss of one attribute on one batch (Eqns 3-16).
 
   The six designs of the paper are ``level`` x ``criterion``; the paper's default is
@@ -420,6 +265,8 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
       all-gathered over it so mining sees the global batch.
     score: ``"probability"`` (Eqn 10, the paper) or the extension
       ``"log_probability"`` / ``"logit"`` (module docstring); class level only.
+    impl: ``"reference"``, ``"fast"`` or ``"auto"`` (one of ``IMPLS``; the same loss,
+      see ``resolve_impl``).
 
   Returns:
     float32 scalar, >= 0; exactly 0 when the batch has no eligible class or no pair.
@@ -435,7 +282,7 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     ((), True)
   """
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
-                num_bins=num_bins, margin=margin, score=score)
+                num_bins=num_bins, margin=margin, score=score, impl=impl)
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
   if logits.ndim != 2:
@@ -456,12 +303,28 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     margin = jnp.asarray(margin, jnp.float32)
   logits, features, labels, valid = (_gather(x, axis_name)
                                      for x in (logits, features, labels, valid))
-  loss, _ = _attribute_loss(logits, features, labels, valid, class_mask, margin,
-                            level=level, criterion=criterion, kappa=kappa, rho=rho,
-                            scope=scope, num_bins=num_bins, score=score,
-                            real_classes_bound=_real_class_bound(class_mask,
-                                                                 logits.shape[-1]))
-  return loss
+  options = dict(level=level, criterion=criterion, kappa=kappa, rho=rho, scope=scope,
+                 num_bins=num_bins, score=score)
+  impl = resolve_impl(impl)
+  if impl == "fast":  # its static bound, read while a numpy mask is still concrete
+    options["real_classes_bound"] = fast.real_class_bound(class_mask, logits.shape[-1])
+  arguments = (logits, features, labels, valid,
+               None if class_mask is None else jnp.asarray(class_mask, bool), margin)
+  if not isinstance(rho, (int, float)):  # a traced rho cannot be a static option
+    return _attribute_loss_of(impl, *arguments, **options)[0]
+  # One compiled program (eagerly: one compile, not one dispatch per operation).
+  return _compiled_attribute_loss(*arguments, impl=impl,
+                                  options=tuple(sorted(options.items())))[0]
+
+
+def _attribute_loss_of(impl, *arguments, **options):
+  return (fast.attribute_loss if impl == "fast" else attribute_loss)(*arguments,
+                                                                      **options)
+
+
+@functools.partial(jax.jit, static_argnames=("impl", "options"))
+def _compiled_attribute_loss(*arguments, impl, options):
+  return _attribute_loss_of(impl, *arguments, **dict(options))
 
 
 def multi_attribute_crl(logits, features, labels, class_mask=None, *,
@@ -469,7 +332,7 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
                         kappa: int = 25, rho: float = 0.5, scope: str = "minority",
                         margin=None, num_bins: int = 50, valid=None,
                         axis_name: Optional[str] = None, score: str = "probability",
-                        reduction: str = "attribute"):
+                        reduction: str = "attribute", impl: str = "auto"):
   """CRL of every attribute in one vectorised pass (``vmap`` over attributes).
 
   Each attribute ``j`` is the single-attribute ``class_rectification_loss`` on
@@ -488,6 +351,7 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
     score: as ``class_rectification_loss``.
     reduction: ``"attribute"`` (each attribute's mean over its own triplets) or
       ``"pooled"`` (Eqn 9 read literally; module docstring, convention 12).
+    impl: as ``class_rectification_loss``.
 
   Returns:
     float32[A], the CRL of every attribute.
@@ -502,16 +366,10 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
     (3,)
   """
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
-                num_bins=num_bins, margin=margin, score=score, reduction=reduction)
+                num_bins=num_bins, margin=margin, score=score, reduction=reduction,
+                impl=impl)
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
-  concrete_mask = _concrete_mask(class_mask)  # read from the device once
-  real_classes_bound = _real_class_bound(concrete_mask, logits.shape[-1])
-  # The instance level's work is over B x B feature distances whatever the width (its
-  # padded1000 loss + gradient was 8% slower split): only the class level is split.
-  groups = (_attribute_groups(concrete_mask, logits.shape[-1]) if level == "class"
-            else None)
-  class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
   if level == "instance":
     if features is None:
       raise ValueError("level='instance' mines in feature space: pass features "
@@ -530,27 +388,11 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
   logits, features, labels, valid = (_gather(x, axis_name)
                                      for x in (logits, features, labels, valid))
 
-  def vmapped(logits, features, labels, valid, class_mask, margin, bound):
-    per_attribute = functools.partial(_attribute_loss, level=level, criterion=criterion,
-                                      kappa=kappa, rho=rho, scope=scope,
-                                      num_bins=num_bins, score=score,
-                                      real_classes_bound=bound)
-    return jax.vmap(per_attribute, in_axes=(1, 1, 1, 1, 0, 0))(
-        logits, features, labels, valid, class_mask, margin)
-
-  if groups is None:
-    losses, counts = vmapped(logits, features, labels, valid, class_mask, margin,
-                             real_classes_bound)
-  else:
-    # Class level only: no features. ``groups`` is a static list of at most two.
-    parts = [vmapped(logits[:, index, :width], None, labels[:, index],
-                     None if valid is None else valid[:, index],
-                     class_mask[index, :width],
-                     None if margin is None else margin[index], width)
-             for index, width in groups]
-    order = np.argsort(np.concatenate([index for index, _ in groups]))
-    losses = jnp.concatenate([part[0] for part in parts])[order]
-    counts = jnp.concatenate([part[1] for part in parts])[order]
+  losses_fn = fast.attribute_losses if resolve_impl(impl) == "fast" else attribute_losses
+  # ``class_mask`` as given: ``fast`` reads a concrete (numpy) mask's real class counts.
+  losses, counts = losses_fn(logits, features, labels, valid, class_mask, margin,
+                             level=level, criterion=criterion, kappa=kappa, rho=rho,
+                             scope=scope, num_bins=num_bins, score=score)
   if reduction == "attribute":
     return losses
   # Pooled: sum over attributes of (loss_j * count_j) is the sum over all triplets.
@@ -607,7 +449,7 @@ def blended_objective(logits, features, labels, class_mask, alpha, *,
                       rho: float = 0.5, scope: str = "minority", margin=None,
                       num_bins: int = 50, valid=None, axis_name: Optional[str] = None,
                       score: str = "probability", reduction: str = "attribute",
-                      blend: str = "convex"):
+                      blend: str = "convex", impl: str = "auto"):
   """The class-balanced objective of Eqn (8), summed over attributes.
 
   ``L = sum_j alpha_j * L_crl_j + (1 - alpha_j) * L_ce_j`` with ``alpha_j = eta *
@@ -621,7 +463,7 @@ def blended_objective(logits, features, labels, class_mask, alpha, *,
     class_mask: bool[A, Cmax] or ``None``.
     alpha: float[A] or scalar, each in ``[0, 1]``.
     level, criterion, kappa, rho, scope, margin, num_bins, valid, axis_name, score,
-      reduction: as ``multi_attribute_crl``.
+      reduction, impl: as ``multi_attribute_crl``.
     blend: ``"convex"`` (Eqn 8) or an option of ``blend_terms``.
 
   Returns:
@@ -630,7 +472,8 @@ def blended_objective(logits, features, labels, class_mask, alpha, *,
   crl = multi_attribute_crl(logits, features, labels, class_mask, level=level,
                             criterion=criterion, kappa=kappa, rho=rho, scope=scope,
                             margin=margin, num_bins=num_bins, valid=valid,
-                            axis_name=axis_name, score=score, reduction=reduction)
+                            axis_name=axis_name, score=score, reduction=reduction,
+                            impl=impl)
   cross_entropy = multi_attribute_cross_entropy(logits, labels, class_mask, valid=valid,
                                                 axis_name=axis_name)
   loss = jnp.sum(blend_terms(crl, cross_entropy, alpha, blend))

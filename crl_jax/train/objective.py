@@ -94,9 +94,9 @@ class Objective:
     kwargs = dict(level=options.level, criterion=options.criterion, kappa=options.kappa,
                   rho=options.rho, scope=options.scope, margin=options.margin,
                   num_bins=options.num_bins, score=options.score,
-                  reduction=options.reduction)
+                  reduction=options.reduction, impl=options.impl)
     # A concrete (numpy) mask: the CRL reads its real class counts as static bounds
-    # on the rows it mines (crl.rectify._real_class_bound); a jnp array would be a
+    # on the rows it mines (crl.fast.real_class_bound); a jnp array would be a
     # tracer inside the step.
     class_mask = np.asarray(self.class_mask, bool)
     if options.level == "class":

@@ -84,7 +84,7 @@ def test_extension_options_are_checked():
   logits, features, labels, _ = make_batch(1, 16, 4)
   with pytest.raises(ValueError, match="score"):
     crl.class_rectification_loss(logits, None, labels, score="margin")
-  with pytest.raises(ValueError, match="score='logit' applies"):
+  with pytest.raises(ValueError, match="score='logit' is not allowed with level='instance'"):
     crl.class_rectification_loss(logits, features, labels, level="instance",
                                  score="logit")
   with pytest.raises(ValueError, match="pooled"):

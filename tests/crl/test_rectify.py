@@ -300,7 +300,7 @@ def test_compiles_once_across_changing_data(level, criterion):
 
 def test_bad_inputs_name_the_problem():
   logits, features, labels, _ = make_batch(0, 8, 3)
-  with pytest.raises(ValueError, match="level='pixel' is unknown"):
+  with pytest.raises(ValueError, match="level='pixel' is not allowed"):
     crl.class_rectification_loss(logits, None, labels, level="pixel")
   with pytest.raises(ValueError, match="criterion"):
     crl.class_rectification_loss(logits, None, labels, criterion="ranking")
@@ -313,7 +313,7 @@ def test_bad_inputs_name_the_problem():
   with pytest.raises(ValueError, match="num_bins"):
     crl.class_rectification_loss(logits, None, labels, criterion="distribution",
                                  num_bins=1)
-  with pytest.raises(ValueError, match="margin has no meaning"):
+  with pytest.raises(ValueError, match="must be None with criterion='distribution'"):
     crl.class_rectification_loss(logits, None, labels, criterion="distribution",
                                  margin=0.5)
   with pytest.raises(ValueError, match="pass features"):
