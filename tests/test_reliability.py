@@ -284,11 +284,14 @@ print(json.dumps(results))
 
 BAD_COMMANDS = [
     ("rho=0", ["--config.loss.crl.rho=0"],
-     "error: config.loss.crl.rho=0.0 is not allowed: must be in (0, 1]."),
+     "error: config.loss.crl.rho=0.0 is not allowed: must be in (0, 1] (the minority "
+     "criterion of Eqn 3; the paper uses 0.5)."),
     ("rho=1.5", ["--config.loss.crl.rho=1.5"],
-     "error: config.loss.crl.rho=1.5 is not allowed: must be in (0, 1]."),
+     "error: config.loss.crl.rho=1.5 is not allowed: must be in (0, 1] (the minority "
+     "criterion of Eqn 3; the paper uses 0.5)."),
     ("kappa=0", ["--config.loss.crl.kappa=0"],
-     "error: config.loss.crl.kappa=0 is not allowed: must be >= 1."),
+     "error: config.loss.crl.kappa=0 is not allowed: must be an int >= 1 (the hard "
+     "positives and negatives mined per anchor; the paper uses 25)."),
     ("alpha=2", ["--config.loss.crl.alpha=2"],
      "error: config.loss.crl.alpha=2.0 is not allowed: must be in [0, 1] (or None for "
      "eta * Omega_imb)."),
@@ -297,7 +300,7 @@ BAD_COMMANDS = [
      "cifarnet, resnet32, densenet, resnet50."),
     ("unknown key", ["--config.loss.crl.kapa=3"],
      "error: config.loss.crl.kapa does not exist; keys there: alpha, base, blend, "
-     "criterion, eta, kappa,"),
+     "criterion, eta, impl, kappa,"),
     ("wrong type", ["--config.loss.crl.kappa=many"],
      "error: config.loss.crl.kappa='many' has the wrong type"),
     ("override without =", ["--config.loss.crl.kappa", "5"],
