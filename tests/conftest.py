@@ -20,11 +20,10 @@
    turns it off (to rule the cache out when a failure looks like a stale program).
 4. XLA's CPU backend with its older (elemental) fusion emitters,
    ``--xla_cpu_use_fusion_emitters=false``: nearly half the suite's worker time was XLA
-   compiling (393 of 841 worker-s, read from ``JAX_LOG_COMPILES`` output that a
-   temporary logging handler wrote per xdist worker; the handler was not kept), and
-   the smoke train step compiled in 3.0-3.1 s with the default emitters against
-   1.1-1.2 s without them, at the same step time (47-67 ms), two alternating rounds of
-   ``python benchmarks/suite_compile_time.py`` (``docs/bench/perf6/suite/``). The flag is probed once a session in a subprocess, since
+   compiling, and the smoke train step compiles about 2.5x faster without them at the
+   same step time (the figures and the script that measured them:
+   ``docs/performance-history.md``, commit 05ee345). The flag is probed once a session
+   in a subprocess, since
    XLA aborts on a flag it does not know: a jaxlib that dropped it runs the tests
    without it. Test subprocesses get it through ``TEST_XLA_FLAGS`` (see
    ``tests/train/conftest.py::command_environment``). ``CRL_JAX_TEST_FULL_OPTIMISATION=1``
