@@ -373,6 +373,17 @@ CONFIG_CHANGES = "config_changes.jsonl"
 CONFIG_COPY = "config"  # the meta key of the config copy each checkpoint keeps
 
 
+def complete_steps(directory: str) -> list[int]:
+  """The steps of the complete checkpoints in ``directory``, newest first, read from
+  the directory names alone (no orbax; usable when the disk is full): orbax renames a
+  save to its bare step number only once every file is written."""
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return []
+  return sorted((int(name) for name in names if name.isdigit()), reverse=True)
+
+
 def saved_config_copy(workdir: str) -> Optional[tuple[dict, str]]:
   """``(config, checkpoint directory)`` of the newest complete checkpoint in
   ``WORKDIR/checkpoints`` or ``WORKDIR/best`` whose meta keeps a config copy, read as
@@ -380,9 +391,8 @@ def saved_config_copy(workdir: str) -> Optional[tuple[dict, str]]:
   found = []
   for kind in ("checkpoints", "best"):
     directory = os.path.join(workdir, kind)
-    names = os.listdir(directory) if os.path.isdir(directory) else []
-    found += [(int(name), os.path.join(directory, name)) for name in names
-              if name.isdigit()]
+    found += [(step, os.path.join(directory, str(step)))
+              for step in complete_steps(directory)]
   for _, directory in sorted(found, reverse=True):
     try:
       with open(os.path.join(directory, "meta", "metadata")) as f:

@@ -78,16 +78,6 @@ def _free_bytes(path: str) -> Optional[int]:
     return None
 
 
-def _complete_steps(directory: str) -> list[int]:
-  """The steps of the complete checkpoints in ``directory`` (orbax renames a save to
-  its bare step number only once every file is written), newest first."""
-  try:
-    names = os.listdir(directory)
-  except OSError:
-    return []
-  return sorted((int(n) for n in names if n.isdigit()), reverse=True)
-
-
 def disk_full_error(error: BaseException, workdir: str) -> Optional[DiskFullError]:
   """The one-line ``DiskFullError`` for ``error`` raised during a run in ``workdir``,
   or ``None`` when ``error`` is not a full disk."""
@@ -98,7 +88,7 @@ def disk_full_error(error: BaseException, workdir: str) -> Optional[DiskFullErro
   path = path or workdir
   free = _free_bytes(path)
   free_text = f"{free:,} bytes free there" if free is not None else "free space unknown"
-  steps = _complete_steps(os.path.join(workdir, "checkpoints"))
+  steps = checkpoint_lib.complete_steps(os.path.join(workdir, "checkpoints"))
   kept = (f"the last complete checkpoint, step {steps[0]} in "
           f"{os.path.join(workdir, 'checkpoints')}, is intact and the same command "
           "resumes from it" if steps else

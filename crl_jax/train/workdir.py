@@ -58,15 +58,12 @@ def closed_on_exit(store: checkpoint_lib.CheckpointStore):
   the close is quiet, so the failure is reported once, not again from the close."""
   storage_lib.quiet_disk_full_reports()
   try:
-    yield store
-  except Exception as error:  # pylint: disable=broad-except
-    with contextlib.suppress(Exception):
-      store.close()
-    full = storage_lib.disk_full_error(error, store.workdir)
-    if full is not None:
-      raise full from None
-    raise
-  try:
+    try:
+      yield store
+    except Exception:
+      with contextlib.suppress(Exception):
+        store.close()
+      raise
     store.close()
   except Exception as error:  # pylint: disable=broad-except
     full = storage_lib.disk_full_error(error, store.workdir)
