@@ -19,12 +19,12 @@ import ml_collections
 from ml_collections import config_dict
 
 # Every list of choices is read from the package that implements it (its registry);
-# the datasets are read in ``validate`` (importing crl_jax.data imports TensorFlow).
+# the datasets are read in ``validate`` (crl_jax.data loads its modules lazily).
 from crl_jax import baselines
 from crl_jax import cli
 from crl_jax import crl as crl_lib
 from crl_jax import models
-from crl_jax.data import csv_options  # no TensorFlow: data/__init__ is lazy
+from crl_jax.data import csv_options  # data/__init__ is lazy: nothing else loads
 
 # ``eval.adjustment`` without a post-hoc adjustment; the others are
 # ``baselines.ADJUSTMENTS``.
@@ -66,8 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.resampling_min_keep_fraction = 0.05
   c.data.flip = True
   c.data.crop_padding = 4
-  c.data.shuffle_buffer = 16_384
-  c.data.prefetch = 4
+  c.data.prefetch = 4  # batches computed ahead of the train step
+  c.data.workers = 0  # grain worker processes loading batches (0: threads in-process)
+  c.data.threads = 2  # threads computing batches (per worker when workers > 0)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "mtct"

@@ -1,4 +1,4 @@
-"""Input pipelines: sources (schema + splits), imbalance protocols, resampling, tf.data.
+"""Input pipelines: sources (schema + splits), imbalance protocols, resampling, grain.
 
 ``get_source(config.data)`` picks a source by ``data.name`` from the ``SOURCES``
 registry (``register_source`` adds a dataset; config validation reads it); ``pipeline``
@@ -23,9 +23,9 @@ __all__ = ["DataError", "SOURCES", "SOURCE_NAMES", "get_source", "pipeline",
            "pipeline_options", "register_source", "resampling", "schema", "sources",
            "training_multiplicity"]
 
-# tf.data and tfds: ``pipeline`` and ``sources`` are imported on first use, so
-# ``python -m crl_jax.data --help`` answers before TensorFlow starts and, on a plain
-# install (no [train] extra), says what to install instead of failing in runpy.
+# ``pipeline`` (grain) and ``sources`` (Pillow) are imported on first use, so
+# ``python -m crl_jax.data --help`` answers at once and, on a plain install (no [train]
+# extra), says what to install instead of failing in runpy.
 _LAZY = {"pipeline": ("crl_jax.data.pipeline", None),
          "sources": ("crl_jax.data.sources", None)}
 
@@ -49,12 +49,12 @@ def _imported(module_name: str, factory_name: str) -> Callable[..., sources.Sour
 # data.name -> factory taking the data config and returning a (not yet prepared)
 # ``Source``: what ``get_source`` builds and ``config.data.name`` may name.
 SOURCES: dict[str, Callable[..., sources.Source]] = {
-    "synthetic_attributes": _imported("crl_jax.data.synthetic_source", "from_config"),
-    "celeb_a": _imported("crl_jax.data.celeb_a", "from_config"),
-    "cifar100": _imported("crl_jax.data.cifar", "from_config"),
-    "csv": _imported("crl_jax.data.csv_source", "from_config"),
-    "xdomain": _imported("crl_jax.data.csv_source", "xdomain_from_config"),
-    "deep_fashion": _imported("crl_jax.data.deep_fashion", "from_config"),
+    "synthetic_attributes": _imported("crl_jax.data.datasets.synthetic_attributes", "from_config"),
+    "celeb_a": _imported("crl_jax.data.datasets.celeb_a", "from_config"),
+    "cifar100": _imported("crl_jax.data.datasets.cifar100", "from_config"),
+    "csv": _imported("crl_jax.data.datasets.csv", "from_config"),
+    "xdomain": _imported("crl_jax.data.datasets.csv", "xdomain_from_config"),
+    "deep_fashion": _imported("crl_jax.data.datasets.deep_fashion", "from_config"),
 }
 # The built-in datasets (``SOURCES`` also holds those added with ``register_source``).
 SOURCE_NAMES = tuple(SOURCES)
@@ -83,16 +83,12 @@ def register_source(name: str, factory: Callable[..., sources.Source]):
 def get_source(data_config) -> sources.Source:
   """The ``Source`` named by ``data_config.name`` (not yet prepared).
 
-  The data layer's entry point: it first keeps TensorFlow off the accelerators
-  (``pipeline.keep_tensorflow_off_accelerators``), before any TensorFlow op runs.
-
   Raises:
     DataError: an unknown name, or the source's own checks (missing files, bad CSV).
   """
   if data_config.name not in SOURCES:
     raise DataError(f"config.data.name={data_config.name!r} is unknown; use one of "
                     f"{', '.join(SOURCES)}.")
-  importlib.import_module("crl_jax.data.pipeline").keep_tensorflow_off_accelerators()
   return SOURCES[data_config.name](data_config)
 
 
@@ -100,8 +96,8 @@ def pipeline_options(data_config) -> pipeline.PipelineOptions:
   from crl_jax.data import pipeline
   return pipeline.PipelineOptions(
       image_size=data_config.image_size, flip=data_config.flip,
-      crop_padding=data_config.crop_padding, shuffle_buffer=data_config.shuffle_buffer,
-      prefetch=data_config.prefetch)
+      crop_padding=data_config.crop_padding, prefetch=data_config.prefetch,
+      workers=data_config.workers, threads=data_config.threads)
 
 
 def training_multiplicity(source: sources.Source, data_config, seed: int):

@@ -1,4 +1,4 @@
-"""Image files on disk: the checks run before training and the decoder used in tf.data.
+"""Image files on disk: the checks run before training and the decoder (Pillow).
 
 Sources that list image files (``csv``, ``xdomain``, ``deep_fashion``) check every file
 once, up front, in ``prepare()`` (``verify_images``):
@@ -8,8 +8,8 @@ once, up front, in ``prepare()`` (``verify_images``):
   end-of-image marker after its start of scan, a GIF ends with its trailer byte, a BMP is
   as long as its header says. Most files are settled by reading their first and last
   bytes; a JPEG with bytes after its end marker is read once in full.
-* ``decode`` (slow): also decodes every file once with TensorFlow, which finds bytes
-  corrupted *inside* a complete file.
+* ``decode`` (slow): also decodes every file once, which finds bytes corrupted
+  *inside* a complete file.
 
 A truncated or corrupt image stops the run with one line naming the file, rather than
 being skipped with a warning: skipping would silently change the training set (its class
@@ -17,10 +17,9 @@ counts, Omega_imb and alpha are computed from the label list, which would still 
 file) and make two runs of one config see different data. The user fixes or removes the
 file, or finds every bad file at once with ``verify_images=decode``.
 
-Files damaged *after* the check (the check is remembered per CSV and config) fail inside
-tf.data: a file without a known signature fails a ``tf.debugging.Assert`` whose message
-holds the path; ``pipeline.numpy_batches`` turns any decoding failure into a
-``DataError`` naming the bad file (found by re-running the check).
+Files damaged *after* the check (the check is remembered per CSV and config) fail when
+the input pipeline decodes them: ``decode_image_file`` raises a ``DataError`` naming the
+file, which stops the run with that one line.
 """
 
 from __future__ import annotations
@@ -29,7 +28,8 @@ import os
 import struct
 from typing import Optional, Sequence
 
-import tensorflow as tf
+import numpy as np
+from PIL import Image
 
 from crl_jax.data import errors
 
@@ -153,32 +153,40 @@ def check_image_files(paths: Sequence[str], what: str,
         "every image up front, to find files corrupt inside).")
 
 
+def decode_image_file(path: str, what: Optional[str] = None,
+                      verify_option: str = "verify_images") -> np.ndarray:
+  """uint8[H, W, 3] of the image file at ``path`` (Pillow; a GIF's first frame; grey,
+  palette and alpha images converted to RGB).
+
+  Args:
+    path: the file.
+    what: where the path was listed (e.g. the CSV), for the message.
+    verify_option: the config key of the up-front check, named in the message.
+
+  Raises:
+    DataError: the file is missing, unreadable, not an image or corrupt; the message
+      names the file and the check that finds every bad file before training.
+  """
+  try:
+    with Image.open(path) as image:
+      image.seek(0)
+      return np.asarray(image.convert("RGB"))
+  except FileNotFoundError:
+    problem = "does not exist"
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    problem = image_file_problem(path) or f"cannot be decoded ({error})"
+  listed = f" (listed in {what})" if what else ""
+  raise errors.DataError(f"image file {path}{listed} {problem}. Fix or remove it; "
+                         f"{verify_option}=decode checks every image before training.")
+
+
 def find_undecodable_images(paths: Sequence[str]) -> list[tuple[str, str]]:
-  """``(path, error)`` of every file ``tf.io.decode_image`` cannot decode (slow: decodes
-  each file once, eagerly)."""
+  """``(path, error)`` of every file ``decode_image_file`` cannot decode (slow: decodes
+  each file once)."""
   bad = []
   for path in paths:
     try:
-      tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
-            tf.errors.UnknownError) as error:
-      bad.append((path, error.message.splitlines()[0]))
+      decode_image_file(path)
+    except errors.DataError as error:
+      bad.append((path, str(error)[len(f"image file {path} "):].split(". Fix or")[0]))
   return bad
-
-
-def decode_image_file(path: tf.Tensor) -> tf.Tensor:
-  """uint8[H, W, 3] of the image file at ``path`` (a string scalar), inside tf.data.
-
-  A file without a JPEG/PNG/GIF/BMP signature (empty, replaced, truncated to nothing)
-  fails a ``tf.debugging.Assert`` whose message holds the path; a missing file fails
-  ``tf.io.read_file`` with the path; other decoding errors do not name the file (see
-  ``pipeline.numpy_batches``).
-  """
-  contents = tf.io.read_file(path)
-  known = tf.reduce_any(tf.stack([
-      tf.equal(tf.strings.substr(contents, 0, len(signature)), signature)
-      for signature, _ in IMAGE_SIGNATURES]))
-  check = tf.debugging.Assert(known, [
-      "image file is empty or not a JPEG/PNG/GIF/BMP image:", path], summarize=1)
-  with tf.control_dependencies([check]):
-    return tf.io.decode_image(contents, channels=3, expand_animations=False)

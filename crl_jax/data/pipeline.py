@@ -1,75 +1,54 @@
-"""tf.data input pipelines: deterministic, per-process, resumable, padded for evaluation.
+"""Input pipelines on grain: deterministic, per-process, resumable, padded for evaluation.
 
 Training stream (one per process)::
 
-  stored split, fixed order -> enumerate -> repeat each example by its multiplicity
-  (subset protocols x resampling) -> shuffle (seeded per epoch) -> epochs back to back
-  -> every P-th element for process p -> skip what earlier steps consumed (resume)
-  -> decode, resize, random crop + flip (stateless, keyed by the element's global
-  position) -> normalise -> batch(local batch) -> prefetch
+  stored examples, each repeated by its multiplicity (subset protocols x resampling)
+  -> the epoch's permutation (seeded per epoch), epochs back to back
+  -> every P-th element for process p
+  -> batch ``s`` of this process: its local positions ``s*b .. s*b+b-1``
+  -> load and decode the batch's images, resize, random crop + flip (keyed by each
+     element's global position), normalise  [grain workers: ``data.workers``]
+  -> prefetch
 
-so the order is a pure function of (seed, step): a resumed run sees exactly the batches
-an uninterrupted run would have seen. Evaluation reads every example of the split once:
-example ``k`` goes to process ``k mod P``, and every process pads its stream with
-invalid rows to the same number of batches (``valid`` is ``False`` on padding).
+``TrainOrder`` is the index sampler: which stored example sits at global position
+``g`` is a pure function of ``(seed, g)`` (a full ``np.random.Generator`` permutation of
+epoch ``g // E``), and so is its augmentation (a counter-based hash of ``(seed, g)``). A
+batch is therefore a pure function of ``(seed, step)``: a resumed run starts its grain
+dataset at ``start_step`` and sees exactly the batches an uninterrupted run would have
+seen. No iterator state is checkpointed; there is nothing to restore but the step, and
+a run resumed with a different ``data.workers`` sees the same batches.
 
-Examples a stream never uses (multiplicity 0: a subset protocol, down-sampling) are
-dropped once, when the stream is built (``Source.read_subset``): each epoch reads only
-the kept examples (image files by path; tfds examples from an in-memory cache of the kept
-records, when they fit in ``KEPT_CACHE_BYTES``), in the same order as a filter over the
-whole split would give.
+A batch, not an example, is grain's element: loading a batch of indices at once lets an
+array source gather it in one read and the augmentation run over the whole batch. grain
+computes elements in a thread pool (``ReadOptions``) or, with ``data.workers > 0``, in
+worker processes (``mp_prefetch``); the order is the same either way.
 
-Batches leave as numpy dicts of process-local rows (``numpy_batches`` turns a bad image
-met mid-run into a ``DataError`` naming the file); ``to_global`` assembles them into
-global ``jax.Array``s on the mesh with ``jax.make_array_from_process_local_data``.
+Evaluation reads every example of the split once: example ``k`` goes to process
+``k mod P``, and every process pads its rows to the same number of batches (``valid``
+is ``False`` on padding, labels ``-1``).
 
-TensorFlow must not take accelerator memory from JAX: ``keep_tensorflow_off_accelerators``
-hides GPUs and TPUs from it. It is called explicitly where the data layer is first used
-(``data.get_source``) and again where a pipeline is built (``train_dataset``,
-``eval_dataset``), before TensorFlow's runtime starts; importing this module changes
-nothing.
+Batches leave as numpy dicts of process-local rows; ``to_global`` assembles them into
+global ``jax.Array``s on the mesh with ``jax.make_array_from_process_local_data``. A bad
+image met mid-run ends the stream with the source's ``DataError``, which names the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
+import threading
 from typing import Iterator, Optional
 
+import grain
 import jax
 import numpy as np
-import tensorflow as tf
 
-from crl_jax.data import sources as sources_lib
+from crl_jax.data import errors
+from crl_jax.data.sources import base as sources_lib
 
-_accelerators_hidden = False
-# Functions handed to tf.data here have no Python control flow over tensors, so they are
-# traced as written: AutoGraph's conversion would only add seconds to every pipeline
-# built (most of an evaluation pass's set-up on a small split).
-plain_graph = tf.autograph.experimental.do_not_convert
-
-
-def keep_tensorflow_off_accelerators() -> None:
-  """Hides GPUs and TPUs from TensorFlow, so tf.data never takes memory from JAX.
-
-  Must run before TensorFlow's runtime starts (its first op); idempotent. If the runtime
-  already started with an accelerator visible, warns instead (TensorFlow cannot hide
-  devices then).
-  """
-  global _accelerators_hidden
-  if _accelerators_hidden:
-    return
-  for kind in ("GPU", "TPU"):
-    if not tf.config.list_physical_devices(kind):
-      continue
-    try:
-      tf.config.set_visible_devices([], kind)
-    except RuntimeError:
-      if tf.config.get_visible_devices(kind):
-        warnings.warn(f"TensorFlow started before crl_jax could hide its {kind}s; the "
-                      "input pipeline may hold accelerator memory.", stacklevel=2)
-  _accelerators_hidden = True
+# Steps in a training stream: endless in practice (grain wants a length).
+_ENDLESS = 1 << 62
+_MASK64 = (1 << 64) - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,52 +60,18 @@ class PipelineOptions:
     flip: random horizontal flips in training (only where the source allows them).
     crop_padding: reflect-pad by this many pixels, then random-crop back to ``S`` in
       training (0 disables the crop).
-    shuffle_buffer: examples in the shuffle buffer (the whole split when smaller).
-    prefetch: batches prefetched ahead of the train step.
+    prefetch: batches computed ahead of the train step.
+    workers: grain worker processes that load and augment batches (0: threads of the
+      training process).
+    threads: threads computing batches (in each worker when ``workers > 0``).
   """
 
   image_size: int = 32
   flip: bool = True
   crop_padding: int = 4
-  shuffle_buffer: int = 16_384
   prefetch: int = 4
-
-
-def _options() -> tf.data.Options:
-  options = tf.data.Options()
-  options.deterministic = True
-  options.experimental_optimization.map_parallelization = True
-  options.threading.private_threadpool_size = 0
-  return options
-
-
-def _resize(image, size):
-  image = tf.ensure_shape(image, [None, None, 3])
-  shape = tf.shape(image)
-  return tf.cond(
-      tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size)),
-      lambda: tf.cast(image, tf.float32),
-      lambda: tf.image.resize(tf.cast(image, tf.float32), (size, size),
-                              method="bilinear", antialias=True))
-
-
-def _normalise(image, source):
-  mean = tf.constant(source.mean, tf.float32) * 255.0
-  std = tf.constant(source.std, tf.float32) * 255.0
-  return (image - mean) / std
-
-
-def _augment(image, seed, options, source):
-  size = options.image_size
-  if options.crop_padding > 0:
-    padding = options.crop_padding
-    image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]],
-                   mode="REFLECT")
-    image = tf.image.stateless_random_crop(image, (size, size, 3), seed=seed)
-  if options.flip and source.flip_ok:
-    image = tf.image.stateless_random_flip_left_right(
-        image, seed=tf.random.experimental.stateless_fold_in(seed, 1))
-  return image
+  workers: int = 0
+  threads: int = 2
 
 
 def combined_multiplicity(source: sources_lib.Source,
@@ -151,212 +96,265 @@ def combined_multiplicity(source: sources_lib.Source,
   return total.astype(np.int32)
 
 
-def train_dataset(source: sources_lib.Source, options: PipelineOptions, *,
-                  global_batch_size: int, seed: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1,
-                  multiplicity: Optional[np.ndarray] = None) -> tf.data.Dataset:
-  """Endless training batches for one process.
+def mix(seed: int, positions: np.ndarray, salt: int) -> np.ndarray:
+  """uint64[n]: a counter-based hash (SplitMix64) of ``(seed, position, salt)``."""
+  key = np.uint64((seed * 0x632BE59BD9B4E019 + salt * 0xD1B54A32D192ED03) & _MASK64)
+  z = np.asarray(positions, np.uint64) * np.uint64(0x9E3779B97F4A7C15) + key
+  z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return z ^ (z >> np.uint64(31))
+
+
+class TrainOrder:
+  """The training order: which stored example each process's batch holds.
+
+  Global position ``g`` (counted over all processes, epochs back to back) holds
+  ``owners[permutation_e[g mod E]]`` with ``e = g // E``, ``E`` the epoch size (the sum
+  of the multiplicities) and ``owners`` every stored index repeated by its
+  multiplicity; ``permutation_e = default_rng([seed, e, 0x5EED]).permutation(E)``.
+  Process ``p`` of ``P`` takes the positions ``g = l * P + p``, ``l = 0, 1, ...``, and
+  its batch ``s`` the local positions ``l = s*b .. s*b+b-1``.
 
   Args:
-    source: a prepared ``Source``.
-    options: image size and augmentation.
-    global_batch_size: examples per step over all processes; must divide by
-      ``process_count``.
-    seed: data seed (order and augmentation).
-    start_step: steps already taken (resume): their examples are skipped.
-    process_index, process_count: this process and how many read in parallel.
-    multiplicity: optional int32[N_stored] from ``combined_multiplicity``.
-
-  Returns:
-    ``tf.data.Dataset`` of ``{"image": float32[b, S, S, 3], "labels": int32[b, A]}`` with
-    ``b = global_batch_size // process_count``.
+    multiplicity: int[N_stored] copies of each stored example per epoch.
+    seed: the data seed.
+    local_batch: ``b``.
+    process_index, process_count: ``p`` and ``P``.
   """
+
+  def __init__(self, multiplicity: np.ndarray, seed: int, local_batch: int,
+               process_index: int = 0, process_count: int = 1):
+    multiplicity = np.asarray(multiplicity, np.int64)
+    self.owners = np.repeat(np.arange(len(multiplicity)), multiplicity)
+    self.epoch_size = len(self.owners)
+    if self.epoch_size < 1:
+      raise errors.DataError("the training split is empty after subsetting/resampling.")
+    self.seed = int(seed)
+    self.local_batch = local_batch
+    self.process_index = process_index
+    self.process_count = process_count
+    self._permutations: dict[int, np.ndarray] = {}
+    self._lock = threading.Lock()
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_permutations"] = {}
+    del state["_lock"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  def permutation(self, epoch: int) -> np.ndarray:
+    """int64[E]: the order of epoch ``epoch`` (cached for the last two epochs)."""
+    with self._lock:
+      if epoch not in self._permutations:
+        if len(self._permutations) >= 2:
+          del self._permutations[min(self._permutations)]
+        self._permutations[epoch] = np.random.default_rng(
+            [self.seed, epoch, 0x5EED]).permutation(self.epoch_size)
+      return self._permutations[epoch]
+
+  def positions(self, step: int) -> np.ndarray:
+    """int64[b]: the global positions of this process's batch ``step``."""
+    local = step * self.local_batch + np.arange(self.local_batch, dtype=np.int64)
+    return local * self.process_count + self.process_index
+
+  def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(stored indices int64[b], global positions int64[b])`` of batch ``step``."""
+    positions = self.positions(step)
+    epochs, offsets = np.divmod(positions, self.epoch_size)
+    stored = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+      chosen = epochs == epoch
+      stored[chosen] = self.owners[self.permutation(int(epoch))[offsets[chosen]]]
+    return stored, positions
+
+
+def augment(images: np.ndarray, positions: np.ndarray, seed: int,
+            options: PipelineOptions, flip_ok: bool) -> np.ndarray:
+  """Random crop (reflect padding) and flip of uint8[n, S, S, 3], keyed by position.
+
+  Element ``i``'s crop offsets and flip come from ``mix(seed, positions[i], .)``, so
+  they do not depend on the batch it is in, the process that reads it or the worker.
+  """
+  n, size = images.shape[0], images.shape[1]
+  if options.crop_padding > 0 and n:
+    pad = options.crop_padding
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    span = np.uint64(2 * pad + 1)
+    rows = (mix(seed, positions, 1) % span).astype(np.int64)
+    cols = (mix(seed, positions, 2) % span).astype(np.int64)
+    grid = np.arange(size)
+    images = padded[np.arange(n)[:, None, None], (rows[:, None] + grid)[:, :, None],
+                    (cols[:, None] + grid)[:, None, :]]
+  if options.flip and flip_ok and n:
+    flipped = (mix(seed, positions, 3) & np.uint64(1)).astype(bool)
+    images = images.copy() if options.crop_padding <= 0 else images
+    images[flipped] = images[flipped, :, ::-1]
+  return images
+
+
+def normalise(images: np.ndarray, source: sources_lib.Source) -> np.ndarray:
+  """float32[n, S, S, 3]: ``(image / 255 - mean) / std`` per channel."""
+  mean = np.asarray(source.mean, np.float32) * 255.0
+  std = np.asarray(source.std, np.float32) * 255.0
+  return (images.astype(np.float32) - mean) / std
+
+
+class _TrainBatch:
+  """grain's map for the training stream: step -> the process's batch ``step``."""
+
+  def __init__(self, source, stored_split, order: TrainOrder, options: PipelineOptions):
+    self.source, self.stored_split = source, stored_split
+    self.order, self.options = order, options
+    self.labels = source.labels_of_stored(stored_split)
+
+  def __call__(self, step: int) -> dict:
+    stored, positions = self.order.indices(int(step))
+    images = self.source.load_images(self.stored_split, stored, self.options.image_size)
+    images = augment(images, positions, self.order.seed, self.options,
+                     self.source.flip_ok)
+    return {"image": normalise(images, self.source),
+            "labels": self.labels[stored].astype(np.int32)}
+
+
+class _EvalBatch:
+  """grain's map for evaluation: batch index -> this process's padded rows."""
+
+  def __init__(self, source, stored_split, rows: np.ndarray, local_batch: int,
+               process_index: int, process_count: int, options: PipelineOptions):
+    self.source, self.stored_split, self.rows = source, stored_split, rows
+    self.local_batch, self.options = local_batch, options
+    self.process_index, self.process_count = process_index, process_count
+    self.labels = source.labels_of_stored(stored_split)
+
+  def __call__(self, batch_index: int) -> dict:
+    local = batch_index * self.local_batch + np.arange(self.local_batch)
+    split_rows = local * self.process_count + self.process_index
+    valid = split_rows < len(self.rows)
+    stored = self.rows[split_rows[valid]]
+    size = self.options.image_size
+    image = np.zeros((self.local_batch, size, size, 3), np.float32)
+    labels = np.full((self.local_batch, self.source.schema.num_attributes), -1, np.int32)
+    image[valid] = normalise(self.source.load_images(self.stored_split, stored, size),
+                             self.source)
+    labels[valid] = self.labels[stored]
+    return {"image": image, "labels": labels, "valid": valid}
+
+
+def _parse_absl_flags() -> None:
+  """grain's worker processes read absl flags; parse them (with none given) when the
+  program did not, e.g. under pytest or a plain script."""
+  from absl import flags  # grain depends on absl
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["crl_jax"], known_only=True)
+
+
+def _iterate(dataset: grain.MapDataset, options: PipelineOptions) -> Iterator[dict]:
+  """The dataset's elements in order, computed ahead as ``options`` says."""
+  stream = dataset.to_iter_dataset(grain.ReadOptions(
+      num_threads=max(1, options.threads), prefetch_buffer_size=max(1, options.prefetch)))
+  if options.workers > 0:
+    _parse_absl_flags()
+    stream = stream.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=options.workers, per_worker_buffer_size=max(1, options.prefetch)))
+  iterator = iter(stream)
+  try:
+    while True:
+      try:
+        batch = next(iterator)
+      except StopIteration:
+        return
+      yield batch
+  except GeneratorExit:  # closed early (also at interpreter exit): nothing to report
+    raise
+  except errors.DataError as error:
+    raise errors.DataError(str(error)) from None  # one line, not grain's frames
+  except Exception as error:  # a worker's error arrives wrapped: find the DataError
+    cause = error
+    while cause is not None and not isinstance(cause, errors.DataError):
+      cause = cause.__cause__ or cause.__context__
+    if cause is None:
+      raise
+    raise errors.DataError(str(cause)) from None
+  finally:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+      close()
+
+
+def _check_batch(global_batch_size: int, process_count: int) -> int:
   if global_batch_size % process_count:
     raise ValueError(f"global batch {global_batch_size} does not divide by "
                      f"{process_count} processes.")
-  keep_tensorflow_off_accelerators()
-  local_batch = global_batch_size // process_count
-  stored_split, _ = source.split_plan("train")
-  if multiplicity is None:
-    multiplicity = combined_multiplicity(source)
-  multiplicity = np.asarray(multiplicity, np.int64)
-  epoch_size = int(multiplicity.sum())
-  if epoch_size < 1:
-    raise sources_lib.DataError(
-        f"the training split of {source.name} is empty after subsetting/resampling.")
-  buffer = min(options.shuffle_buffer, epoch_size)
-  examples = expanded_examples(source, stored_split, multiplicity)
-
-  @plain_graph
-  def epoch(epoch_index):
-    epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch_index
-    return examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-
-  stream = tf.data.Dataset.range(2**62).flat_map(epoch)
-  stream = stream.shard(process_count, process_index)
-  skipped = start_step * local_batch
-  stream = stream.skip(skipped).enumerate(start=skipped)
-
-  @plain_graph
-  def preprocess(position, example):
-    element_seed = tf.stack([tf.cast(seed, tf.int64),
-                             position * process_count + process_index])
-    image = _resize(source.decode_image(example["image"]), options.image_size)
-    image = _augment(image, element_seed, options, source)
-    return {"image": _normalise(image, source),
-            "labels": tf.cast(example["labels"], tf.int32)}
-
-  stream = stream.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  stream = stream.batch(local_batch, drop_remainder=True)
-  return stream.prefetch(options.prefetch).with_options(_options())
-
-
-def eval_dataset(source: sources_lib.Source, split: str, options: PipelineOptions, *,
-                 global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> tuple[tf.data.Dataset, int]:
-  """Every example of a split exactly once, padded to whole batches.
-
-  Example ``k`` of the split goes to process ``k mod P``; each process pads its rows to
-  ``num_batches * local_batch`` with ``valid=False`` rows (zeros, labels ``-1``).
-
-  Returns:
-    ``(dataset, num_batches)``; batches are ``{"image": float32[b, S, S, 3], "labels":
-    int32[b, A], "valid": bool[b]}``, the same ``num_batches`` on every process.
-  """
-  if global_batch_size % process_count:
-    raise ValueError(f"global batch {global_batch_size} does not divide by "
-                     f"{process_count} processes.")
-  keep_tensorflow_off_accelerators()
-  local_batch = global_batch_size // process_count
-  stored_split, multiplicity = source.split_plan(split)
-  total = source.num_examples(split)
-  per_process = math.ceil(total / process_count)
-  num_batches = max(1, math.ceil(per_process / local_batch))
-
-  if multiplicity is None:
-    examples = source.read(stored_split)
-  else:
-    examples = expanded_examples(source, stored_split, multiplicity)
-  examples = examples.shard(process_count, process_index)
-
-  @plain_graph
-  def preprocess(example):
-    image = _resize(source.decode_image(example["image"]), options.image_size)
-    return {"image": _normalise(image, source),
-            "labels": tf.cast(example["labels"], tf.int32),
-            "valid": tf.constant(True)}
-
-  size = options.image_size
-  padding = tf.data.Dataset.from_tensors({
-      "image": tf.zeros((size, size, 3), tf.float32),
-      "labels": -tf.ones((source.schema.num_attributes,), tf.int32),
-      "valid": tf.constant(False)}).repeat()
-  stream = examples.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  stream = stream.concatenate(padding).take(num_batches * local_batch)
-  stream = stream.batch(local_batch, drop_remainder=True)
-  return stream.prefetch(options.prefetch).with_options(_options()), num_batches
-
-
-def expanded_examples(source: sources_lib.Source, stored_split: str,
-                      multiplicity: np.ndarray) -> tf.data.Dataset:
-  """The stored examples, each repeated by its multiplicity, in stored order.
-
-  Examples with multiplicity 0 are never read (``Source.read_subset``); repeats are
-  back to back, so the stream equals ``read``, each example ``m_i`` times in a row.
-
-  Args:
-    source: the source.
-    stored_split: the stored split.
-    multiplicity: int[N_stored] copies per stored example.
-
-  Returns:
-    ``tf.data.Dataset`` of ``sum(multiplicity)`` examples.
-  """
-  multiplicity = np.asarray(multiplicity, np.int64)
-  kept = multiplicity > 0
-  examples = (source.read(stored_split) if kept.all() else
-              source.read_subset(stored_split, kept))
-  copies = multiplicity[kept]
-  if (copies == 1).all():
-    return examples
-  repeats = tf.constant(copies, tf.int64)
-  return examples.enumerate().flat_map(plain_graph(
-      lambda index, example: tf.data.Dataset.from_tensors(example).repeat(
-          repeats[index])))
-
-
-def input_error_message(source: sources_lib.Source, error: tf.errors.OpError) -> str:
-  """One line for an error tf.data met while reading: the bad file (found by checking
-  every image file again) and the option that finds all of them before training."""
-  find_bad_image = getattr(source, "find_bad_image", None)
-  if find_bad_image is not None:
-    found = find_bad_image()
-    if found is not None:
-      return found
-  first = (error.message or str(error)).strip().splitlines()[0]
-  hint = (f"; {source.verify_option}=decode checks every image before training"
-          if hasattr(source, "verify_option") else "")
-  return f"reading {source.name} failed: {first}{hint}."
-
-
-def numpy_batches(dataset: tf.data.Dataset,
-                  source: sources_lib.Source) -> Iterator[dict]:
-  """The dataset's batches as numpy dicts; a read or decode error becomes a
-  ``DataError`` whose one line names the bad file (``input_error_message``).
-
-  Args:
-    dataset: from ``train_dataset`` or ``eval_dataset``.
-    source: the source it reads.
-
-  Yields:
-    The batches, as ``dataset.as_numpy_iterator()`` would.
-  """
-  iterator = dataset.as_numpy_iterator()
-  while True:
-    try:
-      batch = next(iterator)
-    except StopIteration:
-      return
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
-            tf.errors.DataLossError) as error:
-      raise sources_lib.DataError(input_error_message(source, error)) from None
-    yield batch
-
-
-def to_global(batch: dict, sharding) -> dict:
-  """Process-local numpy rows -> global ``jax.Array``s sharded along the batch axis."""
-  return {key: jax.make_array_from_process_local_data(sharding, value)
-          for key, value in batch.items()}
+  return global_batch_size // process_count
 
 
 def train_batches(source: sources_lib.Source, options: PipelineOptions, *,
                   global_batch_size: int, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1,
                   multiplicity: Optional[np.ndarray] = None) -> Iterator[dict]:
-  """Endless training batches of one process as numpy dicts: ``train_dataset`` read
-  through ``numpy_batches`` (a bad file is a ``DataError`` naming it).
+  """Endless training batches for one process, as numpy dicts.
+
+  Args:
+    source: a prepared ``Source``.
+    options: image size, augmentation, prefetch and workers.
+    global_batch_size: examples per step over all processes; must divide by
+      ``process_count``.
+    seed: data seed (order and augmentation).
+    start_step: steps already taken (resume): the stream starts at batch
+      ``start_step``.
+    process_index, process_count: this process and how many read in parallel.
+    multiplicity: optional int32[N_stored] from ``combined_multiplicity``.
 
   Yields:
-    ``{"image": float32[b, S, S, 3], "labels": int32[b, A]}``, ``b`` the local batch.
+    ``{"image": float32[b, S, S, 3], "labels": int32[b, A]}`` with
+    ``b = global_batch_size // process_count``.
+
+  Raises:
+    DataError: the split is empty, or (while iterating) an image cannot be decoded.
   """
-  dataset = train_dataset(source, options, global_batch_size=global_batch_size,
-                          seed=seed, start_step=start_step, process_index=process_index,
-                          process_count=process_count, multiplicity=multiplicity)
-  return numpy_batches(dataset, source)
+  local_batch = _check_batch(global_batch_size, process_count)
+  stored_split, _ = source.split_plan("train")
+  if multiplicity is None:
+    multiplicity = combined_multiplicity(source)
+  if int(np.asarray(multiplicity, np.int64).sum()) < 1:
+    raise errors.DataError(
+        f"the training split of {source.name} is empty after subsetting/resampling.")
+  order = TrainOrder(multiplicity, seed, local_batch, process_index, process_count)
+  dataset = grain.MapDataset.range(start_step, _ENDLESS).map(
+      _TrainBatch(source, stored_split, order, options))
+  return _iterate(dataset, options)
 
 
 def eval_batches(source: sources_lib.Source, split: str, options: PipelineOptions, *,
                  global_batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> tuple[Iterator[dict], int]:
-  """Every example of ``split`` once, padded, as numpy dicts: ``eval_dataset`` read
-  through ``numpy_batches``.
+  """Every example of a split exactly once, padded to whole batches.
+
+  Example ``k`` of the split goes to process ``k mod P``; each process pads its rows to
+  ``num_batches * local_batch`` with ``valid=False`` rows (zeros, labels ``-1``).
 
   Returns:
     ``(batches, num_batches)``; batches are ``{"image": float32[b, S, S, 3], "labels":
     int32[b, A], "valid": bool[b]}``, the same ``num_batches`` on every process.
   """
-  dataset, num_batches = eval_dataset(source, split, options,
-                                      global_batch_size=global_batch_size,
-                                      process_index=process_index,
-                                      process_count=process_count)
-  return numpy_batches(dataset, source), num_batches
+  local_batch = _check_batch(global_batch_size, process_count)
+  stored_split, multiplicity = source.split_plan(split)
+  if multiplicity is None:
+    rows = np.arange(source.num_stored_examples(stored_split), dtype=np.int64)
+  else:
+    rows = np.repeat(np.arange(len(multiplicity)), np.asarray(multiplicity, np.int64))
+  per_process = math.ceil(len(rows) / process_count)
+  num_batches = max(1, math.ceil(per_process / local_batch))
+  dataset = grain.MapDataset.range(num_batches).map(_EvalBatch(
+      source, stored_split, rows, local_batch, process_index, process_count, options))
+  return _iterate(dataset, options), num_batches
+
+
+def to_global(batch: dict, sharding) -> dict:
+  """Process-local numpy rows -> global ``jax.Array``s sharded along the batch axis."""
+  return {key: jax.make_array_from_process_local_data(sharding, value)
+          for key, value in batch.items()}

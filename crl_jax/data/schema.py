@@ -14,6 +14,26 @@ import numpy as np
 
 MISSING_LABEL = -1
 
+# The attribute sets of the paper's datasets: the real sources (``datasets/``) and the
+# synthetic renderer (``synthetic``) both take them from here.
+XDOMAIN_ATTRIBUTES = ("category", "colour", "collar", "button", "pattern", "shape",
+                      "length", "sleeve_shape", "sleeve_length")
+XDOMAIN_CLASS_COUNTS = (16, 55, 22, 12, 20, 15, 12, 20, 6)
+# Largest:smallest training class ratio per attribute, the paper's Table 5.
+XDOMAIN_IMBALANCE_RATIOS = (2, 138, 210, 242, 476, 2138, 3401, 4115, 4162)
+
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald",
+    "Bangs", "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair",
+    "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair",
+    "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
+    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose",
+    "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
+    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
+    "Wearing_Necklace", "Wearing_Necktie", "Young")
+DEEPFASHION_GROUPS = ("texture", "fabric", "shape", "part", "style")
+DEEPFASHION_NUM_ATTRIBUTES = 1000
+
 
 @dataclasses.dataclass(frozen=True)
 class Attribute:

@@ -62,21 +62,14 @@ import numpy as np
 
 from crl_jax.data import schema as schema_lib
 
-XDOMAIN_ATTRIBUTES = ("category", "colour", "collar", "button", "pattern", "shape",
-                      "length", "sleeve_shape", "sleeve_length")
-XDOMAIN_CLASS_COUNTS = (16, 55, 22, 12, 20, 15, 12, 20, 6)
-# Largest:smallest training class ratio per attribute, the paper's Table 5.
-XDOMAIN_IMBALANCE_RATIOS = (2, 138, 210, 242, 476, 2138, 3401, 4115, 4162)
+# The schemas real datasets share, re-exported here (they live in ``schema``).
+XDOMAIN_ATTRIBUTES = schema_lib.XDOMAIN_ATTRIBUTES
+XDOMAIN_CLASS_COUNTS = schema_lib.XDOMAIN_CLASS_COUNTS
+XDOMAIN_IMBALANCE_RATIOS = schema_lib.XDOMAIN_IMBALANCE_RATIOS
+CELEBA_ATTRIBUTES = schema_lib.CELEBA_ATTRIBUTES
+DEEPFASHION_GROUPS = schema_lib.DEEPFASHION_GROUPS
+DEEPFASHION_NUM_ATTRIBUTES = schema_lib.DEEPFASHION_NUM_ATTRIBUTES
 
-CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald",
-    "Bangs", "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair",
-    "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair",
-    "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
-    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose",
-    "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
-    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
-    "Wearing_Necklace", "Wearing_Necktie", "Young")
 # Positive rates of CelebA's training split (approximately), so that the imbalance of
 # each attribute (up to 1:43 for Bald) is CelebA's.
 CELEBA_POSITIVE_RATES = (
@@ -89,8 +82,6 @@ SPLITS = ("train", "validation", "test")
 KINDS = ("xdomain", "xdomain_balanced", "celeba", "cifar", "cifar_lt", "deepfashion")
 # Largest:smallest training class ratio of ``cifar_lt`` (CIFAR-100-LT's usual 100).
 CIFAR_LT_IMBALANCE_RATIO = 100.0
-DEEPFASHION_GROUPS = ("texture", "fabric", "shape", "part", "style")
-DEEPFASHION_NUM_ATTRIBUTES = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -544,20 +535,29 @@ RENDERERS = {"xdomain": render_xdomain, "xdomain_balanced": render_xdomain,
              "deepfashion": render_deepfashion}
 
 
-def generate(spec: SyntheticSpec, split: str,
-             chunk_size: int = 500) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-  """Yields ``(index, image uint8[S, S, 3], labels int32[A])`` for a whole split.
+BLOCK = 500
 
-  Chunks draw their nuisance randomness from ``SeedSequence([seed, split, chunk])``
-  children of fixed 500-image blocks, so the output does not depend on ``chunk_size``.
+
+def generate_blocks(spec: SyntheticSpec,
+                    split: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  """Yields ``(start, images uint8[n, S, S, 3], labels int32[n, A])`` covering a split.
+
+  Blocks of ``BLOCK`` images draw their nuisance randomness from
+  ``default_rng([seed, split, block, 31337])``, so the bytes of an image depend only on
+  the spec, its split and its index.
   """
-  del chunk_size  # fixed blocks keep the bytes independent of how callers chunk
-  block = 500
   labels = split_labels(spec, split)
   render = RENDERERS[spec.kind]
   split_id = SPLITS.index(split)
-  for start in range(0, len(labels), block):
-    rng = np.random.default_rng([spec.seed, split_id, start // block, 31337])
-    images = render(labels[start:start + block], spec.image_size, rng)
+  for start in range(0, len(labels), BLOCK):
+    rng = np.random.default_rng([spec.seed, split_id, start // BLOCK, 31337])
+    block_labels = labels[start:start + BLOCK]
+    yield start, render(block_labels, spec.image_size, rng), block_labels
+
+
+def generate(spec: SyntheticSpec,
+             split: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  """Yields ``(index, image uint8[S, S, 3], labels int32[A])`` for a whole split."""
+  for start, images, labels in generate_blocks(spec, split):
     for offset, image in enumerate(images):
-      yield start + offset, image, labels[start + offset]
+      yield start + offset, image, labels[offset]

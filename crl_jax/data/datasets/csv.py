@@ -38,8 +38,8 @@ attribute without a single label in the training split (its class counts, Omega_
 and alpha are undefined). A CSV whose rows are all validation/test is refused too. The
 CSV must be UTF-8 (a BOM is fine); another encoding is named with its line.
 
-Images are decoded with ``tf.io.decode_image(..., channels=3, expand_animations=False)``
-(JPEG, PNG, GIF, BMP). ``prepare()`` (also run by the first ``read``) checks every file
+Images are decoded with Pillow (JPEG, PNG, GIF's first frame, BMP; converted to RGB).
+``prepare()`` (run before any training or evaluation reads) checks every file
 up front as ``image_files`` says (``verify_images``: ``header``, the default, finds
 missing, empty, unknown and truncated files; ``decode`` also decodes each once); the
 first bad file is named. A success is remembered in the cache dir
@@ -51,7 +51,7 @@ The constructor is a sequence of named steps, each a function below: ``check_loc
 ``check_training_labels``.
 
 X-Domain (``xdomain_from_config``): the same reader with the paper's 9 attribute
-columns (``synthetic.XDOMAIN_ATTRIBUTES``, 16/55/22/12/20/15/12/20/6 classes; integer ids
+columns (``schema_lib.XDOMAIN_ATTRIBUTES``, 16/55/22/12/20/15/12/20/6 classes; integer ids
 must lie in those ranges). Without a split column: the paper's random split, 80,000 test
 and 10,000 validation images out of 245,467 (165,467 for training including the 10,000
 validation, Section 4); a CSV of ``N`` other rows gets the same proportions,
@@ -74,7 +74,6 @@ import numpy as np
 from crl_jax.data import csv_options
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
-from crl_jax.data import synthetic
 
 CsvOptions = csv_options.CsvOptions
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
@@ -511,19 +510,19 @@ def xdomain_from_config(data_config) -> CsvSource:
   """X-Domain from a CSV (``config.data.csv``), with the paper's attributes and split.
 
   The CSV's label columns are ``csv.attributes`` if set (9 columns, in the order of
-  ``synthetic.XDOMAIN_ATTRIBUTES``), else the 9 columns named as in
-  ``synthetic.XDOMAIN_ATTRIBUTES``; integer ids must lie in the paper's class counts.
+  ``schema_lib.XDOMAIN_ATTRIBUTES``), else the 9 columns named as in
+  ``schema_lib.XDOMAIN_ATTRIBUTES``; integer ids must lie in the paper's class counts.
   Split sizes missing from the section are the paper's (``xdomain_split_sizes``).
   """
   section = dict(data_config.get("csv", None) or {})
   options = CsvOptions.from_section(section)
   if options.attributes is None:
-    options = dataclasses.replace(options, attributes=synthetic.XDOMAIN_ATTRIBUTES)
+    options = dataclasses.replace(options, attributes=schema_lib.XDOMAIN_ATTRIBUTES)
   validation_size = section.get("validation_size", None)
   test_size = section.get("test_size", None)
   return CsvSource(
       options, data_dir=data_config.get("data_dir", None), name="xdomain",
-      attribute_names=synthetic.XDOMAIN_ATTRIBUTES,
-      num_classes=synthetic.XDOMAIN_CLASS_COUNTS,
+      attribute_names=schema_lib.XDOMAIN_ATTRIBUTES,
+      num_classes=schema_lib.XDOMAIN_CLASS_COUNTS,
       split_sizes=lambda num_rows: xdomain_split_sizes(num_rows, validation_size,
                                                        test_size))

@@ -38,7 +38,7 @@ from typing import Optional
 
 import numpy as np
 
-from crl_jax.data import csv_source
+from crl_jax.data.datasets import csv as csv_source
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 

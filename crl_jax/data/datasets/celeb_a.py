@@ -17,7 +17,7 @@ partition, the same on every machine. ``celeb_a.test_split="test"`` evaluates on
 official test partition (19,962 images) instead.
 
 Labels: ``int32[40]``, ``1`` where the attribute is present, ``0`` where it is not, in
-the order of ``synthetic.CELEBA_ATTRIBUTES`` (the order of ``list_attr_celeba.txt``);
+the order of ``schema_lib.CELEBA_ATTRIBUTES`` (the order of ``list_attr_celeba.txt``);
 CelebA has no missing labels.
 
 Nothing is downloaded. The data must already be prepared by tfds in ``data_dir``
@@ -43,7 +43,6 @@ import tensorflow_datasets as tfds
 
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
-from crl_jax.data import synthetic
 
 # Official CelebA file names (as distributed by the authors) -> tfds download keys.
 OFFICIAL_FILES = {
@@ -72,7 +71,7 @@ class CelebASource(sources.OfflineTfdsSource):
   """
 
   name = "celeb_a"
-  schema = schema_lib.Schema(schema_lib.binary_attributes(synthetic.CELEBA_ATTRIBUTES))
+  schema = schema_lib.Schema(schema_lib.binary_attributes(schema_lib.CELEBA_ATTRIBUTES))
   # Per-channel mean and standard deviation of ``image / 255`` over aligned CelebA
   # (the values commonly used for img_align_celeba).
   mean = (0.5063, 0.4258, 0.3832)
@@ -135,7 +134,7 @@ class CelebASource(sources.OfflineTfdsSource):
   def _labels_of(self, example) -> tf.Tensor:
     attributes = example["attributes"]
     return tf.stack([tf.cast(attributes[name], tf.int32)
-                     for name in synthetic.CELEBA_ATTRIBUTES])
+                     for name in schema_lib.CELEBA_ATTRIBUTES])
 
 
 def from_config(data_config) -> CelebASource:

@@ -1,1 +1,0 @@
-"""tfds builders that live inside the package (tfds needs builders in a package)."""

@@ -1,0 +1,37 @@
+"""Data sources: a schema plus splits, loaded by index (random access, no TensorFlow).
+
+By kind:
+
+* ``base``: the ``Source`` interface and the helpers every source shares.
+* ``arrays``: raw uint8 arrays on disk, read through memory maps (the bundled
+  ``synthetic_attributes``).
+* ``files``: image files listed with their labels (``csv``, ``xdomain``,
+  ``deep_fashion``), decoded with Pillow and checked as ``image_files`` says.
+* ``tfds``: tfds datasets read with ``tfds.data_source`` from array_record files
+  (``celeb_a``, ``cifar100``); imported on first use, since it imports tfds.
+
+The dataset modules (``data/datasets/``) build on these.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from crl_jax.data.sources.arrays import ArraySource
+from crl_jax.data.sources.base import (DataError, LOGICAL_SPLITS, Source, atomic_write,
+                                       check_split, default_data_dir, file_stamp,
+                                       manual_dir, npy_bytes, resize, stable_digest)
+from crl_jax.data.sources.files import IMAGENET_MEAN, IMAGENET_STD, ImageFileSource
+
+_TFDS_NAMES = ("OfflineTfdsSource", "offline_builder", "tfds_progress")
+
+__all__ = ["ArraySource", "DataError", "IMAGENET_MEAN", "IMAGENET_STD",
+           "ImageFileSource", "LOGICAL_SPLITS", "Source", "atomic_write", "check_split",
+           "default_data_dir", "file_stamp", "manual_dir", "npy_bytes", "resize",
+           "stable_digest", *_TFDS_NAMES]
+
+
+def __getattr__(name):
+  if name in _TFDS_NAMES:
+    return getattr(importlib.import_module("crl_jax.data.sources.tfds"), name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,185 @@
+"""The interface every data source implements, and the helpers they share.
+
+A source knows its attributes (``schema``), how to prepare itself without the network,
+how many examples each split has, and how to load any example by its index (random
+access, no TensorFlow): ``load_images(stored_split, indices, size)`` gives
+``uint8[n, size, size, 3]`` and ``stored_labels(stored_split)`` the ``int32[N, A]``
+labels, computed once and cached beside the prepared data (class counts, Omega_imb and
+alpha, resampling and the baselines read them).
+
+A logical split may be a subset of a stored split with multiplicities (the CIFAR-100
+imbalance protocols, a validation split carved out of a training split): ``split_plan``
+returns the stored split and an optional ``int32[N]`` multiplicity per stored example.
+The input pipeline (``data/pipeline.py``) turns these into batches.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import io
+import json
+import os
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from crl_jax.data import errors
+from crl_jax.data import schema as schema_lib
+
+LOGICAL_SPLITS = ("train", "validation", "test")
+DataError = errors.DataError
+
+
+def default_data_dir() -> str:
+  return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+def manual_dir(data_dir: str) -> str:
+  """``<data_dir>/downloads/manual``: where official files wait to be built offline."""
+  return os.path.join(data_dir, "downloads", "manual")
+
+
+def atomic_write(path: str, payload: bytes) -> None:
+  """Writes ``payload`` to ``path`` through a temporary file and a rename."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  temporary = f"{path}.tmp-{os.getpid()}"
+  with open(temporary, "wb") as f:
+    f.write(payload)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(temporary, path)
+
+
+def stable_digest(payload) -> str:
+  """16 hex digits identifying a JSON-able ``payload`` (cache directory names)."""
+  return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()
+                      ).hexdigest()[:16]
+
+
+def file_stamp(path: str) -> list:
+  """``[real path, mtime_ns, size]``: changes when the file is replaced or edited."""
+  status = os.stat(path)
+  return [os.path.realpath(path), status.st_mtime_ns, status.st_size]
+
+
+def check_split(split: str) -> None:
+  if split not in LOGICAL_SPLITS:
+    raise DataError(f"split={split!r} is unknown; use one of {LOGICAL_SPLITS}.")
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+  stream = io.BytesIO()
+  np.save(stream, array)
+  return stream.getvalue()
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+  """uint8[size, size, 3] from uint8[H, W, 3]: bilinear, antialiased when shrinking
+  (Pillow's filter widens with the scale); unchanged when already that size."""
+  if image.shape[0] == size and image.shape[1] == size:
+    return image
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+class Source(abc.ABC):
+  """Base class. Subclasses set ``name``, ``schema`` and implement the readers.
+
+  Sources are pickled into the input pipeline's worker processes: keep open files
+  and memory maps out of the pickled state (open them lazily).
+  """
+
+  name: str = "source"
+  schema: schema_lib.Schema
+  # Per-channel normalisation of ``image / 255``.
+  mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+  std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+  # Whether a horizontal flip keeps every label (true for clothes, faces, objects).
+  flip_ok: bool = True
+
+  def prepare(self, progress: bool = True) -> None:
+    """Makes the data ready to read (builds it if needed); never downloads.
+
+    Args:
+      progress: show progress bars while a dataset is generated.
+    """
+    del progress
+
+  def split_plan(self, split: str) -> tuple[str, Optional[np.ndarray]]:
+    """``(stored split, multiplicity int32[N] or None)`` of a logical split."""
+    check_split(split)
+    return split, None
+
+  @abc.abstractmethod
+  def num_stored_examples(self, stored_split: str) -> int:
+    """Number of examples of a stored split."""
+
+  @abc.abstractmethod
+  def load_image(self, stored_split: str, index: int) -> np.ndarray:
+    """uint8[H, W, 3] of example ``index`` of a stored split.
+
+    Raises:
+      DataError: the image cannot be read or decoded; the message names the file.
+    """
+
+  def load_images(self, stored_split: str, indices: np.ndarray,
+                  size: int) -> np.ndarray:
+    """uint8[n, size, size, 3]: examples ``indices`` (int[n]) resized to ``size``.
+
+    Sources stored as arrays override this with one gather."""
+    out = np.empty((len(indices), size, size, 3), np.uint8)
+    for row, index in enumerate(indices):
+      out[row] = resize(self.load_image(stored_split, int(index)), size)
+    return out
+
+  @abc.abstractmethod
+  def stored_labels(self, stored_split: str) -> np.ndarray:
+    """int32[N, A] labels of a stored split, in index order (no image decoding)."""
+
+  @abc.abstractmethod
+  def cache_dir(self) -> str:
+    """Where cached label arrays and class counts live (beside the prepared data)."""
+
+  def num_examples(self, split: str) -> int:
+    stored_split, multiplicity = self.split_plan(split)
+    if multiplicity is None:
+      return self.num_stored_examples(stored_split)
+    return int(multiplicity.sum())
+
+  def labels_of_stored(self, stored_split: str) -> np.ndarray:
+    """int32[N, A] labels of a stored split, cached beside the data."""
+    return self._cached_stored_labels(stored_split)
+
+  def split_labels(self, split: str) -> np.ndarray:
+    """int32[N, A] labels of a logical split (multiplicities applied), cached."""
+    stored_split, multiplicity = self.split_plan(split)
+    stored = self._cached_stored_labels(stored_split)
+    if multiplicity is None:
+      return stored
+    return np.repeat(stored, multiplicity, axis=0)
+
+  def train_class_counts(self) -> np.ndarray:
+    """int64[A, Cmax] training class counts per attribute (0 on padded classes)."""
+    return schema_lib.count_labels(self.split_labels("train"), self.schema)
+
+  def _cached_stored_labels(self, stored_split: str) -> np.ndarray:
+    memo = self.__dict__.setdefault("_labels_memo", {})
+    if stored_split in memo:
+      return memo[stored_split]
+    key = hashlib.sha1(f"{self.name}/{stored_split}".encode()).hexdigest()[:12]
+    path = os.path.join(self.cache_dir(), f"labels_{key}.npy")
+    labels = None
+    if os.path.exists(path):
+      labels = np.load(path)
+      if labels.shape != (self.num_stored_examples(stored_split),
+                          self.schema.num_attributes):
+        labels = None
+    if labels is None:
+      labels = np.asarray(self.stored_labels(stored_split), np.int32)
+      try:
+        atomic_write(path, npy_bytes(labels))
+      except OSError:
+        pass  # a read-only data dir: recompute next time
+    memo[stored_split] = labels
+    return labels

@@ -1,0 +1,134 @@
+"""Sources of image files on disk plus label matrices in memory (CSV, DeepFashion).
+
+Files are checked once, up front, as ``image_files`` says; a file damaged later stops
+the run with a ``DataError`` naming it when the pipeline decodes it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional
+
+import numpy as np
+
+from crl_jax.data import image_files
+from crl_jax.data import schema as schema_lib
+from crl_jax.data.sources import base
+from crl_jax.data.sources.base import DataError, LOGICAL_SPLITS, atomic_write, check_split
+
+# ImageNet statistics of ``image / 255``: a neutral default for photographs.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageFileSource(base.Source):
+  """Image files on disk plus an in-memory label matrix per split (CSV, DeepFashion).
+
+  ``load_image`` decodes the listed file (Pillow). Stored splits are the logical
+  splits.
+
+  Args:
+    name: the source's name.
+    schema: the attributes.
+    image_paths: split -> str[N] full image paths.
+    labels: split -> int[N, A] labels (``-1`` missing).
+    cache_dir: where cached label arrays and the image-check marker live.
+    description: what the paths were read from, for error messages.
+    verify_images: ``header`` (check each file's signature and completeness once) or
+      ``decode`` (also decode each file once); see ``image_files``.
+    mean, std: per-channel normalisation of ``image / 255``.
+    verify_option: the config key of ``verify_images``, named in messages.
+  """
+
+  # Bump when the header check learns something new, so old success markers are void.
+  _CHECK_VERSION = 2
+
+  def __init__(self, name: str, schema: schema_lib.Schema,
+               image_paths: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
+               cache_dir: str, description: str, verify_images: str = "header",
+               mean: tuple[float, float, float] = IMAGENET_MEAN,
+               std: tuple[float, float, float] = IMAGENET_STD,
+               verify_option: str = "verify_images"):
+    if verify_images not in image_files.VERIFY_MODES:
+      raise DataError(f"{verify_option}={verify_images!r} is unknown; use one of "
+                      f"{', '.join(image_files.VERIFY_MODES)}.")
+    self.name = name
+    self.schema = schema
+    self.mean = tuple(mean)
+    self.std = tuple(std)
+    self.description = description
+    self.verify_images = verify_images
+    self.verify_option = verify_option
+    self._cache_dir = cache_dir
+    self._image_paths = {split: np.asarray(image_paths.get(split, []), dtype=object)
+                         for split in LOGICAL_SPLITS}
+    label_dtype = np.int8 if schema.max_classes <= 127 else np.int32
+    self._labels = {
+        split: np.asarray(labels.get(split, np.zeros((0, schema.num_attributes))),
+                          label_dtype).reshape(-1, schema.num_attributes)
+        for split in LOGICAL_SPLITS}
+    self._checked = False
+
+  def cache_dir(self) -> str:
+    return self._cache_dir
+
+  def num_stored_examples(self, stored_split: str) -> int:
+    check_split(stored_split)
+    return len(self._image_paths[stored_split])
+
+  def stored_labels(self, stored_split: str) -> np.ndarray:
+    check_split(stored_split)
+    return self._labels[stored_split].astype(np.int32)
+
+  def image_paths(self, stored_split: str) -> np.ndarray:
+    """str[N] image paths of a split, in ``read`` order."""
+    check_split(stored_split)
+    return self._image_paths[stored_split]
+
+  def all_image_paths(self) -> list[str]:
+    return [str(path) for split in LOGICAL_SPLITS for path in self._image_paths[split]]
+
+  def _marker_path(self) -> str:
+    return os.path.join(self._cache_dir,
+                        f"images_ok_{self.verify_images}_v{self._CHECK_VERSION}")
+
+  def prepare(self, progress: bool = True) -> None:
+    """Checks every image file once (see ``verify_images``); remembers a success."""
+    del progress
+    if self._checked:
+      return
+    if not os.path.exists(self._marker_path()):
+      every_path = self.all_image_paths()
+      image_files.check_image_files(every_path, self.description, self.verify_option)
+      if self.verify_images == "decode":
+        undecodable = image_files.find_undecodable_images(every_path)
+        if undecodable:
+          path, error = undecodable[0]
+          raise DataError(
+              f"image file {path} (listed in {self.description}) cannot be decoded "
+              f"({error}); {len(undecodable)} files cannot. Fix or remove them.")
+      try:
+        atomic_write(self._marker_path(), b"ok\n")
+      except OSError:
+        pass  # a read-only cache dir: check again next time
+    self._checked = True
+
+  def find_bad_image(self) -> Optional[str]:
+    """One line naming a file that cannot be decoded, or ``None`` (slow: checks every
+    file, decoding those whose header passes only if none fails the header check)."""
+    every_path = self.all_image_paths()
+    bad = image_files.bad_image_files(every_path)
+    if not bad:
+      bad = image_files.find_undecodable_images(every_path)
+    if not bad:
+      return None
+    path, problem = bad[0]
+    return (f"image file {path} (listed in {self.description}) {problem}"
+            + (f"; {len(bad)} files are bad" if len(bad) > 1 else "") +
+            f". Fix or remove it; {self.verify_option}=decode checks every image "
+            "before training.")
+
+  def load_image(self, stored_split: str, index: int) -> np.ndarray:
+    """uint8[H, W, 3] of the file at ``image_paths(stored_split)[index]``."""
+    return image_files.decode_image_file(str(self._image_paths[stored_split][index]),
+                                         self.description, self.verify_option)
