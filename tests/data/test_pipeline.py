@@ -8,6 +8,7 @@ import pytest
 from crl_jax.data import pipeline
 from crl_jax.data import resampling
 from crl_jax.data import schema as schema_lib
+from crl_jax.data import sources
 from crl_jax.data import synthetic
 
 RAW = pipeline.PipelineOptions(image_size=16, flip=False, crop_padding=0)
@@ -172,18 +173,36 @@ def reference_batch(source, options, multiplicity, seed, step, local_batch,
     epoch, offset = divmod(g, epoch_size)
     order = np.random.default_rng([seed, epoch, 0x5EED]).permutation(epoch_size)
     stored = owners[order[offset]]
-    image = source.load_image("train", stored)
+    size = options.image_size
+    image = sources.resize(source.load_image("train", stored), size)
     pad = options.crop_padding
     if pad:
       padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
       dy = int(pipeline.mix(seed, np.array([g]), 1)[0] % np.uint64(2 * pad + 1))
       dx = int(pipeline.mix(seed, np.array([g]), 2)[0] % np.uint64(2 * pad + 1))
-      image = padded[dy:dy + 16, dx:dx + 16]
+      image = padded[dy:dy + size, dx:dx + size]
     if options.flip and int(pipeline.mix(seed, np.array([g]), 3)[0]) % 2:
       image = image[:, ::-1]
     images.append(image)
     rows_.append(labels[stored])
   return pipeline.normalise(np.stack(images), source), np.stack(rows_)
+
+
+def assert_same_stream(source, multiplicity, *, batch_size, num_batches, image_size=16,
+                       start_step=0, process_index=0, process_count=1):
+  """``train_batches`` equals ``reference_batch`` for ``num_batches`` steps."""
+  options = pipeline.PipelineOptions(image_size=image_size)
+  stream = pipeline.train_batches(source, options, global_batch_size=batch_size, seed=7,
+                                  multiplicity=multiplicity, start_step=start_step,
+                                  process_index=process_index,
+                                  process_count=process_count)
+  local_batch = batch_size // process_count
+  for step in range(start_step, start_step + num_batches):
+    batch = next(stream)
+    image, labels = reference_batch(source, options, multiplicity, 7, step, local_batch,
+                                    process_index, process_count)
+    np.testing.assert_array_equal(batch["labels"], labels)
+    np.testing.assert_array_equal(batch["image"], image)
 
 
 def test_the_stream_is_the_loop_reference(small_source):
@@ -194,16 +213,9 @@ def test_the_stream_is_the_loop_reference(small_source):
   multiplicity = np.random.default_rng(0).choice([0, 1, 2], p=[0.85, 0.1, 0.05],
                                                  size=size)
   epoch = int(multiplicity.sum())
-  options = pipeline.PipelineOptions(image_size=16)
-  stream = pipeline.train_batches(small_source, options, global_batch_size=40, seed=7,
-                                  multiplicity=multiplicity, start_step=1,
-                                  process_index=1, process_count=2)
-  for step in range(1, epoch // 20 + 2):
-    batch = next(stream)
-    image, labels = reference_batch(small_source, options, multiplicity, 7, step, 20,
-                                    1, 2)
-    np.testing.assert_array_equal(batch["labels"], labels)
-    np.testing.assert_array_equal(batch["image"], image)
+  assert_same_stream(small_source, multiplicity, batch_size=40,
+                     num_batches=epoch // 20 + 1, start_step=1, process_index=1,
+                     process_count=2)
 
 
 def test_an_empty_epoch_is_refused(small_source):
