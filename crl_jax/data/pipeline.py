@@ -180,27 +180,34 @@ def augment(images: np.ndarray, positions: np.ndarray, seed: int,
   they do not depend on the batch it is in, the process that reads it or the worker.
   """
   n, size = images.shape[0], images.shape[1]
-  if options.crop_padding > 0 and n:
-    pad = options.crop_padding
+  pad = options.crop_padding if n else 0
+  flip = options.flip and flip_ok and n
+  if pad <= 0 and not flip:
+    return images
+  if pad > 0:
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
     span = np.uint64(2 * pad + 1)
     rows = (mix(seed, positions, 1) % span).astype(np.int64)
     cols = (mix(seed, positions, 2) % span).astype(np.int64)
-    grid = np.arange(size)
-    images = padded[np.arange(n)[:, None, None], (rows[:, None] + grid)[:, :, None],
-                    (cols[:, None] + grid)[:, None, :]]
-  if options.flip and flip_ok and n:
-    flipped = (mix(seed, positions, 3) & np.uint64(1)).astype(bool)
-    images = images.copy() if options.crop_padding <= 0 else images
-    images[flipped] = images[flipped, :, ::-1]
-  return images
+  else:
+    padded, rows, cols = images, np.zeros(n, np.int64), np.zeros(n, np.int64)
+  flips = ((mix(seed, positions, 3) & np.uint64(1)).astype(bool) if flip else
+           np.zeros(n, bool))
+  out = np.empty_like(images)
+  for i in range(n):  # one window copy per image: cheaper than a 3-D gather
+    window = padded[i, rows[i]:rows[i] + size, cols[i]:cols[i] + size]
+    out[i] = window[:, ::-1] if flips[i] else window
+  return out
 
 
 def normalise(images: np.ndarray, source: sources_lib.Source) -> np.ndarray:
   """float32[n, S, S, 3]: ``(image / 255 - mean) / std`` per channel."""
-  mean = np.asarray(source.mean, np.float32) * 255.0
-  std = np.asarray(source.std, np.float32) * 255.0
-  return (images.astype(np.float32) - mean) / std
+  scale = 1.0 / (np.asarray(source.std, np.float32) * 255.0)
+  offset = -np.asarray(source.mean, np.float32) * 255.0 * scale
+  out = images.astype(np.float32)
+  out *= scale
+  out += offset
+  return out
 
 
 class _TrainBatch:

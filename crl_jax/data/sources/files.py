@@ -113,25 +113,17 @@ class ImageFileSource(base.Source):
         pass  # a read-only cache dir: check again next time
     self._checked = True
 
-  def find_bad_image(self) -> Optional[str]:
-    """One line naming a file that cannot be decoded, or ``None`` (slow: checks every
-    file, decoding those whose header passes only if none fails the header check)."""
-    every_path = self.all_image_paths()
-    bad = image_files.bad_image_files(every_path)
-    if not bad:
-      bad = image_files.find_undecodable_images(every_path)
-    if not bad:
-      return None
-    path, problem = bad[0]
-    return (f"image file {path} (listed in {self.description}) {problem}"
-            + (f"; {len(bad)} files are bad" if len(bad) > 1 else "") +
-            f". Fix or remove it; {self.verify_option}=decode checks every image "
-            "before training.")
-
   def load_images(self, stored_split: str, indices: np.ndarray,
                   size: int) -> np.ndarray:
+    """uint8[n, size, size, 3]: the files decoded straight to ``size``
+    (``image_files.decode_image_file``: reduced-scale JPEG decoding, then resizing)."""
     self.prepare()  # once per process: a reader that skipped prepare() is checked too
-    return super().load_images(stored_split, indices, size)
+    paths = self._image_paths[stored_split]
+    out = np.empty((len(indices), size, size, 3), np.uint8)
+    for row, index in enumerate(indices):
+      out[row] = image_files.decode_image_file(str(paths[index]), self.description,
+                                               self.verify_option, size)
+    return out
 
   def load_image(self, stored_split: str, index: int) -> np.ndarray:
     """uint8[H, W, 3] of the file at ``image_paths(stored_split)[index]``."""
