@@ -146,6 +146,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   one_of("data.name", config.data.name, tuple(data_lib.SOURCES))
   positive("data.image_size", config.data.image_size, 8)
   one_of("data.resampling", config.data.resampling, data_lib.resampling.METHODS)
+  positive("data.prefetch", config.data.prefetch)
+  positive("data.workers", config.data.workers, 0)
+  positive("data.threads", config.data.threads)
+  if not 0 <= config.data.crop_padding < config.data.image_size:
+    raise _allowed("data.crop_padding", config.data.crop_padding,
+                   f"must be in [0, data.image_size={config.data.image_size}) (the "
+                   "reflect padding of the random crop)")
   one_of("model.name", config.model.name, tuple(models.MODELS))
   one_of("model.dtype", config.model.dtype, ("float32", "bfloat16"))
   positive("model.feature_dim", config.model.feature_dim)
