@@ -3,7 +3,7 @@ r"""CelebA facial attributes (the paper's Table 3): DeepID2 + instance-level rel
     python -m crl_jax.main --config=configs/celeba.py --workdir=DIR \
         --config.data.data_dir=/data/tensorflow_datasets
 
-Data: tfds's `celeb_a`, prepared in your data dir (crl_jax/data/celeb_a.py says how;
+Data: tfds's `celeb_a`, prepared in your data dir (crl_jax/data/datasets/celeb_a.py says how;
 nothing is downloaded at run time); the paper's split: 152,770 train + 10,000
 validation from the official train partition, the 19,867-image partition as test.
 Paper settings (Section 4.1): DeepID2 with a 64-d FC2 feature and a 2-way prediction

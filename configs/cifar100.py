@@ -3,7 +3,7 @@ r"""CIFAR-100 (balanced, the paper's Table 8): ResNet-32 + CRL with a fixed alph
     python -m crl_jax.main --config=configs/cifar100.py --workdir=DIR \
         --config.data.data_dir=/data/tensorflow_datasets
 
-Data: tfds's `cifar100` prepared in your data dir (crl_jax/data/cifar.py); 490/10 train/
+Data: tfds's `cifar100` prepared in your data dir (crl_jax/data/datasets/cifar100.py); 490/10 train/
 validation images per class from the official train split, the official test split.
 Paper settings (Section 4.3): from scratch, lr 0.1, decay 0.0005, momentum 0.9, batch
 256, 200 epochs; on balanced data Omega_imb = 0, so alpha is fixed at 0.5. Other

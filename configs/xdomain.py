@@ -5,7 +5,7 @@ r"""X-Domain clothing attributes (the paper's Table 5): MTCT + class-level relat
         --config.data.csv.image_dir=/data/xdomain/images
 
 Data: your copy of X-Domain as a CSV (one image column, the 9 attribute columns
-category..sleeve_length with integer ids or class names; see crl_jax/data/csv_source.py)
+category..sleeve_length with integer ids or class names; see crl_jax/data/datasets/csv.py)
 and the images; without a split column the paper's random split (165,467 train incl.
 10,000 validation / 80,000 test). Paper settings (Section 4.2): batch 128, lr 0.001,
 decay 0.0005, momentum 0.9, eta 0.01, kappa 25, rho 0.5, 256 epochs (the paper

@@ -29,8 +29,10 @@ TRAIN_EXTRA = {
     "orbax": "orbax-checkpoint",
     "ml_collections": "ml-collections",
     "absl": "absl-py",
+    "grain": "grain",
+    "PIL": "pillow",
     "tensorflow_datasets": "tensorflow-datasets",
-    "tensorflow": "tensorflow",
+    "array_record": "array-record",
     "importlib_resources": "importlib_resources",
     "matplotlib": "matplotlib",
     "tqdm": "tqdm",
@@ -113,7 +115,7 @@ def parse_flags(parser: argparse.ArgumentParser,
   The overrides are split off before ``parser`` sees the rest (a flag parser would only
   know that ``--config.loss.crl.kappa`` is not one of its flags); ``config_lib.
   load_config`` applies them, and its errors name key, value and what is allowed. Call
-  it before importing jax or TensorFlow: ``--help`` and usage errors answer at once.
+  it before importing jax: ``--help`` and usage errors answer at once.
 
   Args:
     parser: the command's parser (``parser``).

@@ -151,7 +151,7 @@ def gradient_statistics(run, state, batches) -> dict:
 def prediction_histogram(run, state) -> dict:
   """Per attribute: classes predicted at least once on the test split, and the share
   of test predictions on the most frequent training class (and its true test share)."""
-  dataset, _ = data_lib.pipeline.eval_dataset(
+  batches, _ = data_lib.pipeline.eval_batches(
       run.source, "test", data_lib.pipeline_options(run.config.data),
       global_batch_size=run.config.eval.batch_size)
   class_mask = jnp.asarray(run.class_mask)
@@ -160,7 +160,7 @@ def prediction_histogram(run, state) -> dict:
   num_classes = run.class_mask.shape[1]
   predicted = np.zeros((run.class_mask.shape[0], num_classes))
   truth = np.zeros_like(predicted)
-  for batch in dataset.as_numpy_iterator():
+  for batch in batches:
     p = np.asarray(predict(batch["image"]))
     for j in range(p.shape[1]):
       keep = batch["valid"] & (batch["labels"][:, j] >= 0)
@@ -183,10 +183,10 @@ def gradients(workdir: str, run_names, seed: int, num_batches: int) -> dict:
       config = config_lib.finalise(config_lib.ml_collections.ConfigDict(json.load(f)))
     # The CRL statistics need CRL options even for a CE run: the paper's defaults.
     run = loop.build(config, prepare=False)
-    dataset = data_lib.pipeline.train_dataset(
+    stream = data_lib.pipeline.train_batches(
         run.source, data_lib.pipeline_options(config.data),
         global_batch_size=config.train.batch_size, seed=config.seed + 1000)
-    batches = [b for _, b in zip(range(num_batches), dataset.as_numpy_iterator())]
+    batches = [b for _, b in zip(range(num_batches), stream)]
     store = checkpoint_lib.CheckpointStore(directory, config.checkpoint.keep)
     abstract = loop.abstract_state(run)
     entry = {"alpha": run.objective.alpha.tolist(), "loss": config.loss.to_dict(),

@@ -41,7 +41,8 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
 PLAIN_INSTALL_MISSING = ("flax", "optax", "orbax", "tensorflow", "tensorflow_datasets",
                          "ml_collections", "matplotlib", "absl", "tensorboard", "tqdm",
-                         "importlib_resources")
+                         "importlib_resources", "grain", "PIL", "array_record",
+                         "tensorboardX")
 # Log lines TensorFlow, XLA or absl print at start-up.
 START_UP_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages|.*(oneDNN|"
                           r"cpu_feature_guard|TensorFlow binary|absl::))", re.MULTILINE)
@@ -60,7 +61,10 @@ def test_train_extra_is_the_one_in_pyproject():
   assert {name.removesuffix("-cpu") for name in names} == set(cli.TRAIN_EXTRA.values())
   plain = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] for r in project["dependencies"]}
   assert plain == {"jax", "numpy"}
-  assert "crl_jax[train]" in project["optional-dependencies"]["test"]
+  assert "crl_jax[train,prepare]" in project["optional-dependencies"]["test"]
+  # [train] installs no TensorFlow; only [prepare] (building celeb_a/cifar100) does.
+  assert not any(name.startswith("tensorflow") and name != "tensorflow-datasets"
+                 for name in names)
 
 
 def test_loss_and_baselines_run_under_jit_without_the_train_extra():

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from crl_jax import baselines
 from crl_jax import compare
@@ -49,8 +48,11 @@ class ToySource(sources.Source):
   def num_stored_examples(self, stored_split):
     return SPLIT_SIZES[stored_split]
 
-  def read(self, stored_split):
-    return tf.data.Dataset.from_tensor_slices(self._splits[stored_split])
+  def load_image(self, stored_split, index):
+    return self._splits[stored_split]["image"][index]
+
+  def stored_labels(self, stored_split):
+    return self._splits[stored_split]["labels"]
 
   def cache_dir(self):
     return self._cache_dir
@@ -105,8 +107,7 @@ def toy_registrations():
 
 def toy_config(data_dir):
   config = config_lib.base_config()
-  config.data.update(name="toy", data_dir=str(data_dir), image_size=8, crop_padding=2,
-                     shuffle_buffer=64)
+  config.data.update(name="toy", data_dir=str(data_dir), image_size=8, crop_padding=2)
   config.model.update(name="toy", feature_dim=4)
   config.loss.name = "toy_weighted_ce"
   config.loss.toy_weighted_ce.weight = 0.5

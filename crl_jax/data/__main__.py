@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from crl_jax import cli
-from crl_jax import data as data_lib  # TensorFlow is imported on first use, not here
+from crl_jax import data as data_lib  # its modules load on first use, not here
 from crl_jax.data import errors
 
 COMMAND = "python -m crl_jax.data"
@@ -95,11 +95,10 @@ def plot_distributions(rows, path: str) -> None:
 def measure_pipeline(source, config, num_batches: int) -> float:
   """Images/s of the training pipeline alone, after a few warm-up batches."""
   multiplicity = data_lib.training_multiplicity(source, config.data, config.seed)
-  dataset = data_lib.pipeline.train_dataset(
+  iterator = data_lib.pipeline.train_batches(
       source, data_lib.pipeline_options(config.data),
       global_batch_size=config.train.batch_size, seed=config.seed,
       multiplicity=multiplicity)
-  iterator = data_lib.pipeline.numpy_batches(dataset, source)
   for _ in range(3):
     next(iterator)
   start = time.perf_counter()

@@ -24,6 +24,7 @@ file, which stops the run with that one line.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from typing import Optional, Sequence
@@ -99,6 +100,17 @@ _COMPLETENESS = {"PNG": _png_problem, "JPEG": _jpeg_problem, "GIF": _gif_problem
                  "BMP": _bmp_problem}
 
 
+def _contents_problem(f, size: int) -> Optional[str]:
+  """Why the open file ``f`` of ``size`` bytes cannot be a complete image, or ``None``."""
+  head = f.read(16)
+  if not head:
+    return "is empty"
+  kinds = [kind for signature, kind in IMAGE_SIGNATURES if head.startswith(signature)]
+  if not kinds:
+    return f"is not a JPEG, PNG, GIF or BMP file (it starts with {head[:8]!r})"
+  return _COMPLETENESS[kinds[0]](f, size)
+
+
 def image_file_problem(path: str) -> Optional[str]:
   """Why ``path`` cannot be a complete image (``None`` if it looks fine).
 
@@ -111,13 +123,7 @@ def image_file_problem(path: str) -> Optional[str]:
   """
   try:
     with open(path, "rb") as f:
-      head = f.read(16)
-      if not head:
-        return "is empty"
-      kinds = [kind for signature, kind in IMAGE_SIGNATURES if head.startswith(signature)]
-      if not kinds:
-        return f"is not a JPEG, PNG, GIF or BMP file (it starts with {head[:8]!r})"
-      return _COMPLETENESS[kinds[0]](f, os.fstat(f.fileno()).st_size)
+      return _contents_problem(f, os.fstat(f.fileno()).st_size)
   except FileNotFoundError:
     return "does not exist"
   except OSError as error:
@@ -168,13 +174,23 @@ def decode_image_file(path: str, what: Optional[str] = None,
       names the file and the check that finds every bad file before training.
   """
   try:
-    with Image.open(path) as image:
-      image.seek(0)
-      return np.asarray(image.convert("RGB"))
+    with open(path, "rb") as f:
+      contents = f.read()
   except FileNotFoundError:
     problem = "does not exist"
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-    problem = image_file_problem(path) or f"cannot be decoded ({error})"
+  except OSError as error:
+    problem = f"cannot be read ({error.strerror or error})"
+  else:
+    # The completeness check of ``verify_images=header``, on the bytes read anyway:
+    # Pillow decodes some cut files (a PNG without its last chunks) without a word.
+    problem = _contents_problem(io.BytesIO(contents), len(contents))
+    if problem is None:
+      try:
+        with Image.open(io.BytesIO(contents)) as image:
+          image.seek(0)
+          return np.asarray(image.convert("RGB"))
+      except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        problem = f"cannot be decoded ({error})"
   listed = f" (listed in {what})" if what else ""
   raise errors.DataError(f"image file {path}{listed} {problem}. Fix or remove it; "
                          f"{verify_option}=decode checks every image before training.")

@@ -254,8 +254,9 @@ def _parse_absl_flags() -> None:
 
 def _iterate(dataset: grain.MapDataset, options: PipelineOptions) -> Iterator[dict]:
   """The dataset's elements in order, computed ahead as ``options`` says."""
+  threads = max(1, options.threads)
   stream = dataset.to_iter_dataset(grain.ReadOptions(
-      num_threads=max(1, options.threads), prefetch_buffer_size=max(1, options.prefetch)))
+      num_threads=threads, prefetch_buffer_size=max(threads, options.prefetch)))
   if options.workers > 0:
     _parse_absl_flags()
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from crl_jax.data import synthetic_source
+from crl_jax.data.datasets import synthetic_attributes as synthetic_source
 from crl_jax.data import synthetic
 
 SMALL_SPEC = synthetic.SyntheticSpec(kind="xdomain", image_size=16, num_train=600,

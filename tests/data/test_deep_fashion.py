@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from crl_jax.data import deep_fashion
+from crl_jax.data.datasets import deep_fashion
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 from tests.data.test_csv_source import check_label_ranges

@@ -6,7 +6,7 @@ TensorFlow start-up per case); tests/test_cli.py runs the real command."""
 import pytest
 
 from crl_jax.data import __main__ as data_main
-from crl_jax.data import synthetic_source
+from crl_jax.data.datasets import synthetic_attributes as synthetic_source
 from tests.data import conftest
 
 
@@ -56,7 +56,7 @@ def test_no_progress_reaches_dataset_generation(small_source, monkeypatch, capsy
   overrides = [f"--config.data.synthetic.{key}={getattr(spec, key)}" for key in
                ("kind", "image_size", "num_train", "num_validation", "num_test", "seed")]
   argv = ["--config=configs/synthetic.py", "--plot=", "--json", "--no_progress",
-          f"--config.data.data_dir={small_source.builder.data_dir}"] + overrides
+          f"--config.data.data_dir={small_source.data_dir}"] + overrides
   assert data_main.main(argv) == 0
   assert calls == [False]
   assert '"dataset": "synthetic_attributes/xdomain"' in capsys.readouterr().out

@@ -4,15 +4,14 @@ import hashlib
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from crl_jax.data import pipeline
 from crl_jax.data import resampling
 from crl_jax.data import schema as schema_lib
+from crl_jax.data import sources
 from crl_jax.data import synthetic
 
-RAW = pipeline.PipelineOptions(image_size=16, flip=False, crop_padding=0,
-                               shuffle_buffer=256)
+RAW = pipeline.PipelineOptions(image_size=16, flip=False, crop_padding=0)
 
 
 def rows(batches, key):
@@ -23,22 +22,30 @@ def fingerprints(images):
   return [hashlib.sha1(np.round(image, 4).tobytes()).hexdigest() for image in images]
 
 
+def stored_images(source, split):
+  """float32 images of a stored split, normalised as the pipeline does (no augment)."""
+  indices = np.arange(source.num_stored_examples(split))
+  return pipeline.normalise(source.load_images(split, indices, 16), source)
+
+
+def take(iterator, count):
+  return [next(iterator) for _ in range(count)]
+
+
 @pytest.mark.parametrize("process_count", [3])  # 1 process: test_csv_source's passes
 def test_evaluation_sees_every_example_once(small_source, process_count):
-  stored = fingerprints([
-      (e["image"].astype(np.float32) - 127.5) / 63.75
-      for e in small_source.read("validation").as_numpy_iterator()])
+  stored = fingerprints(stored_images(small_source, "validation"))
   seen, num_batches = [], set()
   for index in range(process_count):
-    dataset, batches = pipeline.eval_dataset(small_source, "validation", RAW,
-                                             global_batch_size=96,
-                                             process_index=index,
-                                             process_count=process_count)
-    output = list(dataset.as_numpy_iterator())
-    assert len(output) == batches
-    num_batches.add(batches)
+    batches, count = pipeline.eval_batches(small_source, "validation", RAW,
+                                           global_batch_size=96, process_index=index,
+                                           process_count=process_count)
+    output = list(batches)
+    assert len(output) == count
+    num_batches.add(count)
     valid = rows(output, "valid")
     assert (rows(output, "labels")[~valid] == -1).all()
+    assert (rows(output, "image")[~valid] == 0).all()
     seen += fingerprints(rows(output, "image")[valid])
   assert len(num_batches) == 1  # every process runs the same number of eval steps
   assert sorted(seen) == sorted(stored)
@@ -48,25 +55,23 @@ def test_training_shards_are_disjoint_and_complete(small_source):
   size = small_source.num_examples("train")
   whole = []
   for index in range(2):
-    dataset = pipeline.train_dataset(small_source, RAW, global_batch_size=100, seed=5,
-                                     process_index=index, process_count=2)
-    iterator = dataset.as_numpy_iterator()
-    first_epoch = rows([next(iterator) for _ in range(size // 100)], "image")
-    whole += fingerprints(first_epoch)
-  stored = fingerprints([(e["image"].astype(np.float32) - 127.5) / 63.75
-                         for e in small_source.read("train").as_numpy_iterator()])
-  assert sorted(whole) == sorted(stored)
+    stream = pipeline.train_batches(small_source, RAW, global_batch_size=100, seed=5,
+                                    process_index=index, process_count=2)
+    whole += fingerprints(rows(take(stream, size // 100), "image"))
+  assert sorted(whole) == sorted(fingerprints(stored_images(small_source, "train")))
 
 
 def test_order_is_deterministic_and_resumable(small_source):
-  options = pipeline.PipelineOptions(image_size=16, shuffle_buffer=256)
-  def batches(seed, start_step=0, count=4):
-    iterator = pipeline.train_dataset(small_source, options, global_batch_size=64,
-                                      seed=seed, start_step=start_step).as_numpy_iterator()
-    return [next(iterator) for _ in range(count)]
+  options = pipeline.PipelineOptions(image_size=16)
 
-  # Two builds of one seed agree: test_kept_examples_stream_is_the_filtered_stream.
+  def batches(seed, start_step=0, count=4):
+    return take(pipeline.train_batches(small_source, options, global_batch_size=64,
+                                       seed=seed, start_step=start_step), count)
+
   first = batches(1)
+  again = batches(1)
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a["image"], b["image"])
   other = batches(2, count=1)[0]
   assert not np.array_equal(other["labels"], first[0]["labels"])
   resumed = batches(1, start_step=3, count=1)[0]
@@ -78,15 +83,31 @@ def test_order_is_deterministic_and_resumable(small_source):
   assert not np.array_equal(later["labels"], first[0]["labels"][: len(later["labels"])])
 
 
+def test_worker_processes_give_the_same_batches_as_threads(small_source):
+  """grain's worker processes (data.workers) change where batches are computed, not
+  which: the same stream as in-process threads, resumed mid-way."""
+  options = pipeline.PipelineOptions(image_size=16, workers=2, prefetch=2)
+  in_process = take(pipeline.train_batches(
+      small_source, pipeline.PipelineOptions(image_size=16), global_batch_size=32,
+      seed=4, start_step=2), 5)
+  with_workers = pipeline.train_batches(small_source, options, global_batch_size=32,
+                                        seed=4, start_step=2)
+  for expected in in_process:
+    batch = next(with_workers)
+    np.testing.assert_array_equal(batch["image"], expected["image"])
+    np.testing.assert_array_equal(batch["labels"], expected["labels"])
+  with_workers.close()
+
+
 def test_multiplicity_changes_the_epoch(small_source):
   labels = small_source.split_labels("train")
   copies = resampling.oversampling_multiplicity(labels, small_source.schema, seed=0,
                                                 max_factor=2)
   multiplicity = pipeline.combined_multiplicity(small_source, copies)
   assert multiplicity.sum() == copies.sum() > len(labels)
-  dataset = pipeline.train_dataset(small_source, RAW, global_batch_size=int(
+  stream = pipeline.train_batches(small_source, RAW, global_batch_size=int(
       multiplicity.sum()), seed=0, multiplicity=multiplicity)
-  epoch = next(dataset.as_numpy_iterator())
+  epoch = next(stream)
   expected = schema_lib.count_labels(np.repeat(labels, copies, axis=0),
                                      small_source.schema)
   np.testing.assert_array_equal(
@@ -136,63 +157,69 @@ def test_missing_labels_are_ignored_by_resampling():
     resampling.multiplicity("sideways", labels, schema)
 
 
-# --- the stream before down-sampling read only kept examples (issue 16) -------------
+# --- the stream against slow, obviously-correct loop references ----------------------
 
-def reference_train_dataset(source, options, *, global_batch_size, seed, multiplicity,
-                            start_step=0, process_index=0, process_count=1):
-  """The training stream as it was built before: every stored example read each epoch,
-  the unused ones filtered out, repeats by a per-example flat_map (slow reference)."""
-  local_batch = global_batch_size // process_count
-  stored_split, _ = source.split_plan("train")
-  repeats = tf.constant(multiplicity, tf.int64)
-  buffer = min(options.shuffle_buffer, int(multiplicity.sum()))
-  examples = source.read(stored_split).enumerate()
-  examples = examples.filter(lambda index, example: repeats[index] > 0)
-  examples = examples.flat_map(
-      lambda index, example: tf.data.Dataset.from_tensors(example).repeat(
-          repeats[index]))
-
-  def epoch(epoch_index):
-    epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch_index
-    return examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-
-  stream = tf.data.Dataset.range(2**62).flat_map(epoch)
-  stream = stream.shard(process_count, process_index)
-  skipped = start_step * local_batch
-  stream = stream.skip(skipped).enumerate(start=skipped)
-
-  def preprocess(position, example):
-    element_seed = tf.stack([tf.cast(seed, tf.int64),
-                             position * process_count + process_index])
-    image = pipeline._resize(source.decode_image(example["image"]), options.image_size)
-    image = pipeline._augment(image, element_seed, options, source)
-    return {"image": pipeline._normalise(image, source),
-            "labels": tf.cast(example["labels"], tf.int32)}
-
-  return stream.map(preprocess).batch(local_batch, drop_remainder=True)
+def reference_batch(source, options, multiplicity, seed, step, local_batch,
+                    process_index, process_count):
+  """Batch ``step`` of one process, element by element: expand the stored examples by
+  their multiplicities, permute each epoch, take every P-th position, crop and flip
+  each image on its own."""
+  owners = [i for i, m in enumerate(multiplicity) for _ in range(int(m))]
+  epoch_size = len(owners)
+  labels = source.stored_labels("train")
+  images, rows_ = [], []
+  for k in range(local_batch):
+    g = (step * local_batch + k) * process_count + process_index
+    epoch, offset = divmod(g, epoch_size)
+    order = np.random.default_rng([seed, epoch, 0x5EED]).permutation(epoch_size)
+    stored = owners[order[offset]]
+    size = options.image_size
+    image = sources.resize(source.load_image("train", stored), size)
+    pad = options.crop_padding
+    if pad:
+      padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+      dy = int(pipeline.mix(seed, np.array([g]), 1)[0] % np.uint64(2 * pad + 1))
+      dx = int(pipeline.mix(seed, np.array([g]), 2)[0] % np.uint64(2 * pad + 1))
+      image = padded[dy:dy + size, dx:dx + size]
+    if options.flip and int(pipeline.mix(seed, np.array([g]), 3)[0]) % 2:
+      image = image[:, ::-1]
+    images.append(image)
+    rows_.append(labels[stored])
+  return pipeline.normalise(np.stack(images), source), np.stack(rows_)
 
 
-def assert_same_stream(source, multiplicity, *, batch_size, num_batches, **kwargs):
-  options = pipeline.PipelineOptions(image_size=16, shuffle_buffer=64)
-  new = pipeline.train_dataset(source, options, global_batch_size=batch_size, seed=7,
-                               multiplicity=multiplicity, **kwargs).as_numpy_iterator()
-  old = reference_train_dataset(source, options, global_batch_size=batch_size, seed=7,
-                                multiplicity=multiplicity, **kwargs).as_numpy_iterator()
-  for _ in range(num_batches):
-    a, b = next(new), next(old)
-    np.testing.assert_array_equal(a["labels"], b["labels"])
-    np.testing.assert_array_equal(a["image"], b["image"])
+def assert_same_stream(source, multiplicity, *, batch_size, num_batches, image_size=16,
+                       start_step=0, process_index=0, process_count=1):
+  """``train_batches`` equals ``reference_batch`` for ``num_batches`` steps."""
+  options = pipeline.PipelineOptions(image_size=image_size)
+  stream = pipeline.train_batches(source, options, global_batch_size=batch_size, seed=7,
+                                  multiplicity=multiplicity, start_step=start_step,
+                                  process_index=process_index,
+                                  process_count=process_count)
+  local_batch = batch_size // process_count
+  for step in range(start_step, start_step + num_batches):
+    batch = next(stream)
+    image, labels = reference_batch(source, options, multiplicity, 7, step, local_batch,
+                                    process_index, process_count)
+    np.testing.assert_array_equal(batch["labels"], labels)
+    np.testing.assert_array_equal(batch["image"], image)
 
 
-def test_kept_examples_stream_is_the_filtered_stream(small_source):
-  """Down-sampling (0/1) and over-sampling (2) read only the kept examples now, in the
-  same order, with the same augmentation, resumed at the same place: 2+ epochs (the
-  second one read from the cache of kept records)."""
+def test_the_stream_is_the_loop_reference(small_source):
+  """Down-sampling (0/1) and over-sampling (2) multiplicities, process 1 of 2, resumed
+  after one step, through more than two epochs: each batch equals the element-by-element
+  reference."""
   size = small_source.num_examples("train")
   multiplicity = np.random.default_rng(0).choice([0, 1, 2], p=[0.85, 0.1, 0.05],
                                                  size=size)
   epoch = int(multiplicity.sum())
-  # Process 1 of 2, resumed after one step, through more than two epochs.
   assert_same_stream(small_source, multiplicity, batch_size=40,
                      num_batches=epoch // 20 + 1, start_step=1, process_index=1,
                      process_count=2)
+
+
+def test_an_empty_epoch_is_refused(small_source):
+  size = small_source.num_examples("train")
+  with pytest.raises(pipeline.errors.DataError, match="empty"):
+    pipeline.train_batches(small_source, RAW, global_batch_size=8, seed=0,
+                           multiplicity=np.zeros(size, np.int32))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crl_jax.data import schema as schema_lib
-from crl_jax.data import synthetic_source
+from crl_jax.data.datasets import synthetic_attributes as synthetic_source
 from crl_jax.data import synthetic
 from tests.data.conftest import SMALL_SPEC
 
@@ -98,32 +98,39 @@ def test_some_neighbouring_classes_are_near_identical():
 
 
 def test_prepared_dataset_reads_back(small_source):
-  assert small_source.builder.is_prepared()
+  assert small_source.is_prepared()
   assert small_source.num_examples("train") == SMALL_SPEC.num_train
   counts = small_source.train_class_counts()
   assert counts.shape == (9, 55) and (counts.sum(axis=1) == SMALL_SPEC.num_train).all()
-  example = next(small_source.read("test").as_numpy_iterator())
-  assert example["image"].shape == (16, 16, 3) and example["image"].dtype == np.uint8
-  assert example["labels"].dtype == np.int32
+  image = small_source.load_image("test", 0)
+  assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+  np.testing.assert_array_equal(
+      small_source.load_images("test", np.array([3, 0, 3]), 16)[1], image)
+  labels = small_source.labels_of_stored("test")
+  assert labels.dtype == np.int32 and labels.shape == (SMALL_SPEC.num_test, 9)
+  # The stored bytes are the renderer's.
+  first = next(synthetic.generate(SMALL_SPEC, "test"))
+  np.testing.assert_array_equal(first[1], image)
+  np.testing.assert_array_equal(first[2], labels[0])
 
 
 def test_interrupted_preparation_never_loads_as_complete(tmp_path, monkeypatch):
   spec = synthetic.SyntheticSpec(image_size=16, num_train=300, num_validation=560,
                                  num_test=1100, seed=11)
-  original = synthetic.generate
+  original = synthetic.generate_blocks
 
-  def failing(spec, split, chunk_size=500):
+  def failing(spec, split):
     for count, item in enumerate(original(spec, split)):
-      if split == "validation" and count == 100:
+      if split == "validation" and count == 1:
         raise KeyboardInterrupt("simulated kill during preparation")
       yield item
 
-  monkeypatch.setattr(synthetic, "generate", failing)
+  monkeypatch.setattr(synthetic, "generate_blocks", failing)
   source = synthetic_source.SyntheticSource(spec, data_dir=str(tmp_path))
   with pytest.raises(KeyboardInterrupt):
     source.prepare()
-  monkeypatch.setattr(synthetic, "generate", original)
+  monkeypatch.setattr(synthetic, "generate_blocks", original)
   again = synthetic_source.SyntheticSource(spec, data_dir=str(tmp_path))
-  assert not again.builder.is_prepared()
+  assert not again.is_prepared()
   again.prepare()  # a fresh preparation completes and reads back
   assert again.num_examples("validation") == 560

@@ -128,7 +128,13 @@ class ImageFileSource(base.Source):
             f". Fix or remove it; {self.verify_option}=decode checks every image "
             "before training.")
 
+  def load_images(self, stored_split: str, indices: np.ndarray,
+                  size: int) -> np.ndarray:
+    self.prepare()  # once per process: a reader that skipped prepare() is checked too
+    return super().load_images(stored_split, indices, size)
+
   def load_image(self, stored_split: str, index: int) -> np.ndarray:
     """uint8[H, W, 3] of the file at ``image_paths(stored_split)[index]``."""
+    self.prepare()
     return image_files.decode_image_file(str(self._image_paths[stored_split][index]),
                                          self.description, self.verify_option)
