@@ -95,19 +95,28 @@ def check_reads_like_tfds(source, stored_split):
     np.testing.assert_array_equal(labels[index], truth)
 
 
-# A subprocess in which TensorFlow cannot be imported. (``sys.modules["tensorflow"] =
-# None`` is no test of that here: etils/tfds take a ``tensorflow`` key in sys.modules
-# for "TensorFlow is loaded" and tfds itself then fails to import.)
+# A subprocess in which TensorFlow is not found, as where it is not installed: every
+# import finder answers "no such module" for it (find_spec gives None, the import a
+# ModuleNotFoundError). ``sys.modules["tensorflow"] = None`` is no test of tfds here:
+# etils takes a ``tensorflow`` key in sys.modules for "TensorFlow is loaded", and tfds
+# 4.9.10 then fails to import at all.
 BLOCK_TENSORFLOW = textwrap.dedent("""\
-    import importlib.abc, sys
+    import sys
 
-    class NoTensorFlow(importlib.abc.MetaPathFinder):
+    class HideTensorFlow:
+      def __init__(self, finder):
+        self.finder = finder
+
       def find_spec(self, name, path=None, target=None):
         if name == "tensorflow" or name.startswith("tensorflow."):
-          raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
-        return None
+          return None
+        find_spec = getattr(self.finder, "find_spec", None)
+        return find_spec(name, path, target) if find_spec else None
 
-    sys.meta_path.insert(0, NoTensorFlow())
+      def __getattr__(self, name):
+        return getattr(self.finder, name)
+
+    sys.meta_path[:] = [HideTensorFlow(finder) for finder in sys.meta_path]
     """)
 
 
@@ -315,12 +324,12 @@ def test_build_that_meets_a_tensorflow_import_is_one_line(tmp_path, monkeypatch)
   """CelebA builds without TensorFlow; should tfds's builder reach for it (another
   tfds version), the build ends in one line naming the extra and the command."""
   write_official_files(celeb_a.manual_dir(str(tmp_path)))
-  parent = type(tfds_sources.offline_builder("celeb_a", str(tmp_path), {}))
 
-  def needs_tensorflow(self, *args, **kwargs):
-    raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+  class NeedsTensorFlow:
+    def download_and_prepare(self, **kwargs):
+      raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
 
-  monkeypatch.setattr(parent.__mro__[1], "download_and_prepare", needs_tensorflow)
+  monkeypatch.setattr(tfds_sources, "offline_builder", lambda *args: NeedsTensorFlow())
   source = celeb_a.from_config(config(str(tmp_path)))
   with pytest.raises(sources.DataError) as error:
     source.prepare(progress=False)
