@@ -30,7 +30,7 @@ tfds's own ``celeb_a`` builder (``sources.tfds.offline_builder``) from the five 
 files in ``<data_dir>/downloads/manual/``: ``python -m crl_jax.data
 --config=configs/celeba.py``. That build needs no TensorFlow either (the builder only
 iterates the zip and passes the JPEG bytes through). A celeb_a prepared as tfrecord files
-by an older crl_jax is refused with a message saying how to convert it.
+by an older crl_jax is refused with a message saying how to prepare it again.
 
 Example::
 
@@ -113,10 +113,9 @@ class CelebASource(tfds_sources.OfflineTfdsSource):
         f"https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, 'Align&Cropped Images' and "
         f"'Anno'/'Eval') in {manual_dir(self._data_dir)}/ and run "
         f"`{self._prepare_command()}` (or call prepare() again), which builds it "
-        f"offline; or run `tfds build celeb_a --file_format=array_record "
-        f"--data_dir=DIR` on a machine with network and copy DIR/celeb_a to "
-        f"{os.path.join(self._data_dir, 'celeb_a')}; or point config.data.data_dir / "
-        f"$TFDS_DATA_DIR at the data dir that holds it.")
+        f"offline; or copy a celeb_a/2.1.0 that tfds prepared in array_record format "
+        f"elsewhere to {os.path.join(self._data_dir, 'celeb_a')}; or point "
+        f"config.data.data_dir / $TFDS_DATA_DIR at the data dir that holds it.")
 
   def _official_files(self):
     directory = manual_dir(self._data_dir)

@@ -291,9 +291,8 @@ class CifarSource(tfds_sources.OfflineTfdsSource):
         f"put the official archive {OFFICIAL_ARCHIVE} "
         f"(https://www.cs.toronto.edu/~kriz/{OFFICIAL_ARCHIVE}) at {archive} and run "
         f"`{self._prepare_command()}` (or call prepare() again; building needs "
-        f"TensorFlow: `{tfds_sources.PREPARE_EXTRA}`), which builds it offline; or run "
-        f"`tfds build cifar100 --file_format=array_record --data_dir=DIR` on a machine "
-        f"with network and copy DIR/cifar100 to "
+        f"TensorFlow: `{tfds_sources.PREPARE_EXTRA}`), which builds it offline; or copy "
+        f"a cifar100/3.0.2 that tfds prepared in array_record format elsewhere to "
         f"{os.path.join(self._data_dir, 'cifar100')}; or point config.data.data_dir / "
         f"$TFDS_DATA_DIR at the data dir that holds it.")
 

@@ -24,7 +24,9 @@ builders need TensorFlow to build (tfds's ``cifar100`` reads and encodes with it
 the ``[prepare]`` extra, imported only while building; without it ``prepare()`` raises a
 one-line ``DataError`` naming what to install and the command that prepares. A dataset
 an older crl_jax prepared as tfrecord files (which only TensorFlow reads) is refused with
-a one-line ``DataError`` saying how to convert it or prepare it again.
+a one-line ``DataError`` saying how to prepare it again. (tfds's own converter, ``tfds
+convert_format``, reads tfrecord with TensorFlow, and tfds 4.9.10's ``tfds`` command
+does not start without apache-beam.)
 """
 
 from __future__ import annotations
@@ -118,8 +120,8 @@ class _LocalFiles:
             f"tfds's {self._dataset} builder asks for files {', '.join(unknown)}, which "
             f"crl_jax does not know how to find offline (this tfds version's builder "
             f"differs from the one crl_jax was written for); prepare {self._dataset} "
-            f"with `tfds build {self._dataset} --file_format={ARRAY_RECORD}` on a "
-            "machine with network instead.")
+            f"in {ARRAY_RECORD} format with tfds on a machine with network and copy it "
+            "into the data dir instead.")
       return {key: self._files[key] for key in urls}
     if len(self._files) != 1:
       raise DataError(f"tfds's {self._dataset} builder asks for one file; crl_jax "
@@ -146,9 +148,8 @@ class _LocalFiles:
     raise DataError(
         f"tfds's {self._dataset} builder calls its download manager's {name!r}, which "
         f"crl_jax's offline build does not provide (a different tfds version?); "
-        f"prepare {self._dataset} with `tfds build {self._dataset} "
-        f"--file_format={ARRAY_RECORD}` on a machine with network and copy it into the "
-        "data dir instead.")
+        f"prepare {self._dataset} in {ARRAY_RECORD} format with tfds on a machine with "
+        "network and copy it into the data dir instead.")
 
 
 def offline_builder(name: str, data_dir: str, files: Mapping[str, str],
@@ -289,12 +290,12 @@ class OfflineTfdsSource(base.Source):
 
   def _tfrecord_message(self) -> str:
     path = self.builder.data_path
+    extra = f"`{PREPARE_EXTRA}`, then " if self.build_needs_tensorflow else ""
     return (
         f"{self.tfds_name} in {path} is stored as tfrecord files (prepared by an older "
         f"crl_jax), which only TensorFlow reads; crl_jax now reads array_record files "
-        f"without it. Convert it in place with `{PREPARE_EXTRA}` and `tfds "
-        f"convert_format --dataset_version_dir={path} --out_file_format={ARRAY_RECORD}`"
-        f", or delete {path} and prepare it again with `{self._prepare_command()}`.")
+        f"without it. Move {path} aside and prepare it again from the official files in "
+        f"{manual_dir(self._data_dir)}: {extra}`{self._prepare_command()}`.")
 
   def _no_tensorflow_message(self, error: ImportError) -> str:
     reason = (str(error).splitlines() or [type(error).__name__])[0]
