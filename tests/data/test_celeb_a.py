@@ -148,15 +148,18 @@ def expected_labels(indices):
                   np.int32)
 
 
-def write_official_files(directory):
-  """The five official CelebA files, with 30 constant-grey images (level 8 * k)."""
+def write_official_files(directory, damaged=()):
+  """The five official CelebA files, with 30 constant-grey images (level 8 * k); the
+  images ``damaged`` (indices) are cut to their first 200 bytes."""
   os.makedirs(directory, exist_ok=True)
   with zipfile.ZipFile(os.path.join(directory, "img_align_celeba.zip"), "w") as archive:
     for k, name in enumerate(FILE_NAMES):
       encoded = io.BytesIO()
       Image.fromarray(np.full((218, 178, 3), 8 * k, np.uint8)).save(
           encoded, "JPEG", quality=100)
-      archive.writestr(f"img_align_celeba/{name}", encoded.getvalue())
+      payload = encoded.getvalue()
+      archive.writestr(f"img_align_celeba/{name}",
+                       payload[:200] if k in damaged else payload)
 
   def write(name, text):
     with open(os.path.join(directory, name), "w") as f:
@@ -319,6 +322,22 @@ def test_builds_and_reads_without_tensorflow(tmp_path):
       print("labels", source.split_labels("test").sum())
       """)
   assert "labels" in output
+
+
+def test_damaged_image_met_mid_run_names_the_record(tmp_path):
+  """tfds stores JPEG bytes as given: a damaged one is found when the pipeline decodes
+  it, as a one-line DataError naming the record, the split and the directory."""
+  write_official_files(celeb_a.manual_dir(str(tmp_path)), damaged=range(20))
+  source = celeb_a.from_config(config(str(tmp_path), validation_size=5))
+  source.prepare(progress=False)
+  assert source.split_labels("train").shape == (15, 40)  # labels need no image
+  with pytest.raises(sources.DataError) as error:
+    train_batches(source, image_size=16, batch_size=4, num_batches=1)
+  message = str(error.value)
+  assert "\n" not in message
+  assert "of celeb_a's split 'train[:-5]'" in message
+  assert os.path.join(str(tmp_path), "celeb_a", "2.1.0") in message
+  assert "cannot be decoded" in message and "prepare the dataset again" in message
 
 
 def test_build_that_meets_a_tensorflow_import_is_one_line(tmp_path, monkeypatch):
