@@ -338,6 +338,7 @@ def test_damaged_image_met_mid_run_names_the_record(tmp_path):
   assert "of celeb_a's split 'train[:-5]'" in message
   assert os.path.join(str(tmp_path), "celeb_a", "2.1.0") in message
   assert "cannot be decoded" in message and "prepare the dataset again" in message
+  assert "official image" in message
 
 
 def test_build_that_meets_a_tensorflow_import_is_one_line(tmp_path, monkeypatch):

@@ -80,9 +80,10 @@ def decode_image(encoded: bytes, what: str, size: Optional[int] = None) -> np.nd
     with Image.open(io.BytesIO(encoded)) as image:
       rgb = image.convert("RGB")
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-    raise DataError(f"{what} holds an image that cannot be decoded ({error}); the "
-                    "prepared files are damaged: delete them and prepare the dataset "
-                    "again.") from None
+    raise DataError(f"{what} holds an image that cannot be decoded ({error}): the "
+                    "prepared files, or the official image they were built from, are "
+                    "damaged; check the official files, then delete the prepared ones "
+                    "and prepare the dataset again.") from None
   if size is not None and rgb.size != (size, size):
     rgb = rgb.resize((size, size), Image.BILINEAR)
   return np.asarray(rgb)
