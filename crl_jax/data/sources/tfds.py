@@ -292,12 +292,14 @@ class OfflineTfdsSource(base.Source):
 
   def _tfrecord_message(self) -> str:
     path = self.builder.data_path
+    stored = getattr(self.builder.info.file_format, "value", "tfrecord")
     extra = f"`{PREPARE_EXTRA}`, then " if self.build_needs_tensorflow else ""
     return (
-        f"{self.tfds_name} in {path} is stored as tfrecord files (prepared by an older "
-        f"crl_jax), which only TensorFlow reads; crl_jax now reads array_record files "
-        f"without it. Move {path} aside and prepare it again from the official files in "
-        f"{manual_dir(self._data_dir)}: {extra}`{self._prepare_command()}`.")
+        f"{self.tfds_name} in {path} is stored as {stored} files (as an older crl_jax, "
+        f"or tfds by default, prepared it), which only TensorFlow reads; crl_jax now "
+        f"reads array_record files without it. Move {path} aside and prepare it again "
+        f"from the official files in {manual_dir(self._data_dir)}: "
+        f"{extra}`{self._prepare_command()}`.")
 
   def _no_tensorflow_message(self, error: ImportError) -> str:
     reason = (str(error).splitlines() or [type(error).__name__])[0]
