@@ -1,26 +1,142 @@
-"""CelebA: the paper's splits over a tiny celeb_a built by tfds's own builder offline."""
+"""CelebA: the paper's splits over a tiny celeb_a built by tfds's own builder offline,
+read from array_record files without TensorFlow."""
 
+import importlib.util
+import io
+import json
 import os
+import shutil
+import subprocess
+import sys
+import textwrap
 import zipfile
 
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow as tf
+from PIL import Image
 
-from crl_jax.data import celeb_a
+from crl_jax.data import pipeline
+from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
-from crl_jax.data import synthetic
-from tests.data.test_csv_source import check_label_ranges
-from tests.data.test_csv_source import eval_rows
-from tests.data.test_csv_source import pixel_values
-from tests.data.test_csv_source import train_batches
+from crl_jax.data.datasets import celeb_a
+from crl_jax.data.sources import tfds as tfds_sources
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Official partition ids: 0 train, 1 validation (the paper's test), 2 test.
 PARTITION = [0] * 20 + [1] * 6 + [2] * 4
 NUM_IMAGES = len(PARTITION)
 FILE_NAMES = [f"{k + 1:06d}.jpg" for k in range(NUM_IMAGES)]
 
+
+# --- helpers shared with the other tfds dataset tests -------------------------------
+
+def pipeline_options(image_size: int) -> pipeline.PipelineOptions:
+  return pipeline.PipelineOptions(image_size=image_size, flip=False, crop_padding=0,
+                                  prefetch=1)
+
+
+def eval_rows(source, split: str, image_size: int, batch_size: int = 8):
+  """``(float32[n, S, S, 3] images, int32[n, A] labels)`` of the valid rows of an eval
+  pass, checking batch shapes on the way."""
+  batches, num_batches = pipeline.eval_batches(
+      source, split, pipeline_options(image_size), global_batch_size=batch_size)
+  images, labels, seen = [], [], 0
+  for batch in batches:
+    seen += 1
+    assert batch["image"].shape == (batch_size, image_size, image_size, 3)
+    assert batch["image"].dtype == np.float32
+    assert batch["labels"].shape == (batch_size, source.schema.num_attributes)
+    assert batch["labels"].dtype == np.int32
+    assert (batch["labels"][~batch["valid"]] == schema_lib.MISSING_LABEL).all()
+    images.append(batch["image"][batch["valid"]])
+    labels.append(batch["labels"][batch["valid"]])
+  assert seen == num_batches
+  return np.concatenate(images), np.concatenate(labels)
+
+
+def pixel_values(source, images: np.ndarray) -> np.ndarray:
+  """Undoes the pipeline's normalisation: uint8-valued float pixels."""
+  return images * np.array(source.std) * 255.0 + np.array(source.mean) * 255.0
+
+
+def train_batches(source, image_size: int, batch_size: int, num_batches: int,
+                  seed: int = 0):
+  stream = pipeline.train_batches(source, pipeline_options(image_size),
+                                  global_batch_size=batch_size, seed=seed)
+  try:
+    return [next(stream) for _ in range(num_batches)]
+  finally:
+    stream.close()
+
+
+def check_label_ranges(source, labels: np.ndarray) -> None:
+  counts = np.array(source.schema.class_counts)
+  assert ((labels == schema_lib.MISSING_LABEL) | ((labels >= 0) & (labels < counts))
+          ).all()
+
+
+def check_reads_like_tfds(source, stored_split):
+  """Every record: ``load_image`` / ``stored_labels`` (raw records, Pillow) equal what
+  tfds's own numpy decoding of the data source gives."""
+  decoded = source.builder.as_data_source(stored_split)
+  labels = source.stored_labels(stored_split)
+  assert len(decoded) == len(labels) == source.num_stored_examples(stored_split)
+  for index in range(len(decoded)):
+    example = decoded[index]
+    np.testing.assert_array_equal(source.load_image(stored_split, index),
+                                  example["image"])
+    truth = []
+    for key in source.label_features:
+      value = example
+      for part in key.split("/"):
+        value = value[part]
+      truth.append(int(value))
+    np.testing.assert_array_equal(labels[index], truth)
+
+
+# A subprocess in which TensorFlow is not found, as where it is not installed: every
+# import finder answers "no such module" for it (find_spec gives None, the import a
+# ModuleNotFoundError). ``sys.modules["tensorflow"] = None`` is no test of tfds here:
+# etils takes a ``tensorflow`` key in sys.modules for "TensorFlow is loaded", and tfds
+# 4.9.10 then fails to import at all.
+BLOCK_TENSORFLOW = textwrap.dedent("""\
+    import sys
+
+    class HideTensorFlow:
+      def __init__(self, finder):
+        self.finder = finder
+
+      def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+          return None
+        find_spec = getattr(self.finder, "find_spec", None)
+        return find_spec(name, path, target) if find_spec else None
+
+      def __getattr__(self, name):
+        return getattr(self.finder, name)
+
+    sys.meta_path[:] = [HideTensorFlow(finder) for finder in sys.meta_path]
+    """)
+
+
+def run_without_tensorflow(script: str, timeout: int = 240) -> str:
+  """Runs ``script`` in a fresh Python with TensorFlow unimportable; returns stdout."""
+  code = BLOCK_TENSORFLOW + textwrap.dedent(script) + textwrap.dedent("""\
+      assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+      print("NO_TENSORFLOW_OK")
+      """)
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "NO_TENSORFLOW_OK" in result.stdout
+  return result.stdout
+
+
+# --- a tiny official CelebA -----------------------------------------------------------
 
 def attribute_value(k, j):
   """+1 / -1 of attribute j for image k (varied, every attribute has both classes)."""
@@ -32,14 +148,18 @@ def expected_labels(indices):
                   np.int32)
 
 
-def write_official_files(directory):
-  """The five official CelebA files, with 30 constant-grey images (level 8 * k)."""
+def write_official_files(directory, damaged=()):
+  """The five official CelebA files, with 30 constant-grey images (level 8 * k); the
+  images ``damaged`` (indices) are cut to their first 200 bytes."""
   os.makedirs(directory, exist_ok=True)
   with zipfile.ZipFile(os.path.join(directory, "img_align_celeba.zip"), "w") as archive:
     for k, name in enumerate(FILE_NAMES):
-      image = tf.fill([218, 178, 3], tf.constant(8 * k, tf.uint8))
+      encoded = io.BytesIO()
+      Image.fromarray(np.full((218, 178, 3), 8 * k, np.uint8)).save(
+          encoded, "JPEG", quality=100)
+      payload = encoded.getvalue()
       archive.writestr(f"img_align_celeba/{name}",
-                       tf.io.encode_jpeg(image, quality=100).numpy())
+                       payload[:200] if k in damaged else payload)
 
   def write(name, text):
     with open(os.path.join(directory, name), "w") as f:
@@ -47,7 +167,7 @@ def write_official_files(directory):
 
   write("list_eval_partition.txt",
         "".join(f"{name} {part}\n" for name, part in zip(FILE_NAMES, PARTITION)))
-  write("list_attr_celeba.txt", f"{NUM_IMAGES}\n" + " ".join(synthetic.CELEBA_ATTRIBUTES)
+  write("list_attr_celeba.txt", f"{NUM_IMAGES}\n" + " ".join(schema_lib.CELEBA_ATTRIBUTES)
         + "\n" + "".join(name + " " + " ".join(str(attribute_value(k, j))
                                                for j in range(40)) + "\n"
                          for k, name in enumerate(FILE_NAMES)))
@@ -70,7 +190,7 @@ def config(data_dir, **celeb_a_keys):
 def data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   write_official_files(celeb_a.manual_dir(data_dir))
-  celeb_a.from_config(config(data_dir)).prepare()  # builds offline from the files
+  celeb_a.from_config(config(data_dir)).prepare(progress=False)  # offline build
   return data_dir
 
 
@@ -90,15 +210,24 @@ def paper_splits(data_dir):
   return source, passes
 
 
+def test_prepared_as_array_record(data_dir):
+  version_dir = os.path.join(data_dir, "celeb_a", "2.1.0")
+  names = os.listdir(version_dir)
+  assert any(name.startswith("celeb_a-train.array_record") for name in names)
+  assert not any("tfrecord" in name for name in names)
+
+
 def test_unprepared_data_dir_is_a_clear_error(tmp_path):
   source = celeb_a.from_config(config(str(tmp_path)))
-  assert source.schema.names == synthetic.CELEBA_ATTRIBUTES  # known without the data
+  assert source.schema.names == schema_lib.CELEBA_ATTRIBUTES  # known without the data
   with pytest.raises(sources.DataError) as error:
     source.prepare()
   message = str(error.value)
+  assert "\n" not in message
   assert os.path.join(str(tmp_path), "celeb_a", "2.1.0") in message
   assert os.path.join(str(tmp_path), "downloads", "manual") in message
-  assert "img_align_celeba.zip" in message and "tfds build celeb_a" in message
+  assert "img_align_celeba.zip" in message and "array_record format" in message
+  assert "python -m crl_jax.data --config=configs/celeba.py" in message
   with pytest.raises(sources.DataError, match="CelebA is not prepared"):
     source.num_examples("train")
 
@@ -153,14 +282,119 @@ def test_training_batches(paper_splits):
       train_indices.tolist())
 
 
+def test_records_read_as_tfds_decodes_them(data_dir):
+  source = celeb_a.from_config(config(data_dir))
+  for stored_split in ("train", "validation", "test"):
+    check_reads_like_tfds(source, stored_split)
+  image = source.load_image("train", 3)
+  assert image.shape == (218, 178, 3) and image.dtype == np.uint8
+
+
+def test_builds_and_reads_without_tensorflow(tmp_path):
+  """The whole path in a process where TensorFlow cannot be imported: the offline
+  build, labels, a training batch and an evaluation pass through the grain pipeline,
+  and a source pickled as into a grain worker."""
+  write_official_files(celeb_a.manual_dir(str(tmp_path)))
+  output = run_without_tensorflow(f"""
+      import pickle
+      import ml_collections
+      import numpy as np
+      from crl_jax.data import pipeline
+      from crl_jax.data.datasets import celeb_a
+      data_config = ml_collections.ConfigDict(dict(
+          data_dir={str(tmp_path)!r}, celeb_a=dict(validation_size=5,
+                                                   test_split="validation")))
+      source = celeb_a.from_config(data_config)
+      source.prepare(progress=False)
+      assert source.split_labels("train").shape == (15, 40)
+      options = pipeline.PipelineOptions(image_size=16, flip=False, crop_padding=0,
+                                         prefetch=1)
+      stream = pipeline.train_batches(source, options, global_batch_size=8, seed=0)
+      batch = next(stream)
+      stream.close()
+      assert batch["image"].shape == (8, 16, 16, 3) and batch["labels"].shape == (8, 40)
+      batches, num_batches = pipeline.eval_batches(source, "test", options,
+                                                   global_batch_size=4)
+      assert sum(int(b["valid"].sum()) for b in batches) == 6 and num_batches == 2
+      copy = pickle.loads(pickle.dumps(source))
+      np.testing.assert_array_equal(copy.load_image("train", 0),
+                                    source.load_image("train", 0))
+      print("labels", source.split_labels("test").sum())
+      """)
+  assert "labels" in output
+
+
+def test_damaged_image_met_mid_run_names_the_record(tmp_path):
+  """tfds stores JPEG bytes as given: a damaged one is found when the pipeline decodes
+  it, as a one-line DataError naming the record, the split and the directory."""
+  write_official_files(celeb_a.manual_dir(str(tmp_path)), damaged=range(20))
+  source = celeb_a.from_config(config(str(tmp_path), validation_size=5))
+  source.prepare(progress=False)
+  assert source.split_labels("train").shape == (15, 40)  # labels need no image
+  with pytest.raises(sources.DataError) as error:
+    train_batches(source, image_size=16, batch_size=4, num_batches=1)
+  message = str(error.value)
+  assert "\n" not in message
+  assert "of celeb_a's split 'train[:-5]'" in message
+  assert os.path.join(str(tmp_path), "celeb_a", "2.1.0") in message
+  assert "cannot be decoded" in message and "prepare the dataset again" in message
+  assert "official image" in message
+
+
+def test_build_that_meets_a_tensorflow_import_is_one_line(tmp_path, monkeypatch):
+  """CelebA builds without TensorFlow; should tfds's builder reach for it (another
+  tfds version), the build ends in one line naming the extra and the command."""
+  write_official_files(celeb_a.manual_dir(str(tmp_path)))
+
+  class NeedsTensorFlow:
+    def download_and_prepare(self, **kwargs):
+      raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+
+  monkeypatch.setattr(tfds_sources, "offline_builder", lambda *args: NeedsTensorFlow())
+  source = celeb_a.from_config(config(str(tmp_path)))
+  with pytest.raises(sources.DataError) as error:
+    source.prepare(progress=False)
+  message = str(error.value)
+  assert "\n" not in message
+  assert "needs TensorFlow" in message and "No module named 'tensorflow'" in message
+  assert "pip install 'crl_jax[prepare]'" in message
+  assert ("python -m crl_jax.data --config=configs/celeba.py "
+          f"--config.data.data_dir={tmp_path}") in message
+  assert os.path.join(str(tmp_path), "celeb_a", "2.1.0") in message
+  assert os.path.join(str(tmp_path), "downloads", "manual") in message
+
+
+def test_tfrecord_dataset_of_an_older_crl_jax_is_refused(data_dir, tmp_path):
+  old = os.path.join(str(tmp_path), "celeb_a", "2.1.0")
+  shutil.copytree(os.path.join(data_dir, "celeb_a", "2.1.0"), old)
+  info_path = os.path.join(old, "dataset_info.json")
+  with open(info_path) as f:
+    info = json.load(f)
+  info["fileFormat"] = "tfrecord"
+  with open(info_path, "w") as f:
+    json.dump(info, f)
+  source = celeb_a.from_config(config(str(tmp_path)))
+  for call in (lambda: source.prepare(progress=False),
+               lambda: source.num_examples("train")):
+    with pytest.raises(sources.DataError) as error:
+      call()
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"celeb_a in {old} is stored as tfrecord files" in message
+    assert f"Move {old} aside and prepare it again" in message
+    assert ("python -m crl_jax.data --config=configs/celeba.py "
+            f"--config.data.data_dir={tmp_path}") in message
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="tfds.testing.mock_data makes its fake examples with TensorFlow")
 def test_source_works_under_tfds_mock_data(data_dir):
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_FILES,
                               data_dir=data_dir):
     source = celeb_a.from_config(config("/nonexistent/ignored/under/mock"))
     source.prepare()
-    examples = list(source.read("train[:-5]").as_numpy_iterator())
-  assert len(examples) == 3
-  assert examples[0]["image"].shape == (218, 178, 3)
-  assert all(ex["labels"].shape == (40,) and set(ex["labels"]) <= {0, 1}
-             for ex in examples)
+    images = source.load_images("train[:-5]", np.arange(3), 16)
+    labels = source.stored_labels("train[:-5]")
+  assert images.shape == (3, 16, 16, 3) and images.dtype == np.uint8
+  assert labels.shape == (3, 40) and set(np.unique(labels)) <= {0, 1}

@@ -1,5 +1,7 @@
-"""CIFAR-100: exact protocol class sizes, seeded subsets, and a tiny real tfds build."""
+"""CIFAR-100: exact protocol class sizes, seeded subsets, and a tiny real tfds build
+(which needs TensorFlow) read from array_record files without TensorFlow."""
 
+import importlib.util
 import io
 import os
 import tarfile
@@ -8,13 +10,15 @@ import ml_collections
 import numpy as np
 import pytest
 
-from crl_jax.data import celeb_a
-from crl_jax.data import cifar
 from crl_jax.data import sources
-from tests.data.test_csv_source import check_label_ranges
-from tests.data.test_csv_source import eval_rows
-from tests.data.test_csv_source import pixel_values
-from tests.data.test_csv_source import train_batches
+from crl_jax.data.datasets import cifar100 as cifar
+from crl_jax.data.sources import tfds as tfds_sources
+from tests.data.test_celeb_a import check_label_ranges
+from tests.data.test_celeb_a import check_reads_like_tfds
+from tests.data.test_celeb_a import eval_rows
+from tests.data.test_celeb_a import pixel_values
+from tests.data.test_celeb_a import run_without_tensorflow
+from tests.data.test_celeb_a import train_batches
 
 FULL_LABELS = np.random.default_rng(7).permutation(np.repeat(np.arange(100), 500))
 
@@ -158,10 +162,10 @@ def write_archive(path):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("tfds"))
-  archive = os.path.join(celeb_a.manual_dir(data_dir), cifar.OFFICIAL_ARCHIVE)
+  archive = os.path.join(sources.manual_dir(data_dir), cifar.OFFICIAL_ARCHIVE)
   train_labels, test_labels = write_archive(archive)
   source = cifar.from_config(config(data_dir))
-  source.prepare()  # builds offline from the archive
+  source.prepare(progress=False)  # builds offline from the archive (with TensorFlow)
   return {"data_dir": data_dir, "train_labels": train_labels,
           "test_labels": test_labels}
 
@@ -185,10 +189,12 @@ def test_unprepared_data_dir_is_a_clear_error(tmp_path):
   with pytest.raises(sources.DataError) as error:
     source.prepare()
   message = str(error.value)
+  assert "\n" not in message
   assert os.path.join(str(tmp_path), "cifar100", "3.0.2") in message
   assert os.path.join(str(tmp_path), "downloads", "manual",
                       "cifar-100-binary.tar.gz") in message
-  assert "tfds build cifar100" in message and "never downloads" in message
+  assert "array_record format" in message and "never downloads" in message
+  assert "python -m crl_jax.data --config=configs/cifar100.py" in message
   with pytest.raises(sources.DataError, match="CIFAR-100 is not prepared"):
     source.num_examples("test")
 
@@ -245,8 +251,10 @@ def test_imbalanced_protocol_on_tiny_data(prepared):
   indices = image_indices(source, images)
   np.testing.assert_array_equal(labels[:, 0], prepared["train_labels"][indices])
   # The epoch covers exactly the images of the selected stored rows, each once.
-  stored_ids = np.array([int(ex["image"][0, 0, 0]) + 256 * int(ex["image"][0, 0, 1])
-                         for ex in source.read("train").as_numpy_iterator()])
+  stored_images = [source.load_image("train", k)
+                   for k in range(source.num_stored_examples("train"))]
+  stored_ids = np.array([int(image[0, 0, 0]) + 256 * int(image[0, 0, 1])
+                         for image in stored_images])
   selected = stored_ids[source.split_plan("train")[1] == 1]
   assert sorted(indices.tolist()) == sorted(selected.tolist())
   assert len(set(indices.tolist())) == epoch_size
@@ -273,14 +281,83 @@ def test_long_tail_and_balanced_protocols_on_tiny_data(prepared):
   assert balanced.name == "cifar100/bln2"
 
 
+def test_records_read_as_tfds_decodes_them(prepared):
+  source = cifar.from_config(config(prepared["data_dir"]))
+  for stored_split in ("train", "test"):
+    check_reads_like_tfds(source, stored_split)
+
+
+def test_reads_without_tensorflow(prepared):
+  """Labels, class names, the protocol's plan, a training batch and an evaluation pass
+  through the grain pipeline, in a process where TensorFlow cannot be imported."""
+  output = run_without_tensorflow(f"""
+      import ml_collections
+      import numpy as np
+      from crl_jax.data import pipeline
+      from crl_jax.data.datasets import cifar100
+      data_config = ml_collections.ConfigDict(dict(
+          data_dir={prepared["data_dir"]!r}, cifar=dict(
+              protocol="imb", gamma=1.0, validation_per_class=1, largest_class_size=8,
+              smallest_class_size=2, seed=5)))
+      source = cifar100.from_config(data_config)
+      source.prepare(progress=False)
+      assert source.schema.attributes[0].class_names[3] == "class_03"
+      sizes = cifar100.imbalanced_class_sizes(1.0, largest=8, smallest=2)
+      np.testing.assert_array_equal(source.train_class_counts()[0], sizes)
+      options = pipeline.PipelineOptions(image_size=32, flip=False, crop_padding=0,
+                                         prefetch=1)
+      stream = pipeline.train_batches(source, options, global_batch_size=16, seed=0)
+      batch = next(stream)
+      stream.close()
+      assert batch["image"].shape == (16, 32, 32, 3) and batch["labels"].shape == (16, 1)
+      batches, num_batches = pipeline.eval_batches(source, "test", options,
+                                                   global_batch_size=64)
+      assert sum(int(b["valid"].sum()) for b in batches) == 200 and num_batches == 4
+      print("test labels", source.split_labels("test")[:, 0].tolist())
+      """)
+  line = next(line for line in output.splitlines() if line.startswith("test labels"))
+  assert sorted(eval(line[len("test labels "):])) == sorted(  # pylint: disable=eval-used
+      prepared["test_labels"].tolist())
+
+
+def test_building_without_tensorflow_is_one_line(tmp_path):
+  """tfds's cifar100 builder needs TensorFlow: where it cannot be imported, prepare()
+  ends in one line naming the extra, the command and the paths."""
+  archive = os.path.join(sources.manual_dir(str(tmp_path)), cifar.OFFICIAL_ARCHIVE)
+  write_archive(archive)
+  output = run_without_tensorflow(f"""
+      import ml_collections
+      from crl_jax.data import errors
+      from crl_jax.data.datasets import cifar100
+      source = cifar100.from_config(ml_collections.ConfigDict(dict(
+          data_dir={str(tmp_path)!r})))
+      try:
+        source.prepare(progress=False)
+      except errors.DataError as error:
+        print("MESSAGE", repr(str(error)))
+      """)
+  line = next(line for line in output.splitlines() if line.startswith("MESSAGE "))
+  message = eval(line[len("MESSAGE "):])  # pylint: disable=eval-used
+  assert "\n" not in message
+  assert message.startswith("building cifar100 from the official files in "
+                            f"{sources.manual_dir(str(tmp_path))} needs TensorFlow")
+  assert "No module named 'tensorflow'" in message
+  assert "pip install 'crl_jax[prepare]'" in message
+  assert ("python -m crl_jax.data --config=configs/cifar100.py "
+          f"--config.data.data_dir={tmp_path}") in message
+  assert os.path.join(str(tmp_path), "cifar100", "3.0.2") in message
+  assert not os.path.exists(os.path.join(str(tmp_path), "cifar100", "3.0.2"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="tfds.testing.mock_data makes its fake examples with TensorFlow")
 def test_source_works_under_tfds_mock_data(prepared):
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_FILES,
                               data_dir=prepared["data_dir"]):
     source = cifar.from_config(config("/nonexistent/ignored/under/mock"))
     source.prepare()
-    examples = list(source.read("test").as_numpy_iterator())
-  assert len(examples) == 5
-  assert examples[0]["image"].shape == (32, 32, 3)
-  assert all(0 <= ex["labels"][0] < 100 and ex["labels"].shape == (1,)
-             for ex in examples)
+    images = source.load_images("test", np.arange(5), 32)
+    labels = source.stored_labels("test")
+  assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
+  assert labels.shape == (5, 1) and ((labels >= 0) & (labels < 100)).all()

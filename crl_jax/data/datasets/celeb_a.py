@@ -20,10 +20,17 @@ Labels: ``int32[40]``, ``1`` where the attribute is present, ``0`` where it is n
 the order of ``schema_lib.CELEBA_ATTRIBUTES`` (the order of ``list_attr_celeba.txt``);
 CelebA has no missing labels.
 
-Nothing is downloaded. The data must already be prepared by tfds in ``data_dir``
-(``<data_dir>/celeb_a/2.1.0``), or the five official files must lie in
-``<data_dir>/downloads/manual/``, from which ``prepare()`` builds it offline with tfds's
-own ``celeb_a`` builder (``sources.offline_builder``).
+Reading needs no TensorFlow: the prepared dataset is tfds's ``celeb_a``
+(``<data_dir>/celeb_a/2.1.0``) in array_record files, read by index through
+``builder.as_data_source`` (``sources.tfds``); images are JPEGs decoded with Pillow, labels
+are read from the records' attribute features without decoding any image.
+
+Nothing is downloaded. ``prepare()`` finds the dataset prepared, or builds it offline with
+tfds's own ``celeb_a`` builder (``sources.tfds.offline_builder``) from the five official
+files in ``<data_dir>/downloads/manual/``: ``python -m crl_jax.data
+--config=configs/celeba.py``. That build needs no TensorFlow either (the builder only
+iterates the zip and passes the JPEG bytes through). A celeb_a prepared as tfrecord files
+by an older crl_jax is refused with a message saying how to prepare it again.
 
 Example::
 
@@ -38,11 +45,10 @@ import os
 from typing import Optional
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
+from crl_jax.data.sources import tfds as tfds_sources
 
 # Official CelebA file names (as distributed by the authors) -> tfds download keys.
 OFFICIAL_FILES = {
@@ -58,7 +64,7 @@ TEST_SPLITS = ("validation", "test")
 manual_dir = sources.manual_dir
 
 
-class CelebASource(sources.OfflineTfdsSource):
+class CelebASource(tfds_sources.OfflineTfdsSource):
   """CelebA's 40 binary attributes; splits as in the module docstring.
 
   Args:
@@ -77,6 +83,10 @@ class CelebASource(sources.OfflineTfdsSource):
   mean = (0.5063, 0.4258, 0.3832)
   std = (0.2660, 0.2452, 0.2414)
   flip_ok = True  # a mirrored face keeps all 40 attributes
+  tfds_name = "celeb_a"
+  label_features = tuple(f"attributes/{name}" for name in schema_lib.CELEBA_ATTRIBUTES)
+  prepare_config = "configs/celeba.py"
+  build_needs_tensorflow = False  # the builder iterates the zip; no image is re-encoded
 
   def __init__(self, data_dir: Optional[str] = None,
                validation_size: int = PAPER_VALIDATION_SIZE,
@@ -89,23 +99,22 @@ class CelebASource(sources.OfflineTfdsSource):
     if int(validation_size) < 1:
       raise sources.DataError(
           f"config.data.celeb_a.validation_size={validation_size!r} must be >= 1.")
-    self._data_dir = str(data_dir or sources.default_data_dir())
+    super().__init__(data_dir)
     self.validation_size = int(validation_size)
     self.test_split = test_split
-    self.builder = tfds.builder("celeb_a", data_dir=self._data_dir)
 
   def _missing_message(self) -> str:
     files = ", ".join(OFFICIAL_FILES)
     return (
         f"CelebA is not prepared: expected tfds's prepared celeb_a at "
         f"{self.builder.data_path} (dataset_info.json, features.json and "
-        f"celeb_a-{{train,validation,test}}.tfrecord-* files). crl_jax never downloads. "
-        f"Either put the five official files ({files}, from "
+        f"celeb_a-{{train,validation,test}}.array_record-* files). crl_jax never "
+        f"downloads. Either put the five official files ({files}, from "
         f"https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, 'Align&Cropped Images' and "
-        f"'Anno'/'Eval') in {manual_dir(self._data_dir)}/ and call prepare() again "
-        f"(e.g. python -m crl_jax.data --config=...), which builds it offline; or run "
-        f"`tfds build celeb_a --data_dir=DIR` on a machine with network and copy "
-        f"DIR/celeb_a to {os.path.join(self._data_dir, 'celeb_a')}; or point "
+        f"'Anno'/'Eval') in {manual_dir(self._data_dir)}/ and run "
+        f"`{self._prepare_command()}` (or call prepare() again), which builds it "
+        f"offline; or copy a celeb_a/2.1.0 that tfds prepared in array_record format "
+        f"elsewhere to {os.path.join(self._data_dir, 'celeb_a')}; or point "
         f"config.data.data_dir / $TFDS_DATA_DIR at the data dir that holds it.")
 
   def _official_files(self):
@@ -130,11 +139,6 @@ class CelebASource(sources.OfflineTfdsSource):
     if split == "train":
       return f"train[:-{self.validation_size}]", None
     return f"train[-{self.validation_size}:]", None
-
-  def _labels_of(self, example) -> tf.Tensor:
-    attributes = example["attributes"]
-    return tf.stack([tf.cast(attributes[name], tf.int32)
-                     for name in schema_lib.CELEBA_ATTRIBUTES])
 
 
 def from_config(data_config) -> CelebASource:

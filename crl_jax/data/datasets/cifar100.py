@@ -31,6 +31,18 @@ Conventions the paper leaves open:
   averages over the classes that have some, and leaves the others out.
 * The validation split of the subset protocols is therefore not the standard one; the
   test split is the same for every protocol.
+
+Reading needs no TensorFlow: the prepared dataset is tfds's ``cifar100``
+(``<data_dir>/cifar100/3.0.2``) in array_record files, read by index through
+``builder.as_data_source`` (``sources.tfds``); images are PNGs decoded with Pillow, labels
+are read from the records' ``label`` feature without decoding any image.
+
+Nothing is downloaded. ``prepare()`` finds the dataset prepared, or builds it offline with
+tfds's own ``cifar100`` builder from the official archive ``cifar-100-binary.tar.gz`` in
+``<data_dir>/downloads/manual/``: ``python -m crl_jax.data --config=configs/cifar100.py``.
+That build needs TensorFlow (tfds's builder reads the archive and encodes the PNGs with
+it): install the ``[prepare]`` extra; without it the build stops with a one-line
+``DataError`` saying so. Only the build imports TensorFlow, never reading or training.
 """
 
 from __future__ import annotations
@@ -39,11 +51,10 @@ import os
 from typing import Optional
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
+from crl_jax.data.sources import tfds as tfds_sources
 
 PROTOCOLS = ("standard", "imb", "bln", "lt")
 NUM_CLASSES = 100
@@ -213,7 +224,7 @@ def protocol_multiplicities(labels: np.ndarray, protocol: str, *, gamma: float =
   return {"train": train, "validation": validation}
 
 
-class CifarSource(sources.OfflineTfdsSource):
+class CifarSource(tfds_sources.OfflineTfdsSource):
   """CIFAR-100 under one of ``PROTOCOLS`` (module docstring).
 
   Args:
@@ -228,6 +239,10 @@ class CifarSource(sources.OfflineTfdsSource):
   mean = (0.5071, 0.4865, 0.4409)
   std = (0.2673, 0.2564, 0.2762)
   flip_ok = True
+  tfds_name = "cifar100"
+  label_features = ("label",)
+  prepare_config = "configs/cifar100.py"
+  build_needs_tensorflow = True  # tfds's builder reads with tf.io.gfile, encodes PNGs
 
   def __init__(self, data_dir: Optional[str] = None, protocol: str = "standard",
                gamma: float = 1.0, imbalance_factor: float = 100.0,
@@ -244,7 +259,7 @@ class CifarSource(sources.OfflineTfdsSource):
     protocol_class_sizes(protocol, np.full(NUM_CLASSES, largest_class_size),
                          gamma=gamma, imbalance_factor=imbalance_factor,
                          largest=largest_class_size, smallest=smallest_class_size)
-    self._data_dir = str(data_dir or sources.default_data_dir())
+    super().__init__(data_dir)
     self.protocol = protocol
     self.gamma = float(gamma)
     self.imbalance_factor = float(imbalance_factor)
@@ -255,7 +270,6 @@ class CifarSource(sources.OfflineTfdsSource):
     description = {"standard": "standard", "imb": f"imb{self.gamma:g}",
                    "bln": f"bln{self.gamma:g}", "lt": f"lt{self.imbalance_factor:g}"}
     self.name = f"cifar100/{description[protocol]}"
-    self.builder = tfds.builder("cifar100", data_dir=self._data_dir)
     self._plan: Optional[dict[str, np.ndarray]] = None
     self._schema: Optional[schema_lib.Schema] = None
 
@@ -269,17 +283,18 @@ class CifarSource(sources.OfflineTfdsSource):
     return self._schema
 
   def _missing_message(self) -> str:
+    archive = os.path.join(sources.manual_dir(self._data_dir), OFFICIAL_ARCHIVE)
     return (
         f"CIFAR-100 is not prepared: expected tfds's prepared cifar100 at "
         f"{self.builder.data_path} (dataset_info.json, features.json, "
-        f"cifar100-{{train,test}}.tfrecord-* files). crl_jax never downloads. Either put "
-        f"the official archive {OFFICIAL_ARCHIVE} "
-        f"(https://www.cs.toronto.edu/~kriz/{OFFICIAL_ARCHIVE}) at "
-        f"{os.path.join(sources.manual_dir(self._data_dir), OFFICIAL_ARCHIVE)} and call "
-        f"prepare() again (e.g. python -m crl_jax.data --config=...), which builds it "
-        f"offline; or run `tfds build cifar100 --data_dir=DIR` on a machine with network "
-        f"and copy DIR/cifar100 to {os.path.join(self._data_dir, 'cifar100')}; or point "
-        f"config.data.data_dir / $TFDS_DATA_DIR at the data dir that holds it.")
+        f"cifar100-{{train,test}}.array_record-* files). crl_jax never downloads. Either "
+        f"put the official archive {OFFICIAL_ARCHIVE} "
+        f"(https://www.cs.toronto.edu/~kriz/{OFFICIAL_ARCHIVE}) at {archive} and run "
+        f"`{self._prepare_command()}` (or call prepare() again; building needs "
+        f"TensorFlow: `{tfds_sources.PREPARE_EXTRA}`), which builds it offline; or copy "
+        f"a cifar100/3.0.2 that tfds prepared in array_record format elsewhere to "
+        f"{os.path.join(self._data_dir, 'cifar100')}; or point config.data.data_dir / "
+        f"$TFDS_DATA_DIR at the data dir that holds it.")
 
   def _official_files(self):
     archive = os.path.join(sources.manual_dir(self._data_dir), OFFICIAL_ARCHIVE)
@@ -304,9 +319,6 @@ class CifarSource(sources.OfflineTfdsSource):
     if split == "test":
       return "test", None
     return "train", self.multiplicities()[split]
-
-  def _labels_of(self, example) -> tf.Tensor:
-    return tf.reshape(tf.cast(example["label"], tf.int32), [1])
 
 
 def from_config(data_config) -> CifarSource:
