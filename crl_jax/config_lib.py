@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
       kind="xdomain", image_size=32, num_train=40_000, num_validation=4_000,
       num_test=10_000, seed=0))
   c.data.cifar = ml_collections.ConfigDict(dict(
-      protocol="standard",  # standard | imb | bln | lt (data/cifar.py)
+      protocol="standard",  # standard | imb | bln | lt (data/datasets/cifar100.py)
       gamma=1.0, imbalance_factor=100.0, validation_per_class=10, seed=0,
       largest_class_size=500, smallest_class_size=25))
   # The CSV options and their defaults live in one place: data/csv_options.py.

@@ -61,14 +61,14 @@ def build(config, *, prepare: bool = True, progress: bool = True) -> Run:
   source = data_lib.get_source(config.data)
   if prepare:
     if multihost.is_main_process():
-      source.prepare(progress=progress)
+      source.prepare(progress=progress, tensorflow_ok=False)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("data prepared")
       if not multihost.is_main_process():
         # A fresh source: one opened before process 0 wrote the data caches an
         # empty dataset description. The others find it prepared (shared file system).
         source = data_lib.get_source(config.data)
-        source.prepare(progress=progress)
+        source.prepare(progress=progress, tensorflow_ok=False)
   schema = source.schema
   class_counts = source.train_class_counts().astype(np.float32)
   class_mask = schema.class_mask

@@ -361,3 +361,19 @@ def test_source_works_under_tfds_mock_data(prepared):
     labels = source.stored_labels("test")
   assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
   assert labels.shape == (5, 1) and ((labels >= 0) & (labels < 100)).all()
+
+
+def test_training_never_builds_with_tensorflow(tmp_path):
+  """Training, evaluation, compare and bench prepare with ``tensorflow_ok=False``: an
+  unbuilt cifar100 is one line naming the command that builds it, and TensorFlow is
+  not imported for it."""
+  archive = os.path.join(sources.manual_dir(str(tmp_path)), cifar.OFFICIAL_ARCHIVE)
+  write_archive(archive)
+  source = cifar.from_config(ml_collections.ConfigDict(dict(data_dir=str(tmp_path))))
+  with pytest.raises(sources.DataError) as error:
+    source.prepare(progress=False, tensorflow_ok=False)
+  message = str(error.value)
+  assert "\n" not in message and "which training never imports" in message
+  assert ("python -m crl_jax.data --config=configs/cifar100.py "
+          f"--config.data.data_dir={tmp_path}") in message
+  assert not os.path.exists(os.path.join(str(tmp_path), "cifar100", "3.0.2"))

@@ -1,16 +1,15 @@
 """Every config: the :smoke variants through the real command, and one real step of the
-celeb_a and cifar100 configs on tfds.testing.mock_data."""
+celeb_a and cifar100 configs on tiny prepared datasets."""
 
 import os
 import subprocess
 import sys
 
 import pytest
-import tensorflow_datasets as tfds
 
 from crl_jax import config_lib
-from crl_jax.data import celeb_a
-from crl_jax.data import cifar
+from crl_jax.data.datasets import celeb_a
+from crl_jax.data.datasets import cifar100 as cifar
 from crl_jax.train import loop
 from tests.data import test_celeb_a
 from tests.data import test_cifar
@@ -74,19 +73,16 @@ def cifar_dir(tmp_path_factory):
                  marks=pytest.mark.slow),
     pytest.param("cifar100", "cifar_dir", ["data.cifar.validation_per_class=2"], 64,
                  marks=pytest.mark.slow)])
-def test_one_step_of_the_real_config_on_mock_data(name, fixture, shrink, num_examples,
+def test_one_step_of_the_real_config_on_tiny_data(name, fixture, shrink, num_examples,
                                                   request, tmp_path):
-  """The config's real model, loss and shapes; only the split sizes fit the fixture."""
+  """The config's real model, loss and shapes on the tiny official-format datasets
+  of tests/data (prepared as a user would), read through the tfds data sources."""
   data_dir = request.getfixturevalue(fixture)
   config = config_lib.load_config(os.path.join(REPO, f"configs/{name}.py"), [
       "train.num_steps=1", "train.eval_every=1", "checkpoint.every_steps=1",
       "train.batch_size=32", "eval.batch_size=64", *shrink])
   config.data.data_dir = data_dir
-  # The mock yields num_examples random examples per read: no more than the smallest
-  # stored split of the fixture, whose sizes the source's split plans are built from.
-  with tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_FILES,
-                              data_dir=data_dir):
-    results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
   assert results["status"] == "finished" and results["step"] == 1
   expected = 40 if name == "celeba" else 1
   assert len(results["test"]["attributes"]) == expected

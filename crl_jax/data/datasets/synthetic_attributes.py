@@ -51,7 +51,8 @@ class SyntheticSource(arrays.ArraySource):
   def is_prepared(self) -> bool:
     return arrays.is_prepared(self.directory)
 
-  def prepare(self, progress: bool = True) -> None:
+  def prepare(self, progress: bool = True, tensorflow_ok: bool = True) -> None:
+    del tensorflow_ok  # rendering needs none
     if self.is_prepared():
       return
     total = sum(self.spec.split_size(split) for split in synthetic.SPLITS)

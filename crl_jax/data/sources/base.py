@@ -98,13 +98,16 @@ class Source(abc.ABC):
   # Whether a horizontal flip keeps every label (true for clothes, faces, objects).
   flip_ok: bool = True
 
-  def prepare(self, progress: bool = True) -> None:
+  def prepare(self, progress: bool = True, tensorflow_ok: bool = True) -> None:
     """Makes the data ready to read (builds it if needed); never downloads.
 
     Args:
       progress: show progress bars while a dataset is generated.
+      tensorflow_ok: whether a build that needs TensorFlow (tfds's cifar100 builder)
+        may import it here; training, evaluation, compare and bench pass ``False`` and
+        get a ``DataError`` naming the command that builds the dataset instead.
     """
-    del progress
+    del progress, tensorflow_ok
 
   def split_plan(self, split: str) -> tuple[str, Optional[np.ndarray]]:
     """``(stored split, multiplicity int32[N] or None)`` of a logical split."""

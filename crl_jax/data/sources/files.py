@@ -92,9 +92,9 @@ class ImageFileSource(base.Source):
     return os.path.join(self._cache_dir,
                         f"images_ok_{self.verify_images}_v{self._CHECK_VERSION}")
 
-  def prepare(self, progress: bool = True) -> None:
+  def prepare(self, progress: bool = True, tensorflow_ok: bool = True) -> None:
     """Checks every image file once (see ``verify_images``); remembers a success."""
-    del progress
+    del progress, tensorflow_ok
     if self._checked:
       return
     if not os.path.exists(self._marker_path()):

@@ -331,13 +331,20 @@ class OfflineTfdsSource(base.Source):
       raise DataError(self._no_tensorflow_message(error)) from None
     _hide_accelerators_from(tensorflow)
 
-  def prepare(self, progress: bool = True) -> None:
+  def prepare(self, progress: bool = True, tensorflow_ok: bool = True) -> None:
     if self.is_prepared():
       return
     files = self._official_files()
     if files is None or self.builder.is_prepared():
       self.require_prepared()
     if self.build_needs_tensorflow:
+      if not tensorflow_ok:
+        raise DataError(
+            f"{self.tfds_name} is not prepared in {self.builder.data_path}; the official "
+            f"files are in {manual_dir(self._data_dir)}, but building from them needs "
+            f"TensorFlow (tfds's {self.tfds_name} builder uses it), which training never "
+            f"imports: run `{PREPARE_EXTRA}`, then `{self._prepare_command()}` once, "
+            "then train.")
       self._import_tensorflow()
     print(f"Building {self.tfds_name} into {self.builder.data_path} from the official "
           f"files in {manual_dir(self._data_dir)} (offline)...", flush=True)
@@ -434,9 +441,9 @@ class OfflineTfdsSource(base.Source):
                   size: int) -> np.ndarray:
     """uint8[n, size, size, 3]: each record decoded and resized in one Pillow pass.
 
-    Records are read one by one: tfds's batched ``__getitems__`` saves about 20 us a
-    record (3% of a CelebA image's read and decode) and ``tfds.testing.mock_data``'s
-    data source does not implement it."""
+    Records are read one by one: tfds's batched ``__getitems__`` saves little next to
+    the decoding (measured when this was written) and ``tfds.testing.mock_data``'s data
+    source does not implement it."""
     reader = self._reader(stored_split)
     indices = np.asarray(indices).reshape(-1)
     out = np.empty((len(indices), size, size, 3), np.uint8)
