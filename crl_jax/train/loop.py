@@ -13,6 +13,7 @@ checkpointing (orbax coordinates multi-host saves).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Optional
@@ -88,9 +89,10 @@ def _train_and_evaluate(config, workdir: str, overwrite: bool, progress: bool) -
       started = time.time()
       interval_start, interval_steps, input_seconds = time.time(), 0, 0.0
       stopped = False
+      # closing: grain's threads or worker processes stop with the loop.
       with writer_lib.ProgressBar(progress, start_step=start_step,
                                   num_steps=run.num_steps) as bar, \
-          preemption_lib.Preemption() as preemption:
+          preemption_lib.Preemption() as preemption, contextlib.closing(batches):
         while step < run.num_steps:
           fetch_start = time.time()
           batch = data_lib.pipeline.to_global(next(batches), sharding)
