@@ -26,6 +26,8 @@ from crl_jax import crl as crl_lib
 from crl_jax import models
 from crl_jax.data import csv_options  # data/__init__ is lazy: nothing else loads
 
+# ``data.sampler``: the training stream's order (data/pipeline.py).
+SAMPLERS = ("uniform", "class_aware")
 # ``eval.adjustment`` without a post-hoc adjustment; the others are
 # ``baselines.ADJUSTMENTS``.
 NO_ADJUSTMENT = "none"
@@ -66,6 +68,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.resampling_min_keep_fraction = 0.05
   c.data.flip = True
   c.data.crop_padding = 4
+  # uniform: the seeded shuffle of the training set; class_aware: every batch also holds
+  # samples_per_class examples of each of classes_per_batch (attribute, class) pairs,
+  # drawn with probability ~ count ** power (data/pipeline.py, ClassAwareOrder).
+  c.data.sampler = "uniform"
+  c.data.class_aware = ml_collections.ConfigDict(dict(
+      samples_per_class=2, classes_per_batch=8, power=0.0))
   c.data.prefetch = 4  # batches computed ahead of the train step
   c.data.workers = 0  # grain worker processes loading batches (0: threads in-process)
   c.data.threads = 2  # threads computing batches (per worker when workers > 0)
@@ -146,6 +154,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   one_of("data.name", config.data.name, tuple(data_lib.SOURCES))
   positive("data.image_size", config.data.image_size, 8)
   one_of("data.resampling", config.data.resampling, data_lib.resampling.METHODS)
+  one_of("data.sampler", config.data.sampler, SAMPLERS)
+  if config.data.sampler == "class_aware":
+    aware = config.data.class_aware
+    positive("data.class_aware.samples_per_class", aware.samples_per_class, 2)
+    positive("data.class_aware.classes_per_batch", aware.classes_per_batch)
+    if aware.samples_per_class * aware.classes_per_batch > config.train.batch_size:
+      raise _allowed("data.class_aware.classes_per_batch", aware.classes_per_batch,
+                     f"times samples_per_class={aware.samples_per_class} must be at most "
+                     f"train.batch_size={config.train.batch_size}")
+    if aware.power < 0:
+      raise _allowed("data.class_aware.power", aware.power, "must be >= 0")
   positive("data.prefetch", config.data.prefetch)
   positive("data.workers", config.data.workers, 0)
   positive("data.threads", config.data.threads)

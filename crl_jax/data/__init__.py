@@ -19,7 +19,7 @@ if TYPE_CHECKING:
   from crl_jax.data import pipeline
   from crl_jax.data import sources
 
-__all__ = ["DataError", "SOURCES", "SOURCE_NAMES", "get_source", "pipeline",
+__all__ = ["DataError", "SOURCES", "SOURCE_NAMES", "class_aware_options", "get_source", "pipeline",
            "pipeline_options", "register_source", "resampling", "schema", "sources",
            "training_multiplicity"]
 
@@ -98,6 +98,15 @@ def pipeline_options(data_config) -> pipeline.PipelineOptions:
       image_size=data_config.image_size, flip=data_config.flip,
       crop_padding=data_config.crop_padding, prefetch=data_config.prefetch,
       workers=data_config.workers, threads=data_config.threads)
+
+
+def class_aware_options(data_config):
+  """``pipeline.ClassAwareOptions`` of ``data.class_aware`` when ``data.sampler`` is
+  ``"class_aware"``, else ``None`` (the uniform stream)."""
+  if data_config.sampler != "class_aware":
+    return None
+  from crl_jax.data import pipeline
+  return pipeline.ClassAwareOptions(**dict(data_config.class_aware))
 
 
 def training_multiplicity(source: sources.Source, data_config, seed: int):

@@ -98,7 +98,7 @@ def measure_pipeline(source, config, num_batches: int) -> float:
   iterator = data_lib.pipeline.train_batches(
       source, data_lib.pipeline_options(config.data),
       global_batch_size=config.train.batch_size, seed=config.seed,
-      multiplicity=multiplicity)
+      multiplicity=multiplicity, class_aware=data_lib.class_aware_options(config.data))
   for _ in range(3):
     next(iterator)
   start = time.perf_counter()

@@ -172,6 +172,136 @@ class TrainOrder:
     return stored, positions
 
 
+@dataclasses.dataclass(frozen=True)
+class ClassAwareOptions:
+  """The class-aware sampler (``data.sampler = "class_aware"``, ``data.class_aware``).
+
+  Attributes:
+    samples_per_class: ``m >= 2`` examples of each chosen (attribute, class) pair.
+    classes_per_batch: ``c`` pairs per global batch (``c * m <= global batch``).
+    power: pairs are drawn with probability proportional to ``count ** power`` (0:
+      every class alike; 1: as the data).
+  """
+
+  samples_per_class: int = 2
+  classes_per_batch: int = 8
+  power: float = 0.0
+
+
+# Class-aware rows take their augmentation keys from positions at and above this, so
+# they never share a key with a uniform position.
+_CLASS_AWARE_KEYS = 1 << 62
+
+
+class ClassAwareOrder:
+  """Class-aware batches for multi-label data: a pure function of ``(seed, step)``.
+
+  Global batch ``s`` (``B`` rows over all processes) is, in order:
+
+  1. ``c * m`` class-aware rows: ``c`` (attribute, class) pairs drawn without
+     replacement from the pairs with at least 2 training examples, with probability
+     proportional to ``count ** power`` (drawn with replacement when fewer than ``c``
+     pairs exist), then ``m`` examples of each pair, drawn without replacement from
+     the examples carrying that label (with replacement when the class has fewer than
+     ``m``), all from ``default_rng([seed, s, 0xC1A55])``;
+  2. ``B - c * m`` filler rows: the uniform stream's global positions
+     ``s * (B - c*m) ..`` (``TrainOrder`` with one process and batch ``B - c*m``).
+
+  Every process computes the whole composition and takes rows ``p*b .. p*b+b-1``, so
+  the global batch does not depend on the number of processes. The examples are the
+  logical training examples (each stored example repeated by its multiplicity), and
+  the class counts that weigh the pairs are theirs; the loss's class counts and alpha
+  still come from the training set (``Source.train_class_counts``), not from the
+  sampler. Epochs: ``num_epochs`` still means ``E / B`` steps per epoch (as many rows
+  as the training set has examples), of which the uniform filler reads ``B - c*m`` per
+  step, so it passes through the training set once per ``E / (B - c*m)`` steps.
+
+  Args:
+    multiplicity: int[N_stored] copies of each stored example per epoch.
+    labels: int[N_stored, A] stored labels (-1 missing).
+    num_classes: classes per attribute.
+    seed: the data seed.
+    global_batch: ``B``.
+    local_batch: ``b = B / P``.
+    process_index, process_count: ``p`` and ``P``.
+    options: ``ClassAwareOptions``.
+  """
+
+  def __init__(self, multiplicity: np.ndarray, labels: np.ndarray,
+               num_classes: tuple[int, ...], seed: int, global_batch: int,
+               local_batch: int, process_index: int, process_count: int,
+               options: ClassAwareOptions):
+    m, c = options.samples_per_class, options.classes_per_batch
+    if m < 2 or c < 1 or c * m > global_batch:
+      raise errors.DataError(
+          f"data.class_aware: samples_per_class={m} (must be >= 2) times "
+          f"classes_per_batch={c} (must be >= 1) must be at most the global batch "
+          f"{global_batch}.")
+    self.seed, self.options = int(seed), options
+    self.global_batch, self.local_batch = global_batch, local_batch
+    self.process_index = process_index
+    self.filler = (TrainOrder(multiplicity, seed, global_batch - c * m)
+                   if global_batch > c * m else None)
+    owners = np.repeat(np.arange(len(multiplicity)),
+                       np.asarray(multiplicity, np.int64)).astype(np.int32)
+    owner_labels = np.asarray(labels)[owners]
+    # CSR per (attribute, class): the positions in ``owners`` carrying that label.
+    pairs, starts, counts, members = [], [], [], []
+    offset = 0
+    for j, classes in enumerate(num_classes):
+      order = np.argsort(owner_labels[:, j], kind="stable")
+      sorted_labels = owner_labels[order, j]
+      for k in range(classes):
+        lo, hi = np.searchsorted(sorted_labels, [k, k + 1])
+        if hi - lo >= 2:
+          pairs.append((j, k))
+          starts.append(offset)
+          counts.append(hi - lo)
+          members.append(order[lo:hi].astype(np.int32))
+          offset += hi - lo
+    if not pairs:
+      raise errors.DataError("data.sampler=class_aware: no (attribute, class) pair has "
+                             "two training examples.")
+    self.owners = owners
+    self.pairs = np.asarray(pairs, np.int32)
+    self.starts = np.asarray(starts, np.int64)
+    self.counts = np.asarray(counts, np.int64)
+    self.members = np.concatenate(members)
+    weights = self.counts.astype(np.float64) ** options.power
+    self.weights = weights / weights.sum()
+
+  def composition(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(stored int64[B], keys int64[B], pair int32[B])`` of global batch ``step``;
+    ``pair`` is the index into ``self.pairs`` of a class-aware row, -1 for filler."""
+    m, c = self.options.samples_per_class, self.options.classes_per_batch
+    rng = np.random.default_rng([self.seed, step, 0xC1A55])
+    chosen = rng.choice(len(self.pairs), size=c, replace=c > len(self.pairs),
+                        p=self.weights)
+    rows = []
+    for pair in chosen:
+      count = int(self.counts[pair])
+      picks = rng.choice(count, size=m, replace=count < m)
+      rows.append(self.members[self.starts[pair] + picks])
+    positions = np.concatenate(rows)
+    stored = self.owners[positions].astype(np.int64)
+    keys = _CLASS_AWARE_KEYS + step * self.global_batch + np.arange(c * m)
+    pair_of = np.repeat(chosen, m).astype(np.int32)
+    if self.filler is not None:
+      filler_stored, filler_keys = self.filler.indices(step)
+      stored = np.concatenate([stored, filler_stored])
+      keys = np.concatenate([keys, filler_keys])
+      pair_of = np.concatenate([pair_of, np.full(len(filler_stored), -1, np.int32)])
+    return stored, keys, pair_of
+
+  def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(stored indices int64[b], augmentation keys int64[b])`` of this process's
+    rows of global batch ``step``."""
+    stored, keys, _ = self.composition(step)
+    rows = slice(self.process_index * self.local_batch,
+                 (self.process_index + 1) * self.local_batch)
+    return stored[rows], keys[rows]
+
+
 def augment(images: np.ndarray, positions: np.ndarray, seed: int,
             options: PipelineOptions, flip_ok: bool) -> np.ndarray:
   """Random crop (reflect padding) and flip of uint8[n, S, S, 3], keyed by position.
@@ -303,7 +433,8 @@ def _check_batch(global_batch_size: int, process_count: int) -> int:
 def train_batches(source: sources_lib.Source, options: PipelineOptions, *,
                   global_batch_size: int, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1,
-                  multiplicity: Optional[np.ndarray] = None) -> Iterator[dict]:
+                  multiplicity: Optional[np.ndarray] = None,
+                  class_aware: Optional[ClassAwareOptions] = None) -> Iterator[dict]:
   """Endless training batches for one process, as numpy dicts.
 
   Args:
@@ -316,6 +447,8 @@ def train_batches(source: sources_lib.Source, options: PipelineOptions, *,
       ``start_step``.
     process_index, process_count: this process and how many read in parallel.
     multiplicity: optional int32[N_stored] from ``combined_multiplicity``.
+    class_aware: the class-aware sampler's options (``ClassAwareOrder``); ``None``:
+      the uniform stream (``TrainOrder``).
 
   Yields:
     ``{"image": float32[b, S, S, 3], "labels": int32[b, A]}`` with
@@ -331,7 +464,12 @@ def train_batches(source: sources_lib.Source, options: PipelineOptions, *,
   if int(np.asarray(multiplicity, np.int64).sum()) < 1:
     raise errors.DataError(
         f"the training split of {source.name} is empty after subsetting/resampling.")
-  order = TrainOrder(multiplicity, seed, local_batch, process_index, process_count)
+  if class_aware is None:
+    order = TrainOrder(multiplicity, seed, local_batch, process_index, process_count)
+  else:
+    order = ClassAwareOrder(multiplicity, source.labels_of_stored(stored_split),
+                            source.schema.class_counts, seed, global_batch_size,
+                            local_batch, process_index, process_count, class_aware)
   dataset = grain.MapDataset.range(start_step, _ENDLESS).map(
       _TrainBatch(source, stored_split, order, options))
   return _iterate(dataset, options)

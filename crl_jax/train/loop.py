@@ -81,7 +81,8 @@ def _train_and_evaluate(config, workdir: str, overwrite: bool, progress: bool) -
           run.source, data_lib.pipeline_options(config.data),
           global_batch_size=config.train.batch_size, seed=config.seed,
           start_step=start_step, process_index=jax.process_index(),
-          process_count=jax.process_count(), multiplicity=run.train_multiplicity)
+          process_count=jax.process_count(), multiplicity=run.train_multiplicity,
+          class_aware=data_lib.class_aware_options(config.data))
       sharding = mesh_lib.batch_sharding(run.mesh)
 
       last_saved = store.latest_step()
