@@ -49,6 +49,8 @@ def methods() -> dict[str, dict]:
   * ``ce`` and ``crl`` (``baselines.CROSS_ENTROPY``, ``baselines.CRL``);
   * every training loss of ``baselines.TRAINING_LOSSES`` (``loss.name``);
   * ``<method>_sampling``: cross-entropy on ``data.resampling.METHODS`` (not ``none``);
+  * ``class_aware``: cross-entropy on class-aware batches (``data.sampler``), and
+    ``crl_class_aware``: CRL on them;
   * every post-hoc ``baselines.ADJUSTMENTS`` on a cross-entropy model
     (``posthoc_<name>`` where a training loss has the same name);
   * ``crl_<base>``: CRL blended with every other base loss
@@ -61,6 +63,9 @@ def methods() -> dict[str, dict]:
   table.update({name: {"loss.name": name} for name in baselines.TRAINING_LOSSES})
   table.update({f"{method}_sampling": dict(ce, **{"data.resampling": method})
                 for method in resampling.METHODS if method != "none"})
+  table["class_aware"] = dict(ce, **{"data.sampler": "class_aware"})
+  table[f"{baselines.CRL}_class_aware"] = {"loss.name": baselines.CRL,
+                                          "data.sampler": "class_aware"}
   for name in baselines.ADJUSTMENTS:
     method = f"posthoc_{name}" if name in table else name
     table[method] = dict(ce, **{"eval.adjustment": name})
