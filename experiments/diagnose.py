@@ -5,9 +5,9 @@ r"""Diagnosis of docs/results.md: who CRL ever rectifies, and which way its grad
     python experiments/diagnose.py gradients --workdir=runs/compare \
         --runs=ce,crl__loss.crl.eta-1.0 --seed=0 --out=runs/compare/diagnosis/gradients.json
 
-``eligibility`` (question 4): draws ``--steps`` shuffled training batches of the config's
-batch size (each epoch a fresh permutation of the training labels, as the pipeline
-draws them) and counts, per attribute and class, the steps in which the class is
+``eligibility`` (question 4): takes the labels of the first ``--steps`` training batches
+of the config, in the training stream's own order (the uniform stream, or the
+class-aware sampler with ``--config.data.sampler=class_aware``), and counts, per attribute and class, the steps in which the class is
 *eligible* (>= 2 valid samples in the batch) and a minority class under ``rho``
 (Eqn 3): exactly the classes that receive CRL.
 
@@ -42,20 +42,30 @@ from crl_jax.train import loop
 
 
 def eligibility(config, steps: int, seed: int = 0) -> dict:
-  """Per attribute and class: the fraction of ``steps`` batches in which the class is
-  eligible, and eligible and minority (rectified)."""
+  """Per attribute and class: the fraction of the first ``steps`` training batches in
+  which the class is eligible, and eligible and minority (rectified).
+
+  The batches' labels are the training stream's own (``pipeline.TrainOrder``, or
+  ``pipeline.ClassAwareOrder`` under ``data.sampler=class_aware``), data seed ``seed``.
+  """
   source = data_lib.get_source(config.data)
   source.prepare()
-  labels = np.asarray(source.split_labels("train"), np.int32)  # [N, A]
+  stored_split, _ = source.split_plan("train")
+  stored_labels = np.asarray(source.labels_of_stored(stored_split), np.int32)
+  multiplicity = data_lib.training_multiplicity(source, config.data, seed)
   class_mask = np.asarray(source.schema.class_mask)
   batch_size = config.train.batch_size
   rho, scope = config.loss.crl.rho, config.loss.crl.scope
   num_classes = class_mask.shape[1]
-  rng = np.random.default_rng(seed)
-  order = np.concatenate([rng.permutation(len(labels))
-                          for _ in range(steps * batch_size // len(labels) + 1)])
-  batches = jnp.asarray(labels[order[:steps * batch_size]].reshape(
-      steps, batch_size, -1))
+  aware = data_lib.class_aware_options(config.data)
+  if aware is None:
+    order = data_lib.pipeline.TrainOrder(multiplicity, seed, batch_size)
+  else:
+    order = data_lib.pipeline.ClassAwareOrder(
+        multiplicity, stored_labels, source.schema.class_counts, seed, batch_size,
+        batch_size, 0, 1, aware)
+  batches = jnp.asarray(np.stack([stored_labels[order.indices(step)[0]]
+                                  for step in range(steps)]))
 
   def per_batch(batch):  # [B, A] -> ([A, C] eligible, [A, C] rectified)
     def per_attribute(column, mask):
@@ -68,6 +78,7 @@ def eligibility(config, steps: int, seed: int = 0) -> dict:
   eligible = np.asarray(eligible).mean(axis=0)
   rectified = np.asarray(rectified).mean(axis=0)
   counts = source.train_class_counts()
+  m = 2 if aware is None else aware.samples_per_class
   result = {}
   for j, name in enumerate(source.schema.names):
     c = int(class_mask[j].sum())
@@ -83,19 +94,32 @@ def eligibility(config, steps: int, seed: int = 0) -> dict:
         "train_share_never_rectified": float(n[~ever].sum() / n.sum()),
         "rarest_class_rectified_fraction": float(rectified[j, :c][np.argmin(n)]),
         "mean_rectified_classes_per_step": float(rectified[j, :c].sum()),
+        # issue 27's target: classes with >= m training examples (m = 2, or the
+        # sampler's samples_per_class) and the share of them rectified in half the steps.
+        "classes_with_m_examples": int((n >= m).sum()),
+        "of_them_rectified_in_half_the_steps": int(
+            ((n >= m) & (rectified[j, :c] >= 0.5)).sum()),
+        "of_them_eligible_in_half_the_steps": int(
+            ((n >= m) & (eligible[j, :c] >= 0.5)).sum()),
     }
   return result
 
 
 def eligibility_table(result: dict) -> str:
   lines = ["| attribute | classes | rectified in any step | in >= 10% of steps | "
-           "classes rectified per step (mean) | training share never rectified |",
-           "|---|---|---|---|---|---|"]
+           "classes rectified per step (mean) | training share never rectified | "
+           "rarest class: share of steps | classes with >= m examples: eligible / "
+           "rectified in >= 50% of steps |",
+           "|---|---|---|---|---|---|---|---|"]
   for name, row in result.items():
     lines.append(f"| {name} | {row['num_classes']} | {row['classes_ever_rectified']} | "
                  f"{row['classes_rectified_in_10pct_of_steps']} | "
                  f"{row['mean_rectified_classes_per_step']:.2f} | "
-                 f"{100 * row['train_share_never_rectified']:.1f}% |")
+                 f"{100 * row['train_share_never_rectified']:.1f}% | "
+                 f"{row['rarest_class_rectified_fraction']:.3f} | "
+                 f"{row['of_them_eligible_in_half_the_steps']} / "
+                 f"{row['of_them_rectified_in_half_the_steps']} of "
+                 f"{row['classes_with_m_examples']} |")
   return "\n".join(lines)
 
 
@@ -241,7 +265,7 @@ def main(argv=None) -> int:
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   if args.what == "eligibility":
     config = config_lib.load_config(args.config, [r[len("--config."):] for r in rest])
-    result = eligibility(config, args.steps)
+    result = eligibility(config, args.steps, args.seed)
     table = eligibility_table(result)
   else:
     result = gradients(args.workdir, args.runs.split(","), args.seed, args.batches)
