@@ -1,10 +1,10 @@
 """Distances (Eqns 10-12) and the three CRL criteria (Section 3.3, Eqns 9, 13-16).
 
 Distances are per-anchor ``[B, K]`` arrays matching a ``mining.HardSamples``. Each
-criterion returns unreduced terms with the mask of the terms that exist
-(``relative_terms``, ``absolute_terms``, ``soft_histogram_weights``); the reducers
-(``masked_mean``, ``absolute_loss``, ``histogram_overlap``) give the scalar of the
-paper's equation, exactly ``0.0`` with a zero gradient for an empty selection.
+criterion returns unreduced terms and the mask of those that exist (``relative_terms``,
+``absolute_terms``, ``soft_histogram_weights``); the reducers (``masked_mean``,
+``absolute_loss``, ``histogram_overlap``) give the paper's scalar, exactly ``0.0`` with
+a zero gradient for an empty selection.
 """
 
 from __future__ import annotations
@@ -99,14 +99,8 @@ def relative_terms(positive_distances, positive_mask, negative_distances, negati
 
   ``term[a, i, j] = max(0, margin + d(a, +_i) - d(a, -_j))`` for every anchor, each of
   its positives and each of its negatives: "at most kappa^2 triplets w.r.t. x_a".
-
-  Args:
-    positive_distances, negative_distances: float[B, K] ``d(a, +)``, ``d(a, -)``.
-    positive_mask, negative_mask: bool[B, K].
-    margin: float scalar ``m_j``.
-
-  Returns:
-    ``(terms float32[B, K, K], mask bool[B, K, K])``; their ``masked_mean`` is Eqn (9).
+  float[B, K] distances ``d(a, +)``, ``d(a, -)`` with bool[B, K] masks, scalar margin
+  ``m_j`` -> ``(terms f32[B, K, K], mask bool[B, K, K])``; ``masked_mean`` is Eqn (9).
 
   Example:
     >>> import jax.numpy as jnp

@@ -1,24 +1,23 @@
 """Padded multi-attribute heads: the one owner of their conventions (jax/numpy only).
 
 Attribute ``j`` has ``class_counts[j]`` real classes and ``Cmax - class_counts[j]``
-padded ones, so logits are ``f[B, A, Cmax]``, labels ``int[B, A]`` (``-1`` = missing)
-and ``class_mask bool[A, Cmax]`` marks the real classes. Models, losses, baselines, the
-train and evaluation steps and the data schema take from here the class mask, which
-labels count, the value of a padded class and the shape checks.
+padded ones: logits ``f[B, A, Cmax]``, labels ``int[B, A]`` (``-1`` = missing), and
+``class_mask bool[A, Cmax]`` marks the real classes. Every package takes from here the
+class mask, which labels count, the value of a padded class and the shape checks.
 
 A padded class scores one of four values, by who reads the score:
 
-* ``PADDED_LOGIT = -1e9``: the models' output fill, in the compute dtype via
-  ``padded_logit_value``. A softmax gives it exactly 0, and arithmetic on raw outputs
-  stays finite in float32 (its square is 1e18). Part of the models' output contract.
-* ``PADDED_CLASS_LOGIT = -1e30``: what losses put on padded classes of float32 scores
-  just before a softmax (``masked_logits``): ``exp`` of it is exactly 0 whatever was done
-  to the real scores (LDAM's scale, logit adjustment's ``tau log pi``), with no ``inf -
-  inf`` or ``0 * inf`` in values or gradients. It never leaves a loss.
-* ``PADDED_CLASS_SCORE = finfo(float32).min``: padded classes of the adjusted scores a
-  post-hoc adjustment returns: finite, at or below every finite real score.
-* ``-inf`` inside ``masked_argmax``: only the ranking matters, and ``-inf`` is below
-  every real score, so predictions are ``argmax`` over the real classes.
+* ``PADDED_LOGIT = -1e9``, the models' output fill (``padded_logit_value`` per dtype):
+  a softmax gives it exactly 0, and arithmetic on raw outputs stays finite in float32
+  (its square is 1e18). Part of the models' output contract.
+* ``PADDED_CLASS_LOGIT = -1e30``, what losses put on padded float32 scores just before a
+  softmax (``masked_logits``): ``exp`` of it is 0 whatever was done to the real scores
+  (LDAM's scale, logit adjustment's ``tau log pi``), with no ``inf - inf`` or ``0 *
+  inf`` in values or gradients. It never leaves a loss.
+* ``PADDED_CLASS_SCORE = finfo(float32).min``, the padded classes of a post-hoc
+  adjustment's scores: finite, at or below every finite real score.
+* ``-inf`` inside ``masked_argmax``: below every real score, so predictions are
+  ``argmax`` over the real classes.
 """
 
 from __future__ import annotations
@@ -34,16 +33,8 @@ PADDED_CLASS_SCORE = float(np.finfo(np.float32).min)
 
 
 def check_class_counts(class_counts) -> tuple[int, ...]:
-  """Validates the classes of padded heads: a non-empty sequence of ints >= 2.
-
-  Returns ``class_counts`` as ``tuple[int, ...]`` of length ``A``; raises
-  ``ValueError`` naming the offending entry.
-
-  Example:
-    >>> from crl_jax.crl import heads
-    >>> heads.check_class_counts([2, 7])
-    (2, 7)
-  """
+  """``class_counts`` (the classes of each attribute: a non-empty sequence of ints >=
+  2) as ``tuple[int, ...]``; raises ``ValueError`` naming the offending entry."""
   if isinstance(class_counts, (str, bytes)) or not isinstance(
       class_counts, (Sequence, np.ndarray)):
     raise ValueError(f"class_counts={class_counts!r} must be a sequence of ints (the "
@@ -75,21 +66,13 @@ def valid_class_mask(class_counts: Sequence[int]) -> np.ndarray:
 
 def padded_logit_value(dtype) -> float:
   """``PADDED_LOGIT`` in a floating ``dtype``, clipped to its most negative finite
-  value (float16: ``-65504``), as a Python float.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from crl_jax.crl import heads
-    >>> heads.padded_logit_value(jnp.float32), heads.padded_logit_value(jnp.float16)
-    (-1000000000.0, -65504.0)
-  """
+  value (float16: ``-65504``), as a Python float."""
   return float(max(PADDED_LOGIT, float(jnp.finfo(dtype).min)))
 
 
 def gather_per_class(per_class, labels):
-  """``per_class[j, labels[i, j]]``: per_class [A, Cmax], labels int[B, A] (clipped
-  into range; mask them afterwards) -> [B, A] in ``per_class``'s dtype; NumPy in, NumPy
-  out."""
+  """``per_class[j, labels[i, j]]``: per_class [A, Cmax], labels int[B, A] (clipped;
+  mask them afterwards) -> [B, A] in ``per_class``'s dtype; NumPy in, NumPy out."""
   xp = _array_module(per_class, labels)
   num_attributes, max_classes = per_class.shape
   return per_class[xp.arange(num_attributes)[None, :],
@@ -104,14 +87,10 @@ def _array_module(*arrays):
 def label_validity(labels, num_classes: int, valid=None, class_mask=None):
   """Which labels count: in ``[0, num_classes)``, of a real class, on a valid row.
 
-  Args:
-    labels: int[B] (one attribute) or int[B, A] (padded heads); ``-1`` is missing.
-    num_classes: static ``C`` / ``Cmax``.
-    valid: optional bool broadcastable to ``labels`` (bool[B], bool[B, A], bool[B, 1]).
-    class_mask: optional bool[C] or bool[A, Cmax]; ``False`` marks a padded class.
-
-  Returns:
-    bool with ``labels``' shape; a NumPy array when every input is one.
+  labels int[B] (one attribute) or int[B, A] (padded heads), ``-1`` missing; static
+  ``num_classes`` (``C`` / ``Cmax``); optional valid bool broadcastable to ``labels``;
+  optional class_mask bool[C] or bool[A, Cmax] -> bool with ``labels``' shape (NumPy
+  when every input is).
 
   Example:
     >>> import jax.numpy as jnp
@@ -173,12 +152,6 @@ def check_heads(logits, labels=None, class_mask=None, *, features=None,
   logits f[B, A, Cmax]; optional labels int[B, A], class_mask bool[A, Cmax], features
   f[B, A, D], class_counts [A, Cmax], valid bool[B] or bool[B, A]. Raises a one-line
   ``ValueError`` naming the argument, the shape it must have and the shape it has.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from crl_jax.crl import heads
-    >>> heads.check_heads(jnp.zeros((8, 2, 3)), jnp.zeros((8, 2), int))
-    (8, 2, 3)
   """
   if jnp.ndim(logits) != 3:
     raise ValueError(f"logits must be f[B, A, Cmax] (padded heads), got shape "

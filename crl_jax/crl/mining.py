@@ -24,16 +24,9 @@ def check_kappa(kappa) -> int:
 
 
 def masked_top_k(keys, candidate_mask, k: int):
-  """Top-``k`` along the last axis among the candidates (the rest filled with ``-inf``).
-
-  Args:
-    keys: float[..., N], larger first.
-    candidate_mask: bool[..., N].
-    k: static int, ``1 <= k <= N``.
-
-  Returns:
-    ``(indices int32[..., k], mask bool[..., k])``; slots beyond the candidates are
-    ``False``.
+  """Top-``k`` along the last axis among the candidates (the rest filled with ``-inf``):
+  keys float[..., N] (larger first), candidate_mask bool[..., N], static ``1 <= k <=
+  N`` -> ``(indices int32[..., k], mask bool[..., k])``, ``False`` past the candidates.
 
   Example:
     >>> import jax.numpy as jnp
@@ -76,17 +69,10 @@ def class_level_hard_sets(scores, labels, valid, eligible, kappa: int) -> ClassH
   p(y = c | x) on class c", "hard-negatives" the samples of other classes "given high
   prediction scores on class c"; "we select kappa hard-positives as the bottom-kappa
   scored on c ... and kappa hard-negatives as the top-kappa scored on c". One masked
-  ``top_k`` over the batch per class and set.
-
-  Args:
-    scores: float[B, C] class scores (the softmax probabilities ``p``).
-    labels: int[B] class ids (any value where ``valid`` is ``False``).
-    valid: bool[B] samples with a usable label in ``[0, C)``.
-    eligible: bool[C] classes that receive CRL (``profile.eligible_classes``).
-    kappa: static int >= 1.
-
-  Returns:
-    ``ClassHardSets`` with ``K = min(kappa, B)``.
+  ``top_k`` over the batch per class and set. scores float[B, C] (the probabilities
+  ``p``), labels int[B] (any value where not valid), valid bool[B] (a label in ``[0,
+  C)``), eligible bool[C] (``profile.eligible_classes``), static kappa >= 1 ->
+  ``ClassHardSets`` with ``K = min(kappa, B)``.
   """
   kappa = check_kappa(kappa)
   batch_size, num_classes = scores.shape
@@ -102,9 +88,8 @@ def class_level_hard_sets(scores, labels, valid, eligible, kappa: int) -> ClassH
 
 
 def class_level_hard_samples(scores, labels, valid, eligible, kappa: int) -> HardSamples:
-  """Class-level hard samples per anchor: every valid sample of an eligible class ``c``
-  is an anchor with class ``c``'s sets (``class_level_hard_sets``, same arguments),
-  less the pair (anchor, itself)."""
+  """Class-level hard samples per anchor: each valid sample of an eligible class ``c``
+  gets ``c``'s sets (``class_level_hard_sets``, same arguments) less itself."""
   batch_size, num_classes = scores.shape
   sets = class_level_hard_sets(scores, labels, valid, eligible, kappa)
   anchor_class = jnp.clip(labels, 0, num_classes - 1)
@@ -125,16 +110,7 @@ def instance_level_hard_samples(distances, labels, valid, eligible,
   same-class samples "with large distances ... from x_a", "hard-negatives" the samples
   of other classes "with small distances": the ``kappa`` other valid same-class samples
   farthest from ``a`` and the ``kappa`` valid other-class samples nearest to it.
-
-  Args:
-    distances: float[B, B] pairwise feature distances (Eqn 11).
-    labels: int[B] class ids.
-    valid: bool[B] samples with a usable label.
-    eligible: bool[C] classes that receive CRL.
-    kappa: static int >= 1.
-
-  Returns:
-    ``HardSamples`` with ``K = min(kappa, B)``.
+  distances float[B, B] (Eqn 11); the rest as ``class_level_hard_sets``.
   """
   kappa = check_kappa(kappa)
   batch_size = distances.shape[0]

@@ -22,15 +22,9 @@ RHO_SLACK = 1e-6
 
 
 def class_histogram(labels, num_classes: int, valid=None):
-  """Counts the valid samples of every class (``h^j`` of Section 3.2).
-
-  Args:
-    labels: int[B]; labels outside ``[0, num_classes)`` are not counted.
-    num_classes: static ``C``.
-    valid: optional bool[B]; ``False`` rows are not counted.
-
-  Returns:
-    int32[C].
+  """The valid samples of every class, ``h^j`` of Section 3.2: labels int[B] (those
+  outside ``[0, num_classes)`` not counted), static ``num_classes``, optional valid
+  bool[B] -> int32[C].
 
   Example:
     >>> import jax.numpy as jnp
@@ -65,16 +59,9 @@ def minority_classes(histogram, rho=0.5):
 
   "We then sort h^j_k in the descent order ... we define the minority classes ... as
   the smallest classes C^j_min subject to sum_{k in C^j_min} h^j_k <= rho * n_bs."
-  Read as ``rectify``'s convention 1: counts ascending, ties to the lower class index,
-  minority while the cumulative count is ``<= rho * n_valid``. Empty classes are
-  minority too; they never receive CRL (``eligible_classes`` needs two samples).
-
-  Args:
-    histogram: int[C] class counts (``class_histogram``).
-    rho: float in ``(0, 1]``, Python or traced.
-
-  Returns:
-    bool[C].
+  Read as ``rectify``'s convention 1 (counts ascending, ties to the lower class). Empty
+  classes are minority too, and never receive CRL (``eligible_classes``). histogram
+  int[C], rho in ``(0, 1]`` (Python or traced) -> bool[C].
 
   Example:
     >>> import jax.numpy as jnp
@@ -106,9 +93,10 @@ def eligible_classes(histogram, *, rho=0.5, scope: str = "minority"):
 def imbalance_measure(class_counts, class_mask=None):
   """Omega_imb of Eqn (8), as a fraction in ``[0, 1)``.
 
-  The smallest share of samples that must change class for the distribution to become
-  uniform: ``sum_k max(0, 1/K - r_k)``, ``r_k = n_k / sum(n)``, ``K`` the real classes;
-  0 for balanced data or no samples, ``(K-1)/K`` with every sample in one class.
+  class_counts int or float [C] (the training split's), optional class_mask bool[C]
+  (padded classes ``False``) -> float32: the smallest share of samples that must change
+  class for the distribution to become uniform, ``sum_k max(0, 1/K - r_k)``, ``r_k = n_k
+  / sum(n)``, ``K`` the real classes; 0 for balanced data or no samples.
 
   The unit is ambiguous in the paper. Section 3.3 defines Omega_imb as "the minimum
   percentage count of data samples required over all classes in order to form an
@@ -123,13 +111,6 @@ def imbalance_measure(class_counts, class_mask=None):
   one flat setting. Read as a fraction, every published ``eta`` keeps alpha inside
   ``[0, 1]`` without clipping, so this returns the fraction; ``eta * 100`` converts a
   setting tuned under the percent reading (``docs/results.md`` measures both).
-
-  Args:
-    class_counts: int or float [C] class counts (usually the training split's).
-    class_mask: optional bool[C]; ``False`` (padded) classes are left out.
-
-  Returns:
-    float32 scalar in ``[0, 1)``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -152,9 +133,7 @@ def imbalance_measure(class_counts, class_mask=None):
 def imbalance_alpha(class_counts, eta, class_mask=None):
   """The CRL weight ``alpha = eta * Omega_imb`` of Eqn (8), clipped to ``[0, 1]``.
 
-  From the training split's class counts (int or float [C], optional bool[C]
-  ``class_mask``), Omega_imb as a fraction (``imbalance_measure``); ``eta >= 0``.
-  Returns a float32 scalar.
+  Omega_imb as a fraction (``imbalance_measure``, same arguments); ``eta >= 0``.
 
   Example:
     >>> import jax.numpy as jnp

@@ -2,10 +2,9 @@
 
 One attribute (``attribute_loss``, the reference path): profile the batch (Eqn 3) ->
 mine hard positives and negatives (class level on scores, Eqns 4-5; instance level on
-features, Eqns 6-7) -> distances (Eqns 10-11) -> criterion (relative Eqn 9, absolute
-Eqn 13, distribution Eqns 14-16) -> reduce. Several attributes are one ``vmap`` over
-the attribute axis of padded heads. ``impl="fast"`` computes the same loss by the
-formulations of ``fast``; ``impl="auto"`` (the default) picks one per backend.
+features, Eqns 6-7) -> distances (Eqns 10-11) -> criterion (Eqns 9, 13, 14-16) ->
+reduce; several attributes are one ``vmap`` over padded heads. ``impl="fast"`` is the
+same loss by ``fast``'s formulations; ``impl="auto"`` picks one per backend.
 
 Conventions the paper leaves open, pinned here:
 
@@ -24,46 +23,40 @@ Conventions the paper leaves open, pinned here:
 5. Instance level: features are L2-normalised; Euclidean distance (Eqn 11). For anchor
    ``a`` the hard positives are the ``kappa`` other same-class samples farthest from
    ``a``, the hard negatives the ``kappa`` valid other-class samples nearest to ``a``.
-   Default margins: relative ``2*pi/C`` (Eqn 12, ``C`` the attribute's number of real
-   classes), absolute 1.0. Histogram range ``[0, 2]``.
-6. Relative (Eqn 9): mean over all triplets of the attribute (each anchor, each of its
-   positives, each of its negatives) of ``max(0, m + d(a,+) - d(a,-))``.
+   Default margins: relative ``2*pi/C`` (Eqn 12, ``C`` the attribute's real classes),
+   absolute 1.0. Histogram range ``[0, 2]``.
+6. Relative (Eqn 9): the mean over all triplets of the attribute (anchor, one of its
+   positives, one of its negatives) of ``max(0, m + d(a,+) - d(a,-))``.
 7. Absolute (Eqn 13): ``0.5 * (mean over positive pairs of d^2 + mean over negative
    pairs of max(m - d, 0)^2)``; an empty pair set contributes 0.
-8. Distribution (Eqns 14-16): ``num_bins`` bins evenly spaced over the level's range
-   (both ends included), linear interpolation of each clipped distance to its two
-   nearest bins, histograms normalised by the number of pairs;
-   ``loss = sum_t h+_t * sum_{k<=t} h-_k``.
+8. Distribution (Eqns 14-16): ``num_bins`` bins evenly over the level's range (both
+   ends included), each clipped distance interpolated linearly to its two nearest bins,
+   histograms normalised by the number of pairs; ``loss = sum_t h+_t * sum_{k<=t} h-_k``.
 9. No eligible class or no triplet/pair: the loss is exactly 0 with a finite gradient.
 10. Mining carries no gradient; distances do, through every sample involved.
 11. Labels outside ``[0, C)`` (``-1`` = missing), labels of padded classes and rows with
-    ``valid=False`` are ignored everywhere (histogram, anchors, positives, negatives and
-    the cross-entropy).
+    ``valid=False`` are ignored everywhere, the cross-entropy included.
 12. Reduction (Eqn 9 is ambiguous: "a total of at most |X_min| x kappa^2 triplets T for
     all the anchors X_min across all the minority classes of every attribute label",
     then ``L_crl = sum_T max(...) / |T|``, while Eqn 8 weights the CRL per label with
-    ``alpha_j``). ``reduction="attribute"`` (default) takes the mean over each
-    attribute's own triplets; ``reduction="pooled"`` reads Eqn 9 literally: one mean over
-    the triplets of every attribute, returned per attribute as ``A * sum_T_j /
-    |T_all|``, so ``sum_j`` of it is ``A`` times the pooled mean (the scale of the
-    per-attribute sum) and attributes with more triplets weigh more. Relative only.
-13. ``axis_name``: inside ``pmap``/``shard_map`` the inputs are all-gathered (tiled) over
-    that axis first, so mining sees the global batch exactly as one device would; every
-    device returns the same (replicated) value, and the gradient with respect to a
-    device's rows is that of the global loss.
+    ``alpha_j``). ``reduction="attribute"`` (default): the mean over each attribute's own
+    triplets. ``"pooled"`` reads Eqn 9 literally, one mean over every attribute's
+    triplets, returned per attribute as ``A * sum_T_j / |T_all|``: their sum is ``A``
+    times the pooled mean (the scale of the per-attribute sum), and attributes with more
+    triplets weigh more. Relative criterion only.
+13. ``axis_name`` (``pmap``/``shard_map``): the inputs are all-gathered (tiled) first, so
+    mining sees the global batch as one device would; every device returns the same
+    value, and a device's gradient is that of the global loss with respect to its rows.
 14. Ties in mining go to the lower batch index (``jax.lax.top_k``'s rule); the paper
-    leaves them open. Both impls select the same samples; the order of the slots of a
-    selection does not change the loss.
+    leaves them open. Both impls select the same samples.
 
-Extension beyond the paper (off by default): ``score``. Eqn 10 compares softmax
-probabilities; for a class the model never predicts, ``p_c ~ 0`` for every sample and
-``dp_c / dz = p_c (1 - p_c) ~ 0``, so the hinge's pull on the hard positives vanishes
-while the hard negatives (higher ``p_c``) keep theirs: summed over a batch the CRL
-gradient lowers the minority class's logit (``docs/results.md``, Diagnosis).
-``score="log_probability"`` computes the distances of Eqn 10 on ``log p_c`` (whose
-gradient ``1 - p_c`` does not vanish) and ``score="logit"`` on the raw logit ``z_c``;
-mining still ranks by ``p_c`` (``log p_c`` ranks the same samples), and the default
-margins become ``1.0`` (a ratio of ``e`` between anchor and negative probabilities).
+Extension beyond the paper (off by default): ``score``. For a class the model never
+predicts, ``p_c ~ 0`` and ``dp_c / dz = p_c (1 - p_c) ~ 0`` for every sample, so Eqn
+10's hinge stops pulling the hard positives while the hard negatives (higher ``p_c``)
+keep their pull: summed over a batch the CRL gradient lowers the minority class's logit
+(``docs/results.md``, Diagnosis). ``score="log_probability"`` takes Eqn 10's distances on
+``log p_c`` (gradient ``1 - p_c``), ``score="logit"`` on the logit ``z_c``; mining still
+ranks by ``p_c``, and the default margins become ``1.0``.
 
 Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
 Rectification", TPAMI 2018.
@@ -92,23 +85,16 @@ DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level in LEVELS
 SCORES = ("probability", "log_probability", "logit")
 REDUCTIONS = ("attribute", "pooled")
 IMPLS = ("reference", "fast", "auto")
-# The full train step of the default design at the X-Domain heads over CE's, (reference,
-# fast) per ``jax.default_backend()`` (docs/benchmarks.md has the figures and command).
-# ``"auto"`` takes ``fast`` where it beat the reference by more than ``AUTO_MIN_GAIN``,
-# the reference on a backend without a row (gpu and tpu: not measured yet).
+# Full train step of the default design at the X-Domain heads over CE's, (reference,
+# fast) per jax.default_backend() (docs/benchmarks.md). "auto" takes fast where it beat
+# the reference by more than AUTO_MIN_GAIN, else (and on gpu, tpu: unmeasured) reference.
 MEASURED_STEP_RATIOS = {"cpu": (0.97, 1.00)}
 AUTO_MIN_GAIN = 0.01
 
 
 def resolve_impl(impl: str = "auto", backend: Optional[str] = None) -> str:
   """``"reference"`` or ``"fast"``: ``impl`` itself, or for ``"auto"`` what
-  ``MEASURED_STEP_RATIOS`` says for ``backend`` (default ``jax.default_backend()``).
-
-  Example:
-    >>> from crl_jax.crl import rectify
-    >>> rectify.resolve_impl("fast"), rectify.resolve_impl("auto", backend="tpu")
-    ('fast', 'reference')
-  """
+  ``MEASURED_STEP_RATIOS`` says for ``backend`` (default ``jax.default_backend()``)."""
   if impl != "auto":
     return impl
   reference, fast_path = MEASURED_STEP_RATIOS.get(backend or jax.default_backend(),
@@ -154,10 +140,9 @@ def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level
 
   Profile (Eqn 3) -> mine (Eqns 4-7) -> distances (Eqns 10-11) -> criterion (Eqns 9,
   13, 14-16). logits f[B, C], features f[B, D] or ``None`` (class level), labels int[B],
-  valid bool[B] or ``None``, class_mask bool[C] or ``None``, margin f32 scalar or
-  ``None`` (the paper's default); options as ``class_rectification_loss``. Returns
-  ``(loss f32, number of terms f32)``: triplets (relative), pairs (absolute) or
-  positive x negative pairs (distribution).
+  valid bool[B] or ``None``, class_mask bool[C] or ``None``, margin f32 or ``None``
+  (the paper's default); options as ``class_rectification_loss``. Returns ``(loss f32,
+  number of terms f32)``: triplets, pairs, or positive x negative pairs.
   """
   num_classes = logits.shape[-1]
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
@@ -196,10 +181,9 @@ def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level
 
 
 def attribute_losses(logits, features, labels, valid, class_mask, margin, **options):
-  """``attribute_loss`` of every attribute, one ``vmap`` over the attribute axis:
-  logits f[B, A, Cmax], features f[B, A, D] or ``None``, labels int[B, A], valid
-  bool[B, A] or ``None``, class_mask bool[A, Cmax] or ``None``, margin f32[A] or
-  ``None`` -> ``(losses f32[A], counts f32[A])``."""
+  """``attribute_loss`` of every attribute, one ``vmap`` over the attribute axis: the
+  arguments with an attribute axis (``[B, A, ...]``, class_mask ``[A, Cmax]``, margin
+  ``[A]``; each may be ``None`` but labels) -> ``(losses f32[A], counts f32[A])``."""
   class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
   return jax.vmap(functools.partial(attribute_loss, **options),
                   in_axes=(1, 1, 1, 1, 0, 0))(logits, features, labels, valid,
@@ -207,8 +191,8 @@ def attribute_losses(logits, features, labels, valid, class_mask, margin, **opti
 
 
 def _instance_features(features, level, shape):
-  """``features`` as an array for the instance level (``shape`` names it in the error
-  when it is missing), ``None`` for the class level."""
+  """``features`` as an array at the instance level (``shape`` names them if missing),
+  ``None`` at the class level."""
   if level != "instance":
     return None
   if features is None:
@@ -217,9 +201,8 @@ def _instance_features(features, level, shape):
 
 
 def _gather(axis_name, *arrays):
-  """The global batch: each array all-gathered (tiled) over ``axis_name`` (convention
-  13). "invarying": every device holds the same batch, so the loss is replicated and a
-  device's gradient is that of the global loss with respect to its rows."""
+  """The global batch, each array all-gathered (tiled) over ``axis_name`` (convention
+  13): "invarying", so the loss is replicated (``out_specs=P()`` in shard_map)."""
   if axis_name is None:
     return arrays
   return tuple(x if x is None else jax.lax.all_gather(x, axis_name, axis=0, tiled=True,
@@ -243,8 +226,8 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
                              score: str = "probability", impl: str = "auto"):
   """Class Rectification Loss of one attribute on one batch (Eqns 3-16).
 
-  The six designs of the paper are ``level`` x ``criterion``, its default ``level=
-  "class", criterion="relative"``; the module docstring pins the conventions.
+  The paper's six designs are ``level`` x ``criterion``, its default ``level="class",
+  criterion="relative"``; the module docstring pins the conventions.
 
   Args:
     logits: float[B, C] (float32 or bfloat16; computed in float32).
@@ -256,16 +239,15 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     kappa: static int >= 1, hard positives and negatives per anchor (top-kappa).
     rho: the minority criterion of Eqn (3), in ``(0, 1]``.
     scope: ``"minority"`` (the paper's) or ``"all"`` classes.
-    margin: ``None`` (the paper's default of the design) or a float >= 0; ``None`` for
-      ``"distribution"``.
-    num_bins: static int >= 2, histogram bins of ``"distribution"``.
+    margin: ``None`` (the design's default) or a float >= 0; ``None`` for distribution.
+    num_bins: static int >= 2, the histogram bins of ``"distribution"``.
     valid: optional bool[B]; ``False`` for padding rows.
     class_mask: optional bool[C]; ``False`` for padded classes (out of the softmax and
       of the class count of Eqn 12).
     axis_name: optional mapped axis (``pmap``/``shard_map``) to mine the global batch of.
-    score: ``"probability"`` (Eqn 10) or the extension's ``"log_probability"`` /
+    score: ``"probability"`` (Eqn 10) or the extension's ``"log_probability"`` or
       ``"logit"``; class level only.
-    impl: one of ``IMPLS``, the same loss (``resolve_impl``).
+    impl: one of ``IMPLS``, the same loss either way (``resolve_impl``).
 
   Returns:
     float32 scalar >= 0; exactly 0 when the batch has no eligible class or no pair.
@@ -323,30 +305,22 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
                         margin=None, num_bins: int = 50, valid=None,
                         axis_name: Optional[str] = None, score: str = "probability",
                         reduction: str = "attribute", impl: str = "auto"):
-  """CRL of every attribute in one vectorised pass (``vmap`` over attributes).
+  """CRL of every attribute in one ``vmap``: attribute ``j``'s is
+  ``class_rectification_loss`` of ``logits[:, j, :]`` with classes ``class_mask[j]``.
 
-  Attribute ``j``'s loss is ``class_rectification_loss`` of ``logits[:, j, :]`` with the
-  classes ``class_mask[j]``; options as there.
-
-  Args:
-    logits: float[B, A, Cmax] padded heads.
-    features: float[B, A, D] per-attribute features (``level="instance"``) or ``None``.
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax], ``False`` for padded classes; ``None``: all real.
-    margin: ``None`` (the paper's defaults, per attribute), a float, or float[A].
-    valid: optional bool[B] (padding rows) or bool[B, A] (per-label validity).
-    reduction: ``"attribute"`` (each attribute's mean over its own triplets) or
-      ``"pooled"`` (Eqn 9 read literally; module docstring, convention 12).
-
-  Returns:
-    float32[A].
+  logits float[B, A, Cmax] (padded heads); features float[B, A, D] (instance level) or
+  ``None``; labels int[B, A] (``-1`` missing); class_mask bool[A, Cmax] (``None``: all
+  real); margin ``None`` (the paper's, per attribute), a float or float[A]; valid
+  bool[B] (padding rows) or bool[B, A] (per label); reduction ``"attribute"`` (each
+  attribute's own mean) or ``"pooled"`` (convention 12); the other options as there.
+  Returns float32[A].
 
   Example:
     >>> import jax
     >>> from crl_jax import crl
     >>> class_mask = crl.valid_class_mask([2, 7, 3])  # bool[A=3, Cmax=7]
     >>> logits = jax.random.normal(jax.random.key(0), (64, 3, 7))
-    >>> labels = jax.random.randint(jax.random.key(1), (64, 3), 0, 2)  # -1 = missing
+    >>> labels = jax.random.randint(jax.random.key(1), (64, 3), 0, 2)
     >>> jax.jit(crl.multi_attribute_crl)(logits, None, labels, class_mask).shape
     (3,)
   """
@@ -385,13 +359,13 @@ def _attribute_cross_entropy(logits, labels, valid, class_mask):
 
 def multi_attribute_cross_entropy(logits, labels, class_mask=None, *, valid=None,
                                   axis_name: Optional[str] = None):
-  """Per-attribute cross-entropy, Eqns (1)-(2).
+  """Per-attribute cross-entropy, Eqns (1)-(2), float32[A].
 
   ``L_ce_j`` = the mean over valid samples of ``-log softmax(logits[i, j])[labels[i,
   j]]``, padded classes out of the softmax; 0 for an attribute with no valid label.
   logits f[B, A, Cmax], labels int[B, A] (``-1`` missing), class_mask bool[A, Cmax] or
   ``None``, valid bool[B] or bool[B, A] or ``None``; with ``axis_name`` the sums and
-  counts are ``psum``-ed, a mean over the global batch. Returns float32[A].
+  counts are ``psum``-ed, so the mean is over the global batch.
   """
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
@@ -412,10 +386,10 @@ def blended_objective(logits, features, labels, class_mask, alpha, *,
   """The class-balanced objective of Eqn (8), summed over attributes.
 
   ``L = sum_j alpha_j * L_crl_j + (1 - alpha_j) * L_ce_j``, ``alpha_j = eta *
-  Omega_imb_j`` from the training set (``profile.imbalance_alpha``) or fixed by the
-  config: alpha float[A] or scalar in ``[0, 1]``; ``blend`` one of ``BLENDS``; the
-  other arguments as ``multi_attribute_crl``. Returns ``(loss f32 scalar,
-  {"cross_entropy": f32[A], "crl": f32[A]})``.
+  Omega_imb_j`` of the training set (``profile.imbalance_alpha``) or the config's:
+  alpha float[A] or scalar in ``[0, 1]``; ``blend`` one of ``BLENDS``; the rest as
+  ``multi_attribute_crl``. Returns ``(loss f32, {"cross_entropy": f32[A], "crl":
+  f32[A]})``.
   """
   crl = multi_attribute_crl(logits, features, labels, class_mask, level=level,
                             criterion=criterion, kappa=kappa, rho=rho, scope=scope,
@@ -436,7 +410,7 @@ def blend_terms(crl, base, alpha, blend: str = "convex"):
   or scalar in ``[0, 1]``) -> float32[A].
 
   * ``"convex"``: ``alpha_j L_crl_j + (1 - alpha_j) L_base_j``, the paper's Eqn (8).
-  * ``"additive"`` (extension): ``L_base_j + alpha_j L_crl_j``, the CRL as a regulariser
+  * ``"additive"`` (extension): ``L_base_j + alpha_j L_crl_j``, the CRL a regulariser
     on top of the full base loss (Section 3's "on top of the cross-entropy"); Eqn (8)'s
     ``1 - alpha_j`` at ``alpha ~ 0.8`` starves cross-entropy (``docs/results.md``).
   * ``"base_only"`` (diagnostic): ``(1 - alpha_j) L_base_j``, Eqn (8)'s base weight

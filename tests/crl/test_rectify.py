@@ -325,3 +325,28 @@ def test_bad_inputs_name_the_problem():
   heads = make_heads(0)
   with pytest.raises(ValueError, match=r"class_mask must be bool\[A, Cmax\]"):
     crl.multi_attribute_crl(heads[0], None, heads[2], heads[3][:2])
+
+
+def count_primitives(jaxpr):
+  """Equations of a jaxpr, walking into nested jits and sub-jaxprs (a jit's call is not
+  counted, its body is)."""
+  total = 0
+  for equation in jaxpr.eqns:
+    total += equation.primitive.name not in ("pjit", "jit")
+    for param in equation.params.values():
+      inner = getattr(param, "jaxpr", None)
+      if inner is not None:
+        total += count_primitives(inner if hasattr(inner, "eqns") else inner.jaxpr)
+  return total
+
+
+@pytest.mark.parametrize("criterion", ["relative", "absolute"])
+def test_reference_path_traces_small(criterion):
+  """One forward class-level loss on the reference path stays near the paper's size:
+  at most 260 jaxpr primitives (issue 25; 257 before the XLA:CPU tuning rounds)."""
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(80, 9)).astype(np.float32)
+  labels = rng.integers(0, 9, 80).astype(np.int32)
+  jaxpr = jax.make_jaxpr(lambda x: crl.class_rectification_loss(
+      x, None, labels, criterion=criterion, kappa=10, impl="reference"))(logits)
+  assert count_primitives(jaxpr.jaxpr) <= 260
