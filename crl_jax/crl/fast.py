@@ -21,11 +21,10 @@ rounding, ``tests/crl/test_fast.py``) with formulations written for XLA:CPU:
 * Instance-level distances of the selected pairs read from the Gram matrix, so the
   backward pass is a matmul rather than a scatter of gathered feature rows.
 
-In the full train step on XLA:CPU (``docs/benchmarks.md``) they pay at DeepFashion's
-1000 binary heads, where the reference's ``[B, K, K]`` triplet tensor per attribute
-dominates, and not at X-Domain's nine heads, the shape ``"auto"``'s table is measured
-at. The module is the place for a backend's own formulation: an item stays only while
-a full-train-step measurement on its backend says it pays.
+In the full train step on XLA:CPU (``docs/benchmarks.md``) the module pays at
+DeepFashion's 1000 binary heads and not at X-Domain's nine heads, the shape ``"auto"``'s
+table is measured at. It is the place for a backend's own formulation: an item stays
+only while a full-train-step measurement on its backend says it pays.
 """
 
 from __future__ import annotations
