@@ -292,8 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="CRL designs to time besides CE; default all 12")
   parser.add_argument("--impl", default=None, metavar="I",
                       choices=("auto", "reference", "fast", "both"),
-                      help="the CRL's loss.crl.impl (both: reference and fast in the "
-                      "same rounds); default the config's")
+                      help="loss.crl.impl, or both; default the config's")
   sweeps = (("batch", "32,64,128,256,512,1024", "batch sizes"),
             ("kappa", "1,25,75,125,175", "kappa values"),
             ("classes", "2,10,55,200", "classes per attribute"),

@@ -186,11 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="CRL designs (level/criterion/scope) to time; default all 12")
   parser.add_argument("--impl", default="auto", metavar="I",
                       choices=("auto", "reference", "fast", "both"),
-                      help="the CRL's implementation: auto (what this backend picks), "
-                      "reference, fast, or both in the same rounds; default auto")
+                      help="CRL implementation (crl.IMPLS) or both; default auto")
   parser.add_argument("--torch", action="store_true",
-                      help="also time the vectorised PyTorch class-level CRL of "
-                      "benchmarks/torch_peer.py (needs torch and a source checkout)")
+                      help="also time benchmarks/torch_peer.py (needs torch)")
   parser.add_argument("--batch", type=int, default=128, metavar="B",
                       help="batch size; default 128")
   parser.add_argument("--kappa", type=int, default=25, metavar="K",
