@@ -39,6 +39,7 @@ from typing import Optional
 
 import numpy as np
 
+from crl_jax import bench_loss  # numpy only until called
 from crl_jax import cli
 from crl_jax import machine as machine_lib  # jax imported inside
 from crl_jax.data import schema as schema_lib  # numpy only
@@ -355,8 +356,7 @@ def main(argv=None) -> int:
     print(format_table(rows), flush=True)
 
   print(f"\n[main] {len(variants)} variants, {steps} timed steps each, interleaved")
-  impls = (["reference", "fast"] if args.impl == "both"
-           else None if args.impl is None else [args.impl])
+  impls = None if args.impl is None else bench_loss.impls_of(args.impl)
   record(run_setting(config, base, variants, steps=steps, warmup=args.warmup,
                      image_size=image_size, impls=impls), "main")
   if not args.quick:

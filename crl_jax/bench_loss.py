@@ -95,8 +95,9 @@ def make_variants(kappa, class_mask, designs=None, impl="auto"):
 
 
 def impls_of(impl: str) -> list[str]:
-  """The implementations ``--impl`` names, each resolved (``auto`` -> what
-  ``crl.resolve_impl`` picks on this backend); ``both`` is reference and fast."""
+  """The implementations an ``--impl`` flag names (here and in ``crl_jax.bench``),
+  each resolved (``auto`` -> what ``crl.resolve_impl`` picks on this backend); ``both``
+  is reference and fast."""
   from crl_jax import crl
   return ["reference", "fast"] if impl == "both" else [crl.resolve_impl(impl)]
 
