@@ -16,7 +16,7 @@ import sys
 
 
 def rows_of(payload):
-  """{(sweep label, variant): (median ms, x CE)} of one run."""
+  """{(sweep label, variant [impl]): (median ms, x CE)} of one run."""
   rows = {}
   for r in payload["results"]:
     if "ms_median" in r:
@@ -26,7 +26,8 @@ def rows_of(payload):
       label = (f"{sweep}: batch {r['batch']}, {r['num_attributes']} attributes "
                f"(Cmax {r['max_classes']})")
       median = r["step_ms_median"]
-    rows[(label, r["variant"])] = (median, r.get("ratio_to_ce"))
+    variant = r["variant"] + (f" [{r['impl']}]" if r.get("impl") else "")
+    rows[(label, variant)] = (median, r.get("ratio_to_ce"))
   return rows
 
 

@@ -1,111 +1,99 @@
 #!/usr/bin/env bash
-# CRL cost on one accelerator, every design, three datasets' shapes, float32 and
-# bfloat16, in under 8 minutes wall. Run from the repository root in an environment with
-# an accelerator build of jax (pip install -e '.[train]' 'jax[cuda12]'):
+# CRL's cost on one accelerator, both implementations (impl=reference and impl=fast) in
+# the same interleaved rounds, at the X-Domain, CelebA and DeepFashion shapes, in under
+# 8 minutes wall. Run from the repository root in an environment with an accelerator
+# build of jax (pip install -e '.[train]' 'jax[cuda12]'):
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]          # the real run (needs a GPU; checks it)
-#   bash benchmarks/gpu.sh --quick [OUT_DIR]  # tiny shapes, any backend (CI / CPU smoke)
+#   bash benchmarks/gpu.sh --quick [OUT_DIR]  # tiny shapes and steps, any backend (CPU smoke)
+#   GPU_SH_DRY_RUN=1 bash benchmarks/gpu.sh [--quick] [OUT_DIR]  # print the commands only
 #
-# Writes into OUT_DIR (default benchmarks/results):
-#   loss_<shape>_<dtype>.json   python -m crl_jax.bench_loss: loss + gradient of every
-#                               design vs CE at X-Domain (9 heads, Cmax 55), CelebA
-#                               (40 x 2) and DeepFashion (1000 x 2) heads
-#   step_<config>_<dtype>.json  python -m crl_jax.bench: the full jitted train step,
-#                               every design at X-Domain in float32; CE and the default
-#                               design (--quick) in bfloat16 and at CelebA and DeepFashion
-#                               (a step compiles in seconds per design, so every design
-#                               at every shape and dtype would not fit in 8 minutes)
-#   *.txt                       each command's printed table
-#   summary.md                  the table docs/benchmarks.md is built from
-# Each command runs under `timeout` with its share of the 8 minutes; one that runs out
-# is reported in summary.md and the rest still run.
+# OUT_DIR defaults to $OUT when that is set, else benchmarks/results. It gets:
+#   loss_<shape>_<dtype>.json  python -m crl_jax.bench_loss --impl=both: loss + gradient
+#                              vs CE (every design at X-Domain float32, four elsewhere)
+#   step_<shape>_<dtype>.json  python -m crl_jax.bench --impl=both: the full jitted train
+#                              step of configs/<shape>.py, CE and the default design
+#   <name>.txt                 each command's printed table
+#   summary.md                 benchmarks/gpu_table.py: one row per shape x design x
+#                              device x impl x dtype (step and loss ratios to CE, compiles)
+# Commands run in order of importance, each under `timeout` with its share of the
+# budget; one that runs out is listed in summary.md and the rest still run.
 set -uo pipefail
 quick=0
 if [[ "${1:-}" == "--quick" ]]; then quick=1; shift; fi
-out=${1:-benchmarks/results}
-mkdir -p "$out"
+out=${1:-${OUT:-benchmarks/results}}
+dry=${GPU_SH_DRY_RUN:-0}
 python=${PYTHON:-python}
 start=$SECONDS
-budget=470  # seconds; 8 minutes less the start-up checks
+budget=460  # seconds: 8 minutes less the device check and the table
+default=class/relative/minority
+few=$default,class/absolute/minority,class/distribution/minority,instance/relative/minority
+shapes=(xdomain celeba deepfashion)
+mkdir -p "$out"
 
 if (( quick )); then
-  loss_flags=(--batch=16 --kappa=3 --rounds=3 --feature_dim=4
-              --designs=class/relative/minority,instance/distribution/all)
+  loss_flags=(--batch=16 --kappa=3 --rounds=3 --feature_dim=4)
+  all_designs=$default,instance/distribution/all
+  few=$default
   step_flags=(--steps=2 --warmup=1 --batch=8 --image_size=16
-              --designs=class/relative/minority --config.model.kwargs.widths="(4,8)")
-  step_configs=("configs/synthetic.py:smoke")
-  loss_timeout=240; step_timeout=400
-  budget=1400  # a loaded 2-core CPU compiles 1000 heads slowly
+              --config.model.kwargs.widths="(4,8)")
+  step_config() { echo "configs/synthetic.py:smoke --config.data.synthetic.kind=$1"; }
+  declare -A limit=([loss]=240 [step]=400)
+  budget=1800  # a loaded 2-core CPU compiles 1000 heads slowly
 else
-  "$python" -c 'import jax; d = jax.devices()[0]; print("device:", d.platform, d.device_kind); assert d.platform == "gpu", "no GPU visible to jax: install jax[cuda12] or run with --quick"' || exit 2
+  if (( ! dry )); then
+    "$python" -c 'import jax; d = jax.devices()[0]; print("device:", d.platform, d.device_kind); assert d.platform == "gpu", "no GPU visible to jax: install jax[cuda12] or run with --quick"' || exit 2
+  fi
   loss_flags=(--rounds=100)
-  step_flags=(--steps=20 --warmup=3)
-  step_configs=("configs/xdomain.py" "configs/celeba.py" "configs/deepfashion.py")
-  loss_timeout=35; step_timeout=45
+  all_designs=all
+  step_flags=(--steps=20 --warmup=2)
+  step_config() { echo "configs/$1.py"; }
+  declare -A limit=([loss_xdomain]=60 [loss_celeba]=40 [loss_deepfashion]=50
+                    [step_xdomain]=70 [step_celeba]=55 [step_deepfashion]=100
+                    [loss]=15 [step]=60)
 fi
 
 failures=()
-run() {  # run NAME TIMEOUT COMMAND...: output to NAME.txt; a failure is recorded
-  local name=$1 limit=$2; shift 2
+run() {  # run NAME COMMAND...: output to NAME.txt, under its limit; a failure is noted
+  local name=$1; shift
+  local key=${name%_float32}  # loss_xdomain_float32 -> loss_xdomain, else loss / step
+  local cap=${limit[$key]:-${limit[${name%%_*}]}}
   local left=$(( budget - (SECONDS - start) ))
+  if (( dry )); then printf '%q ' "$@"; echo; return; fi
   (( left < 10 )) && { failures+=("$name (no time left)"); return; }
-  (( limit > left )) && limit=$left
-  echo "== $name (limit ${limit}s)"
-  if ! timeout "$limit" "$@" > "$out/$name.txt" 2>&1; then
-    failures+=("$name (exit $?, see $name.txt)")
-  fi
-  tail -n 3 "$out/$name.txt"
+  (( cap > left )) && cap=$left
+  echo "== $name (limit ${cap}s)"
+  timeout "$cap" "$@" > "$out/$name.txt" 2>&1
+  local status=$?
+  (( status == 0 )) || failures+=("$name (exit $status$( (( status == 124 )) \
+      && echo ": out of time"), see $name.txt)")
+  tail -n 4 "$out/$name.txt"
+}
+loss() {  # loss SHAPE DTYPE DESIGNS
+  local designs=()
+  [[ "$3" != all ]] && designs=(--designs="$3")
+  run "loss_$1_$2" "$python" -m crl_jax.bench_loss --impl=both --shape="$1" \
+      --dtype="$2" "${designs[@]}" "${loss_flags[@]}" --json="$out/loss_$1_$2.json"
+}
+step() {  # step SHAPE DTYPE
+  local config
+  read -ra config <<< "$(step_config "$1")"
+  run "step_$1_$2" "$python" -m crl_jax.bench --impl=both --config="${config[0]}" \
+      "${config[@]:1}" --designs="$default" "${step_flags[@]}" \
+      --config.model.dtype="$2" --json="$out/step_$1_$2.json"
 }
 
-for dtype in float32 bfloat16; do
-  for shape in xdomain celeba deepfashion; do
-    run "loss_${shape}_${dtype}" "$loss_timeout" "$python" -m crl_jax.bench_loss \
-        --shape="$shape" --dtype="$dtype" "${loss_flags[@]}" \
-        --json="$out/loss_${shape}_${dtype}.json"
-  done
-done
-for dtype in float32 bfloat16; do
-  for config in "${step_configs[@]}"; do
-    name=$(basename "${config%%:*}" .py)
-    designs=()
-    limit=$step_timeout
-    if (( ! quick )); then
-      # Every design where the targets are set (X-Domain, float32); CE and the default
-      # design elsewhere, so the whole script stays inside its 8 minutes.
-      if [[ "$name" == "xdomain" && "$dtype" == "float32" ]]; then limit=160
-      else designs=(--quick); limit=45; fi
-    fi
-    run "step_${name}_${dtype}" "$limit" "$python" -m crl_jax.bench \
-        --config="$config" "${step_flags[@]}" "${designs[@]}" \
-        --config.model.dtype="$dtype" --json="$out/step_${name}_${dtype}.json"
-  done
-done
+loss xdomain float32 "$all_designs"
+loss celeba float32 "$few"
+loss deepfashion float32 "$few"
+for shape in "${shapes[@]}"; do step "$shape" float32; done
+loss xdomain bfloat16 "$default"
+step xdomain bfloat16
 
-"$python" - "$out" "${failures[@]}" <<'EOF'
-import glob, json, os, sys
-out, failures = sys.argv[1], sys.argv[2:]
-lines = ["# CRL cost: x CE per design (medians)", ""]
-for path in sorted(glob.glob(os.path.join(out, "*.json"))):
-  with open(path) as f:
-    payload = json.load(f)
-  rows = [r for r in payload["results"] if r.get("sweep", "main") == "main"]
-  if not rows:
-    continue
-  key = "ms_median" if "ms_median" in rows[0] else "step_ms_median"
-  lines.append(f"## {os.path.basename(path)[:-5]} ({payload['machine']['device_kind']})")
-  lines.append("")
-  lines.append("| variant | median ms | x CE | compile s |")
-  lines.append("|---|---|---|---|")
-  for r in rows:
-    ratio = r.get("ratio_to_ce")
-    lines.append(f"| {r['variant']} | {r[key]:.3f} | "
-                 f"{'' if ratio is None else f'{ratio:.3f}'} | {r['compile_s']:.2f} |")
-  lines.append("")
-if failures:
-  lines += ["## Not finished", ""] + [f"- {f}" for f in failures]
-with open(os.path.join(out, "summary.md"), "w") as f:
-  f.write("\n".join(lines) + "\n")
-print("\n".join(lines))
-EOF
+if (( dry )); then
+  printf '%q ' "$python" benchmarks/gpu_table.py "$out"; echo
+  exit 0
+fi
+"$python" benchmarks/gpu_table.py "$out" "${failures[@]}"
 echo "total ${SECONDS}s wall; results in $out"
 (( ${#failures[@]} == 0 ))

@@ -1,8 +1,9 @@
 r"""Benchmark: the cost of CRL over plain cross-entropy in the full train step.
 
     python -m crl_jax.bench [--config=configs/xdomain.py] [--quick] [--steps=30]
-        [--sweep_batch] [--sweep_kappa] [--sweep_classes] [--sweep_attributes]
-        [--sweep_devices] [--json=PATH] [--plot=PATH.png]
+        [--impl=auto|reference|fast|both] [--sweep_batch] [--sweep_kappa]
+        [--sweep_classes] [--sweep_attributes] [--sweep_devices] [--json=PATH]
+        [--plot=PATH.png]
 
 No dataset is needed: random images and labels at the config's real shapes (image size,
 attributes, classes, batch; labels drawn from power-law class sizes like the
@@ -15,7 +16,10 @@ all alike), synchronising with ``block_until_ready``. Reported per variant: medi
 (device memory stats where the backend has them, else the process's peak RSS growth
 while that variant compiled and ran) and the number of traces (must stay 1).
 
-``--quick``: the config's shapes, CE and the default design only, 10 timed steps each.
+``--impl`` sets the CRL's implementation (``loss.crl.impl``, default the config's);
+``both`` times reference and fast in the same rounds against one CE, each row naming its
+resolved impl. ``--quick``: the config's shapes, CE and the default design only, 10
+timed steps each.
 Sweeps (each its own flag) rerun CE and the default design over batch sizes, kappa,
 classes per attribute, number of attributes (9 as X-Domain, 40 as CelebA, 1000 as
 DeepFashion) and simulated devices (1, 2, 8; global and local mining; needs
@@ -35,6 +39,7 @@ from typing import Optional
 
 import numpy as np
 
+from crl_jax import bench_loss  # numpy only until called
 from crl_jax import cli
 from crl_jax import machine as machine_lib  # jax imported inside
 from crl_jax.data import schema as schema_lib  # numpy only
@@ -103,8 +108,10 @@ def _device_peak_mb(devices) -> Optional[float]:
   return max(peaks) if peaks else None
 
 
-def build_variant(config, setting: Setting, variant: str, image_size: int):
-  """Returns ``(step_fn, state, batch, rng, trace_counter, devices)`` for a variant."""
+def build_variant(config, setting: Setting, variant: str, image_size: int,
+                  impl: Optional[str] = None):
+  """Returns ``(step_fn, state, batch, rng, trace_counter, devices)`` for a variant;
+  ``impl`` (a CRL variant's ``loss.crl.impl``) ``None`` keeps the config's."""
   import jax
   from crl_jax import crl
   from crl_jax.train import mesh as mesh_lib
@@ -120,6 +127,8 @@ def build_variant(config, setting: Setting, variant: str, image_size: int):
     loss.name = "crl"
     loss.crl.update(level=level, criterion=criterion, scope=scope, kappa=setting.kappa,
                     mining=setting.mining, margin=None)
+    if impl is not None:
+      loss.crl.impl = impl
   num_classes = setting.class_counts
   class_mask = crl.valid_class_mask(num_classes)
   counts = power_law_counts(num_classes)
@@ -148,15 +157,26 @@ def build_variant(config, setting: Setting, variant: str, image_size: int):
   return step_fn, state, batch, jax.random.key(1), counter, devices
 
 
+def variant_impls(config, variants, impls=None) -> list[tuple[str, str]]:
+  """``(variant, resolved impl)`` pairs to time: CE once (impl ``""``), every CRL
+  variant once per impl (``None``: the config's ``loss.crl.impl``)."""
+  from crl_jax import crl
+  resolved = dict.fromkeys(crl.resolve_impl(impl)
+                           for impl in impls or [config.loss.crl.impl])
+  return ([("ce", "")] if "ce" in variants else []) + [
+      (variant, impl) for impl in resolved for variant in variants if variant != "ce"]
+
+
 def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
-                image_size: int, log=print) -> list[dict]:
-  """Compiles every variant, then times them round-robin; one dict per variant."""
+                image_size: int, impls=None, log=print) -> list[dict]:
+  """Compiles every variant (per impl, ``variant_impls``), then times them
+  round-robin; one dict per variant and impl."""
   import jax
   prepared = {}
-  for variant in variants:
+  for variant, impl in variant_impls(config, variants, impls):
     rss_before = _peak_rss_mb()
-    step_fn, state, batch, rng, counter, devices = build_variant(config, setting,
-                                                                 variant, image_size)
+    step_fn, state, batch, rng, counter, devices = build_variant(
+        config, setting, variant, image_size, impl or None)
     start = time.perf_counter()
     state, metrics = step_fn(state, batch, rng)
     jax.block_until_ready(metrics)
@@ -164,10 +184,11 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
     for _ in range(warmup):
       state, metrics = step_fn(state, batch, rng)
     jax.block_until_ready(metrics)
-    prepared[variant] = dict(step_fn=step_fn, state=state, batch=batch, rng=rng,
-                             counter=counter, devices=devices, compile_s=compile_seconds,
-                             rss_growth=_peak_rss_mb() - rss_before, times=[])
-    log(f"  compiled {variant:32s} in {compile_seconds:6.1f} s")
+    prepared[(variant, impl)] = dict(
+        step_fn=step_fn, state=state, batch=batch, rng=rng, counter=counter,
+        devices=devices, compile_s=compile_seconds,
+        rss_growth=_peak_rss_mb() - rss_before, times=[])
+    log(f"  compiled {variant:32s} {impl:9s} in {compile_seconds:6.1f} s")
   traces_after_warmup = {v: p["counter"].count for v, p in prepared.items()}
   for _ in range(steps):
     for variant, p in prepared.items():
@@ -175,14 +196,16 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
       p["state"], metrics = p["step_fn"](p["state"], p["batch"], p["rng"])
       jax.block_until_ready(metrics)
       p["times"].append(time.perf_counter() - start)
-  ce_median = float(np.median(prepared["ce"]["times"])) if "ce" in prepared else None
+  ce = prepared.get(("ce", ""))
+  ce_median = float(np.median(ce["times"])) if ce else None
   results = []
-  for variant, p in prepared.items():
+  for (variant, impl), p in prepared.items():
     times_ms = 1e3 * np.asarray(p["times"])
     median = float(np.median(times_ms))
     device_peak = _device_peak_mb(p["devices"])
     results.append({
-        "variant": variant, "batch": setting.batch, "kappa": setting.kappa,
+        "variant": variant, "impl": impl, "batch": setting.batch,
+        "kappa": setting.kappa,
         "num_attributes": len(setting.class_counts),
         "max_classes": max(setting.class_counts),
         "devices": setting.devices, "mining": setting.mining,
@@ -195,20 +218,21 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
         "peak_mem_source": "device" if device_peak is not None else "rss_growth",
         # Traces over the whole benchmark, warm-up included; 1 means no retracing.
         "traces": p["counter"].count,
-        "traces_after_warmup": p["counter"].count - traces_after_warmup[variant],
+        "traces_after_warmup": (p["counter"].count
+                                - traces_after_warmup[(variant, impl)]),
     })
   return results
 
 
 def format_table(results) -> str:
-  header = (f"{'variant':28s} {'batch':>5s} {'kappa':>5s} {'A':>4s} {'Cmax':>4s} "
+  header = (f"{'variant':28s} {'impl':9s} {'batch':>5s} {'kappa':>5s} {'A':>4s} {'Cmax':>4s} "
             f"{'dev':>3s} {'mining':>6s} {'median ms':>9s} {'p10':>8s} {'p90':>8s} "
             f"{'x CE':>6s} {'compile s':>9s} {'mem MB':>8s} {'traces':>6s}")
   lines = [header, "-" * len(header)]
   for r in results:
     ratio = "" if r["ratio_to_ce"] is None else f"{r['ratio_to_ce']:6.3f}"
     lines.append(
-        f"{r['variant']:28s} {r['batch']:5d} {r['kappa']:5d} {r['num_attributes']:4d} "
+        f"{r['variant']:28s} {r['impl']:9s} {r['batch']:5d} {r['kappa']:5d} {r['num_attributes']:4d} "
         f"{r['max_classes']:4d} {r['devices']:3d} {r['mining']:>6s} "
         f"{r['step_ms_median']:9.2f} {r['step_ms_p10']:8.2f} {r['step_ms_p90']:8.2f} "
         f"{ratio:>6s} {r['compile_s']:9.2f} {r['peak_mem_mb']:8.1f} {r['traces']:6d}")
@@ -223,11 +247,12 @@ def plot(results, path: str) -> None:
   figure, axes = plt.subplots(1, 2, figsize=(10, 4))
   for axis, sweep, key in ((axes[0], "batch", "batch"), (axes[1], "kappa", "kappa")):
     rows = [r for r in results if r.get("sweep") == sweep]
-    for variant in sorted({r["variant"] for r in rows}):
+    for variant, impl in sorted({(r["variant"], r["impl"]) for r in rows}):
       points = sorted((r[key], r["step_ms_median"]) for r in rows
-                      if r["variant"] == variant)
+                      if (r["variant"], r["impl"]) == (variant, impl))
       if points:
-        axis.plot(*zip(*points), marker="o", label=variant)
+        axis.plot(*zip(*points), marker="o",
+                  label=f"{variant} [{impl}]" if impl else variant)
     axis.set_xlabel(key)
     axis.set_ylabel("train step, median ms")
     axis.set_title(f"step time vs {key}")
@@ -266,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="image side in pixels; default the config's")
   parser.add_argument("--designs", default=None, metavar="D,D,...",
                       help="CRL designs to time besides CE; default all 12")
+  parser.add_argument("--impl", default=None, metavar="I",
+                      choices=("auto", "reference", "fast", "both"),
+                      help="loss.crl.impl, or both; default the config's")
   sweeps = (("batch", "32,64,128,256,512,1024", "batch sizes"),
             ("kappa", "1,25,75,125,175", "kappa values"),
             ("classes", "2,10,55,200", "classes per attribute"),
@@ -328,8 +356,9 @@ def main(argv=None) -> int:
     print(format_table(rows), flush=True)
 
   print(f"\n[main] {len(variants)} variants, {steps} timed steps each, interleaved")
+  impls = None if args.impl is None else bench_loss.impls_of(args.impl)
   record(run_setting(config, base, variants, steps=steps, warmup=args.warmup,
-                     image_size=image_size), "main")
+                     image_size=image_size, impls=impls), "main")
   if not args.quick:
     pair = ["ce", DEFAULT_DESIGN]
     sweeps = []
@@ -360,7 +389,7 @@ def main(argv=None) -> int:
             f"{len(setting.class_counts)} attributes (Cmax {max(setting.class_counts)}), "
             f"{setting.devices} device(s), {setting.mining} mining")
       record(run_setting(config, setting, pair, steps=steps, warmup=args.warmup,
-                         image_size=image_size), sweep)
+                         image_size=image_size, impls=impls), sweep)
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"machine": machine, "config": args.config,

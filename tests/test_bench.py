@@ -2,15 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from crl_jax import bench
 from tests.train.conftest import REPO
 
-RESULT_KEYS = {"variant", "batch", "kappa", "num_attributes", "devices", "mining",
+RESULT_KEYS = {"variant", "impl", "batch", "kappa", "num_attributes", "devices", "mining",
                "step_ms_median", "step_ms_p10", "step_ms_p90", "ratio_to_ce",
                "compile_s", "peak_mem_mb", "traces"}
 
@@ -55,17 +53,9 @@ def test_bench_device_sweep_times_global_and_local_mining(tmp_path):
       (2, "global"), (2, "local")}
 
 
-@pytest.mark.slow
-def test_gpu_script_runs_end_to_end_in_quick_mode(tmp_path):
-  """benchmarks/gpu.sh --quick: every shape x dtype of the loss benchmark and the step
-  benchmark, on whatever backend jax has, with the summary the docs are built from."""
-  result = subprocess.run(["bash", "benchmarks/gpu.sh", "--quick", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, "PYTHON": sys.executable})
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  for shape in ("xdomain", "celeba", "deepfashion"):
-    for dtype in ("float32", "bfloat16"):
-      payload = json.loads((tmp_path / f"loss_{shape}_{dtype}.json").read_text())
-      assert payload["dtype"] == dtype and len(payload["results"]) == 3
-  assert (tmp_path / "step_synthetic_float32.json").exists()
-  assert "x CE" in (tmp_path / "summary.md").read_text()
+def test_bench_times_both_impls_against_one_ce(tmp_path):
+  results = run_tiny(tmp_path, "--designs=class/relative/minority", "--impl=both")[
+      "results"]
+  assert [(r["variant"], r["impl"]) for r in results] == [
+      ("ce", ""), ("class/relative/minority", "reference"),
+      ("class/relative/minority", "fast")]

@@ -11,43 +11,19 @@ by ``heads``; every other package takes them from there.
 """
 
 from crl_jax.crl import fast
-from crl_jax.crl.criteria import absolute_loss
-from crl_jax.crl.criteria import absolute_terms
-from crl_jax.crl.criteria import histogram_overlap
-from crl_jax.crl.criteria import masked_mean
-from crl_jax.crl.criteria import relative_terms
-from crl_jax.crl.criteria import soft_histogram_weights
-from crl_jax.crl.heads import check_class_counts
-from crl_jax.crl.heads import check_heads
-from crl_jax.crl.heads import label_validity
-from crl_jax.crl.heads import masked_argmax
-from crl_jax.crl.heads import masked_logits
-from crl_jax.crl.heads import PADDED_CLASS_LOGIT
-from crl_jax.crl.heads import valid_class_mask
-from crl_jax.crl.mining import class_level_hard_samples
-from crl_jax.crl.mining import class_level_hard_sets
-from crl_jax.crl.mining import ClassHardSets
-from crl_jax.crl.mining import HardSamples
-from crl_jax.crl.mining import instance_level_hard_samples
-from crl_jax.crl.mining import masked_top_k
-from crl_jax.crl.profile import class_histogram
-from crl_jax.crl.profile import eligible_classes
-from crl_jax.crl.profile import imbalance_alpha
-from crl_jax.crl.profile import imbalance_measure
-from crl_jax.crl.profile import minority_classes
-from crl_jax.crl.rectify import blend_terms
-from crl_jax.crl.rectify import blended_objective
-from crl_jax.crl.rectify import BLENDS
-from crl_jax.crl.rectify import check_options
-from crl_jax.crl.rectify import class_rectification_loss
-from crl_jax.crl.rectify import CRITERIA
-from crl_jax.crl.rectify import default_margin
-from crl_jax.crl.rectify import DESIGNS
-from crl_jax.crl.rectify import IMPLS
-from crl_jax.crl.rectify import LEVELS
-from crl_jax.crl.rectify import multi_attribute_crl
-from crl_jax.crl.rectify import multi_attribute_cross_entropy
-from crl_jax.crl.rectify import REDUCTIONS
-from crl_jax.crl.rectify import resolve_impl
-from crl_jax.crl.rectify import SCOPES
-from crl_jax.crl.rectify import SCORES
+from crl_jax.crl.criteria import (absolute_loss, absolute_terms, default_margin,
+                                  histogram_overlap, masked_mean, relative_terms,
+                                  soft_histogram_weights)
+from crl_jax.crl.heads import (check_class_counts, check_heads, label_validity,
+                               masked_argmax, masked_logits, PADDED_CLASS_LOGIT,
+                               valid_class_mask)
+from crl_jax.crl.mining import (class_level_hard_samples, class_level_hard_sets,
+                                ClassHardSets, HardSamples, instance_level_hard_samples,
+                                masked_top_k)
+from crl_jax.crl.profile import (class_histogram, eligible_classes, imbalance_alpha,
+                                 imbalance_measure, minority_classes)
+from crl_jax.crl.rectify import (blend_terms, blended_objective, BLENDS, check_options,
+                                 class_rectification_loss, CRITERIA, DESIGNS, IMPLS,
+                                 LEVELS, multi_attribute_crl,
+                                 multi_attribute_cross_entropy, REDUCTIONS, resolve_impl,
+                                 SCOPES, SCORES)

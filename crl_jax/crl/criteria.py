@@ -1,11 +1,10 @@
 """Distances (Eqns 10-12) and the three CRL criteria (Section 3.3, Eqns 9, 13-16).
 
-Distances are per-anchor ``[B, K]`` arrays matching a ``mining.HardSamples``; the
-criteria return unreduced terms with the mask of the terms that exist
-(``relative_terms``, ``absolute_terms``, ``soft_histogram_weights``), and the reducers
-(``masked_mean``, ``absolute_loss``, ``histogram_overlap``) turn them into the scalar of
-the paper's equation. An empty selection reduces to exactly ``0.0`` with a zero
-gradient.
+Distances are per-anchor ``[B, K]`` arrays matching a ``mining.HardSamples``. Each
+criterion returns unreduced terms and the mask of those that exist (``relative_terms``,
+``absolute_terms``, ``soft_histogram_weights``); the reducers (``masked_mean``,
+``absolute_loss``, ``histogram_overlap``) give the paper's scalar, exactly ``0.0`` with
+a zero gradient for an empty selection.
 """
 
 from __future__ import annotations
@@ -15,20 +14,14 @@ import math
 import jax
 import jax.numpy as jnp
 
-# The range of the histograms of Eqn 14: class-level distances (differences of
-# probabilities, Eqn 10) lie in [-1, 1], instance-level ones (of unit vectors) in [0, 2].
+# The range of Eqn 14's histograms: class-level distances (differences of probabilities,
+# Eqn 10) lie in [-1, 1], instance-level ones (of unit vectors, Eqn 11) in [0, 2].
 HISTOGRAM_RANGE = {"class": (-1.0, 1.0), "instance": (0.0, 2.0)}
 
 
 def masked_mean(values, mask):
-  """Mean of ``values`` where ``mask`` holds; exactly 0 when nothing is selected.
-
-  Args:
-    values: float[...].
-    mask: bool[...] broadcastable to ``values``.
-
-  Returns:
-    float32 scalar.
+  """Mean of ``values`` (float[...]) where ``mask`` (bool, broadcastable) holds, as a
+  float32 scalar; exactly 0 when nothing is selected.
 
   Example:
     >>> import jax.numpy as jnp
@@ -46,9 +39,8 @@ def masked_mean(values, mask):
 
 def default_margin(level: str, criterion: str, num_classes, score: str = "probability"):
   """The paper's margins: class level 0.5 (``m_j`` of Eqn 9, ``m_ac`` of Eqn 13);
-  instance level relative ``2*pi/C`` (Eqn 12), absolute 1.0. ``num_classes`` may be
-  traced (padded heads). Class level on log-probabilities or logits (the ``score``
-  extension): 1.0."""
+  instance level relative ``2*pi/C`` (Eqn 12, ``num_classes`` may be traced), absolute
+  1.0. Class level on log-probabilities or logits (the ``score`` extension): 1.0."""
   if level == "class" and score != "probability":
     return jnp.float32(1.0)
   if level == "instance" and criterion == "relative":
@@ -59,7 +51,7 @@ def default_margin(level: str, criterion: str, num_classes, score: str = "probab
 
 
 def class_scores(masked_logits, score: str = "probability"):
-  """The scores ``p`` that Eqn 10 compares: softmax probabilities (the paper), or the
+  """The scores ``p`` Eqn 10 compares: softmax probabilities (the paper), or the
   ``score`` extension's log-probabilities or logits. f32[B, C] -> f32[B, C]."""
   if score == "probability":
     return jax.nn.softmax(masked_logits, axis=-1)
@@ -70,16 +62,8 @@ def class_scores(masked_logits, score: str = "probability"):
 
 def class_level_distances(scores, labels, positive_indices, negative_indices):
   """Class-level pair distances, Eqn (10): ``d(a, +) = |p_a - p_+|``, ``d(a, -) = p_a -
-  p_-``, all scores on the anchor's class ``c``.
-
-  Args:
-    scores: float[B, C].
-    labels: int[B] (clipped into ``[0, C)``; masks say which rows are anchors).
-    positive_indices, negative_indices: int[B, K] from a ``mining.HardSamples``.
-
-  Returns:
-    ``(positive_distances f32[B, K], negative_distances f32[B, K])``.
-  """
+  p_-``, scores on the anchor's class. scores f[B, C], labels int[B] (clipped into
+  ``[0, C)``), indices int[B, K] -> ``(positive f32[B, K], negative f32[B, K])``."""
   anchor_class = jnp.clip(labels, 0, scores.shape[1] - 1)[:, None]  # [B, 1]
   anchor_score = jnp.take_along_axis(scores, anchor_class, axis=1)  # [B, 1]
   return (jnp.abs(anchor_score - scores[positive_indices, anchor_class]),
@@ -100,17 +84,9 @@ def safe_sqrt(squared):
 
 def pairwise_distances(features):
   """Instance-level distances, Eqn (11): ``||f_a - f_b||_2`` between L2-normalised
-  features, every pair of the batch.
-
-  ``d^2 = G_aa + G_bb - 2 G_ab`` from the Gram matrix ``G`` (full float32 precision),
-  so identical rows are exactly 0 apart.
-
-  Args:
-    features: float[B, D].
-
-  Returns:
-    float32[B, B]; differentiable, with a zero gradient at zero distance.
-  """
+  features f[B, D], every pair, float32[B, B]. From the Gram matrix (full float32
+  precision), ``d^2 = G_aa + G_bb - 2 G_ab``: identical rows are exactly 0 apart, with a
+  zero gradient there."""
   normalised = l2_normalise(features.astype(jnp.float32))
   gram = jnp.matmul(normalised, normalised.T, precision=jax.lax.Precision.HIGHEST)
   squared_norm = jnp.diagonal(gram)
@@ -121,20 +97,10 @@ def relative_terms(positive_distances, positive_mask, negative_distances, negati
                    margin):
   """Triplet hinge terms of the relative comparison, Eqn (9).
 
-  ``term[a, i, j] = max(0, margin + d(a, +_i) - d(a, -_j))`` for every anchor ``a``, each
-  of its positives ``i`` and each of its negatives ``j``: "at most kappa^2 triplets
-  w.r.t. x_a".
-
-  Args:
-    positive_distances: float[B, K] ``d(a, +)``.
-    positive_mask: bool[B, K].
-    negative_distances: float[B, K] ``d(a, -)``.
-    negative_mask: bool[B, K].
-    margin: float scalar ``m_j``.
-
-  Returns:
-    ``(terms float32[B, K, K], mask bool[B, K, K])``; ``masked_mean`` of them is Eqn (9)
-    (the mean over all triplets of the attribute).
+  ``term[a, i, j] = max(0, margin + d(a, +_i) - d(a, -_j))`` for every anchor, each of
+  its positives and each of its negatives: "at most kappa^2 triplets w.r.t. x_a".
+  float[B, K] distances ``d(a, +)``, ``d(a, -)`` with bool[B, K] masks, scalar margin
+  ``m_j`` -> ``(terms f32[B, K, K], mask bool[B, K, K])``; ``masked_mean`` is Eqn (9).
 
   Example:
     >>> import jax.numpy as jnp
@@ -152,19 +118,18 @@ def relative_terms(positive_distances, positive_mask, negative_distances, negati
 
 def absolute_terms(positive_distances, positive_mask, negative_distances, negative_mask,
                    margin):
-  """Contrastive terms of the absolute comparison, Eqn (13): positive pairs give
-  ``d^2``, negative pairs ``max(margin - d, 0)^2``. Shapes: float[B, K] distances and
-  bool[B, K] masks -> ``(positive_terms, positive_mask, negative_terms,
-  negative_mask)``; ``absolute_loss`` reduces them."""
+  """Contrastive terms of the absolute comparison, Eqn (13): ``d^2`` per positive pair,
+  ``max(margin - d, 0)^2`` per negative pair. float[B, K] distances, bool[B, K] masks ->
+  ``(positive_terms, positive_mask, negative_terms, negative_mask)``."""
   return (jnp.square(positive_distances), positive_mask,
           jnp.square(jax.nn.relu(margin - negative_distances)), negative_mask)
 
 
 def absolute_loss(positive_distances, positive_mask, negative_distances, negative_mask,
                   margin):
-  """Eqn (13): ``0.5 * (mean over P+ of d^2 + mean over P- of max(m - d, 0)^2)``, the two
-  sets averaged separately ("to balance their importance even given different
-  sizes"); an empty set contributes 0. Returns a float32 scalar."""
+  """Eqn (13), a float32 scalar: ``0.5 * (mean over P+ of d^2 + mean over P- of max(m
+  - d, 0)^2)``, the sets averaged separately ("to balance their importance even given
+  different sizes"); an empty set contributes 0. Arguments as ``absolute_terms``."""
   positive, positive_mask, negative, negative_mask = absolute_terms(
       positive_distances, positive_mask, negative_distances, negative_mask, margin)
   return 0.5 * (masked_mean(positive, positive_mask) + masked_mean(negative, negative_mask))
@@ -181,18 +146,10 @@ def check_num_bins(num_bins) -> int:
 def soft_histogram_weights(distances, lower: float, upper: float, num_bins: int):
   """Per-distance bin weights of the distribution comparison, Eqn (15).
 
-  ``num_bins`` bins ``b_t`` evenly spaced over ``[lower, upper]``, both ends included
-  (pace ``Delta = (upper - lower) / (num_bins - 1)``); each distance, clipped to the
-  range, is split linearly between its two nearest bins: ``w_t = max(0, 1 - |d - b_t|
-  / Delta)``, which is Eqn 15's two cases. The weights of one distance sum to 1.
-
-  Args:
-    distances: float[...].
-    lower, upper: static floats, the histogram's range.
-    num_bins: static int >= 2 (``tau`` in the paper).
-
-  Returns:
-    float32[..., num_bins].
+  ``num_bins`` (``tau``) bins ``b_t`` evenly over the static range ``[lower, upper]``,
+  both ends included (pace ``Delta = (upper - lower) / (num_bins - 1)``); each clipped
+  distance is split linearly between its two nearest bins, ``w_t = max(0, 1 - |d - b_t|
+  / Delta)`` (Eqn 15's two cases). float[...] -> float32[..., num_bins], rows sum to 1.
   """
   check_num_bins(num_bins)
   bins = jnp.linspace(lower, upper, num_bins, dtype=jnp.float32)
@@ -207,20 +164,12 @@ def overlap_of_histograms(positive_histogram, negative_histogram):
 
 
 def histogram_overlap(positive_weights, positive_mask, negative_weights, negative_mask):
-  """The distribution comparison loss, Eqns (14) and (16).
+  """The distribution comparison loss, Eqns (14) and (16), a float32 scalar.
 
-  ``h+ = sum of positive weights / |P+|``, ``h- = sum of negative weights / |P-|`` (Eqn
-  14), and ``sum_t h+_t * sum_{k <= t} h-_k``: the probability that a random negative
-  pair is closer than a random positive pair. 0 when either pair set is empty.
-
-  Args:
-    positive_weights: float[..., T] from ``soft_histogram_weights``.
-    positive_mask: bool[...].
-    negative_weights: float[..., T].
-    negative_mask: bool[...].
-
-  Returns:
-    float32 scalar.
+  ``h+`` (``h-``) sums the positive (negative) pairs' weights float[..., T] where their
+  mask bool[...] holds, over ``|P+|`` (``|P-|``) (Eqn 14); ``overlap_of_histograms`` of
+  them is the probability that a random negative pair is closer than a random positive
+  pair. 0 when either pair set is empty.
   """
   num_bins = positive_weights.shape[-1]
 

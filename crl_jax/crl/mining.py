@@ -1,12 +1,10 @@
 """Minority class hard sample mining, top-kappa (Section 3.2, Eqns 4-7).
 
 Miners return fixed-size index arrays plus validity masks, so the same code runs under
-``jit``, ``vmap``, ``pmap`` and ``shard_map``: nothing is boolean-indexed and no shape
-depends on the data. Mining selects samples and carries no gradient (its inputs are
-wrapped in ``stop_gradient``); the distances built from the selected indices do.
-
-Tie-breaking: among equal scores or distances the lower batch index is selected first
-(``jax.lax.top_k``'s rule).
+``jit``, ``vmap``, ``pmap`` and ``shard_map``. Mining selects samples and carries no
+gradient (its inputs are wrapped in ``stop_gradient``); the distances built from the
+selected indices do. Among equal scores or distances the lower batch index is selected
+first (``jax.lax.top_k``'s rule).
 """
 
 from __future__ import annotations
@@ -26,18 +24,9 @@ def check_kappa(kappa) -> int:
 
 
 def masked_top_k(keys, candidate_mask, k: int):
-  """Top-``k`` along the last axis among the entries where ``candidate_mask`` holds.
-
-  Non-candidates are filled with ``-inf`` before ``jax.lax.top_k``, so candidates come
-  first; when a row has fewer than ``k`` candidates the remaining slots are invalid.
-
-  Args:
-    keys: float[..., N], larger is selected first.
-    candidate_mask: bool[..., N].
-    k: static int, ``1 <= k <= N``.
-
-  Returns:
-    ``(indices int32[..., k], mask bool[..., k])``.
+  """Top-``k`` along the last axis among the candidates (the rest filled with ``-inf``):
+  keys float[..., N] (larger first), candidate_mask bool[..., N], static ``1 <= k <=
+  N`` -> ``(indices int32[..., k], mask bool[..., k])``, ``False`` past the candidates.
 
   Example:
     >>> import jax.numpy as jnp
@@ -50,16 +39,9 @@ def masked_top_k(keys, candidate_mask, k: int):
 
 
 class ClassHardSets(NamedTuple):
-  """Class-level hard positives and negatives, one set per class (Eqns 4-5).
-
-  Attributes:
-    positive_indices: int32[C, K] batch indices of class ``c``'s hard positives, lowest
-      score first.
-    positive_mask: bool[C, K], ``False`` for padding and for classes not eligible.
-    negative_indices: int32[C, K] batch indices of class ``c``'s hard negatives,
-      highest score first.
-    negative_mask: bool[C, K], ``False`` for padding and for classes not eligible.
-  """
+  """Class-level hard samples per class (Eqns 4-5): ``int32[C, K]`` batch indices of
+  class ``c``'s hard positives (lowest score first) and negatives (highest first), and
+  their ``bool[C, K]`` masks (``False`` for padding and for classes not eligible)."""
 
   positive_indices: jax.Array
   positive_mask: jax.Array
@@ -68,16 +50,10 @@ class ClassHardSets(NamedTuple):
 
 
 class HardSamples(NamedTuple):
-  """Hard positives and negatives per anchor, padded to ``K = min(kappa, B)``.
-
-  Attributes:
-    anchor_mask: bool[B], ``True`` for anchors (valid samples of eligible classes).
-    positive_indices: int32[B, K] batch indices of each anchor's hard positives.
-    positive_mask: bool[B, K], ``False`` for padding, for the anchor itself and for
-      every row that is not an anchor.
-    negative_indices: int32[B, K] batch indices of each anchor's hard negatives.
-    negative_mask: bool[B, K], ``False`` for padding and non-anchor rows.
-  """
+  """Hard samples per anchor, ``K = min(kappa, B)``: ``anchor_mask bool[B]`` (valid
+  samples of eligible classes), ``int32[B, K]`` indices of each row's hard positives and
+  negatives and their ``bool[B, K]`` masks (``False`` for padding, for non-anchor rows
+  and for a pair of a sample with itself)."""
 
   anchor_mask: jax.Array
   positive_indices: jax.Array
@@ -93,36 +69,27 @@ def class_level_hard_sets(scores, labels, valid, eligible, kappa: int) -> ClassH
   p(y = c | x) on class c", "hard-negatives" the samples of other classes "given high
   prediction scores on class c"; "we select kappa hard-positives as the bottom-kappa
   scored on c ... and kappa hard-negatives as the top-kappa scored on c". One masked
-  ``top_k`` over the batch per class and set.
-
-  Args:
-    scores: float[B, C] class scores (the softmax probabilities ``p``).
-    labels: int[B] class ids (any value where ``valid`` is ``False``).
-    valid: bool[B] samples with a usable label in ``[0, C)``.
-    eligible: bool[C] classes that receive CRL (``profile.eligible_classes``).
-    kappa: static int >= 1.
-
-  Returns:
-    ``ClassHardSets`` with ``K = min(kappa, B)``.
+  ``top_k`` over the batch per class and set. scores float[B, C] (the probabilities
+  ``p``), labels int[B] (any value where not valid), valid bool[B] (a label in ``[0,
+  C)``), eligible bool[C] (``profile.eligible_classes``), static kappa >= 1 ->
+  ``ClassHardSets`` with ``K = min(kappa, B)``.
   """
   kappa = check_kappa(kappa)
   batch_size, num_classes = scores.shape
   by_class = jax.lax.stop_gradient(scores).astype(jnp.float32).T  # [C, B]
-  member = ((jnp.asarray(labels)[None, :] == jnp.arange(num_classes)[:, None])
-            & jnp.asarray(valid, bool)[None, :])
-  other = ~member & jnp.asarray(valid, bool)[None, :]
+  valid = jnp.asarray(valid, bool)[None, :]
+  member = (jnp.asarray(labels)[None, :] == jnp.arange(num_classes)[:, None]) & valid
   k = min(kappa, batch_size)
   positive_indices, positive_mask = masked_top_k(-by_class, member, k)  # bottom-kappa
-  negative_indices, negative_mask = masked_top_k(by_class, other, k)  # top-kappa
+  negative_indices, negative_mask = masked_top_k(by_class, ~member & valid, k)  # top
   eligible = jnp.asarray(eligible, bool)[:, None]
   return ClassHardSets(positive_indices, positive_mask & eligible, negative_indices,
                        negative_mask & eligible)
 
 
 def class_level_hard_samples(scores, labels, valid, eligible, kappa: int) -> HardSamples:
-  """Class-level hard samples per anchor: every valid sample of an eligible class ``c``
-  is an anchor and shares class ``c``'s sets (``class_level_hard_sets``); the pair
-  (anchor, itself) is masked out. Shapes as ``class_level_hard_sets``."""
+  """Class-level hard samples per anchor: each valid sample of an eligible class ``c``
+  gets ``c``'s sets (``class_level_hard_sets``, same arguments) less itself."""
   batch_size, num_classes = scores.shape
   sets = class_level_hard_sets(scores, labels, valid, eligible, kappa)
   anchor_class = jnp.clip(labels, 0, num_classes - 1)
@@ -143,16 +110,7 @@ def instance_level_hard_samples(distances, labels, valid, eligible,
   same-class samples "with large distances ... from x_a", "hard-negatives" the samples
   of other classes "with small distances": the ``kappa`` other valid same-class samples
   farthest from ``a`` and the ``kappa`` valid other-class samples nearest to it.
-
-  Args:
-    distances: float[B, B] pairwise feature distances (Eqn 11).
-    labels: int[B] class ids.
-    valid: bool[B] samples with a usable label.
-    eligible: bool[C] classes that receive CRL.
-    kappa: static int >= 1.
-
-  Returns:
-    ``HardSamples`` with ``K = min(kappa, B)``.
+  distances float[B, B] (Eqn 11); the rest as ``class_level_hard_sets``.
   """
   kappa = check_kappa(kappa)
   batch_size = distances.shape[0]

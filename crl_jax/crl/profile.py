@@ -1,13 +1,11 @@
 """Batch class profiling (Section 3.2, Eqn 3) and the imbalance weight (Eqn 8).
 
-Class histograms, minority classes under ``rho``, eligible classes, Omega_imb and
-alpha, in plain ``jax.numpy`` with static shapes: class counts are fixed-size
-``int32[C]`` arrays, class sets are ``bool[C]`` masks. Labels outside ``[0, C)``
-(``-1`` is the project's "missing label") and padded classes never count
+Class counts are fixed-size ``int32[C]`` arrays and class sets ``bool[C]`` masks.
+Labels outside ``[0, C)`` (``-1`` = missing) and padded classes never count
 (``heads.label_validity``).
 
 Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
-Rectification", TPAMI 2018, Section 3.2 (Eqn 3) and Section 3.3 (Eqn 8).
+Rectification", TPAMI 2018, Sections 3.2 (Eqn 3) and 3.3 (Eqn 8).
 """
 
 from __future__ import annotations
@@ -17,24 +15,16 @@ import jax.numpy as jnp
 from crl_jax.crl.heads import label_validity
 
 # Relative slack on ``rho * n_valid`` so that a decimal ``rho`` behaves as in exact
-# arithmetic: with ``rho = 0.29`` and ``n_valid = 100`` the float product is
-# 28.999999..., and a class whose cumulative count is exactly 29 must still be
-# minority. Counts are integers, so the slack changes nothing else for batches below
-# ~10^5 samples and ``rho`` given to 5 significant digits.
+# arithmetic: ``0.29 * 100`` is 28.999999... in float32, and a class whose cumulative
+# count is exactly 29 must still be minority. Counts are integers, so the slack changes
+# nothing else below ~10^5 samples and ``rho`` to 5 significant digits.
 RHO_SLACK = 1e-6
 
 
 def class_histogram(labels, num_classes: int, valid=None):
-  """Counts the valid samples of every class in a batch (``h^j`` of Section 3.2).
-
-  Args:
-    labels: int[B] class ids; labels outside ``[0, num_classes)`` (e.g. ``-1`` for a
-      missing label) are not counted.
-    num_classes: static Python int ``C``.
-    valid: optional bool[B]; ``False`` rows (padding) are not counted.
-
-  Returns:
-    int32[C], ``histogram[c] = #{i : valid_i and labels_i == c}``.
+  """The valid samples of every class, ``h^j`` of Section 3.2: labels int[B] (those
+  outside ``[0, num_classes)`` not counted), static ``num_classes``, optional valid
+  bool[B] -> int32[C].
 
   Example:
     >>> import jax.numpy as jnp
@@ -59,8 +49,7 @@ def check_rho(rho) -> None:
 
 
 def minority_budget(histogram, rho):
-  """``rho * n_valid`` of Eqn (3) as float32, ``n_valid = sum(histogram)`` (with the
-  ``RHO_SLACK`` above)."""
+  """``rho * n_valid`` of Eqn (3) as float32 (with ``RHO_SLACK``)."""
   n_valid = jnp.sum(histogram).astype(jnp.float32)
   return jnp.asarray(rho, jnp.float32) * n_valid * (1.0 + RHO_SLACK)
 
@@ -70,17 +59,9 @@ def minority_classes(histogram, rho=0.5):
 
   "We then sort h^j_k in the descent order ... we define the minority classes ... as
   the smallest classes C^j_min subject to sum_{k in C^j_min} h^j_k <= rho * n_bs."
-  Classes are sorted by count ascending, ties broken by class index (lower first); a
-  class is minority when the cumulative count up to and including it is ``<= rho *
-  n_valid``. Classes with no samples are minority by this rule; they never take part
-  in CRL because eligibility also needs two samples (``eligible_classes``).
-
-  Args:
-    histogram: int[C] class counts of the batch (``class_histogram``).
-    rho: float in ``(0, 1]``, Python or traced scalar.
-
-  Returns:
-    bool[C], ``True`` for minority classes.
+  Read as ``rectify``'s convention 1 (counts ascending, ties to the lower class). Empty
+  classes are minority too, and never receive CRL (``eligible_classes``). histogram
+  int[C], rho in ``(0, 1]`` (Python or traced) -> bool[C].
 
   Example:
     >>> import jax.numpy as jnp
@@ -97,20 +78,9 @@ def minority_classes(histogram, rho=0.5):
 
 
 def eligible_classes(histogram, *, rho=0.5, scope: str = "minority"):
-  """Classes that receive CRL in a batch (paper footnote 2).
-
-  A class is eligible when it has at least two valid samples in the batch and, for
-  ``scope="minority"``, is a minority class under ``rho`` (Eqn 3); ``scope="all"``
-  takes every class (the paper's Table 12 "All Classes").
-
-  Args:
-    histogram: int[C] class counts of the batch.
-    rho: float in ``(0, 1]``; ignored for ``scope="all"``.
-    scope: ``"minority"`` or ``"all"``.
-
-  Returns:
-    bool[C].
-  """
+  """Classes that receive CRL (footnote 2): at least two valid samples and, for
+  ``scope="minority"``, minority under ``rho`` (Eqn 3); ``scope="all"`` is Table 12's
+  "All Classes". histogram int[C] -> bool[C]."""
   histogram = jnp.asarray(histogram)
   eligible = histogram >= 2
   if scope == "minority":
@@ -123,10 +93,10 @@ def eligible_classes(histogram, *, rho=0.5, scope: str = "minority"):
 def imbalance_measure(class_counts, class_mask=None):
   """Omega_imb of Eqn (8), as a fraction in ``[0, 1)``.
 
-  The smallest share of samples that must change class for the distribution to become
-  uniform: ``sum_k max(0, 1/K - r_k)`` with ``r_k = n_k / sum(n)`` the class shares and
-  ``K`` the number of (unpadded) classes. It is 0 for balanced data and ``(K-1)/K`` when
-  every sample is in one class. With no samples at all it is defined as 0.
+  class_counts int or float [C] (the training split's), optional class_mask bool[C]
+  (padded classes ``False``) -> float32: the smallest share of samples that must change
+  class for the distribution to become uniform, ``sum_k max(0, 1/K - r_k)``, ``r_k = n_k
+  / sum(n)``, ``K`` the real classes; 0 for balanced data or no samples.
 
   The unit is ambiguous in the paper. Section 3.3 defines Omega_imb as "the minimum
   percentage count of data samples required over all classes in order to form an
@@ -139,16 +109,8 @@ def imbalance_measure(class_counts, class_mask=None):
   CIFAR-100-imb), ``eta = 0.5`` gives alpha = 20 and ``eta = 0.1`` gives alpha = 8:
   both clip to 1 and remove cross-entropy altogether, and Fig. 11's upper half would be
   one flat setting. Read as a fraction, every published ``eta`` keeps alpha inside
-  ``[0, 1]`` without clipping. This function therefore returns the fraction ("a
-  percentage" of the samples, expressed as a share); ``eta * 100`` converts a setting
-  tuned under the percent reading (``docs/results.md`` measures both readings).
-
-  Args:
-    class_counts: int or float [C] class counts (usually the training split's).
-    class_mask: optional bool[C]; ``False`` marks padded classes, which are left out.
-
-  Returns:
-    float32 scalar in ``[0, 1)``.
+  ``[0, 1]`` without clipping, so this returns the fraction; ``eta * 100`` converts a
+  setting tuned under the percent reading (``docs/results.md`` measures both).
 
   Example:
     >>> import jax.numpy as jnp
@@ -171,17 +133,7 @@ def imbalance_measure(class_counts, class_mask=None):
 def imbalance_alpha(class_counts, eta, class_mask=None):
   """The CRL weight ``alpha = eta * Omega_imb`` of Eqn (8), clipped to ``[0, 1]``.
 
-  Computed once from the training split's class counts, with Omega_imb as a fraction
-  (see ``imbalance_measure`` for the paper's lines and why): the paper's ``eta = 0.01``
-  maps an attribute needing 50% of its samples moved to ``alpha = 0.005``.
-
-  Args:
-    class_counts: int or float [C] training class counts of one attribute.
-    eta: float >= 0.
-    class_mask: optional bool[C] (padded classes ``False``).
-
-  Returns:
-    float32 scalar in ``[0, 1]``.
+  Omega_imb as a fraction (``imbalance_measure``, same arguments); ``eta >= 0``.
 
   Example:
     >>> import jax.numpy as jnp

@@ -1,12 +1,10 @@
 """The Class Rectification Loss (Section 3.3) and the blended objective of Eqn (8).
 
-Pipeline for one attribute (``attribute_loss``, the reference path): profile the batch
-(histogram, minority classes under rho, Eqn 3) -> mine hard positives/negatives (class
-level on scores, Eqns 4-5, or instance level on features, Eqns 6-7) -> distances (Eqns
-10-11) -> criterion (relative Eqn 9, absolute Eqn 13, distribution Eqns 14-16) ->
-reduce. Several attributes are computed in one ``vmap`` over the attribute axis of
-padded heads. ``impl="fast"`` computes the same loss by the formulations of ``fast``;
-``impl="auto"`` (the default) picks one per backend (``resolve_impl``).
+One attribute (``attribute_loss``, the reference path): profile the batch (Eqn 3) ->
+mine hard positives and negatives (class level on scores, Eqns 4-5; instance level on
+features, Eqns 6-7) -> distances (Eqns 10-11) -> criterion (Eqns 9, 13, 14-16) ->
+reduce; several attributes are one ``vmap`` over padded heads. ``impl="fast"`` is the
+same loss by ``fast``'s formulations; ``impl="auto"`` picks one per backend.
 
 Conventions the paper leaves open, pinned here:
 
@@ -25,48 +23,40 @@ Conventions the paper leaves open, pinned here:
 5. Instance level: features are L2-normalised; Euclidean distance (Eqn 11). For anchor
    ``a`` the hard positives are the ``kappa`` other same-class samples farthest from
    ``a``, the hard negatives the ``kappa`` valid other-class samples nearest to ``a``.
-   Default margins: relative ``2*pi/C`` (Eqn 12, ``C`` the attribute's number of real
-   classes), absolute 1.0. Histogram range ``[0, 2]``.
-6. Relative (Eqn 9): mean over all triplets of the attribute (each anchor, each of its
-   positives, each of its negatives) of ``max(0, m + d(a,+) - d(a,-))``.
+   Default margins: relative ``2*pi/C`` (Eqn 12, ``C`` the attribute's real classes),
+   absolute 1.0. Histogram range ``[0, 2]``.
+6. Relative (Eqn 9): the mean over all triplets of the attribute (anchor, one of its
+   positives, one of its negatives) of ``max(0, m + d(a,+) - d(a,-))``.
 7. Absolute (Eqn 13): ``0.5 * (mean over positive pairs of d^2 + mean over negative
    pairs of max(m - d, 0)^2)``; an empty pair set contributes 0.
-8. Distribution (Eqns 14-16): ``num_bins`` bins evenly spaced over the level's range
-   (both ends included), linear interpolation of each clipped distance to its two
-   nearest bins, histograms normalised by the number of pairs;
-   ``loss = sum_t h+_t * sum_{k<=t} h-_k``.
+8. Distribution (Eqns 14-16): ``num_bins`` bins evenly over the level's range (both
+   ends included), each clipped distance interpolated linearly to its two nearest bins,
+   histograms normalised by the number of pairs; ``loss = sum_t h+_t * sum_{k<=t} h-_k``.
 9. No eligible class or no triplet/pair: the loss is exactly 0 with a finite gradient.
 10. Mining carries no gradient; distances do, through every sample involved.
 11. Labels outside ``[0, C)`` (``-1`` = missing), labels of padded classes and rows with
-    ``valid=False`` are ignored everywhere (histogram, anchors, positives, negatives and
-    the cross-entropy).
+    ``valid=False`` are ignored everywhere, the cross-entropy included.
 12. Reduction (Eqn 9 is ambiguous: "a total of at most |X_min| x kappa^2 triplets T for
     all the anchors X_min across all the minority classes of every attribute label",
     then ``L_crl = sum_T max(...) / |T|``, while Eqn 8 weights the CRL per label with
-    ``alpha_j``). ``reduction="attribute"`` (default) takes the mean over each
-    attribute's own triplets; ``reduction="pooled"`` reads Eqn 9 literally: one mean over
-    the triplets of every attribute, returned per attribute as
-    ``A * sum_T_j / |T_all|`` so that ``sum_j`` of it is ``A`` times the pooled mean (the
-    same scale as the per-attribute sum) while attributes with more triplets weigh more.
-    Pooling is defined for the relative criterion only.
-13. ``axis_name``: inside ``pmap``/``shard_map`` the inputs are all-gathered (tiled) over
-    that axis first, so mining sees the global batch exactly as one device would; every
-    device then returns the same (replicated) value, and the gradient with respect to a
-    device's rows is the gradient of the global loss with respect to those rows.
-
+    ``alpha_j``). ``reduction="attribute"`` (default): the mean over each attribute's own
+    triplets. ``"pooled"`` reads Eqn 9 literally, one mean over every attribute's
+    triplets, returned per attribute as ``A * sum_T_j / |T_all|``: their sum is ``A``
+    times the pooled mean (the scale of the per-attribute sum), and attributes with more
+    triplets weigh more. Relative criterion only.
+13. ``axis_name`` (``pmap``/``shard_map``): the inputs are all-gathered (tiled) first, so
+    mining sees the global batch as one device would; every device returns the same
+    value, and a device's gradient is that of the global loss with respect to its rows.
 14. Ties in mining go to the lower batch index (``jax.lax.top_k``'s rule); the paper
-    leaves them open. Both impls select the same samples; the order of the slots of a
-    selection does not change the loss.
+    leaves them open. Both impls select the same samples.
 
-Extension beyond the paper (off by default): ``score``. Eqn 10 compares softmax
-probabilities; for a class the model never predicts, ``p_c ~ 0`` for every sample and
-``dp_c / dz = p_c (1 - p_c) ~ 0``, so the hinge's pull on the hard positives vanishes
-while the hard negatives (higher ``p_c``) keep theirs: summed over a batch the CRL
-gradient lowers the minority class's logit (``docs/results.md``, Diagnosis).
-``score="log_probability"`` computes the distances of Eqn 10 on ``log p_c`` (whose
-gradient ``1 - p_c`` does not vanish) and ``score="logit"`` on the raw logit ``z_c``;
-mining still ranks by ``p_c`` (``log p_c`` ranks the same samples), and the default
-margins become ``1.0`` (a ratio of ``e`` between anchor and negative probabilities).
+Extension beyond the paper (off by default): ``score``. For a class the model never
+predicts, ``p_c ~ 0`` and ``dp_c / dz = p_c (1 - p_c) ~ 0`` for every sample, so Eqn
+10's hinge stops pulling the hard positives while the hard negatives (higher ``p_c``)
+keep their pull: summed over a batch the CRL gradient lowers the minority class's logit
+(``docs/results.md``, Diagnosis). ``score="log_probability"`` takes Eqn 10's distances on
+``log p_c`` (gradient ``1 - p_c``), ``score="logit"`` on the logit ``z_c``; mining still
+ranks by ``p_c``, and the default margins become ``1.0``.
 
 Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
 Rectification", TPAMI 2018.
@@ -94,31 +84,17 @@ DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level in LEVELS
                 for criterion in CRITERIA for scope in SCOPES)
 SCORES = ("probability", "log_probability", "logit")
 REDUCTIONS = ("attribute", "pooled")
-HISTOGRAM_RANGE = criteria.HISTOGRAM_RANGE
-default_margin = criteria.default_margin
-
-# ``impl``: the reference path of this module, the XLA:CPU formulation of ``fast``
-# (same values), or ``"auto"``: chosen per backend by the measurement below.
 IMPLS = ("reference", "fast", "auto")
-# Full train step of the default design at the X-Domain heads (``configs/xdomain.py``
-# shapes, ``python -m crl_jax.bench``), step time over CE's: (reference, fast), per
-# ``jax.default_backend()``; the figures, machine and command are in
-# docs/benchmarks.md. ``"auto"`` takes ``fast`` where it was measured below the
-# reference by more than ``AUTO_MIN_GAIN``; a backend without a row (gpu and tpu, not
-# measured yet) takes the reference.
+# Full train step of the default design at the X-Domain heads over CE's, (reference,
+# fast) per jax.default_backend() (docs/benchmarks.md). "auto" takes fast where it beat
+# the reference by more than AUTO_MIN_GAIN, else (and on gpu, tpu: unmeasured) reference.
 MEASURED_STEP_RATIOS = {"cpu": (0.97, 1.00)}
 AUTO_MIN_GAIN = 0.01
 
 
 def resolve_impl(impl: str = "auto", backend: Optional[str] = None) -> str:
   """``"reference"`` or ``"fast"``: ``impl`` itself, or for ``"auto"`` what
-  ``MEASURED_STEP_RATIOS`` says for ``backend`` (default ``jax.default_backend()``).
-
-  Example:
-    >>> from crl_jax.crl import rectify
-    >>> rectify.resolve_impl("fast"), rectify.resolve_impl("auto", backend="tpu")
-    ('fast', 'reference')
-  """
+  ``MEASURED_STEP_RATIOS`` says for ``backend`` (default ``jax.default_backend()``)."""
   if impl != "auto":
     return impl
   reference, fast_path = MEASURED_STEP_RATIOS.get(backend or jax.default_backend(),
@@ -126,22 +102,18 @@ def resolve_impl(impl: str = "auto", backend: Optional[str] = None) -> str:
   return "fast" if fast_path < reference - AUTO_MIN_GAIN else "reference"
 
 
-def _one_of(name, value, options):
-  if value not in options:
-    raise ValueError(f"{name}={value!r} is not allowed: use one of {', '.join(options)}.")
-
-
 def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bins,
                   margin=None, score: str = "probability", reduction: str = "attribute",
                   impl: str = "auto") -> None:
   """Validates the static CRL options; raises one ``ValueError`` naming the option,
   its value and what is allowed (``"kappa=0 is not allowed: ..."``)."""
-  for name, value, options in (("level", level, LEVELS), ("criterion", criterion,
-                                                          CRITERIA),
-                               ("scope", scope, SCOPES), ("score", score, SCORES),
-                               ("reduction", reduction, REDUCTIONS),
-                               ("impl", impl, IMPLS)):
-    _one_of(name, value, options)
+  for name, value, options in (
+      ("level", level, LEVELS), ("criterion", criterion, CRITERIA),
+      ("scope", scope, SCOPES), ("score", score, SCORES),
+      ("reduction", reduction, REDUCTIONS), ("impl", impl, IMPLS)):
+    if value not in options:
+      raise ValueError(f"{name}={value!r} is not allowed: use one of "
+                       f"{', '.join(options)}.")
   if score != "probability" and (level != "class" or criterion == "distribution"):
     raise ValueError(f"score={score!r} is not allowed with level={level!r}, criterion="
                      f"{criterion!r}: it applies to level='class' with the relative or "
@@ -167,13 +139,10 @@ def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level
   """The CRL of one attribute, step by step as Section 3 defines it (reference path).
 
   Profile (Eqn 3) -> mine (Eqns 4-7) -> distances (Eqns 10-11) -> criterion (Eqns 9,
-  13, 14-16). Shapes: logits f[B, C], features f[B, D] or ``None`` (class level),
-  labels int[B], valid bool[B] or ``None``, class_mask bool[C] or ``None``, margin f32
-  scalar or ``None`` (the paper's default). Options as ``class_rectification_loss``.
-
-  Returns:
-    ``(loss float32 scalar, number of terms float32 scalar)``: triplets (relative),
-    pairs (absolute) or positive x negative pairs (distribution).
+  13, 14-16). logits f[B, C], features f[B, D] or ``None`` (class level), labels int[B],
+  valid bool[B] or ``None``, class_mask bool[C] or ``None``, margin f32 or ``None``
+  (the paper's default); options as ``class_rectification_loss``. Returns ``(loss f32,
+  number of terms f32)``: triplets, pairs, or positive x negative pairs.
   """
   num_classes = logits.shape[-1]
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
@@ -212,23 +181,40 @@ def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level
 
 
 def attribute_losses(logits, features, labels, valid, class_mask, margin, **options):
-  """``attribute_loss`` of every attribute, one ``vmap`` over the attribute axis.
-  Shapes: logits f[B, A, Cmax], features f[B, A, D] or ``None``, labels int[B, A],
-  valid bool[B, A] or ``None``, class_mask bool[A, Cmax] or ``None``, margin f32[A] or
-  ``None``. Returns ``(losses float32[A], counts float32[A])``."""
+  """``attribute_loss`` of every attribute, one ``vmap`` over the attribute axis: the
+  arguments with an attribute axis (``[B, A, ...]``, class_mask ``[A, Cmax]``, margin
+  ``[A]``; each may be ``None`` but labels) -> ``(losses f32[A], counts f32[A])``."""
   class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
   return jax.vmap(functools.partial(attribute_loss, **options),
                   in_axes=(1, 1, 1, 1, 0, 0))(logits, features, labels, valid,
                                               class_mask, margin)
 
 
-def _gather(x, axis_name):
-  if x is None or axis_name is None:
-    return x
-  # "invarying": every device holds the same global batch, so the loss is replicated
-  # (``out_specs=P()`` in shard_map) and the gradient with respect to a device's shard
-  # is exactly the gradient of the global loss with respect to those rows.
-  return jax.lax.all_gather(x, axis_name, axis=0, tiled=True, to="invarying")
+def _instance_features(features, level, shape):
+  """``features`` as an array at the instance level (``shape`` names them if missing),
+  ``None`` at the class level."""
+  if level != "instance":
+    return None
+  if features is None:
+    raise ValueError(f"level='instance' mines in feature space: pass features {shape}.")
+  return jnp.asarray(features)
+
+
+def _gather(axis_name, *arrays):
+  """The global batch, each array all-gathered (tiled) over ``axis_name`` (convention
+  13): "invarying", so the loss is replicated (``out_specs=P()`` in shard_map)."""
+  if axis_name is None:
+    return arrays
+  return tuple(x if x is None else jax.lax.all_gather(x, axis_name, axis=0, tiled=True,
+                                                      to="invarying") for x in arrays)
+
+
+def _per_label(valid, shape):
+  """bool[B] or bool[B, A] ``valid`` broadcast to ``shape`` ``(B, A)``; ``None`` kept."""
+  if valid is None:
+    return None
+  valid = jnp.asarray(valid, bool)
+  return jnp.broadcast_to(valid[:, None], shape) if valid.ndim == 1 else valid
 
 
 def class_rectification_loss(logits, features, labels, *, level: str = "class",
@@ -240,69 +226,57 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
                              score: str = "probability", impl: str = "auto"):
   """Class Rectification Loss of one attribute on one batch (Eqns 3-16).
 
-  The six designs of the paper are ``level`` x ``criterion``; the paper's default is
-  ``level="class", criterion="relative"``. See the module docstring for the exact
-  conventions (minority set, anchors, mining, distances, margins, bins).
+  The paper's six designs are ``level`` x ``criterion``, its default ``level="class",
+  criterion="relative"``; the module docstring pins the conventions.
 
   Args:
     logits: float[B, C] (float32 or bfloat16; computed in float32).
-    features: float[B, D] per-sample features for ``level="instance"``; may be ``None``
-      for ``level="class"``.
+    features: float[B, D] for ``level="instance"``; ignored (may be ``None``) otherwise.
     labels: int[B] class ids in ``[0, C)``; ``-1`` (or any id outside) is missing.
     level: ``"class"`` (scores, Eqn 10) or ``"instance"`` (features, Eqn 11).
     criterion: ``"relative"`` (Eqn 9), ``"absolute"`` (Eqn 13) or ``"distribution"``
       (Eqns 14-16).
     kappa: static int >= 1, hard positives and negatives per anchor (top-kappa).
-    rho: minority criterion of Eqn (3), in ``(0, 1]``.
-    scope: ``"minority"`` (the paper's default) or ``"all"`` classes.
-    margin: ``None`` for the paper's default of the design, or a float >= 0. Must be
-      ``None`` for ``"distribution"``.
-    num_bins: static int >= 2, histogram bins for ``"distribution"``.
+    rho: the minority criterion of Eqn (3), in ``(0, 1]``.
+    scope: ``"minority"`` (the paper's) or ``"all"`` classes.
+    margin: ``None`` (the design's default) or a float >= 0; ``None`` for distribution.
+    num_bins: static int >= 2, the histogram bins of ``"distribution"``.
     valid: optional bool[B]; ``False`` for padding rows.
-    class_mask: optional bool[C]; ``False`` for padded classes (excluded from the
-      softmax and from the class count of Eqn 12).
-    axis_name: optional mapped axis name (``pmap``/``shard_map``); the batch is
-      all-gathered over it so mining sees the global batch.
-    score: ``"probability"`` (Eqn 10, the paper) or the extension
-      ``"log_probability"`` / ``"logit"`` (module docstring); class level only.
-    impl: ``"reference"``, ``"fast"`` or ``"auto"`` (one of ``IMPLS``; the same loss,
-      see ``resolve_impl``).
+    class_mask: optional bool[C]; ``False`` for padded classes (out of the softmax and
+      of the class count of Eqn 12).
+    axis_name: optional mapped axis (``pmap``/``shard_map``) to mine the global batch of.
+    score: ``"probability"`` (Eqn 10) or the extension's ``"log_probability"`` or
+      ``"logit"``; class level only.
+    impl: one of ``IMPLS``, the same loss either way (``resolve_impl``).
 
   Returns:
-    float32 scalar, >= 0; exactly 0 when the batch has no eligible class or no pair.
+    float32 scalar >= 0; exactly 0 when the batch has no eligible class or no pair.
 
   Example:
     >>> import jax
     >>> from crl_jax import crl
     >>> logits = jax.random.normal(jax.random.key(0), (128, 16))
     >>> labels = jax.random.randint(jax.random.key(1), (128,), 0, 16)
-    >>> loss_fn = jax.jit(crl.class_rectification_loss)  # options keep their defaults
-    >>> loss = loss_fn(logits, None, labels)  # class-level relative
+    >>> loss = jax.jit(crl.class_rectification_loss)(logits, None, labels)
     >>> loss.shape, bool(loss >= 0)
     ((), True)
   """
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
                 num_bins=num_bins, margin=margin, score=score, impl=impl)
-  logits = jnp.asarray(logits)
-  labels = jnp.asarray(labels)
+  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   if logits.ndim != 2:
     raise ValueError(f"logits must be f[B, C], got shape {logits.shape}; for several "
                      "attributes use multi_attribute_crl.")
   if labels.shape != logits.shape[:1]:
     raise ValueError(f"labels must be int[B] = int[{logits.shape[0]}] to match logits "
                      f"{logits.shape}, got shape {labels.shape}.")
-  if level == "instance":
-    if features is None:
-      raise ValueError("level='instance' mines in feature space: pass features f[B, D].")
-    if jnp.ndim(features) != 2 or jnp.shape(features)[0] != logits.shape[0]:
-      raise ValueError(f"features must be f[B, D] with B={logits.shape[0]}, got shape "
-                       f"{jnp.shape(features)}.")
-  else:
-    features = None
-  if margin is not None:
-    margin = jnp.asarray(margin, jnp.float32)
-  logits, features, labels, valid = (_gather(x, axis_name)
-                                     for x in (logits, features, labels, valid))
+  features = _instance_features(features, level, "f[B, D]")
+  if features is not None and (features.ndim != 2
+                               or features.shape[0] != logits.shape[0]):
+    raise ValueError(f"features must be f[B, D] with B={logits.shape[0]}, got shape "
+                     f"{features.shape}.")
+  margin = None if margin is None else jnp.asarray(margin, jnp.float32)
+  logits, features, labels, valid = _gather(axis_name, logits, features, labels, valid)
   options = dict(level=level, criterion=criterion, kappa=kappa, rho=rho, scope=scope,
                  num_bins=num_bins, score=score)
   impl = resolve_impl(impl)
@@ -311,20 +285,18 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
   arguments = (logits, features, labels, valid,
                None if class_mask is None else jnp.asarray(class_mask, bool), margin)
   if not isinstance(rho, (int, float)):  # a traced rho cannot be a static option
-    return _attribute_loss_of(impl, *arguments, **options)[0]
+    return _attribute_loss(*arguments, impl=impl, options=tuple(options.items()))[0]
   # One compiled program (eagerly: one compile, not one dispatch per operation).
   return _compiled_attribute_loss(*arguments, impl=impl,
                                   options=tuple(sorted(options.items())))[0]
 
 
-def _attribute_loss_of(impl, *arguments, **options):
+def _attribute_loss(*arguments, impl, options):
   return (fast.attribute_loss if impl == "fast" else attribute_loss)(*arguments,
-                                                                      **options)
+                                                                      **dict(options))
 
 
-@functools.partial(jax.jit, static_argnames=("impl", "options"))
-def _compiled_attribute_loss(*arguments, impl, options):
-  return _attribute_loss_of(impl, *arguments, **dict(options))
+_compiled_attribute_loss = jax.jit(_attribute_loss, static_argnames=("impl", "options"))
 
 
 def multi_attribute_crl(logits, features, labels, class_mask=None, *,
@@ -333,61 +305,35 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
                         margin=None, num_bins: int = 50, valid=None,
                         axis_name: Optional[str] = None, score: str = "probability",
                         reduction: str = "attribute", impl: str = "auto"):
-  """CRL of every attribute in one vectorised pass (``vmap`` over attributes).
+  """CRL of every attribute in one ``vmap``: attribute ``j``'s is
+  ``class_rectification_loss`` of ``logits[:, j, :]`` with classes ``class_mask[j]``.
 
-  Each attribute ``j`` is the single-attribute ``class_rectification_loss`` on
-  ``logits[:, j, :]`` with classes ``class_mask[j]``; see that function and the module
-  docstring for the conventions.
-
-  Args:
-    logits: float[B, A, Cmax] padded heads.
-    features: float[B, A, D] per-attribute features (``level="instance"``) or ``None``.
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax]; ``False`` for padded classes. ``None``: all real.
-    level, criterion, kappa, rho, scope, num_bins: as ``class_rectification_loss``.
-    margin: ``None`` (paper defaults, per attribute), a float, or float[A].
-    valid: optional bool[B] (padding rows) or bool[B, A] (per-label validity).
-    axis_name: optional mapped axis to all-gather the batch over (global mining).
-    score: as ``class_rectification_loss``.
-    reduction: ``"attribute"`` (each attribute's mean over its own triplets) or
-      ``"pooled"`` (Eqn 9 read literally; module docstring, convention 12).
-    impl: as ``class_rectification_loss``.
-
-  Returns:
-    float32[A], the CRL of every attribute.
+  logits float[B, A, Cmax] (padded heads); features float[B, A, D] (instance level) or
+  ``None``; labels int[B, A] (``-1`` missing); class_mask bool[A, Cmax] (``None``: all
+  real); margin ``None`` (the paper's, per attribute), a float or float[A]; valid
+  bool[B] (padding rows) or bool[B, A] (per label); reduction ``"attribute"`` (each
+  attribute's own mean) or ``"pooled"`` (convention 12); the other options as there.
+  Returns float32[A].
 
   Example:
     >>> import jax
     >>> from crl_jax import crl
     >>> class_mask = crl.valid_class_mask([2, 7, 3])  # bool[A=3, Cmax=7]
     >>> logits = jax.random.normal(jax.random.key(0), (64, 3, 7))
-    >>> labels = jax.random.randint(jax.random.key(1), (64, 3), 0, 2)  # -1 = missing
-    >>> jax.jit(crl.multi_attribute_crl)(logits, None, labels, class_mask).shape  # f32[A]
+    >>> labels = jax.random.randint(jax.random.key(1), (64, 3), 0, 2)
+    >>> jax.jit(crl.multi_attribute_crl)(logits, None, labels, class_mask).shape
     (3,)
   """
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
                 num_bins=num_bins, margin=margin, score=score, reduction=reduction,
                 impl=impl)
-  logits = jnp.asarray(logits)
-  labels = jnp.asarray(labels)
-  if level == "instance":
-    if features is None:
-      raise ValueError("level='instance' mines in feature space: pass features "
-                       "f[B, A, D].")
-    features = jnp.asarray(features)
-  else:
-    features = None
+  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  features = _instance_features(features, level, "f[B, A, D]")
   heads.check_heads(logits, labels, class_mask, features=features)
-  batch_size, num_attributes, _ = logits.shape
-  if valid is not None:
-    valid = jnp.asarray(valid, bool)
-    if valid.ndim == 1:
-      valid = jnp.broadcast_to(valid[:, None], (batch_size, num_attributes))
+  valid = _per_label(valid, labels.shape)
   if margin is not None:
-    margin = jnp.broadcast_to(jnp.asarray(margin, jnp.float32), (num_attributes,))
-  logits, features, labels, valid = (_gather(x, axis_name)
-                                     for x in (logits, features, labels, valid))
-
+    margin = jnp.broadcast_to(jnp.asarray(margin, jnp.float32), logits.shape[1:2])
+  logits, features, labels, valid = _gather(axis_name, logits, features, labels, valid)
   losses_fn = fast.attribute_losses if resolve_impl(impl) == "fast" else attribute_losses
   # ``class_mask`` as given: ``fast`` reads a concrete (numpy) mask's real class counts.
   losses, counts = losses_fn(logits, features, labels, valid, class_mask, margin,
@@ -396,11 +342,11 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
   if reduction == "attribute":
     return losses
   # Pooled: sum over attributes of (loss_j * count_j) is the sum over all triplets.
-  return num_attributes * losses * counts / jnp.maximum(jnp.sum(counts), 1.0)
+  return logits.shape[1] * losses * counts / jnp.maximum(jnp.sum(counts), 1.0)
 
 
 def _attribute_cross_entropy(logits, labels, valid, class_mask):
-  """Sum and count of ``-log softmax`` over valid samples of one attribute."""
+  """Sum and count of ``-log softmax`` over the valid samples of one attribute."""
   num_classes = logits.shape[-1]
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
   log_probabilities = jax.nn.log_softmax(heads.masked_logits(logits, class_mask),
@@ -413,32 +359,19 @@ def _attribute_cross_entropy(logits, labels, valid, class_mask):
 
 def multi_attribute_cross_entropy(logits, labels, class_mask=None, *, valid=None,
                                   axis_name: Optional[str] = None):
-  """Per-attribute cross-entropy, Eqns (1)-(2).
+  """Per-attribute cross-entropy, Eqns (1)-(2), float32[A].
 
-  ``L_ce_j = mean over valid samples i of -log softmax(logits[i, j])[labels[i, j]]``,
-  padded classes masked out of the softmax; 0 for an attribute with no valid label.
-
-  Args:
-    logits: float[B, A, Cmax].
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax] or ``None``.
-    valid: optional bool[B] or bool[B, A].
-    axis_name: optional mapped axis; sums and counts are ``psum``-ed over it so the
-      mean is over the global batch.
-
-  Returns:
-    float32[A].
+  ``L_ce_j`` = the mean over valid samples of ``-log softmax(logits[i, j])[labels[i,
+  j]]``, padded classes out of the softmax; 0 for an attribute with no valid label.
+  logits f[B, A, Cmax], labels int[B, A] (``-1`` missing), class_mask bool[A, Cmax] or
+  ``None``, valid bool[B] or bool[B, A] or ``None``; with ``axis_name`` the sums and
+  counts are ``psum``-ed, so the mean is over the global batch.
   """
-  logits = jnp.asarray(logits)
-  labels = jnp.asarray(labels)
+  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
   heads.check_heads(logits, labels, class_mask)
-  if valid is not None:
-    valid = jnp.asarray(valid, bool)
-    if valid.ndim == 1:
-      valid = jnp.broadcast_to(valid[:, None], labels.shape)
   total, count = jax.vmap(_attribute_cross_entropy, in_axes=(1, 1, 1, 0))(
-      logits, labels, valid, class_mask)
+      logits, labels, _per_label(valid, labels.shape), class_mask)
   if axis_name is not None:
     total, count = jax.lax.psum((total, count), axis_name)
   return total / jnp.maximum(count, 1.0)
@@ -452,22 +385,11 @@ def blended_objective(logits, features, labels, class_mask, alpha, *,
                       blend: str = "convex", impl: str = "auto"):
   """The class-balanced objective of Eqn (8), summed over attributes.
 
-  ``L = sum_j alpha_j * L_crl_j + (1 - alpha_j) * L_ce_j`` with ``alpha_j = eta *
-  Omega_imb_j`` computed once from the training set (``profile.imbalance_alpha``), or a
-  fixed value from the config.
-
-  Args:
-    logits: float[B, A, Cmax].
-    features: float[B, A, D] or ``None`` (class level).
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax] or ``None``.
-    alpha: float[A] or scalar, each in ``[0, 1]``.
-    level, criterion, kappa, rho, scope, margin, num_bins, valid, axis_name, score,
-      reduction, impl: as ``multi_attribute_crl``.
-    blend: ``"convex"`` (Eqn 8) or an option of ``blend_terms``.
-
-  Returns:
-    ``(loss float32 scalar, {"cross_entropy": float32[A], "crl": float32[A]})``.
+  ``L = sum_j alpha_j * L_crl_j + (1 - alpha_j) * L_ce_j``, ``alpha_j = eta *
+  Omega_imb_j`` of the training set (``profile.imbalance_alpha``) or the config's:
+  alpha float[A] or scalar in ``[0, 1]``; ``blend`` one of ``BLENDS``; the rest as
+  ``multi_attribute_crl``. Returns ``(loss f32, {"cross_entropy": f32[A], "crl":
+  f32[A]})``.
   """
   crl = multi_attribute_crl(logits, features, labels, class_mask, level=level,
                             criterion=criterion, kappa=kappa, rho=rho, scope=scope,
@@ -484,25 +406,15 @@ BLENDS = ("convex", "additive", "base_only")
 
 
 def blend_terms(crl, base, alpha, blend: str = "convex"):
-  """Per-attribute blend of the CRL and its base loss.
+  """Per-attribute blend of the CRL and its base loss (float32[A] each; alpha float[A]
+  or scalar in ``[0, 1]``) -> float32[A].
 
   * ``"convex"``: ``alpha_j L_crl_j + (1 - alpha_j) L_base_j``, the paper's Eqn (8).
-  * ``"additive"`` (extension): ``L_base_j + alpha_j L_crl_j``: the base loss keeps its
-    full weight, the CRL is added as a regulariser (Section 3's "on top of the
-    cross-entropy"). Eqn (8) scales cross-entropy down by ``1 - alpha_j``, which at
-    ``alpha ~ 0.8`` starves it (``docs/results.md``, Diagnosis).
-  * ``"base_only"`` (diagnostic): ``(1 - alpha_j) L_base_j`` with no CRL term, the
-    weight Eqn (8) leaves the base loss, to separate the effect of the weight from the
-    effect of the CRL.
-
-  Args:
-    crl: float32[A].
-    base: float32[A].
-    alpha: float[A] or scalar in ``[0, 1]``.
-    blend: one of ``BLENDS``.
-
-  Returns:
-    float32[A].
+  * ``"additive"`` (extension): ``L_base_j + alpha_j L_crl_j``, the CRL a regulariser
+    on top of the full base loss (Section 3's "on top of the cross-entropy"); Eqn (8)'s
+    ``1 - alpha_j`` at ``alpha ~ 0.8`` starves cross-entropy (``docs/results.md``).
+  * ``"base_only"`` (diagnostic): ``(1 - alpha_j) L_base_j``, Eqn (8)'s base weight
+    without the CRL, to separate the effect of the weight from that of the CRL.
 
   Example:
     >>> import jax.numpy as jnp
