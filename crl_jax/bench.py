@@ -157,11 +157,12 @@ def build_variant(config, setting: Setting, variant: str, image_size: int,
   return step_fn, state, batch, jax.random.key(1), counter, devices
 
 
-def variant_impls(config, variants, impls=None) -> list[tuple[str, str]]:
+def variant_impls(config, variants, impls=None,
+                  num_attributes: int = 1) -> list[tuple[str, str]]:
   """``(variant, resolved impl)`` pairs to time: CE once (impl ``""``), every CRL
   variant once per impl (``None``: the config's ``loss.crl.impl``)."""
   from crl_jax import crl
-  resolved = dict.fromkeys(crl.resolve_impl(impl)
+  resolved = dict.fromkeys(crl.resolve_impl(impl, num_attributes=num_attributes)
                            for impl in impls or [config.loss.crl.impl])
   return ([("ce", "")] if "ce" in variants else []) + [
       (variant, impl) for impl in resolved for variant in variants if variant != "ce"]
@@ -173,7 +174,8 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
   round-robin; one dict per variant and impl."""
   import jax
   prepared = {}
-  for variant, impl in variant_impls(config, variants, impls):
+  for variant, impl in variant_impls(config, variants, impls,
+                                     num_attributes=len(setting.class_counts)):
     rss_before = _peak_rss_mb()
     step_fn, state, batch, rng, counter, devices = build_variant(
         config, setting, variant, image_size, impl or None)

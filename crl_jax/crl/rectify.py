@@ -65,6 +65,7 @@ Rectification", TPAMI 2018.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import jax
@@ -85,20 +86,29 @@ DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level in LEVELS
 SCORES = ("probability", "log_probability", "logit")
 REDUCTIONS = ("attribute", "pooled")
 IMPLS = ("reference", "fast", "auto")
-# Full train step of the default design at the X-Domain heads over CE's, (reference,
-# fast) per jax.default_backend() (docs/benchmarks.md). "auto" takes fast where it beat
-# the reference by more than AUTO_MIN_GAIN, else (and on gpu, tpu: unmeasured) reference.
-MEASURED_STEP_RATIOS = {"cpu": (0.97, 1.00)}
-AUTO_MIN_GAIN = 0.01
+# Full train step of the default design over CE's, (reference, fast), per
+# jax.default_backend() and number of attributes measured (docs/benchmarks.md: the
+# X-Domain heads, 9, and DeepFashion's, 1000). "auto" reads the measured attribute
+# count nearest to the call's (in log scale) and takes fast where it beat the reference
+# by more than AUTO_MIN_GAIN (larger than the two paths' run-to-run spread at the
+# X-Domain heads), else (and on gpu, tpu: unmeasured) reference.
+MEASURED_STEP_RATIOS = {"cpu": {9: (1.037, 1.023), 1000: (1.459, 1.060)}}
+AUTO_MIN_GAIN = 0.05
 
 
-def resolve_impl(impl: str = "auto", backend: Optional[str] = None) -> str:
+def resolve_impl(impl: str = "auto", backend: Optional[str] = None,
+                 num_attributes: int = 1) -> str:
   """``"reference"`` or ``"fast"``: ``impl`` itself, or for ``"auto"`` what
-  ``MEASURED_STEP_RATIOS`` says for ``backend`` (default ``jax.default_backend()``)."""
+  ``MEASURED_STEP_RATIOS`` says for ``backend`` (default ``jax.default_backend()``) at
+  the measured attribute count nearest to ``num_attributes``."""
   if impl != "auto":
     return impl
-  reference, fast_path = MEASURED_STEP_RATIOS.get(backend or jax.default_backend(),
-                                                  (1.0, 1.0))
+  measured = MEASURED_STEP_RATIOS.get(backend or jax.default_backend())
+  if not measured:
+    return "reference"
+  nearest = min(measured, key=lambda a: abs(math.log(a) - math.log(max(num_attributes,
+                                                                       1))))
+  reference, fast_path = measured[nearest]
   return "fast" if fast_path < reference - AUTO_MIN_GAIN else "reference"
 
 
@@ -334,7 +344,8 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
   if margin is not None:
     margin = jnp.broadcast_to(jnp.asarray(margin, jnp.float32), logits.shape[1:2])
   logits, features, labels, valid = _gather(axis_name, logits, features, labels, valid)
-  losses_fn = fast.attribute_losses if resolve_impl(impl) == "fast" else attribute_losses
+  losses_fn = (fast.attribute_losses if resolve_impl(impl, num_attributes=logits.shape[1])
+               == "fast" else attribute_losses)
   # ``class_mask`` as given: ``fast`` reads a concrete (numpy) mask's real class counts.
   losses, counts = losses_fn(logits, features, labels, valid, class_mask, margin,
                              level=level, criterion=criterion, kappa=kappa, rho=rho,

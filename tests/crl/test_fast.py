@@ -267,11 +267,19 @@ def test_entry_points_trace_once(impl):
     losses(logits, features, labels)
 
 
-def test_auto_picks_per_backend_from_the_measured_table():
-  for backend, (reference_ratio, fast_ratio) in rectify.MEASURED_STEP_RATIOS.items():
-    expected = ("fast" if fast_ratio < reference_ratio - rectify.AUTO_MIN_GAIN
-                else "reference")
-    assert crl.resolve_impl("auto", backend) == expected
+def test_auto_picks_per_backend_and_head_count_from_the_measured_table():
+  for backend, points in rectify.MEASURED_STEP_RATIOS.items():
+    for num_attributes, (reference_ratio, fast_ratio) in points.items():
+      expected = ("fast" if fast_ratio < reference_ratio - rectify.AUTO_MIN_GAIN
+                  else "reference")
+      assert crl.resolve_impl("auto", backend, num_attributes) == expected
+  # On this CPU: the reference at the X-Domain heads (and one attribute), the fast path
+  # at DeepFashion's 1000 (the nearest measured count in log scale decides).
+  assert crl.resolve_impl("auto", "cpu") == crl.resolve_impl("auto", "cpu", 9) == (
+      "reference")
+  assert crl.resolve_impl("auto", "cpu", 40) == "reference"
+  assert crl.resolve_impl("auto", "cpu", 200) == crl.resolve_impl("auto", "cpu", 1000) == (
+      "fast")
   assert crl.resolve_impl("auto", "gpu") == crl.resolve_impl("auto", "tpu") == "reference"
   assert crl.resolve_impl("fast", "gpu") == "fast"
   with pytest.raises(ValueError, match="impl='faster' is not allowed"):
