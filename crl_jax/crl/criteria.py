@@ -63,9 +63,11 @@ def class_scores(masked_logits, score: str = "probability"):
 def class_level_distances(scores, labels, positive_indices, negative_indices):
   """Class-level pair distances, Eqn (10): ``d(a, +) = |p_a - p_+|``, ``d(a, -) = p_a -
   p_-``, scores on the anchor's class. scores f[B, C], labels int[B] (clipped into
-  ``[0, C)``), indices int[B, K] -> ``(positive f32[B, K], negative f32[B, K])``."""
-  anchor_class = jnp.clip(labels, 0, scores.shape[1] - 1)[:, None]  # [B, 1]
-  anchor_score = jnp.take_along_axis(scores, anchor_class, axis=1)  # [B, 1]
+  ``[0, C)``), indices int[R, K] of the anchors, the first ``R <= B`` rows ->
+  ``(positive f32[R, K], negative f32[R, K])``."""
+  rows = positive_indices.shape[0]
+  anchor_class = jnp.clip(labels[:rows], 0, scores.shape[1] - 1)[:, None]  # [R, 1]
+  anchor_score = jnp.take_along_axis(scores[:rows], anchor_class, axis=1)  # [R, 1]
   return (jnp.abs(anchor_score - scores[positive_indices, anchor_class]),
           anchor_score - scores[negative_indices, anchor_class])
 

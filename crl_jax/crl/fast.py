@@ -1,6 +1,6 @@
 """The CRL of ``rectify`` reformulated for XLA:CPU: same signatures, same values.
 
-``impl="fast"`` (or ``"auto"`` where ``rectify.MEASURED_STEP_RATIOS`` says it pays)
+``impl="fast"`` (or ``"auto"`` where ``fast.MEASURED_STEP_RATIOS`` says it pays)
 runs this module instead of the reference path. It computes the same loss (the same
 samples are mined, ties to the lower batch index; values and gradients agree to float32
 rounding, ``tests/crl/test_fast.py``) with formulations written for XLA:CPU:
@@ -45,6 +45,31 @@ from crl_jax.crl import profile
 # XLA:CPU fuses a compare into an integer reduction over at most this many entries and
 # writes the compare out above it, so longer counts are summed in chunks of this width.
 FUSED_COUNT_WIDTH = 32
+
+# Full train step of the default design over CE's, (reference, fast), per
+# jax.default_backend() and number of attributes measured (docs/benchmarks.md: the
+# X-Domain heads, 9, and DeepFashion's, 1000). "auto" reads the measured attribute
+# count nearest to the call's (in log scale) and takes fast where it beat the reference
+# by more than AUTO_MIN_GAIN (larger than the two paths' run-to-run spread at the
+# X-Domain heads), else (and on gpu, tpu: unmeasured) reference.
+MEASURED_STEP_RATIOS = {"cpu": {9: (1.037, 1.023), 1000: (1.459, 1.060)}}
+AUTO_MIN_GAIN = 0.05
+
+
+def resolve_impl(impl: str = "auto", backend: Optional[str] = None,
+                 num_attributes: int = 1) -> str:
+  """``"reference"`` or ``"fast"``: ``impl`` itself, or for ``"auto"`` what
+  ``MEASURED_STEP_RATIOS`` says for ``backend`` (default ``jax.default_backend()``) at
+  the measured attribute count nearest to ``num_attributes``."""
+  if impl != "auto":
+    return impl
+  measured = MEASURED_STEP_RATIOS.get(backend or jax.default_backend())
+  if not measured:
+    return "reference"
+  nearest = min(measured, key=lambda a: abs(math.log(a) - math.log(max(num_attributes,
+                                                                       1))))
+  reference, fast_path = measured[nearest]
+  return "fast" if fast_path < reference - AUTO_MIN_GAIN else "reference"
 
 
 def chunked_count(term, length: int):

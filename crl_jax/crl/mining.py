@@ -87,16 +87,19 @@ def class_level_hard_sets(scores, labels, valid, eligible, kappa: int) -> ClassH
                        negative_mask & eligible)
 
 
-def class_level_hard_samples(scores, labels, valid, eligible, kappa: int) -> HardSamples:
+def class_level_hard_samples(scores, labels, valid, eligible, kappa: int,
+                             num_anchors=None) -> HardSamples:
   """Class-level hard samples per anchor: each valid sample of an eligible class ``c``
-  gets ``c``'s sets (``class_level_hard_sets``, same arguments) less itself."""
-  batch_size, num_classes = scores.shape
+  gets ``c``'s sets (``class_level_hard_sets``, same arguments) less itself; only the
+  first ``num_anchors`` rows (static; all if ``None``) are anchors (convention 15)."""
+  num_classes = scores.shape[1]
+  rows = scores.shape[0] if num_anchors is None else num_anchors
   sets = class_level_hard_sets(scores, labels, valid, eligible, kappa)
-  anchor_class = jnp.clip(labels, 0, num_classes - 1)
-  anchor_mask = jnp.asarray(valid, bool) & jnp.asarray(eligible, bool)[anchor_class]
+  anchor_class = jnp.clip(jnp.asarray(labels)[:rows], 0, num_classes - 1)
+  anchor_mask = jnp.asarray(valid, bool)[:rows] & jnp.asarray(eligible, bool)[anchor_class]
   positive_indices = sets.positive_indices[anchor_class]
   positive_mask = (sets.positive_mask[anchor_class] & anchor_mask[:, None]
-                   & (positive_indices != jnp.arange(batch_size)[:, None]))
+                   & (positive_indices != jnp.arange(rows)[:, None]))
   return HardSamples(anchor_mask, positive_indices, positive_mask,
                      sets.negative_indices[anchor_class],
                      sets.negative_mask[anchor_class] & anchor_mask[:, None])
@@ -110,17 +113,18 @@ def instance_level_hard_samples(distances, labels, valid, eligible,
   same-class samples "with large distances ... from x_a", "hard-negatives" the samples
   of other classes "with small distances": the ``kappa`` other valid same-class samples
   farthest from ``a`` and the ``kappa`` valid other-class samples nearest to it.
-  distances float[B, B] (Eqn 11); the rest as ``class_level_hard_sets``.
+  distances float[R, B] (Eqn 11) from the anchors, the first ``R <= B`` rows
+  (convention 15), to every row; the rest as ``class_level_hard_sets``.
   """
   kappa = check_kappa(kappa)
-  batch_size = distances.shape[0]
+  rows, batch_size = distances.shape
   distances = jax.lax.stop_gradient(distances).astype(jnp.float32)
   labels = jnp.asarray(labels)
   valid = jnp.asarray(valid, bool)
-  anchor_mask = valid & jnp.asarray(eligible, bool)[jnp.clip(labels, 0,
-                                                              eligible.shape[0] - 1)]
-  same_class = labels[:, None] == labels[None, :]
-  not_self = ~jnp.eye(batch_size, dtype=bool)
+  anchor_mask = valid[:rows] & jnp.asarray(eligible, bool)[jnp.clip(
+      labels[:rows], 0, eligible.shape[0] - 1)]
+  same_class = labels[:rows, None] == labels[None, :]
+  not_self = jnp.arange(rows)[:, None] != jnp.arange(batch_size)[None, :]
   k = min(kappa, batch_size)
   positive_indices, positive_mask = masked_top_k(
       distances, same_class & not_self & valid[None, :], k)  # farthest first

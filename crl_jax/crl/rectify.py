@@ -49,6 +49,9 @@ Conventions the paper leaves open, pinned here:
     value, and a device's gradient is that of the global loss with respect to its rows.
 14. Ties in mining go to the lower batch index (``jax.lax.top_k``'s rule); the paper
     leaves them open. Both impls select the same samples.
+15. Memory (``num_anchors``, an extension; ``train/memory.py``): later rows are
+    candidates only; conventions 1-2 count every row, and an eligible class also needs
+    an anchor in the first ``num_anchors`` rows. Reference path only.
 
 Extension beyond the paper (off by default): ``score``. For a class the model never
 predicts, ``p_c ~ 0`` and ``dp_c / dz = p_c (1 - p_c) ~ 0`` for every sample, so Eqn
@@ -65,7 +68,6 @@ Rectification", TPAMI 2018.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Optional
 
 import jax
@@ -86,30 +88,7 @@ DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level in LEVELS
 SCORES = ("probability", "log_probability", "logit")
 REDUCTIONS = ("attribute", "pooled")
 IMPLS = ("reference", "fast", "auto")
-# Full train step of the default design over CE's, (reference, fast), per
-# jax.default_backend() and number of attributes measured (docs/benchmarks.md: the
-# X-Domain heads, 9, and DeepFashion's, 1000). "auto" reads the measured attribute
-# count nearest to the call's (in log scale) and takes fast where it beat the reference
-# by more than AUTO_MIN_GAIN (larger than the two paths' run-to-run spread at the
-# X-Domain heads), else (and on gpu, tpu: unmeasured) reference.
-MEASURED_STEP_RATIOS = {"cpu": {9: (1.037, 1.023), 1000: (1.459, 1.060)}}
-AUTO_MIN_GAIN = 0.05
-
-
-def resolve_impl(impl: str = "auto", backend: Optional[str] = None,
-                 num_attributes: int = 1) -> str:
-  """``"reference"`` or ``"fast"``: ``impl`` itself, or for ``"auto"`` what
-  ``MEASURED_STEP_RATIOS`` says for ``backend`` (default ``jax.default_backend()``) at
-  the measured attribute count nearest to ``num_attributes``."""
-  if impl != "auto":
-    return impl
-  measured = MEASURED_STEP_RATIOS.get(backend or jax.default_backend())
-  if not measured:
-    return "reference"
-  nearest = min(measured, key=lambda a: abs(math.log(a) - math.log(max(num_attributes,
-                                                                       1))))
-  reference, fast_path = measured[nearest]
-  return "fast" if fast_path < reference - AUTO_MIN_GAIN else "reference"
+resolve_impl = fast.resolve_impl  # "auto": measured per backend and head count
 
 
 def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bins,
@@ -145,7 +124,8 @@ def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bin
 
 
 def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level,
-                   criterion, kappa, rho, scope, num_bins, score="probability"):
+                   criterion, kappa, rho, scope, num_bins, score="probability",
+                   num_anchors=None):
   """The CRL of one attribute, step by step as Section 3 defines it (reference path).
 
   Profile (Eqn 3) -> mine (Eqns 4-7) -> distances (Eqns 10-11) -> criterion (Eqns 9,
@@ -158,15 +138,18 @@ def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
   histogram = profile.class_histogram(labels, num_classes, valid)
   eligible = profile.eligible_classes(histogram, rho=rho, scope=scope)
+  if num_anchors is not None:  # convention 15: a class needs an anchor in the batch
+    anchor_rows = jnp.arange(labels.shape[0]) < num_anchors
+    eligible &= profile.class_histogram(labels, num_classes, valid & anchor_rows) >= 1
   if level == "class":
     masked_logits = heads.masked_logits(logits, class_mask)
     hard = mining.class_level_hard_samples(jax.nn.softmax(masked_logits, axis=-1),
-                                           labels, valid, eligible, kappa)
+                                           labels, valid, eligible, kappa, num_anchors)
     positive_distances, negative_distances = criteria.class_level_distances(
         criteria.class_scores(masked_logits, score), labels, hard.positive_indices,
         hard.negative_indices)
   else:
-    distances = criteria.pairwise_distances(features)
+    distances = criteria.pairwise_distances(features)[:num_anchors]
     hard = mining.instance_level_hard_samples(distances, labels, valid, eligible, kappa)
     positive_distances = jnp.take_along_axis(distances, hard.positive_indices, axis=1)
     negative_distances = jnp.take_along_axis(distances, hard.negative_indices, axis=1)
@@ -233,7 +216,8 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
                              margin: Optional[float] = None, num_bins: int = 50,
                              valid=None, class_mask=None,
                              axis_name: Optional[str] = None,
-                             score: str = "probability", impl: str = "auto"):
+                             score: str = "probability", impl: str = "auto",
+                             num_anchors: Optional[int] = None):
   """Class Rectification Loss of one attribute on one batch (Eqns 3-16).
 
   The paper's six designs are ``level`` x ``criterion``, its default ``level="class",
@@ -258,6 +242,8 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     score: ``"probability"`` (Eqn 10) or the extension's ``"log_probability"`` or
       ``"logit"``; class level only.
     impl: one of ``IMPLS``, the same loss either way (``resolve_impl``).
+    num_anchors: optional static int: only the first rows are anchors, the rest are
+      mining candidates from a cross-batch memory (convention 15, ``train/memory.py``).
 
   Returns:
     float32 scalar >= 0; exactly 0 when the batch has no eligible class or no pair.
@@ -290,6 +276,8 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
   options = dict(level=level, criterion=criterion, kappa=kappa, rho=rho, scope=scope,
                  num_bins=num_bins, score=score)
   impl = resolve_impl(impl)
+  if num_anchors is not None:  # the memory is the reference path's (convention 15)
+    impl, options["num_anchors"] = "reference", _anchors(num_anchors, logits, axis_name)
   if impl == "fast":  # its static bound, read while a numpy mask is still concrete
     options["real_classes_bound"] = fast.real_class_bound(class_mask, logits.shape[-1])
   arguments = (logits, features, labels, valid,
@@ -299,6 +287,13 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
   # One compiled program (eagerly: one compile, not one dispatch per operation).
   return _compiled_attribute_loss(*arguments, impl=impl,
                                   options=tuple(sorted(options.items())))[0]
+
+
+def _anchors(num_anchors, logits, axis_name) -> int:
+  if axis_name is not None or not 1 <= int(num_anchors) <= logits.shape[0]:
+    raise ValueError(f"num_anchors={num_anchors} must be in [1, {logits.shape[0]}], "
+                     "without axis_name (gather the batch, then append the memory).")
+  return int(num_anchors)
 
 
 def _attribute_loss(*arguments, impl, options):
@@ -314,7 +309,8 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
                         kappa: int = 25, rho: float = 0.5, scope: str = "minority",
                         margin=None, num_bins: int = 50, valid=None,
                         axis_name: Optional[str] = None, score: str = "probability",
-                        reduction: str = "attribute", impl: str = "auto"):
+                        reduction: str = "attribute", impl: str = "auto",
+                        num_anchors: Optional[int] = None):
   """CRL of every attribute in one ``vmap``: attribute ``j``'s is
   ``class_rectification_loss`` of ``logits[:, j, :]`` with classes ``class_mask[j]``.
 
@@ -322,17 +318,8 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
   ``None``; labels int[B, A] (``-1`` missing); class_mask bool[A, Cmax] (``None``: all
   real); margin ``None`` (the paper's, per attribute), a float or float[A]; valid
   bool[B] (padding rows) or bool[B, A] (per label); reduction ``"attribute"`` (each
-  attribute's own mean) or ``"pooled"`` (convention 12); the other options as there.
-  Returns float32[A].
-
-  Example:
-    >>> import jax
-    >>> from crl_jax import crl
-    >>> class_mask = crl.valid_class_mask([2, 7, 3])  # bool[A=3, Cmax=7]
-    >>> logits = jax.random.normal(jax.random.key(0), (64, 3, 7))
-    >>> labels = jax.random.randint(jax.random.key(1), (64, 3), 0, 2)
-    >>> jax.jit(crl.multi_attribute_crl)(logits, None, labels, class_mask).shape
-    (3,)
+  attribute's own mean) or ``"pooled"`` (convention 12); num_anchors (convention 15;
+  not with ``axis_name``); the other options as there. Returns float32[A].
   """
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
                 num_bins=num_bins, margin=margin, score=score, reduction=reduction,
@@ -344,12 +331,14 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
   if margin is not None:
     margin = jnp.broadcast_to(jnp.asarray(margin, jnp.float32), logits.shape[1:2])
   logits, features, labels, valid = _gather(axis_name, logits, features, labels, valid)
-  losses_fn = (fast.attribute_losses if resolve_impl(impl, num_attributes=logits.shape[1])
-               == "fast" else attribute_losses)
+  extra = {} if num_anchors is None else {"num_anchors": _anchors(num_anchors, logits,
+                                                                   axis_name)}
+  fast_path = not extra and resolve_impl(impl, num_attributes=logits.shape[1]) == "fast"
+  losses_fn = fast.attribute_losses if fast_path else attribute_losses
   # ``class_mask`` as given: ``fast`` reads a concrete (numpy) mask's real class counts.
   losses, counts = losses_fn(logits, features, labels, valid, class_mask, margin,
                              level=level, criterion=criterion, kappa=kappa, rho=rho,
-                             scope=scope, num_bins=num_bins, score=score)
+                             scope=scope, num_bins=num_bins, score=score, **extra)
   if reduction == "attribute":
     return losses
   # Pooled: sum over attributes of (loss_j * count_j) is the sum over all triplets.
@@ -426,12 +415,6 @@ def blend_terms(crl, base, alpha, blend: str = "convex"):
     ``1 - alpha_j`` at ``alpha ~ 0.8`` starves cross-entropy (``docs/results.md``).
   * ``"base_only"`` (diagnostic): ``(1 - alpha_j) L_base_j``, Eqn (8)'s base weight
     without the CRL, to separate the effect of the weight from that of the CRL.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from crl_jax import crl
-    >>> crl.blend_terms(jnp.array([2.0]), jnp.array([1.0]), 0.25)
-    Array([1.25], dtype=float32)
   """
   alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), jnp.shape(crl))
   if blend == "convex":

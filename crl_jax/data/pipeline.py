@@ -201,9 +201,9 @@ class ClassAwareOrder:
   1. ``c * m`` class-aware rows: ``c`` (attribute, class) pairs drawn without
      replacement from the pairs with at least 2 training examples, with probability
      proportional to ``count ** power`` (drawn with replacement when fewer than ``c``
-     pairs exist), then ``m`` examples of each pair, drawn without replacement from
-     the examples carrying that label (with replacement when the class has fewer than
-     ``m``), all from ``default_rng([seed, s, 0xC1A55])``;
+     pairs exist), then ``m`` examples of each pair, uniformly without replacement
+     among the examples carrying that label (with replacement when the class has fewer
+     than ``m``), all from ``default_rng([seed, s, 0xC1A55])``;
   2. ``B - c * m`` filler rows: the uniform stream's global positions
      ``s * (B - c*m) ..`` (``TrainOrder`` with one process and batch ``B - c*m``).
 
@@ -277,12 +277,18 @@ class ClassAwareOrder:
     rng = np.random.default_rng([self.seed, step, 0xC1A55])
     chosen = rng.choice(len(self.pairs), size=c, replace=c > len(self.pairs),
                         p=self.weights)
-    rows = []
-    for pair in chosen:
-      count = int(self.counts[pair])
-      picks = rng.choice(count, size=m, replace=count < m)
-      rows.append(self.members[self.starts[pair] + picks])
-    positions = np.concatenate(rows)
+    counts = self.counts[chosen]
+    distinct = counts >= m
+    uniforms = rng.random((c, m))
+    picks = np.empty((c, m), np.int64)
+    for k in range(m):  # k-th distinct pick of every pair at once: draw among the
+      # count - k values left, then step over the earlier picks in ascending order
+      pick = np.floor(uniforms[:, k] * np.where(distinct, counts - k, counts)).astype(
+          np.int64)
+      for earlier in np.sort(picks[:, :k], axis=1).T:
+        pick += distinct & (pick >= earlier)
+      picks[:, k] = pick
+    positions = self.members[(self.starts[chosen][:, None] + picks).reshape(-1)]
     stored = self.owners[positions].astype(np.int64)
     keys = _CLASS_AWARE_KEYS + step * self.global_batch + np.arange(c * m)
     pair_of = np.repeat(chosen, m).astype(np.int32)

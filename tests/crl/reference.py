@@ -72,16 +72,19 @@ def default_margin(level, criterion, num_classes, score="probability"):
 
 def crl(logits, features, labels, *, level, criterion, kappa, rho, scope, margin=None,
         num_bins=50, valid=None, class_mask=None, score="probability",
-        return_count=False):
+        return_count=False, num_anchors=None):
   """Returns the CRL of one attribute as a Python float (and, with ``return_count``,
-  its number of triplets (relative) or pairs (absolute))."""
+  its number of triplets (relative) or pairs (absolute)). With ``num_anchors`` only the
+  first rows are anchors and a class needs one of them (a cross-batch memory)."""
   logits = np.asarray(logits, np.float64)
   batch_size, num_classes = logits.shape
   labels = [int(x) for x in labels]
   ok = valid_labels(labels, num_classes, valid, class_mask)
   counts = histogram(labels, num_classes, ok)
   is_minority = minority(counts, rho)
+  anchors = batch_size if num_anchors is None else num_anchors
   eligible = [counts[c] >= 2 and (scope == "all" or is_minority[c])
+              and any(ok[i] and labels[i] == c for i in range(anchors))
               for c in range(num_classes)]
   real_classes = num_classes if class_mask is None else int(np.sum(class_mask))
   if margin is None:
@@ -102,7 +105,7 @@ def crl(logits, features, labels, *, level, criterion, kappa, rho, scope, margin
       others = [i for i in range(batch_size) if ok[i] and labels[i] != c]
       positives = sorted(members, key=lambda i: (p[i, c], i))[:kappa]
       negatives = sorted(others, key=lambda i: (-p[i, c], i))[:kappa]
-      for a in members:
+      for a in (i for i in members if i < anchors):
         d_pos = [abs(s[a, c] - s[i, c]) for i in positives if i != a]
         d_neg = [s[a, c] - s[i, c] for i in negatives]
         positive_pairs += d_pos
@@ -115,7 +118,7 @@ def crl(logits, features, labels, *, level, criterion, kappa, rho, scope, margin
     def dist(i, j):
       return float(np.linalg.norm(f[i] - f[j]))
 
-    for a in range(batch_size):
+    for a in range(anchors):
       if not (ok[a] and eligible[labels[a]]):
         continue
       c = labels[a]

@@ -268,9 +268,9 @@ def test_entry_points_trace_once(impl):
 
 
 def test_auto_picks_per_backend_and_head_count_from_the_measured_table():
-  for backend, points in rectify.MEASURED_STEP_RATIOS.items():
+  for backend, points in fast.MEASURED_STEP_RATIOS.items():
     for num_attributes, (reference_ratio, fast_ratio) in points.items():
-      expected = ("fast" if fast_ratio < reference_ratio - rectify.AUTO_MIN_GAIN
+      expected = ("fast" if fast_ratio < reference_ratio - fast.AUTO_MIN_GAIN
                   else "reference")
       assert crl.resolve_impl("auto", backend, num_attributes) == expected
   # On this CPU: the reference at the X-Domain heads (and one attribute), the fast path

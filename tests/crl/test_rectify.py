@@ -367,3 +367,36 @@ def test_reference_path_traces_small(criterion):
   jaxpr = jax.make_jaxpr(lambda x: crl.class_rectification_loss(
       x, None, labels, criterion=criterion, kappa=10, impl="reference"))(logits)
   assert count_primitives(jaxpr.jaxpr) <= 260
+
+
+@pytest.mark.parametrize("design", crl.DESIGNS)
+def test_memory_rows_are_candidates_not_anchors(design):
+  """``num_anchors`` (the cross-batch memory): the loss equals the loop reference whose
+  anchors are the first rows only; the memory rows get no gradient through anchoring,
+  and with every row an anchor it is the plain loss."""
+  level, criterion, scope = design.split("/")
+  rng = np.random.default_rng(7)
+  logits = rng.normal(size=(40, 5)).astype(np.float32)
+  features = rng.normal(size=(40, 6)).astype(np.float32)
+  labels = rng.choice(5, size=40, p=[0.5, 0.2, 0.15, 0.1, 0.05]).astype(np.int32)
+  labels[-3:] = 4  # the rarest class: one anchor in the batch, two in the memory
+  labels[5] = 4
+  options = dict(level=level, criterion=criterion, kappa=4, rho=0.5, scope=scope)
+  chex.clear_trace_counter()
+
+  @chex.assert_max_traces(n=1)
+  def loss(logits, features):
+    return crl.class_rectification_loss(logits, features, labels, num_anchors=24,
+                                        **options)
+
+  value = jax.jit(loss)(logits, features)
+  expected = reference.crl(logits, features, labels, num_anchors=24, **options)
+  np.testing.assert_allclose(float(value), expected, rtol=2e-5, atol=2e-6)
+  full = crl.class_rectification_loss(logits, features, labels, num_anchors=40, **options)
+  np.testing.assert_allclose(float(full), float(crl.class_rectification_loss(
+      logits, features, labels, **options)), rtol=1e-6, atol=1e-7)
+  multi = crl.multi_attribute_crl(logits[:, None], features[:, None], labels[:, None],
+                                  num_anchors=24, **options)
+  np.testing.assert_allclose(float(multi[0]), expected, rtol=2e-5, atol=2e-6)
+  with pytest.raises(ValueError, match="num_anchors=41"):
+    crl.class_rectification_loss(logits, features, labels, num_anchors=41, **options)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crl_jax.crl import memory as memory_lib
+from crl_jax.train import memory as memory_lib
 
 
 def reference_ring(size, batches):
