@@ -149,7 +149,8 @@ def build_variant(config, setting: Setting, variant: str, image_size: int,
   batch = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh)) for k, v in batch.items()}
   state = setup_lib.init_train_state(model, optimizer, image_size=image_size,
                                      num_attributes=len(num_classes), mesh=mesh,
-                                     rng=setup_lib.initial_keys(0)[0])
+                                     rng=setup_lib.initial_keys(0)[0],
+                                     crl_memory=setup_lib.memory_spec(config, objective))
   counter = _TraceCounter()
   step_fn = step_lib.make_train_step(model, objective, optimizer, mesh=mesh,
                                      trace_hook=lambda: setattr(counter, "count",

@@ -97,7 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
       blend="convex",  # convex: Eqn 8 | additive: base + alpha*CRL | base_only: diagnostic
       score="probability",  # Eqn 10 on probability | log_probability | logit
       reduction="attribute",  # attribute: mean per attribute | pooled: Eqn 9 literally
-      impl="auto"))  # reference | fast | auto: per backend (crl.IMPLS, crl.resolve_impl)
+      impl="auto",  # reference | fast | auto: per backend (crl.IMPLS, crl.resolve_impl)
+      # Cross-batch memory (train/memory.py): mining candidates from the last
+      # memory_size samples too (0: off, the paper), read from memory_warmup_steps on.
+      memory_size=0, memory_warmup_steps=0))
   # One section per registered baseline loss with settings (focal, class_balanced, ldam,
   # logit_adjust, ...): keys and defaults come from crl_jax.baselines.register_loss.
   for training_loss in baselines.TRAINING_LOSSES.values():
@@ -187,6 +190,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
                           impl=crl.impl)
   except ValueError as error:
     raise ConfigError(f"config.loss.crl.{error}") from None
+  positive("loss.crl.memory_size", crl.memory_size, 0)
+  positive("loss.crl.memory_warmup_steps", crl.memory_warmup_steps, 0)
+  if crl.memory_size and crl.reduction == "pooled":
+    raise _allowed("loss.crl.memory_size", crl.memory_size,
+                   "must be 0 with loss.crl.reduction='pooled'")
   if crl.eta < 0:
     raise _allowed("loss.crl.eta", crl.eta, "must be >= 0")
   if crl.alpha is not None and not 0.0 <= crl.alpha <= 1.0:

@@ -33,6 +33,7 @@ from jax.sharding import PartitionSpec
 
 from crl_jax import baselines
 from crl_jax import crl
+from crl_jax.train import memory as memory_lib
 from crl_jax.train import mesh as mesh_lib
 
 # ``loss.name`` values the objective composes itself; every other name is a baseline,
@@ -89,12 +90,19 @@ class Objective:
     return baselines.LOSSES[training_loss.loss](logits, labels, class_mask, counts,
                                                 valid=valid, **hyperparameters)
 
-  def _crl_losses(self, logits, features, labels, valid):
+  def uses_memory(self) -> bool:
+    """Whether the CRL mines a cross-batch memory (``loss.crl.memory_size > 0``)."""
+    return (self.loss_config.name == CRL and self.loss_config.crl.blend != "base_only"
+            and self.loss_config.crl.memory_size > 0)
+
+  def _crl_losses(self, logits, features, labels, valid, memory=None, step=None):
     options = self.loss_config.crl
     kwargs = dict(level=options.level, criterion=options.criterion, kappa=options.kappa,
                   rho=options.rho, scope=options.scope, margin=options.margin,
                   num_bins=options.num_bins, score=options.score,
                   reduction=options.reduction, impl=options.impl)
+    if memory is not None:
+      return self._crl_with_memory(logits, features, labels, valid, memory, step, kwargs)
     # A concrete (numpy) mask: the CRL reads its real class counts as static bounds
     # on the rows it mines (crl.fast.real_class_bound); a jnp array would be a
     # tracer inside the step.
@@ -118,7 +126,38 @@ class Objective:
     return jax.shard_map(per_device, mesh=self.mesh, in_specs=(spec,) * 4,
                          out_specs=PartitionSpec())(logits, features, labels, valid)
 
-  def __call__(self, outputs: dict, labels, valid, step):
+  def _crl_with_memory(self, logits, features, labels, valid, memory, step, kwargs):
+    """The CRL of the batch mined together with the memory (``train/memory.py``):
+    batch rows are the anchors; memory rows (read from ``memory_warmup_steps`` on) are
+    candidates. Under ``mining="local"`` each device's rows meet the whole memory."""
+    options = self.loss_config.crl
+    class_mask = np.asarray(self.class_mask, bool)
+    use = step >= options.memory_warmup_steps
+
+    def mined(logits, features, labels, valid, memory):
+      values = logits if options.level == "class" else features
+      all_values, all_labels, _ = memory_lib.with_memory(memory, values, labels, use)
+      all_valid = jnp.concatenate([valid, jnp.ones(memory.valid.shape, bool)])
+      all_logits, all_features = ((all_values, None) if options.level == "class" else
+                                  (jnp.zeros(all_values.shape[:2] + logits.shape[2:],
+                                             logits.dtype), all_values))
+      return crl.multi_attribute_crl(all_logits, all_features, all_labels, class_mask,
+                                     valid=all_valid, num_anchors=logits.shape[0],
+                                     **kwargs)
+
+    if options.mining == "global" or self.mesh is None:
+      return mined(logits, features, labels, valid, memory)
+    spec, replicated = PartitionSpec(mesh_lib.DATA_AXIS), PartitionSpec()
+    per_device = lambda *a: jax.lax.pmean(mined(*a), mesh_lib.DATA_AXIS)  # pylint: disable=unnecessary-lambda-assignment
+    if features is None:
+      return jax.shard_map(lambda l, y, v, m: per_device(l, None, y, v, m),
+                           mesh=self.mesh, in_specs=(spec, spec, spec, replicated),
+                           out_specs=replicated)(logits, labels, valid, memory)
+    return jax.shard_map(per_device, mesh=self.mesh,
+                         in_specs=(spec, spec, spec, spec, replicated),
+                         out_specs=replicated)(logits, features, labels, valid, memory)
+
+  def __call__(self, outputs: dict, labels, valid, step, memory=None):
     """The loss of one batch.
 
     Args:
@@ -126,10 +165,12 @@ class Objective:
       labels: int32[B, A], ``-1`` missing.
       valid: bool[B].
       step: int32 scalar, the optimiser step.
+      memory: the state's ``train/memory.py`` ``Memory`` when ``uses_memory()``.
 
     Returns:
       ``(loss float32 scalar, {"base": float32[A], "crl": float32[A]})``; ``crl`` is
-      zeros when the loss has no CRL term.
+      zeros when the loss has no CRL term. With a memory the terms also hold
+      ``"memory_values"``: the batch's mining values to enqueue (gradient stopped).
     """
     name = self.loss_config.name
     logits = outputs["logits"]
@@ -142,13 +183,18 @@ class Objective:
     if blend == "base_only":  # diagnostic: Eqn 8's weight on the base, no CRL computed
       rectification = jnp.zeros((num_attributes,))
     else:
-      rectification = self._crl_losses(logits, outputs.get("features"), labels, valid)
+      rectification = self._crl_losses(logits, outputs.get("features"), labels, valid,
+                                       memory, step)
     loss = jnp.sum(crl.blend_terms(rectification, base, jnp.asarray(self.alpha), blend))
-    return loss, {"base": base, "crl": rectification}
+    terms = {"base": base, "crl": rectification}
+    if memory is not None:
+      values = logits if self.loss_config.crl.level == "class" else outputs["features"]
+      terms["memory_values"] = jax.lax.stop_gradient(values)
+    return loss, terms
 
 
 def model_loss(model, objective: Objective, params, batch_stats, batch: dict, rng, step,
-               *, inject_nan_at_step: Optional[int] = None):
+               *, inject_nan_at_step: Optional[int] = None, memory=None):
   """Applies the model in training mode and evaluates the objective.
 
   Args:
@@ -161,6 +207,7 @@ def model_loss(model, objective: Objective, params, batch_stats, batch: dict, rn
     step: int32 scalar.
     inject_nan_at_step: debug fault injection: at this step the CRL (or base) term of
       the first attribute becomes NaN.
+    memory: the cross-batch memory of the state, or ``None``.
 
   Returns:
     ``(loss, (terms, new_batch_stats))``.
@@ -175,7 +222,7 @@ def model_loss(model, objective: Objective, params, batch_stats, batch: dict, rn
   valid = batch.get("valid")
   if valid is None:
     valid = jnp.ones(batch["labels"].shape[:1], bool)
-  loss, terms = objective(outputs, batch["labels"], valid, step)
+  loss, terms = objective(outputs, batch["labels"], valid, step, memory)
   if inject_nan_at_step is not None:
     key = "crl" if objective.loss_config.name == CRL else "base"
     poisoned = terms[key].at[0].set(jnp.where(step == inject_nan_at_step, jnp.nan,

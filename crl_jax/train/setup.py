@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Optional
 
 import jax
 from jax.experimental import multihost_utils
@@ -22,6 +22,7 @@ from crl_jax import config_lib
 from crl_jax import data as data_lib
 from crl_jax import models
 from crl_jax.train import checkpoint as checkpoint_lib
+from crl_jax.train import memory as memory_lib
 from crl_jax.train import mesh as mesh_lib
 from crl_jax.train import multihost
 from crl_jax.train import objective as objective_lib
@@ -163,22 +164,39 @@ def initial_state(run: Run, rng) -> state_lib.TrainState:
   """A freshly initialised, replicated ``TrainState``."""
   return init_train_state(run.model, run.optimizer, image_size=run.config.data.image_size,
                           num_attributes=run.schema.num_attributes, mesh=run.mesh,
-                          rng=rng)
+                          rng=rng, crl_memory=memory_spec(run.config, run.objective))
+
+
+def memory_spec(config, objective) -> Optional[tuple[int, str]]:
+  """``(loss.crl.memory_size, loss.crl.level)`` when the CRL mines a memory, else
+  ``None``."""
+  if not objective.uses_memory():
+    return None
+  return config.loss.crl.memory_size, config.loss.crl.level
 
 
 def init_train_state(model, optimizer, *, image_size: int, num_attributes: int, mesh,
-                     rng) -> state_lib.TrainState:
+                     rng, crl_memory: Optional[tuple[int, str]] = None
+                     ) -> state_lib.TrainState:
   """A freshly initialised ``TrainState`` replicated over ``mesh``: parameters and
   batch statistics from ``model.init`` on one ``float32[1, image_size, image_size, 3]``
-  image, optimiser state from ``optimizer``; ``rng`` from ``initial_keys``."""
+  image, optimiser state from ``optimizer``; ``rng`` from ``initial_keys``.
+  ``crl_memory=(size, level)`` adds an empty cross-batch memory of the model's logits
+  (class level) or features (instance level)."""
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
 
   def init(rng):
     params_rng, dropout_rng = jax.random.split(rng)
     variables = model.init({"params": params_rng, "dropout": dropout_rng}, images,
                            train=False)
+    memory = None
+    if crl_memory is not None:
+      size, level = crl_memory
+      outputs = model.apply(variables, images, train=False)
+      values = outputs["logits" if level == "class" else "features"]
+      memory = memory_lib.init(size, values.shape[1:], num_attributes)
     return state_lib.create(variables["params"], variables.get("batch_stats", {}),
-                            optimizer, num_attributes)
+                            optimizer, num_attributes, crl_memory=memory)
 
   return jax.jit(init, out_shardings=mesh_lib.replicated_sharding(mesh))(rng)
 

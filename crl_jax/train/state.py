@@ -21,6 +21,9 @@ class TrainState(flax.struct.PyTreeNode):
       finite (that update was skipped), -1 while everything is finite.
     nonfinite_terms: bool[2, A], at that step which per-attribute terms (row 0: base
       loss, row 1: CRL) were not finite.
+    crl_memory: the CRL's cross-batch memory (``train/memory.py``), or ``None`` when
+      ``loss.crl.memory_size`` is 0; checkpointed with the rest, so a resumed run mines
+      the same memory.
   """
 
   step: jax.Array
@@ -29,10 +32,13 @@ class TrainState(flax.struct.PyTreeNode):
   opt_state: Any
   nonfinite_step: jax.Array
   nonfinite_terms: jax.Array
+  crl_memory: Any = None
 
 
-def create(params, batch_stats, optimizer, num_attributes: int) -> TrainState:
+def create(params, batch_stats, optimizer, num_attributes: int,
+           crl_memory=None) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=batch_stats, opt_state=optimizer.init(params),
                     nonfinite_step=-jnp.ones((), jnp.int32),
-                    nonfinite_terms=jnp.zeros((2, num_attributes), bool))
+                    nonfinite_terms=jnp.zeros((2, num_attributes), bool),
+                    crl_memory=crl_memory)

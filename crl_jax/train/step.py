@@ -22,6 +22,7 @@ import optax
 from crl_jax import crl
 from crl_jax.evaluation import metrics as metrics_lib
 from crl_jax.train import mesh as mesh_lib
+from crl_jax.train import memory as memory_lib
 from crl_jax.train import objective as objective_lib
 
 
@@ -56,7 +57,8 @@ def make_train_step(model, objective: objective_lib.Objective,
     def loss_fn(params):
       return objective_lib.model_loss(model, objective, params, state.batch_stats, batch,
                                       rng, state.step,
-                                      inject_nan_at_step=inject_nan_at_step)
+                                      inject_nan_at_step=inject_nan_at_step,
+                                      memory=state.crl_memory)
 
     (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
@@ -76,6 +78,11 @@ def make_train_step(model, objective: objective_lib.Objective,
         opt_state=keep_if_finite(opt_state, state.opt_state),
         nonfinite_step=jnp.where(first_failure, state.step, state.nonfinite_step),
         nonfinite_terms=jnp.where(first_failure, bad_terms, state.nonfinite_terms))
+    if state.crl_memory is not None:  # the whole (global) batch: one memory everywhere
+      valid = batch.get("valid", jnp.ones(batch["labels"].shape[:1], bool))
+      new_state = new_state.replace(crl_memory=keep_if_finite(memory_lib.enqueue(
+          state.crl_memory, terms["memory_values"], batch["labels"], valid),
+          state.crl_memory))
     metrics = {"loss": loss, "base_loss": jnp.sum(terms["base"]),
                "crl_loss": jnp.sum(terms["crl"]), "grad_norm": optax.tree.norm(grads),
                "learning_rate": (learning_rate(state.step) if learning_rate is not None

@@ -78,10 +78,16 @@ def test_training_with_a_test_time_adjustment(data_dir, tmp_path, adjustment, va
   assert set(results["test_unadjusted"]["attributes"]) == set(results["test"]["attributes"])
 
 
-def test_resumed_run_ends_with_the_same_parameters(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [{}, {"loss.crl.memory_size": 96,
+                                        "data.sampler": "class_aware"}],
+                         ids=["plain", "memory_and_class_aware"])
+def test_resumed_run_ends_with_the_same_parameters(data_dir, tmp_path, monkeypatch,
+                                                   extra):
+  """Also with the cross-batch memory (in the checkpointed state) and the class-aware
+  sampler (a pure function of the step): the resumed run equals the straight one."""
   config = smoke_config(data_dir, **{"train.num_steps": 8, "train.eval_every": 4,
                                      "checkpoint.every_steps": 4,
-                                     "loss.crl.scope": "all"})
+                                     "loss.crl.scope": "all", **extra})
   straight = tmp_path / "straight"
   loop.train_and_evaluate(config, str(straight), progress=False)
 

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+
 from crl_jax.train import memory as memory_lib
 
 
@@ -65,3 +66,54 @@ def test_with_memory_marks_anchors_and_hides_empty_or_warming_slots():
       memory._replace(values=m), jnp.zeros((3, 2)), jnp.zeros((3, 1), jnp.int32),
       jnp.asarray(True))[0].sum())(memory.values)
   assert not np.asarray(grad).any()
+
+
+def two_steps(run, mesh, batch):
+  """Two train steps on one batch: the second mines the memory the first filled."""
+  from crl_jax.train import mesh as mesh_lib
+  from crl_jax.train import objective as objective_lib
+  from crl_jax.train import setup as setup_lib
+  from crl_jax.train import step as step_lib
+  import dataclasses
+  objective = objective_lib.Objective(
+      loss_config=run.config.loss, class_mask=run.class_mask,
+      class_counts=run.class_counts, alpha=run.objective.alpha,
+      attribute_names=run.schema.names, num_steps=run.num_steps, mesh=mesh)
+  state = setup_lib.initial_state(dataclasses.replace(run, mesh=mesh, objective=objective),
+                                  jax.random.key(0, impl="rbg"))
+  train_step = step_lib.make_train_step(run.model, objective, run.optimizer, mesh=mesh)
+  sharded = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh)) for k, v in batch.items()}
+  state, first = train_step(state, sharded, jax.random.key(1))
+  state, second = train_step(state, sharded, jax.random.key(1))
+  return jax.device_get(state), jax.device_get(first), jax.device_get(second)
+
+
+def test_memory_is_one_on_eight_devices_and_is_mined(data_dir):
+  """The global batch is enqueued, so eight devices hold the memory one device does,
+  and the step that mines it equals the one-device step; the memory changes the CRL."""
+  from crl_jax.train import mesh as mesh_lib
+  from crl_jax.train import setup as setup_lib
+  from tests.train.conftest import smoke_config
+  from tests.train.test_parallel_step import make_batch
+  config = smoke_config(data_dir, **{"loss.crl.scope": "all", "loss.crl.kappa": 5,
+                                     "loss.crl.memory_size": 48})
+  run = setup_lib.build(config)
+  batch = make_batch(run, size=32)
+  state_one, first_one, second_one = two_steps(run, mesh_lib.make_mesh(jax.devices()[:1]),
+                                               batch)
+  state_eight, _, second_eight = two_steps(run, mesh_lib.make_mesh(jax.devices()[:8]),
+                                           batch)
+  memory = state_one.crl_memory
+  assert int(memory.position) == 64 % 48 and bool(memory.valid.all())
+  np.testing.assert_array_equal(memory.labels, state_eight.crl_memory.labels)
+  np.testing.assert_allclose(memory.values, state_eight.crl_memory.values, atol=1e-5)
+  np.testing.assert_allclose(second_eight["loss"], second_one["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(state_one.params), jax.tree.leaves(state_eight.params)):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  plain = smoke_config(data_dir, **{"loss.crl.scope": "all", "loss.crl.kappa": 5})
+  _, _, second_plain = two_steps(setup_lib.build(plain),
+                                 mesh_lib.make_mesh(jax.devices()[:1]), batch)
+  assert abs(second_plain["crl_loss"] - second_one["crl_loss"]) > 1e-6
+  np.testing.assert_allclose(first_one["crl_loss"], two_steps(
+      setup_lib.build(plain), mesh_lib.make_mesh(jax.devices()[:1]), batch)[1][
+          "crl_loss"], rtol=1e-6)  # step 1: the memory is still empty
