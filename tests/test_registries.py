@@ -23,7 +23,7 @@ from crl_jax.models import base
 from crl_jax.train import evaluate as evaluate_lib
 from crl_jax.train import loop
 from crl_jax.train import objective as objective_lib
-from tests.baselines.fake_heads import make_heads
+from tests.baselines.reference import make_heads
 
 TOY_SCHEMA = schema_lib.Schema((schema_lib.Attribute("shape", ("round", "square")),
                                 schema_lib.Attribute("colour", ("red", "green", "blue"))))

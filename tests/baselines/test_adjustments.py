@@ -12,10 +12,10 @@ import pytest
 
 from crl_jax import baselines
 from tests.baselines import reference
-from tests.baselines.fake_heads import heads_options
-from tests.baselines.fake_heads import make_heads
-from tests.baselines.fake_heads import same_shape_heads
-from tests.baselines.fake_heads import SETTINGS
+from tests.baselines.reference import heads_options
+from tests.baselines.reference import make_heads
+from tests.baselines.reference import same_shape_heads
+from tests.baselines.reference import SETTINGS
 
 LOWEST_FLOAT32 = np.finfo(np.float32).min
 

@@ -11,7 +11,7 @@ from crl_jax import models
 from crl_jax.baselines import checks
 from crl_jax.crl import heads
 from crl_jax.data import schema as schema_lib
-from tests.baselines.fake_heads import make_heads
+from tests.baselines.reference import make_heads
 
 
 def test_consumers_take_the_owners_values():
