@@ -46,7 +46,8 @@ def eligibility(config, steps: int, seed: int = 0) -> dict:
   which the class is eligible, and eligible and minority (rectified).
 
   The batches' labels are the training stream's own (``pipeline.TrainOrder``, or
-  ``pipeline.ClassAwareOrder`` under ``data.sampler=class_aware``), data seed ``seed``.
+  ``pipeline.ClassAwareOrder`` under ``data.sampler=class_aware``), data seed ``seed``;
+  with ``loss.crl.memory_size`` the memory's labels count too.
   """
   source = data_lib.get_source(config.data)
   source.prepare()
@@ -64,17 +65,32 @@ def eligibility(config, steps: int, seed: int = 0) -> dict:
     order = data_lib.pipeline.ClassAwareOrder(
         multiplicity, stored_labels, source.schema.class_counts, seed, batch_size,
         batch_size, 0, 1, aware)
-  batches = jnp.asarray(np.stack([stored_labels[order.indices(step)[0]]
-                                  for step in range(steps)]))
+  batches = np.stack([stored_labels[order.indices(step)[0]] for step in range(steps)])
+  # The cross-batch memory (loss.crl.memory_size): the labels of the last M rows before
+  # each step, read from memory_warmup_steps on (train/memory.py's conventions: a class
+  # needs an anchor in the batch; its count and the minority set include the memory).
+  size, warmup = config.loss.crl.memory_size, config.loss.crl.memory_warmup_steps
+  memories = np.full((steps, size, batches.shape[2]), -1, np.int32)
+  if size:
+    flat = batches.reshape(-1, batches.shape[2])
+    for step in range(warmup, steps):
+      recent = flat[max(0, step * batch_size - size):step * batch_size]
+      memories[step, size - len(recent):] = recent
 
-  def per_batch(batch):  # [B, A] -> ([A, C] eligible, [A, C] rectified)
-    def per_attribute(column, mask):
+  def per_batch(batch, memory):  # [B, A], [M, A] -> ([A, C] eligible, [A, C] rectified)
+    def per_attribute(column, stored, mask):
       valid = crl.label_validity(column, num_classes, class_mask=mask)
-      histogram = crl.class_histogram(column, num_classes, valid)
-      return histogram >= 2, crl.eligible_classes(histogram, rho=rho, scope=scope)
-    return jax.vmap(per_attribute, in_axes=(1, 0))(batch, jnp.asarray(class_mask))
+      anchors = crl.class_histogram(column, num_classes, valid) >= 1
+      both = jnp.concatenate([column, stored])
+      histogram = crl.class_histogram(both, num_classes,
+                                      crl.label_validity(both, num_classes, class_mask=mask))
+      return (histogram >= 2) & anchors, crl.eligible_classes(
+          histogram, rho=rho, scope=scope) & anchors
+    return jax.vmap(per_attribute, in_axes=(1, 1, 0))(batch, memory,
+                                                      jnp.asarray(class_mask))
 
-  eligible, rectified = jax.jit(jax.vmap(per_batch))(batches)
+  batches = (jnp.asarray(batches), jnp.asarray(memories))
+  eligible, rectified = jax.jit(jax.vmap(per_batch))(*batches)
   eligible = np.asarray(eligible).mean(axis=0)
   rectified = np.asarray(rectified).mean(axis=0)
   counts = source.train_class_counts()

@@ -1,11 +1,62 @@
 #!/bin/bash
 set -e
-# Makes every number in docs/results.md. Finished runs in runs/ are reused (a rerun
-# after an interruption resumes), so the shared rows (ce, the paper-weight crl) train
-# once. About 2 h of training on a quiet 2-core CPU for the diagnosis part, 1h30m more
+# Makes every number in docs/results.md (`run_all.sh tail`: only issue 27's part, about
+# 45 min). Finished runs in runs/ are reused (a rerun after an interruption resumes), so
+# the shared rows (ce, the paper-weight crl) train once. About 2 h of training on a quiet 2-core CPU for the diagnosis part, 1h30m more
 # for the earlier method comparison at the end.
 cd "$(dirname "$0")/.."  # the repository root
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
+
+# `experiments/run_all.sh tail` runs only the last part: reaching the tail (issue 27).
+tail_part() {
+  PIN=(--config.loss.crl.eta=0.01 --config.loss.crl.blend=convex
+    --config.loss.crl.score=probability --config.loss.crl.reduction=attribute)
+  BASE=(--config=configs/synthetic.py:quickstart "${PIN[@]}")
+
+  # 1. Tune CE on validation: weight decay x learning rate, seed 0.
+  python -m crl_jax.compare "${BASE[@]}" --seeds=1 --workdir=runs/tail/tune \
+    --methods=ce,ce@optim.weight_decay=0.005,ce@optim.learning_rate=0.1,ce@optim.weight_decay=0.005,optim.learning_rate=0.1
+  python experiments/validation_choice.py runs/tail/tune/compare.json > runs/tail/tune/choice.md
+  # The choice: the highest validation mean (the quickstart's own values are 5e-4, 0.05).
+  TUNED=$(python -c 'import json; from experiments import validation_choice as v
+rows = v.summary(json.load(open("runs/tail/tune/compare.json")))
+best = max(rows, key=lambda name: rows[name][0])
+print(best.partition("@")[2] or "optim.weight_decay=0.0005,optim.learning_rate=0.05")')
+  echo "tuned on validation: $TUNED"
+
+  # 2. The methods, 3 seeds, every one with the tuned optimiser.
+  T="@$TUNED"
+  CA=data.sampler=class_aware,data.class_aware.classes_per_batch=32
+  MEM=loss.crl.memory_size=1024,loss.crl.memory_warmup_steps=100
+  # The last rows: logit adjustment + CRL + both tools (CRL + both was the best CRL row on
+  # validation), and CRL at a weight where it acts (additive blend, eta 1.0: Eqn 8's
+  # paper weight makes it almost inert, docs/results.md) without and with both tools.
+  ACT=loss.crl.blend=additive,loss.crl.eta=1.0
+  python -m crl_jax.compare "${BASE[@]}" --seeds=3 --workdir=runs/tail/methods \
+    --methods=ce$T,over_sampling$T,logit_adjust$T,ce$T,$CA,crl$T,crl$T,$CA,crl$T,$MEM,crl$T,$CA,$MEM,crl$T,$CA,$MEM,loss.crl.base=logit_adjust,crl$T,$ACT,crl$T,$CA,$MEM,$ACT
+  python experiments/validation_choice.py runs/tail/methods/compare.json --prefix=crl \
+    > runs/tail/methods/choice.md
+
+  # 3. Who is rectified, with each tool (question 4's table).
+  SAMPLER=(--config.data.sampler=class_aware --config.data.class_aware.classes_per_batch=32)
+  MEMORY=(--config.loss.crl.memory_size=1024 --config.loss.crl.memory_warmup_steps=100)
+  for tool in uniform class_aware memory both; do
+    case $tool in
+      uniform) extra=() ;;
+      class_aware) extra=("${SAMPLER[@]}") ;;
+      memory) extra=("${MEMORY[@]}") ;;
+      both) extra=("${SAMPLER[@]}" "${MEMORY[@]}") ;;
+    esac
+    python experiments/diagnose.py eligibility --config=configs/synthetic.py:quickstart \
+      --steps=800 --out=runs/tail/eligibility_$tool.json "${extra[@]}"
+  done
+  # The sampler at batch 256 with 100 pairs a batch (the bound: docs/results.md).
+  python experiments/diagnose.py eligibility --config=configs/synthetic.py:quickstart \
+    --steps=800 --out=runs/tail/eligibility_class_aware_b256.json \
+    --config.train.batch_size=256 --config.data.sampler=class_aware \
+    --config.data.class_aware.classes_per_batch=100
+}
+if [ "${1:-}" = tail ]; then tail_part; exit 0; fi
 
 # Every CRL key pinned, so a later change of a default never changes these runs.
 PIN=(--config.loss.crl.eta=0.01 --config.loss.crl.blend=convex
@@ -61,4 +112,5 @@ python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/ablations \
   --methods=ce,crl@$PCT,crl@$PCT,loss.crl.criterion=absolute,crl@$PCT,loss.crl.criterion=distribution,crl@$PCT,loss.crl.level=instance,crl@$PCT,loss.crl.level=instance,loss.crl.criterion=absolute,crl@$PCT,loss.crl.level=instance,loss.crl.criterion=distribution,crl@$PCT,loss.crl.scope=all,crl@$PCT,loss.crl.rho=0.1,crl@$PCT,loss.crl.rho=0.3,crl@$PCT,loss.crl.kappa=1,crl@$PCT,loss.crl.kappa=5,crl@$PCT,loss.crl.kappa=75
 python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/extra \
   --methods=ce,crl@$PCT,crl@loss.crl.eta=0.1,crl_logit_adjust@$PCT
+tail_part
 echo ALL DONE
