@@ -21,6 +21,11 @@ from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 from crl_jax.data.datasets import celeb_a
 from crl_jax.data.sources import tfds as tfds_sources
+from tests.data.test_csv_source import check_label_ranges
+from tests.data.test_csv_source import eval_rows
+from tests.data.test_csv_source import pipeline_options
+from tests.data.test_csv_source import pixel_values
+from tests.data.test_csv_source import train_batches
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,51 +36,6 @@ FILE_NAMES = [f"{k + 1:06d}.jpg" for k in range(NUM_IMAGES)]
 
 
 # --- helpers shared with the other tfds dataset tests -------------------------------
-
-def pipeline_options(image_size: int) -> pipeline.PipelineOptions:
-  return pipeline.PipelineOptions(image_size=image_size, flip=False, crop_padding=0,
-                                  prefetch=1)
-
-
-def eval_rows(source, split: str, image_size: int, batch_size: int = 8):
-  """``(float32[n, S, S, 3] images, int32[n, A] labels)`` of the valid rows of an eval
-  pass, checking batch shapes on the way."""
-  batches, num_batches = pipeline.eval_batches(
-      source, split, pipeline_options(image_size), global_batch_size=batch_size)
-  images, labels, seen = [], [], 0
-  for batch in batches:
-    seen += 1
-    assert batch["image"].shape == (batch_size, image_size, image_size, 3)
-    assert batch["image"].dtype == np.float32
-    assert batch["labels"].shape == (batch_size, source.schema.num_attributes)
-    assert batch["labels"].dtype == np.int32
-    assert (batch["labels"][~batch["valid"]] == schema_lib.MISSING_LABEL).all()
-    images.append(batch["image"][batch["valid"]])
-    labels.append(batch["labels"][batch["valid"]])
-  assert seen == num_batches
-  return np.concatenate(images), np.concatenate(labels)
-
-
-def pixel_values(source, images: np.ndarray) -> np.ndarray:
-  """Undoes the pipeline's normalisation: uint8-valued float pixels."""
-  return images * np.array(source.std) * 255.0 + np.array(source.mean) * 255.0
-
-
-def train_batches(source, image_size: int, batch_size: int, num_batches: int,
-                  seed: int = 0):
-  stream = pipeline.train_batches(source, pipeline_options(image_size),
-                                  global_batch_size=batch_size, seed=seed)
-  try:
-    return [next(stream) for _ in range(num_batches)]
-  finally:
-    stream.close()
-
-
-def check_label_ranges(source, labels: np.ndarray) -> None:
-  counts = np.array(source.schema.class_counts)
-  assert ((labels == schema_lib.MISSING_LABEL) | ((labels >= 0) & (labels < counts))
-          ).all()
-
 
 def check_reads_like_tfds(source, stored_split):
   """Every record: ``load_image`` / ``stored_labels`` (raw records, Pillow) equal what

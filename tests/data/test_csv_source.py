@@ -54,9 +54,12 @@ def pixel_values(source, images: np.ndarray) -> np.ndarray:
 
 def train_batches(source, image_size: int, batch_size: int, num_batches: int,
                   seed: int = 0):
-  iterator = pipeline.train_batches(source, pipeline_options(image_size),
-                                    global_batch_size=batch_size, seed=seed)
-  return [next(iterator) for _ in range(num_batches)]
+  stream = pipeline.train_batches(source, pipeline_options(image_size),
+                                  global_batch_size=batch_size, seed=seed)
+  try:
+    return [next(stream) for _ in range(num_batches)]
+  finally:
+    stream.close()
 
 
 def check_label_ranges(source, labels: np.ndarray) -> None:
