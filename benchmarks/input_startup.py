@@ -8,7 +8,7 @@ For each tree (its directory and the Python that runs it; each command runs insi
 tree, so ``python -m`` imports that tree's ``crl_jax``), in interleaved rounds:
 
 * ``bundled``: images/s of the training stream alone on the bundled 32x32 data with the
-  default augmentation (``python -m crl_jax.data --config=configs/synthetic.py
+  default augmentation (``python -m crl_jax.prepare --config=configs/synthetic.py
   --measure_batches=50``, batch 128);
 * ``csv``: the same on a CSV set of 178x218 JPEGs (CelebA's size; 2,000 images rendered
   by the synthetic celeba renderer and written once, quality 90), resized to 64x64 as in
@@ -113,9 +113,9 @@ def main(argv=None) -> int:
   csv_flags = write_jpeg_csv(os.path.join(args.data_dir, "celeba_jpegs"))
   base_env = dict(os.environ, TFDS_DATA_DIR=args.data_dir, JAX_PLATFORMS="cpu")
   commands = {
-      "bundled": ["-m", "crl_jax.data", "--config=configs/synthetic.py", "--plot=",
+      "bundled": ["-m", "DATA_COMMAND", "--config=configs/synthetic.py", "--plot=",
                   "--json", "--measure_batches=50", "--no_progress"],
-      "csv": ["-m", "crl_jax.data", "--config=configs/synthetic.py", "--plot=", "--json",
+      "csv": ["-m", "DATA_COMMAND", "--config=configs/synthetic.py", "--plot=", "--json",
               "--measure_batches=20", "--no_progress", *csv_flags],
       "import": ["-c", "import crl_jax.train.loop"],
   }
@@ -125,7 +125,11 @@ def main(argv=None) -> int:
     extra.setdefault(name, []).append(flag)
 
   def data_command(name, key):
-    return [*commands[key], *extra.get(name, [])]
+    # The dataset command of that tree: crl_jax.prepare, or crl_jax.data before it moved.
+    tree = trees[name][0]
+    module = ("crl_jax.prepare" if os.path.exists(os.path.join(tree, "crl_jax", "prepare.py"))
+              else "crl_jax.data")
+    return [module if a == "DATA_COMMAND" else a for a in commands[key]] + extra.get(name, [])
 
   results = {name: {key: [] for key in only} for name in trees}
   for name, (tree, python) in trees.items():  # prepare the data, warm the caches

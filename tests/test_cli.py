@@ -24,10 +24,10 @@ from tests.train.conftest import SMOKE_FLAGS
 from tests.train.conftest import command_environment
 from tests.train.conftest import shared_data_dir
 
-COMMANDS = ("crl_jax.main", "crl_jax.compare", "crl_jax.data", "crl_jax.bench",
+COMMANDS = ("crl_jax.main", "crl_jax.compare", "crl_jax.prepare", "crl_jax.bench",
             "crl_jax.bench_loss")
-# Where each command's build_parser lives (crl_jax.data's is in its __main__).
-PARSER_MODULES = {"crl_jax.data": "crl_jax.data.__main__"}
+# Where each command's build_parser lives when not in the command's module.
+PARSER_MODULES = {}
 
 BLOCK_IMPORTS = """
 import sys
@@ -99,7 +99,7 @@ print("ok", float(loss))
 @pytest.mark.parametrize("command,flags", [
     ("crl_jax.main", ["--config=configs/synthetic.py", "--workdir={}"]),
     ("crl_jax.compare", ["--config=configs/synthetic.py", "--workdir={}"]),
-    ("crl_jax.data", ["--config=configs/synthetic.py", "--plot="]),
+    ("crl_jax.prepare", ["--config=configs/synthetic.py", "--plot="]),
     ("crl_jax.bench", ["--config=configs/synthetic.py", "--quick"]),
 ])  # crl_jax.bench_loss needs only the plain install.
 def test_command_without_the_train_extra_is_one_line_and_exit_2(command, flags, tmp_path):
@@ -240,8 +240,8 @@ def test_the_commands_run_without_tensorflow(tmp_path, tmp_path_factory):
        "--config.model.kwargs.widths=(4,8)", f"--json={tmp_path / 'bench.json'}"],
       ["crl_jax.bench_loss", "--shape=celeba", "--batch=8", "--kappa=2", "--rounds=1",
        "--feature_dim=4", "--designs=class/relative/minority"],
-      ["crl_jax.data", *SMOKE_FLAGS, "--plot=", "--measure_batches=2"],
-      ["crl_jax.data", *SMOKE_FLAGS, *csv, "--plot=", "--json",
+      ["crl_jax.prepare", *SMOKE_FLAGS, "--plot=", "--measure_batches=2"],
+      ["crl_jax.prepare", *SMOKE_FLAGS, *csv, "--plot=", "--json",
        "--config.data.image_size=16", "--config.train.batch_size=4",
        "--measure_batches=2"],
   ]

@@ -24,7 +24,7 @@ __all__ = ["DataError", "SOURCES", "SOURCE_NAMES", "class_aware_options", "get_s
            "training_multiplicity"]
 
 # ``pipeline`` (grain) and ``sources`` (Pillow) are imported on first use, so
-# ``python -m crl_jax.data --help`` answers at once and, on a plain install (no [train]
+# ``python -m crl_jax.prepare --help`` answers at once and, on a plain install (no [train]
 # extra), says what to install instead of failing in runpy.
 _LAZY = {"pipeline": ("crl_jax.data.pipeline", None),
          "sources": ("crl_jax.data.sources", None)}

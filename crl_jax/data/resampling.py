@@ -37,7 +37,7 @@ METHODS = ("none", "over", "down")
 
 def _per_sample_class_sizes(labels: np.ndarray, schema: schema_lib.Schema):
   """float64[N, A] size of each sample's class per attribute (nan where missing)."""
-  # Imported here: crl_jax.crl loads jax, and ``python -m crl_jax.data --help`` must
+  # Imported here: crl_jax.crl loads jax, and ``python -m crl_jax.prepare --help`` must
   # answer before jax starts (tests/test_cli.py).
   from crl_jax.crl import heads  # pylint: disable=import-outside-toplevel
   counts = schema_lib.count_labels(labels, schema)

@@ -87,7 +87,7 @@ class Schema:
   @property
   def class_mask(self) -> np.ndarray:
     """bool[A, Cmax], ``False`` on padded classes."""
-    # Imported here: crl_jax.crl loads jax, and ``python -m crl_jax.data --help`` must
+    # Imported here: crl_jax.crl loads jax, and ``python -m crl_jax.prepare --help`` must
     # answer before jax starts (tests/test_cli.py).
     from crl_jax.crl import heads  # pylint: disable=import-outside-toplevel
     return heads.valid_class_mask(self.class_counts)

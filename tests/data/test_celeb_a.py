@@ -187,7 +187,7 @@ def test_unprepared_data_dir_is_a_clear_error(tmp_path):
   assert os.path.join(str(tmp_path), "celeb_a", "2.1.0") in message
   assert os.path.join(str(tmp_path), "downloads", "manual") in message
   assert "img_align_celeba.zip" in message and "array_record format" in message
-  assert "python -m crl_jax.data --config=configs/celeba.py" in message
+  assert "python -m crl_jax.prepare --config=configs/celeba.py" in message
   with pytest.raises(sources.DataError, match="CelebA is not prepared"):
     source.num_examples("train")
 
@@ -318,7 +318,7 @@ def test_build_that_meets_a_tensorflow_import_is_one_line(tmp_path, monkeypatch)
   assert "\n" not in message
   assert "needs TensorFlow" in message and "No module named 'tensorflow'" in message
   assert "pip install 'crl_jax[prepare]'" in message
-  assert ("python -m crl_jax.data --config=configs/celeba.py "
+  assert ("python -m crl_jax.prepare --config=configs/celeba.py "
           f"--config.data.data_dir={tmp_path}") in message
   assert os.path.join(str(tmp_path), "celeb_a", "2.1.0") in message
   assert os.path.join(str(tmp_path), "downloads", "manual") in message
@@ -342,7 +342,7 @@ def test_tfrecord_dataset_of_an_older_crl_jax_is_refused(data_dir, tmp_path):
     assert "\n" not in message
     assert f"celeb_a in {old} is stored as tfrecord files" in message
     assert f"Move {old} aside and prepare it again" in message
-    assert ("python -m crl_jax.data --config=configs/celeba.py "
+    assert ("python -m crl_jax.prepare --config=configs/celeba.py "
             f"--config.data.data_dir={tmp_path}") in message
 
 

@@ -194,7 +194,7 @@ def test_unprepared_data_dir_is_a_clear_error(tmp_path):
   assert os.path.join(str(tmp_path), "downloads", "manual",
                       "cifar-100-binary.tar.gz") in message
   assert "array_record format" in message and "never downloads" in message
-  assert "python -m crl_jax.data --config=configs/cifar100.py" in message
+  assert "python -m crl_jax.prepare --config=configs/cifar100.py" in message
   with pytest.raises(sources.DataError, match="CIFAR-100 is not prepared"):
     source.num_examples("test")
 
@@ -343,7 +343,7 @@ def test_building_without_tensorflow_is_one_line(tmp_path):
                             f"{sources.manual_dir(str(tmp_path))} needs TensorFlow")
   assert "No module named 'tensorflow'" in message
   assert "pip install 'crl_jax[prepare]'" in message
-  assert ("python -m crl_jax.data --config=configs/cifar100.py "
+  assert ("python -m crl_jax.prepare --config=configs/cifar100.py "
           f"--config.data.data_dir={tmp_path}") in message
   assert os.path.join(str(tmp_path), "cifar100", "3.0.2") in message
   assert not os.path.exists(os.path.join(str(tmp_path), "cifar100", "3.0.2"))
@@ -374,6 +374,6 @@ def test_training_never_builds_with_tensorflow(tmp_path):
     source.prepare(progress=False, tensorflow_ok=False)
   message = str(error.value)
   assert "\n" not in message and "which training never imports" in message
-  assert ("python -m crl_jax.data --config=configs/cifar100.py "
+  assert ("python -m crl_jax.prepare --config=configs/cifar100.py "
           f"--config.data.data_dir={tmp_path}") in message
   assert not os.path.exists(os.path.join(str(tmp_path), "cifar100", "3.0.2"))

@@ -1,11 +1,11 @@
-"""``python -m crl_jax.data``: every bad flag, config or dataset is one line, exit 2.
+"""``python -m crl_jax.prepare``: every bad flag, config or dataset is one line, exit 2.
 
 The command's ``main`` runs in-process (the same code path as the command, without a
 TensorFlow start-up per case); tests/test_cli.py runs the real command."""
 
 import pytest
 
-from crl_jax.data import __main__ as data_main
+from crl_jax import prepare as data_main
 from crl_jax.data.datasets import synthetic_attributes as synthetic_source
 from tests.data import conftest
 

@@ -27,7 +27,7 @@ are read from the records' attribute features without decoding any image.
 
 Nothing is downloaded. ``prepare()`` finds the dataset prepared, or builds it offline with
 tfds's own ``celeb_a`` builder (``sources.tfds.offline_builder``) from the five official
-files in ``<data_dir>/downloads/manual/``: ``python -m crl_jax.data
+files in ``<data_dir>/downloads/manual/``: ``python -m crl_jax.prepare
 --config=configs/celeba.py``. That build needs no TensorFlow either (the builder only
 iterates the zip and passes the JPEG bytes through). A celeb_a prepared as tfrecord files
 by an older crl_jax is refused with a message saying how to prepare it again.

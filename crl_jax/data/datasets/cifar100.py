@@ -39,7 +39,7 @@ are read from the records' ``label`` feature without decoding any image.
 
 Nothing is downloaded. ``prepare()`` finds the dataset prepared, or builds it offline with
 tfds's own ``cifar100`` builder from the official archive ``cifar-100-binary.tar.gz`` in
-``<data_dir>/downloads/manual/``: ``python -m crl_jax.data --config=configs/cifar100.py``.
+``<data_dir>/downloads/manual/``: ``python -m crl_jax.prepare --config=configs/cifar100.py``.
 That build needs TensorFlow (tfds's builder reads the archive and encodes the PNGs with
 it): install the ``[prepare]`` extra; without it the build stops with a one-line
 ``DataError`` saying so. Only the build imports TensorFlow, never reading or training.

@@ -92,7 +92,7 @@ class ArraySource(base.Source):
     path = os.path.join(self.directory, INFO_FILE)
     if not os.path.exists(path):
       raise base.DataError(f"{self.name} is not prepared in {self.directory}; run "
-                           "`python -m crl_jax.data --config=...` or any training "
+                           "`python -m crl_jax.prepare --config=...` or any training "
                            "command once to prepare it.")
     with open(path) as f:
       return json.load(f)

@@ -219,7 +219,7 @@ class OfflineTfdsSource(base.Source):
   # One int64 (or bool) serialized feature per attribute, in schema order; nested tfds
   # features are joined with "/" (``attributes/Smiling``).
   label_features: tuple[str, ...]
-  # The config whose ``python -m crl_jax.data --config=...`` prepares the dataset.
+  # The config whose ``python -m crl_jax.prepare --config=...`` prepares the dataset.
   prepare_config: str
   # Whether tfds's builder needs TensorFlow to build the dataset (``[prepare]``).
   build_needs_tensorflow: bool = True
@@ -275,7 +275,7 @@ class OfflineTfdsSource(base.Source):
     return None
 
   def _prepare_command(self) -> str:
-    return (f"python -m crl_jax.data --config={self.prepare_config} "
+    return (f"python -m crl_jax.prepare --config={self.prepare_config} "
             f"--config.data.data_dir={self._data_dir}")
 
   def _found_versions(self) -> str:

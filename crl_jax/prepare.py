@@ -1,6 +1,9 @@
-r"""Describe a config's dataset: class counts, imbalance, Omega_imb and alpha per attribute.
+r"""Prepare and describe a config's dataset: class counts, imbalance, Omega_imb, alpha.
 
-    python -m crl_jax.data --config=configs/synthetic.py [--plot=classes.png] [--json]
+A command of the top layer (it reads configs through ``config_lib``), so ``crl_jax.data``
+imports nothing above it.
+
+    python -m crl_jax.prepare --config=configs/synthetic.py [--plot=classes.png] [--json]
         [--measure_batches=50] [--no_progress] [--config.data.synthetic.num_train=...]
 
 Prepares the dataset first if needed (offline). Prints, per attribute, the number of
@@ -28,7 +31,7 @@ from crl_jax import cli
 from crl_jax import data as data_lib  # its modules load on first use, not here
 from crl_jax.data import errors
 
-COMMAND = "python -m crl_jax.data"
+COMMAND = "python -m crl_jax.prepare"
 
 
 def attribute_statistics(source, config) -> list[dict]:
