@@ -15,7 +15,11 @@ tree, so ``python -m`` imports that tree's ``crl_jax``), in interleaved rounds:
   ``configs/celeba.py``, batch 256;
 * ``smoke``: wall seconds and peak RSS of ``python -m crl_jax.main
   --config=configs/synthetic.py:smoke`` (data already prepared; a fresh workdir);
-* ``import``: wall seconds and peak RSS of ``import crl_jax.train.loop``.
+* ``import``: wall seconds and peak RSS of ``import crl_jax.train.loop``;
+* ``quickstart`` (only when ``--only`` names it): the README's quickstart command,
+  ``python -m crl_jax.compare --config=configs/synthetic.py:quickstart --methods=ce,crl
+  --seeds=1``, from an empty data dir (the data are prepared inside, as on a fresh
+  machine) and a fresh workdir.
 
 Prints medians (and min-max) per tree; ``--venv`` adds each venv's size (``du``).
 """
@@ -110,7 +114,8 @@ def main(argv=None) -> int:
     directory, _, python = rest.partition(":")
     trees[name] = (os.path.abspath(directory), python)
   only = args.only.split(",")
-  csv_flags = write_jpeg_csv(os.path.join(args.data_dir, "celeba_jpegs"))
+  csv_flags = (write_jpeg_csv(os.path.join(args.data_dir, "celeba_jpegs"))
+               if "csv" in only else [])
   base_env = dict(os.environ, TFDS_DATA_DIR=args.data_dir, JAX_PLATFORMS="cpu")
   commands = {
       "bundled": ["-m", "DATA_COMMAND", "--config=configs/synthetic.py", "--plot=",
@@ -137,7 +142,7 @@ def main(argv=None) -> int:
     for key in ("bundled", "csv"):
       if key in only:
         measure(python, tree, data_command(name, key), env)
-    if "smoke" in only:
+    if "smoke" in only and "quickstart" not in only:
       measure(python, tree, ["-m", "crl_jax.main", "--config=configs/synthetic.py:smoke",
                              "--no_progress", "--overwrite",
                              f"--workdir={os.path.join(args.data_dir, 'smoke_' + name)}"],
@@ -146,7 +151,13 @@ def main(argv=None) -> int:
     for name, (tree, python) in trees.items():
       env = dict(base_env, PYTHONPATH=tree)
       for key in only:
-        if key == "smoke":
+        if key == "quickstart":
+          fresh = os.path.join(args.data_dir, f"quickstart_{name}_{round_}")
+          result = measure(python, tree, [
+              "-m", "crl_jax.compare", "--config=configs/synthetic.py:quickstart",
+              "--methods=ce,crl", "--seeds=1", f"--workdir={fresh}/run"],
+              dict(env, TFDS_DATA_DIR=f"{fresh}/data"))
+        elif key == "smoke":
           workdir = os.path.join(args.data_dir, f"smoke_{name}_{round_}")
           result = measure(python, tree, ["-m", "crl_jax.main",
                                           "--config=configs/synthetic.py:smoke",
