@@ -52,19 +52,16 @@ def eligibility(config, steps: int, seed: int = 0) -> dict:
   source = data_lib.get_source(config.data)
   source.prepare()
   stored_split, _ = source.split_plan("train")
-  stored_labels = np.asarray(source.labels_of_stored(stored_split), np.int32)
-  multiplicity = data_lib.training_multiplicity(source, config.data, seed)
+  stored_labels = np.asarray(source.stored_labels_cached(stored_split), np.int32)
   class_mask = np.asarray(source.schema.class_mask)
   batch_size = config.train.batch_size
   rho, scope = config.loss.crl.rho, config.loss.crl.scope
   num_classes = class_mask.shape[1]
   aware = data_lib.class_aware_options(config.data)
-  if aware is None:
-    order = data_lib.pipeline.TrainOrder(multiplicity, seed, batch_size)
-  else:
-    order = data_lib.pipeline.ClassAwareOrder(
-        multiplicity, stored_labels, source.schema.class_counts, seed, batch_size,
-        batch_size, 0, 1, aware)
+  order = data_lib.pipeline.training_order(
+      source, global_batch_size=batch_size, seed=seed,
+      multiplicity=data_lib.training_multiplicity(source, config.data, seed),
+      class_aware=aware)
   batches = np.stack([stored_labels[order.indices(step)[0]] for step in range(steps)])
   # The cross-batch memory (loss.crl.memory_size): the labels of the last M rows before
   # each step, read from memory_warmup_steps on (train/memory.py's conventions: a class

@@ -87,13 +87,20 @@ def combined_multiplicity(source: sources_lib.Source,
   plan = np.ones(num_stored, np.int32) if plan is None else np.asarray(plan, np.int32)
   if resampling is None:
     return plan
-  owners = np.repeat(np.arange(num_stored), plan)
+  owners = expand(plan)
   if resampling.shape != owners.shape:
     raise ValueError(f"resampling multiplicity has shape {resampling.shape}; the train "
                      f"split has {owners.shape[0]} examples.")
   total = np.zeros(num_stored, np.int64)
   np.add.at(total, owners, resampling)
   return total.astype(np.int32)
+
+
+def expand(multiplicity: np.ndarray) -> np.ndarray:
+  """int64[sum(m)]: each stored index ``i`` repeated ``multiplicity[i]`` times, in order
+  (the logical examples of an epoch, or of an evaluation split)."""
+  multiplicity = np.asarray(multiplicity, np.int64)
+  return np.repeat(np.arange(len(multiplicity)), multiplicity)
 
 
 def mix(seed: int, positions: np.ndarray, salt: int) -> np.ndarray:
@@ -124,8 +131,7 @@ class TrainOrder:
 
   def __init__(self, multiplicity: np.ndarray, seed: int, local_batch: int,
                process_index: int = 0, process_count: int = 1):
-    multiplicity = np.asarray(multiplicity, np.int64)
-    self.owners = np.repeat(np.arange(len(multiplicity)), multiplicity)
+    self.owners = expand(multiplicity)
     self.epoch_size = len(self.owners)
     if self.epoch_size < 1:
       raise errors.DataError("the training split is empty after subsetting/resampling.")
@@ -242,8 +248,7 @@ class ClassAwareOrder:
     self.process_index = process_index
     self.filler = (TrainOrder(multiplicity, seed, global_batch - c * m)
                    if global_batch > c * m else None)
-    owners = np.repeat(np.arange(len(multiplicity)),
-                       np.asarray(multiplicity, np.int64)).astype(np.int32)
+    owners = expand(multiplicity).astype(np.int32)
     owner_labels = np.asarray(labels)[owners]
     # CSR per (attribute, class): the positions in ``owners`` carrying that label.
     pairs, starts, counts, members = [], [], [], []
@@ -352,7 +357,7 @@ class _TrainBatch:
   def __init__(self, source, stored_split, order: TrainOrder, options: PipelineOptions):
     self.source, self.stored_split = source, stored_split
     self.order, self.options = order, options
-    self.labels = source.labels_of_stored(stored_split)
+    self.labels = source.stored_labels_cached(stored_split)
 
   def __call__(self, step: int) -> dict:
     stored, positions = self.order.indices(int(step))
@@ -371,7 +376,7 @@ class _EvalBatch:
     self.source, self.stored_split, self.rows = source, stored_split, rows
     self.local_batch, self.options = local_batch, options
     self.process_index, self.process_count = process_index, process_count
-    self.labels = source.labels_of_stored(stored_split)
+    self.labels = source.stored_labels_cached(stored_split)
 
   def __call__(self, batch_index: int) -> dict:
     local = batch_index * self.local_batch + np.arange(self.local_batch)
@@ -463,6 +468,26 @@ def train_batches(source: sources_lib.Source, options: PipelineOptions, *,
   Raises:
     DataError: the split is empty, or (while iterating) an image cannot be decoded.
   """
+  order = training_order(source, global_batch_size=global_batch_size, seed=seed,
+                         process_index=process_index, process_count=process_count,
+                         multiplicity=multiplicity, class_aware=class_aware)
+  stored_split, _ = source.split_plan("train")
+  dataset = grain.MapDataset.range(start_step, _ENDLESS).map(
+      _TrainBatch(source, stored_split, order, options))
+  return _iterate(dataset, options)
+
+
+def training_order(source: sources_lib.Source, *, global_batch_size: int, seed: int,
+                   process_index: int = 0, process_count: int = 1,
+                   multiplicity: Optional[np.ndarray] = None,
+                   class_aware: Optional[ClassAwareOptions] = None):
+  """The index sampler of ``train_batches`` (same arguments): ``TrainOrder``, or
+  ``ClassAwareOrder`` when ``class_aware`` is given; its ``indices(step)`` are the
+  stored examples of this process's batch ``step``.
+
+  Raises:
+    DataError: the training split is empty after subsetting/resampling.
+  """
   local_batch = _check_batch(global_batch_size, process_count)
   stored_split, _ = source.split_plan("train")
   if multiplicity is None:
@@ -471,14 +496,10 @@ def train_batches(source: sources_lib.Source, options: PipelineOptions, *,
     raise errors.DataError(
         f"the training split of {source.name} is empty after subsetting/resampling.")
   if class_aware is None:
-    order = TrainOrder(multiplicity, seed, local_batch, process_index, process_count)
-  else:
-    order = ClassAwareOrder(multiplicity, source.labels_of_stored(stored_split),
-                            source.schema.class_counts, seed, global_batch_size,
-                            local_batch, process_index, process_count, class_aware)
-  dataset = grain.MapDataset.range(start_step, _ENDLESS).map(
-      _TrainBatch(source, stored_split, order, options))
-  return _iterate(dataset, options)
+    return TrainOrder(multiplicity, seed, local_batch, process_index, process_count)
+  return ClassAwareOrder(multiplicity, source.stored_labels_cached(stored_split),
+                         source.schema.class_counts, seed, global_batch_size,
+                         local_batch, process_index, process_count, class_aware)
 
 
 def eval_batches(source: sources_lib.Source, split: str, options: PipelineOptions, *,
@@ -498,7 +519,7 @@ def eval_batches(source: sources_lib.Source, split: str, options: PipelineOption
   if multiplicity is None:
     rows = np.arange(source.num_stored_examples(stored_split), dtype=np.int64)
   else:
-    rows = np.repeat(np.arange(len(multiplicity)), np.asarray(multiplicity, np.int64))
+    rows = expand(multiplicity)
   per_process = math.ceil(len(rows) / process_count)
   num_batches = max(1, math.ceil(per_process / local_batch))
   dataset = grain.MapDataset.range(num_batches).map(_EvalBatch(

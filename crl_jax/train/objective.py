@@ -138,9 +138,12 @@ class Objective:
       values = logits if options.level == "class" else features
       all_values, all_labels, _ = memory_lib.with_memory(memory, values, labels, use)
       all_valid = jnp.concatenate([valid, jnp.ones(memory.valid.shape, bool)])
-      all_logits, all_features = ((all_values, None) if options.level == "class" else
-                                  (jnp.zeros(all_values.shape[:2] + logits.shape[2:],
-                                             logits.dtype), all_values))
+      if options.level == "class":
+        all_logits, all_features = all_values, None
+      else:  # the logits only give the heads' shape at the instance level
+        all_logits = jnp.concatenate(
+            [logits, jnp.zeros(memory.labels.shape[:1] + logits.shape[1:], logits.dtype)])
+        all_features = all_values
       return crl.multi_attribute_crl(all_logits, all_features, all_labels, class_mask,
                                      valid=all_valid, num_anchors=logits.shape[0],
                                      **kwargs)

@@ -336,10 +336,8 @@ def test_the_stream_resumes_and_carries_the_pairs(small_source):
   resumed = take(3, 1)[0]
   np.testing.assert_array_equal(resumed["image"], first[3]["image"])
   np.testing.assert_array_equal(resumed["labels"], first[3]["labels"])
-  order = pipeline.ClassAwareOrder(
-      pipeline.combined_multiplicity(small_source),
-      small_source.labels_of_stored("train"), small_source.schema.class_counts, 2, 64,
-      64, 0, 1, aware)
+  order = pipeline.training_order(small_source, global_batch_size=64, seed=2,
+                                  class_aware=aware)
   for step, batch in enumerate(first):
     _, _, pair_of = order.composition(step)
     for row in range(24):

@@ -106,7 +106,7 @@ def test_prepared_dataset_reads_back(small_source):
   assert image.shape == (16, 16, 3) and image.dtype == np.uint8
   np.testing.assert_array_equal(
       small_source.load_images("test", np.array([3, 0, 3]), 16)[1], image)
-  labels = small_source.labels_of_stored("test")
+  labels = small_source.stored_labels_cached("test")
   assert labels.dtype == np.int32 and labels.shape == (SMALL_SPEC.num_test, 9)
   # The stored bytes are the renderer's.
   first = next(synthetic.generate(SMALL_SPEC, "test"))

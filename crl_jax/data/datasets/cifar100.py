@@ -305,7 +305,7 @@ class CifarSource(tfds_sources.OfflineTfdsSource):
   def multiplicities(self) -> dict[str, np.ndarray]:
     """``{"train", "validation"}`` -> int32[50000] 0/1 over tfds's train split (cached)."""
     if self._plan is None:
-      labels = self._cached_stored_labels("train")[:, 0]
+      labels = self.stored_labels_cached("train")[:, 0]
       self._plan = protocol_multiplicities(
           labels, self.protocol, gamma=self.gamma,
           imbalance_factor=self.imbalance_factor,

@@ -150,14 +150,10 @@ class Source(abc.ABC):
       return self.num_stored_examples(stored_split)
     return int(multiplicity.sum())
 
-  def labels_of_stored(self, stored_split: str) -> np.ndarray:
-    """int32[N, A] labels of a stored split, cached beside the data."""
-    return self._cached_stored_labels(stored_split)
-
   def split_labels(self, split: str) -> np.ndarray:
     """int32[N, A] labels of a logical split (multiplicities applied), cached."""
     stored_split, multiplicity = self.split_plan(split)
-    stored = self._cached_stored_labels(stored_split)
+    stored = self.stored_labels_cached(stored_split)
     if multiplicity is None:
       return stored
     return np.repeat(stored, multiplicity, axis=0)
@@ -166,7 +162,8 @@ class Source(abc.ABC):
     """int64[A, Cmax] training class counts per attribute (0 on padded classes)."""
     return schema_lib.count_labels(self.split_labels("train"), self.schema)
 
-  def _cached_stored_labels(self, stored_split: str) -> np.ndarray:
+  def stored_labels_cached(self, stored_split: str) -> np.ndarray:
+    """``stored_labels`` computed once and cached beside the data (and in memory)."""
     memo = self.__dict__.setdefault("_labels_memo", {})
     if stored_split in memo:
       return memo[stored_split]
