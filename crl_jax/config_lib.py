@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 import os
 import traceback
 from typing import Any, Optional, Sequence
@@ -166,8 +167,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
       raise _allowed("data.class_aware.classes_per_batch", aware.classes_per_batch,
                      f"times samples_per_class={aware.samples_per_class} must be at most "
                      f"train.batch_size={config.train.batch_size}")
-    if aware.power < 0:
-      raise _allowed("data.class_aware.power", aware.power, "must be >= 0")
+  if not math.isfinite(config.data.class_aware.power):
+    raise _allowed("data.class_aware.power", config.data.class_aware.power,
+                   "must be a finite number")
   positive("data.prefetch", config.data.prefetch)
   positive("data.workers", config.data.workers, 0)
   positive("data.threads", config.data.threads)

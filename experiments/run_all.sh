@@ -56,7 +56,64 @@ print(best.partition("@")[2] or "optim.weight_decay=0.0005,optim.learning_rate=0
     --config.train.batch_size=256 --config.data.sampler=class_aware \
     --config.data.class_aware.classes_per_batch=100
 }
+
+# A wider CE grid on validation, seed 0: weight decay {5e-4, 5e-3} x learning rate
+# {0.05, 0.1, 0.2, 0.4} (the `tail` grid's best rate, 0.1, was its edge). Prints the
+# winner's overrides. $1: the config, $2: the workdir.
+tune_ce() {
+  local grid=ce d r
+  for d in 0.0005 0.005; do for r in 0.05 0.1 0.2 0.4; do
+    grid+=",ce@optim.weight_decay=$d,optim.learning_rate=$r"
+  done; done
+  python -m crl_jax.compare --config="$1" "${PIN[@]}" --seeds=1 --workdir="$2" \
+    --methods="${grid#ce,}" >&2
+  python experiments/validation_choice.py "$2/compare.json" > "$2/choice.md"
+  python -c 'import json, sys; from experiments import validation_choice as v
+rows = v.summary(json.load(open(sys.argv[1] + "/compare.json")))
+print(max(rows, key=lambda name: rows[name][0]).partition("@")[2])' "$2"
+}
+
+# `run_all.sh tail_more`: the rest of issue 27's evidence. The second bed (`cifar_lt`,
+# 800 steps) with its own tuned CE and every row of the tail table, then the bundled
+# data at 4x the steps (3,200) for CE, logit_adjust and the two CRL rows with both
+# tools. Every choice on validation. About 2 h on a quiet 2-core CPU.
+tail_more() {
+  PIN=(--config.loss.crl.eta=0.01 --config.loss.crl.blend=convex
+    --config.loss.crl.score=probability --config.loss.crl.reduction=attribute)
+  CA=data.sampler=class_aware,data.class_aware.classes_per_batch=32
+  MEM=loss.crl.memory_size=1024,loss.crl.memory_warmup_steps=100
+  B4=train.num_steps=3200,train.eval_every=800,checkpoint.every_steps=800
+  local bundled cifar best
+  bundled=$(tune_ce configs/synthetic.py:quickstart runs/tail_more/tune)
+  cifar=$(tune_ce configs/synthetic.py:cifar_lt runs/tail_more/cifar_lt_tune)
+  echo "tuned on validation: bundled $bundled; cifar_lt $cifar"
+
+  # cifar_lt: the tail table's rows; then logit_adjust + CRL + the better tool on
+  # validation (sampler, memory or both).
+  T="@$cifar"
+  python -m crl_jax.compare --config=configs/synthetic.py:cifar_lt "${PIN[@]}" --seeds=3 \
+    --workdir=runs/tail_more/cifar_lt \
+    --methods=ce$T,over_sampling$T,logit_adjust$T,ce$T,$CA,crl$T,crl$T,$CA,crl$T,$MEM,crl$T,$CA,$MEM
+  best=$(python -c 'import json, sys; from experiments import validation_choice as v
+rows = v.summary(json.load(open("runs/tail_more/cifar_lt/compare.json")))
+tools = {name: rows[name][0] for name in rows
+         if name.startswith("crl@") and ("sampler" in name or "memory" in name)}
+print(max(tools, key=tools.get).partition("@")[2])')
+  python -m crl_jax.compare --config=configs/synthetic.py:cifar_lt "${PIN[@]}" --seeds=3 \
+    --workdir=runs/tail_more/cifar_lt --methods=crl@$best,loss.crl.base=logit_adjust
+  python experiments/validation_choice.py runs/tail_more/cifar_lt/compare.json \
+    --prefix=crl > runs/tail_more/cifar_lt/choice.md
+
+  # The bundled data at 3,200 steps, with the 800-step tuned optimiser.
+  T="@$bundled,$B4"
+  python -m crl_jax.compare --config=configs/synthetic.py:quickstart "${PIN[@]}" --seeds=3 \
+    --workdir=runs/tail_more/budget \
+    --methods=ce$T,logit_adjust$T,crl$T,$CA,$MEM,crl$T,$CA,$MEM,loss.crl.base=logit_adjust
+  python experiments/validation_choice.py runs/tail_more/budget/compare.json \
+    --prefix=crl > runs/tail_more/budget/choice.md
+}
 if [ "${1:-}" = tail ]; then tail_part; exit 0; fi
+if [ "${1:-}" = tail_more ]; then tail_more; exit 0; fi
 
 # Every CRL key pinned, so a later change of a default never changes these runs.
 PIN=(--config.loss.crl.eta=0.01 --config.loss.crl.blend=convex

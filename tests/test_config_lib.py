@@ -48,6 +48,8 @@ BAD_VALUES = [
     ("train.batch_size=0", "config.train.batch_size=0 is not allowed: must be >= 1."),
     ("eval.adjustment='magic'", "config.eval.adjustment='magic' is not allowed: use one "
                                 "of none, threshold, logit_adjust."),
+    ("data.class_aware.power=1e999",
+     "config.data.class_aware.power=inf is not allowed: must be a finite number."),
     ("loss.focal.gamma=-1.0", "config.loss.focal.gamma=-1.0 is not allowed: must be >= 0."),
     ("loss.class_balanced.beta=1.0", "config.loss.class_balanced.beta=1.0 is not allowed: "
                                      "must be in [0, 1)."),

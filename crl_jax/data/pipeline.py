@@ -186,7 +186,7 @@ class ClassAwareOptions:
     samples_per_class: ``m >= 2`` examples of each chosen (attribute, class) pair.
     classes_per_batch: ``c`` pairs per global batch (``c * m <= global batch``).
     power: pairs are drawn with probability proportional to ``count ** power`` (0:
-      every class alike; 1: as the data).
+      every class alike; 1: as the data; below 0: the rarer, the likelier).
   """
 
   samples_per_class: int = 2
