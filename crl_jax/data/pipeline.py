@@ -206,12 +206,18 @@ class ClassAwareOrder:
 
   1. ``c * m`` class-aware rows: ``c`` (attribute, class) pairs drawn without
      replacement from the pairs with at least 2 training examples, with probability
-     proportional to ``count ** power`` (drawn with replacement when fewer than ``c``
-     pairs exist), then ``m`` examples of each pair, uniformly without replacement
-     among the examples carrying that label (with replacement when the class has fewer
-     than ``m``), all from ``default_rng([seed, s, 0xC1A55])``;
+     proportional to ``w = count ** power``, then ``m`` examples of each pair,
+     uniformly without replacement among the examples carrying that label (with
+     replacement when the class has fewer than ``m``);
   2. ``B - c * m`` filler rows: the uniform stream's global positions
      ``s * (B - c*m) ..`` (``TrainOrder`` with one process and batch ``B - c*m``).
+
+  The draws are made for a block of ``BLOCK`` steps at once, from
+  ``default_rng([seed, s // BLOCK, 0xC1A55])``: for every step of the block one
+  exponential key ``E_i / w_i`` per pair, the ``c`` smallest keys in ascending order
+  being the ``c`` pairs in the order successive weighted draws without replacement
+  would give them (Efraimidis and Spirakis, 2006); with fewer than ``c`` pairs, ``c``
+  draws with replacement. Then the members, for every row of the block at once.
 
   Every process computes the whole composition and takes rows ``p*b .. p*b+b-1``, so
   the global batch does not depend on the number of processes. The examples are the
@@ -232,6 +238,8 @@ class ClassAwareOrder:
     process_index, process_count: ``p`` and ``P``.
     options: ``ClassAwareOptions``.
   """
+
+  BLOCK = 64  # steps drawn at once (vectorised); part of the draws' definition
 
   def __init__(self, multiplicity: np.ndarray, labels: np.ndarray,
                num_classes: tuple[int, ...], seed: int, global_batch: int,
@@ -274,29 +282,65 @@ class ClassAwareOrder:
     self.members = np.concatenate(members)
     weights = self.counts.astype(np.float64) ** options.power
     self.weights = weights / weights.sum()
+    self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    self._lock = threading.Lock()
 
-  def composition(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(stored int64[B], keys int64[B], pair int32[B])`` of global batch ``step``;
-    ``pair`` is the index into ``self.pairs`` of a class-aware row, -1 for filler."""
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_blocks"] = {}
+    del state["_lock"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  def _draw_block(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(pair int32[BLOCK, c], stored int64[BLOCK, c*m])`` of steps
+    ``block*BLOCK ..``: the class-aware rows of each step."""
     m, c = self.options.samples_per_class, self.options.classes_per_batch
-    rng = np.random.default_rng([self.seed, step, 0xC1A55])
-    chosen = rng.choice(len(self.pairs), size=c, replace=c > len(self.pairs),
-                        p=self.weights)
+    rng = np.random.default_rng([self.seed, block, 0xC1A55])
+    num_pairs = len(self.pairs)
+    if c <= num_pairs:
+      keys = rng.standard_exponential((self.BLOCK, num_pairs)) / self.weights
+      chosen = np.argpartition(keys, c - 1, axis=1)[:, :c]
+      ranks = np.argsort(np.take_along_axis(keys, chosen, axis=1), axis=1)
+      chosen = np.take_along_axis(chosen, ranks, axis=1)
+    else:
+      chosen = rng.choice(num_pairs, size=(self.BLOCK, c), p=self.weights)
+    chosen = chosen.reshape(-1)
     counts = self.counts[chosen]
     distinct = counts >= m
-    uniforms = rng.random((c, m))
-    picks = np.empty((c, m), np.int64)
-    for k in range(m):  # k-th distinct pick of every pair at once: draw among the
+    uniforms = rng.random((len(chosen), m))
+    picks = np.empty((len(chosen), m), np.int64)
+    for k in range(m):  # k-th distinct pick of every row at once: draw among the
       # count - k values left, then step over the earlier picks in ascending order
       pick = np.floor(uniforms[:, k] * np.where(distinct, counts - k, counts)).astype(
           np.int64)
       for earlier in np.sort(picks[:, :k], axis=1).T:
         pick += distinct & (pick >= earlier)
       picks[:, k] = pick
-    positions = self.members[(self.starts[chosen][:, None] + picks).reshape(-1)]
-    stored = self.owners[positions].astype(np.int64)
+    positions = self.members[self.starts[chosen][:, None] + picks]
+    stored = self.owners[positions].astype(np.int64).reshape(self.BLOCK, c * m)
+    return chosen.reshape(self.BLOCK, c).astype(np.int32), stored
+
+  def _block(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_draw_block(block)``, cached for the last two blocks (thread-safe)."""
+    with self._lock:
+      if block not in self._blocks:
+        if len(self._blocks) >= 2:
+          del self._blocks[min(self._blocks)]
+        self._blocks[block] = self._draw_block(block)
+      return self._blocks[block]
+
+  def composition(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(stored int64[B], keys int64[B], pair int32[B])`` of global batch ``step``;
+    ``pair`` is the index into ``self.pairs`` of a class-aware row, -1 for filler."""
+    m, c = self.options.samples_per_class, self.options.classes_per_batch
+    pairs, stored = self._block(step // self.BLOCK)
+    stored = stored[step % self.BLOCK]
+    pair_of = np.repeat(pairs[step % self.BLOCK], m)
     keys = _CLASS_AWARE_KEYS + step * self.global_batch + np.arange(c * m)
-    pair_of = np.repeat(chosen, m).astype(np.int32)
     if self.filler is not None:
       filler_stored, filler_keys = self.filler.indices(step)
       stored = np.concatenate([stored, filler_stored])

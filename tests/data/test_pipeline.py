@@ -1,6 +1,7 @@
 """Per-process shards, evaluation coverage, determinism and resume of the pipeline."""
 
 import hashlib
+import itertools
 
 import numpy as np
 import pytest
@@ -300,6 +301,49 @@ def test_power_weighs_pairs_by_their_counts():
   np.testing.assert_allclose(flat.weights, 1 / len(flat.pairs))
   natural = make_order(labels, options=pipeline.ClassAwareOptions(3, 5, 1.0))
   np.testing.assert_allclose(natural.weights, natural.counts / natural.counts.sum())
+
+
+def slow_draw_probabilities(weights, c):
+  """Exact P(pair i is drawn k-th) of c successive draws without replacement with
+  probability proportional to ``weights``: every ordered sequence, enumerated."""
+  probability = np.zeros((len(weights), c))
+  for sequence in itertools.permutations(range(len(weights)), c):
+    left, p = 1.0, 1.0
+    for i in sequence:
+      p *= weights[i] / left
+      left -= weights[i]
+    for k, i in enumerate(sequence):
+      probability[i, k] += p
+  return probability
+
+
+@pytest.mark.parametrize("power", [1.0, -1.0])
+def test_pairs_are_successive_weighted_draws_without_replacement(power):
+  # The block's exponential race against the exact probabilities of the slow
+  # one-draw-at-a-time definition: which pair is drawn k-th, over 4,096 steps.
+  # One attribute of 10 classes, 1:10; 5 pairs a batch.
+  rng = np.random.default_rng(6)
+  labels = rng.choice(10, size=(600, 1), p=np.linspace(10, 1, 10) / 55).astype(np.int32)
+  order = pipeline.ClassAwareOrder(np.ones(600, np.int32), labels, (10,), 3, 32, 32, 0,
+                                   1, pipeline.ClassAwareOptions(2, 5, power))
+  steps = 64 * pipeline.ClassAwareOrder.BLOCK
+  seen = np.zeros((10, 5))
+  for step in range(steps):
+    drawn = order.composition(step)[2][:10:2]
+    seen[drawn, np.arange(5)] += 1
+  expected = slow_draw_probabilities(order.weights, 5)
+  sigma = np.sqrt(expected * (1 - expected) / steps)
+  assert (np.abs(seen / steps - expected) <= 4.5 * sigma + 1e-12).all()
+
+
+def test_more_pairs_than_there_are_draws_with_replacement():
+  labels = toy_labels(np.random.default_rng(7))
+  order = make_order(labels, options=pipeline.ClassAwareOptions(2, 14, 0.0))
+  assert len(order.pairs) < 14
+  pair_of = np.stack([order.composition(step)[2][:28:2] for step in range(200)])
+  assert (np.diff(np.sort(pair_of, axis=1), axis=1) == 0).any(axis=1).all()
+  np.testing.assert_allclose(np.bincount(pair_of.ravel()) / pair_of.size,
+                             order.weights, atol=0.02)
 
 
 def test_multiplicity_counts_as_copies():
