@@ -16,6 +16,11 @@ tree, so ``python -m`` imports that tree's ``crl_jax``), in interleaved rounds:
 * ``smoke``: wall seconds and peak RSS of ``python -m crl_jax.main
   --config=configs/synthetic.py:smoke`` (data already prepared; a fresh workdir);
 * ``import``: wall seconds and peak RSS of ``import crl_jax.train.loop``;
+* ``sampler`` (only when ``--only`` names it): the class-aware sampler's cost. One
+  process alternates the uniform training stream and the class-aware one (32 pairs x 2
+  samples of a batch of 128, the bundled data), 1,000 batches each, 3 times a round:
+  images/s of each and their ratio, the median ratio over all alternations. In one
+  process both streams read the same warm page cache, which separate processes do not;
 * ``quickstart`` (only when ``--only`` names it): the README's quickstart command,
   ``python -m crl_jax.compare --config=configs/synthetic.py:quickstart --methods=ce,crl
   --seeds=1``, from an empty data dir (the data are prepared inside, as on a fresh
@@ -45,6 +50,31 @@ seconds = time.perf_counter() - start
 rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps({"seconds": seconds, "max_rss_mb": rss, "rc": result.returncode,
                   "stdout": result.stdout[-4000:], "stderr": result.stderr[-4000:]}))
+"""
+
+# Alternates the uniform and the class-aware stream in one process; prints their images/s.
+SAMPLER = """
+import json, sys, time
+from crl_jax import config_lib, data as data_lib
+from crl_jax.data import pipeline
+config = config_lib.load_config("configs/synthetic.py", [])
+source = data_lib.get_source(config.data)
+source.prepare()
+options = data_lib.pipeline_options(config.data)
+aware = pipeline.ClassAwareOptions(samples_per_class=2, classes_per_batch=32)
+result = {"uniform": [], "class_aware": []}
+for round_ in range(int(sys.argv[2])):
+  for name, class_aware in (("uniform", None), ("class_aware", aware)):
+    stream = pipeline.train_batches(source, options, global_batch_size=128, seed=round_,
+                                    class_aware=class_aware)
+    for _ in range(3):
+      next(stream)
+    start = time.perf_counter()
+    for _ in range(int(sys.argv[1])):
+      next(stream)
+    result[name].append(int(sys.argv[1]) * 128 / (time.perf_counter() - start))
+    stream.close()
+print(json.dumps(result))
 """
 
 
@@ -157,6 +187,13 @@ def main(argv=None) -> int:
               "-m", "crl_jax.compare", "--config=configs/synthetic.py:quickstart",
               "--methods=ce,crl", "--seeds=1", f"--workdir={fresh}/run"],
               dict(env, TFDS_DATA_DIR=f"{fresh}/data"))
+        elif key == "sampler":
+          out = subprocess.run([python, "-c", SAMPLER, "1000", "3"], cwd=tree, env=env,
+                               capture_output=True, text=True, check=True).stdout
+          streams = json.loads(out.strip().splitlines()[-1])
+          results[name][key].append(streams)
+          print(f"round {round_} {name} {key}: {streams}", flush=True)
+          continue
         elif key == "smoke":
           workdir = os.path.join(args.data_dir, f"smoke_{name}_{round_}")
           result = measure(python, tree, ["-m", "crl_jax.main",
@@ -175,6 +212,15 @@ def main(argv=None) -> int:
   for name in trees:
     summary[name] = {}
     for key, values in results[name].items():
+      if key == "sampler":
+        uniform = [x for v in values for x in v["uniform"]]
+        aware = [x for v in values for x in v["class_aware"]]
+        summary[name][key] = {
+            "uniform_images_per_second": statistics.median(uniform),
+            "class_aware_images_per_second": statistics.median(aware),
+            "median_ratio": statistics.median(a / u for a, u in zip(aware, uniform)),
+            "ratios": [a / u for a, u in zip(aware, uniform)]}
+        continue
       field = "images_per_second" if key in ("bundled", "csv") else "seconds"
       numbers = [v[field] for v in values]
       summary[name][key] = {field: statistics.median(numbers), "min": min(numbers),
