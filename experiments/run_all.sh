@@ -57,26 +57,47 @@ print(best.partition("@")[2] or "optim.weight_decay=0.0005,optim.learning_rate=0
     --config.data.class_aware.classes_per_batch=100
 }
 
-# A wider CE grid on validation, seed 0: weight decay {5e-4, 5e-3} x learning rate
-# {0.05, 0.1, 0.2, 0.4} (the `tail` grid's best rate, 0.1, was its edge). Prints the
+# A wider CE grid on validation, seed 0: weight decay {5e-5, 5e-4, 5e-3} x learning
+# rate {0.1, 0.2, 0.4, 0.8} (the `tail` grid's best rate, 0.1, was its edge). Prints the
 # winner's overrides. $1: the config, $2: the workdir.
 tune_ce() {
-  local grid=ce d r
-  for d in 0.0005 0.005; do for r in 0.05 0.1 0.2 0.4; do
+  local grid="" d r
+  for d in 0.00005 0.0005 0.005; do for r in 0.1 0.2 0.4 0.8; do
     grid+=",ce@optim.weight_decay=$d,optim.learning_rate=$r"
   done; done
   python -m crl_jax.compare --config="$1" "${PIN[@]}" --seeds=1 --workdir="$2" \
-    --methods="${grid#ce,}" >&2
+    --methods="${grid#,}" >&2
   python experiments/validation_choice.py "$2/compare.json" > "$2/choice.md"
   python -c 'import json, sys; from experiments import validation_choice as v
 rows = v.summary(json.load(open(sys.argv[1] + "/compare.json")))
 print(max(rows, key=lambda name: rows[name][0]).partition("@")[2])' "$2"
 }
 
-# `run_all.sh tail_more`: the rest of issue 27's evidence. The second bed (`cifar_lt`,
-# 800 steps) with its own tuned CE and every row of the tail table, then the bundled
-# data at 4x the steps (3,200) for CE, logit_adjust and the two CRL rows with both
-# tools. Every choice on validation. About 2 h on a quiet 2-core CPU.
+# Issue 27's rows on one bed, 3 seeds, every method with the tuned optimiser: CE,
+# over-sampling, logit adjustment, class-aware CE, CRL, CRL + sampler, CRL + memory,
+# CRL + both; then logit adjustment + CRL + the better tool on validation (sampler,
+# memory or both). Prints that tool's overrides. $1: config, $2: workdir, $3: "@" and
+# the tuned overrides (and any others every row takes).
+tail_rows() {
+  local T=$3 best
+  python -m crl_jax.compare --config="$1" "${PIN[@]}" --seeds=3 --workdir="$2" \
+    --methods=ce$T,over_sampling$T,logit_adjust$T,ce$T,$CA,crl$T,crl$T,$CA,crl$T,$MEM,crl$T,$CA,$MEM >&2
+  best=$(python -c 'import json, sys; from experiments import validation_choice as v
+rows = v.summary(json.load(open(sys.argv[1] + "/compare.json")))
+tools = {name: rows[name][0] for name in rows
+         if name.startswith("crl@") and ("sampler" in name or "memory" in name)}
+print(max(tools, key=tools.get).partition("@")[2])' "$2")
+  python -m crl_jax.compare --config="$1" "${PIN[@]}" --seeds=3 --workdir="$2" \
+    --methods=crl@$best,loss.crl.base=logit_adjust >&2
+  python experiments/validation_choice.py "$2/compare.json" --prefix=crl > "$2/choice.md"
+  echo "$best"
+}
+
+# `run_all.sh tail_more`: issue 27's evidence with CE tuned on the wider grid, per bed.
+# The bundled data (800 steps, every row), the second bed (`cifar_lt`, 800 steps, every
+# row), then the bundled data at 4x the steps (3,200) for CE, logit_adjust and
+# logit_adjust + CRL + the better tool of the 800-step rows. About 2 h on a quiet 2-core
+# CPU.
 tail_more() {
   PIN=(--config.loss.crl.eta=0.01 --config.loss.crl.blend=convex
     --config.loss.crl.score=probability --config.loss.crl.reduction=attribute)
@@ -85,30 +106,15 @@ tail_more() {
   B4=train.num_steps=3200,train.eval_every=800,checkpoint.every_steps=800
   local bundled cifar best
   bundled=$(tune_ce configs/synthetic.py:quickstart runs/tail_more/tune)
+  echo "bundled: tuned on validation: $bundled"
+  best=$(tail_rows configs/synthetic.py:quickstart runs/tail_more/methods "@$bundled")
+  echo "bundled: the better tool on validation: $best"
   cifar=$(tune_ce configs/synthetic.py:cifar_lt runs/tail_more/cifar_lt_tune)
-  echo "tuned on validation: bundled $bundled; cifar_lt $cifar"
-
-  # cifar_lt: the tail table's rows; then logit_adjust + CRL + the better tool on
-  # validation (sampler, memory or both).
-  T="@$cifar"
-  python -m crl_jax.compare --config=configs/synthetic.py:cifar_lt "${PIN[@]}" --seeds=3 \
-    --workdir=runs/tail_more/cifar_lt \
-    --methods=ce$T,over_sampling$T,logit_adjust$T,ce$T,$CA,crl$T,crl$T,$CA,crl$T,$MEM,crl$T,$CA,$MEM
-  best=$(python -c 'import json, sys; from experiments import validation_choice as v
-rows = v.summary(json.load(open("runs/tail_more/cifar_lt/compare.json")))
-tools = {name: rows[name][0] for name in rows
-         if name.startswith("crl@") and ("sampler" in name or "memory" in name)}
-print(max(tools, key=tools.get).partition("@")[2])')
-  python -m crl_jax.compare --config=configs/synthetic.py:cifar_lt "${PIN[@]}" --seeds=3 \
-    --workdir=runs/tail_more/cifar_lt --methods=crl@$best,loss.crl.base=logit_adjust
-  python experiments/validation_choice.py runs/tail_more/cifar_lt/compare.json \
-    --prefix=crl > runs/tail_more/cifar_lt/choice.md
-
-  # The bundled data at 3,200 steps, with the 800-step tuned optimiser.
-  T="@$bundled,$B4"
+  echo "cifar_lt: tuned on validation: $cifar"
+  tail_rows configs/synthetic.py:cifar_lt runs/tail_more/cifar_lt "@$cifar"
   python -m crl_jax.compare --config=configs/synthetic.py:quickstart "${PIN[@]}" --seeds=3 \
     --workdir=runs/tail_more/budget \
-    --methods=ce$T,logit_adjust$T,crl$T,$CA,$MEM,crl$T,$CA,$MEM,loss.crl.base=logit_adjust
+    --methods=ce@$bundled,$B4,logit_adjust@$bundled,$B4,crl@$best,loss.crl.base=logit_adjust,$B4
   python experiments/validation_choice.py runs/tail_more/budget/compare.json \
     --prefix=crl > runs/tail_more/budget/choice.md
 }
