@@ -1,7 +1,7 @@
 #!/bin/bash
 set -e
-# Makes every number in docs/results.md (`run_all.sh tail`: only issue 27's part, about
-# 45 min). Finished runs in runs/ are reused (a rerun after an interruption resumes), so
+# Makes every number in docs/results.md (`run_all.sh tail`, `tail_more` and
+# `tail_eligibility`: only issue 27's parts, about 45 min, 2 h and 10 min). Finished runs in runs/ are reused (a rerun after an interruption resumes), so
 # the shared rows (ce, the paper-weight crl) train once. About 2 h of training on a quiet 2-core CPU for the diagnosis part, 1h30m more
 # for the earlier method comparison at the end.
 cd "$(dirname "$0")/.."  # the repository root
@@ -118,7 +118,40 @@ tail_more() {
   python experiments/validation_choice.py runs/tail_more/budget/compare.json \
     --prefix=crl > runs/tail_more/budget/choice.md
 }
+# `run_all.sh tail_eligibility`: question 4's table for each tool on both beds (the
+# training stream's own batches, 800 steps; no training), and the sampler at the setting
+# that came closest to issue 27's eligibility target at batch 128: every batch
+# class-aware (64 pairs x 2), pairs drawn ~ 1 / count (power -1), with the memory.
+tail_eligibility() {
+  local bed tool extra
+  for bed in quickstart cifar_lt; do
+    for tool in uniform class_aware memory both rare rare_memory; do
+      case $tool in
+        uniform) extra=() ;;
+        class_aware) extra=(--config.data.sampler=class_aware
+                            --config.data.class_aware.classes_per_batch=32) ;;
+        memory) extra=(--config.loss.crl.memory_size=1024
+                       --config.loss.crl.memory_warmup_steps=100) ;;
+        both) extra=(--config.data.sampler=class_aware
+                     --config.data.class_aware.classes_per_batch=32
+                     --config.loss.crl.memory_size=1024
+                     --config.loss.crl.memory_warmup_steps=100) ;;
+        rare) extra=(--config.data.sampler=class_aware
+                     --config.data.class_aware.classes_per_batch=64
+                     --config.data.class_aware.power=-1) ;;
+        rare_memory) extra=(--config.data.sampler=class_aware
+                            --config.data.class_aware.classes_per_batch=64
+                            --config.data.class_aware.power=-1
+                            --config.loss.crl.memory_size=1024
+                            --config.loss.crl.memory_warmup_steps=100) ;;
+      esac
+      python experiments/diagnose.py eligibility --config=configs/synthetic.py:$bed \
+        --steps=800 --out=runs/tail_more/eligibility/${bed}_$tool.json "${extra[@]}"
+    done
+  done
+}
 if [ "${1:-}" = tail ]; then tail_part; exit 0; fi
+if [ "${1:-}" = tail_eligibility ]; then tail_eligibility; exit 0; fi
 if [ "${1:-}" = tail_more ]; then tail_more; exit 0; fi
 
 # Every CRL key pinned, so a later change of a default never changes these runs.
@@ -176,4 +209,6 @@ python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/ablations \
 python -m crl_jax.compare "${COMMON[@]}" --report_dir=runs/compare/extra \
   --methods=ce,crl@$PCT,crl@loss.crl.eta=0.1,crl_logit_adjust@$PCT
 tail_part
+tail_more
+tail_eligibility
 echo ALL DONE
