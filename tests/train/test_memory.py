@@ -117,3 +117,50 @@ def test_memory_is_one_on_eight_devices_and_is_mined(data_dir):
   np.testing.assert_allclose(first_one["crl_loss"], two_steps(
       setup_lib.build(plain), mesh_lib.make_mesh(jax.devices()[:1]), batch)[1][
           "crl_loss"], rtol=1e-6)  # step 1: the memory is still empty
+
+
+def test_the_eligibility_diagnosis_is_the_loop_reference(data_dir):
+  """experiments/diagnose.py's eligibility (docs/results.md's tables): per step, the
+  stream's own batch and the memory's last M labels, counted in plain Python."""
+  from crl_jax import crl
+  from crl_jax import data as data_lib
+  from experiments import diagnose
+  from tests.train.conftest import smoke_config
+  steps, size, warmup = 12, 48, 3
+  config = smoke_config(data_dir, **{
+      "data.sampler": "class_aware", "data.class_aware.classes_per_batch": 6,
+      "data.class_aware.power": -1.0, "loss.crl.memory_size": size,
+      "loss.crl.memory_warmup_steps": warmup})
+  result = diagnose.eligibility(config, steps, seed=1)
+  source = data_lib.get_source(config.data)
+  stored_split, _ = source.split_plan("train")
+  labels = np.asarray(source.stored_labels_cached(stored_split))
+  order = data_lib.pipeline.training_order(
+      source, global_batch_size=32, seed=1,
+      multiplicity=data_lib.training_multiplicity(source, config.data, 1),
+      class_aware=data_lib.class_aware_options(config.data))
+  batches = [labels[order.indices(step)[0]] for step in range(steps)]
+  for j, name in enumerate(source.schema.names):
+    classes = result[name]["num_classes"]
+    eligible = np.zeros(classes)
+    rectified = np.zeros(classes)
+    for step in range(steps):
+      rows = [row for batch in batches[:step] for row in batch]
+      memory = rows[-size:] if step >= warmup else []
+      batch = [int(v) for v in batches[step][:, j]]
+      both = batch + [int(row[j]) for row in memory]
+      histogram = np.array([both.count(k) for k in range(classes)], np.int32)
+      minority = np.asarray(crl.minority_classes(histogram, config.loss.crl.rho))
+      for k in range(classes):
+        if k in batch and histogram[k] >= 2:
+          eligible[k] += 1 / steps
+          rectified[k] += minority[k] / steps
+    np.testing.assert_allclose(result[name]["eligible_fraction"], eligible, atol=1e-6)
+    np.testing.assert_allclose(result[name]["rectified_fraction"], rectified, atol=1e-6)
+    counts = np.asarray(result[name]["train_counts"], np.int32)
+    ascending = sorted(range(classes), key=lambda k: (counts[k], k))
+    cumulative = np.cumsum(counts[ascending])
+    expected = {k for k, total in zip(ascending, cumulative)
+                if total <= 0.5 * counts.sum() * (1 + 1e-6) and counts[k] > 0}
+    assert {k for k in range(classes) if result[name]["training_minority_classes"][k]} == \
+        expected
