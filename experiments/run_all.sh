@@ -125,7 +125,7 @@ tail_more() {
 tail_eligibility() {
   local bed tool extra
   for bed in quickstart cifar_lt; do
-    for tool in uniform class_aware memory both rare rare_memory; do
+    for tool in uniform class_aware memory both rare rare_memory flat; do
       case $tool in
         uniform) extra=() ;;
         class_aware) extra=(--config.data.sampler=class_aware
@@ -139,6 +139,8 @@ tail_eligibility() {
         rare) extra=(--config.data.sampler=class_aware
                      --config.data.class_aware.classes_per_batch=64
                      --config.data.class_aware.power=-1) ;;
+        flat) extra=(--config.data.sampler=class_aware  # every class alike, whole batch
+                     --config.data.class_aware.classes_per_batch=64) ;;
         rare_memory) extra=(--config.data.sampler=class_aware
                             --config.data.class_aware.classes_per_batch=64
                             --config.data.class_aware.power=-1
