@@ -30,6 +30,7 @@ plots, which import them) are imported inside the functions that use them.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -122,8 +123,22 @@ def method_config(base_spec: str, base_overrides, method_overrides: dict, seed: 
   return config
 
 
+# A directory name longer than this is cut and given a hash of the whole method, so a
+# method with many overrides still has a directory (most file systems stop at 255 bytes).
+_MAX_NAME = 200
+
+
 def run_directory(workdir: str, method: str, seed: int) -> str:
+  """`workdir/NAME/seedS`: NAME is the method with `@ = , /` made path-safe.
+
+  A NAME over 200 characters keeps its first 187 and ends in `-` and 12 hex digits of
+  the SHA-1 of the method string, so it stays unique and under the file system's limit
+  (shorter names, and so existing run directories, are unchanged).
+  """
   safe = method.replace("@", "__").replace("=", "-").replace(",", "_").replace("/", "-")
+  if len(safe.encode()) > _MAX_NAME:
+    digest = hashlib.sha1(method.encode()).hexdigest()[:12]
+    safe = safe.encode()[:_MAX_NAME - 13].decode(errors="ignore") + "-" + digest
   return os.path.join(workdir, safe, f"seed{seed}")
 
 

@@ -87,8 +87,9 @@ rows = v.summary(json.load(open(sys.argv[1] + "/compare.json")))
 tools = {name: rows[name][0] for name in rows
          if name.startswith("crl@") and ("sampler" in name or "memory" in name)}
 print(max(tools, key=tools.get).partition("@")[2])' "$2")
+  # Every row again (the finished runs are reused), so compare.json/.md hold them all.
   python -m crl_jax.compare --config="$1" "${PIN[@]}" --seeds=3 --workdir="$2" \
-    --methods=crl@$best,loss.crl.base=logit_adjust >&2
+    --methods=ce$T,over_sampling$T,logit_adjust$T,ce$T,$CA,crl$T,crl$T,$CA,crl$T,$MEM,crl$T,$CA,$MEM,crl@$best,loss.crl.base=logit_adjust >&2
   python experiments/validation_choice.py "$2/compare.json" --prefix=crl > "$2/choice.md"
   echo "$best"
 }

@@ -58,6 +58,18 @@ def test_method_list_splitting():
     compare.split_methods("loss.crl.rho=0.1,ce")
 
 
+def test_run_directory_names_stay_under_the_file_system_limit(tmp_path):
+  short = "crl@loss.crl.memory_size=1024"
+  assert compare.run_directory("w", short, 2) == os.path.join(
+      "w", "crl__loss.crl.memory_size-1024", "seed2")
+  overrides = ",".join(f"optim.key_{i}=0.0005" for i in range(20))
+  a = compare.run_directory(str(tmp_path), "crl@" + overrides, 0)
+  b = compare.run_directory(str(tmp_path), "crl@" + overrides + ",x=1", 0)
+  name = os.path.basename(os.path.dirname(a))
+  assert len(name) == 200 and a != b
+  os.makedirs(a)  # a 255-byte limit would refuse the uncut name
+
+
 def test_median_step_ms_leaves_out_the_compile_interval(tmp_path):
   rows = [{"split": "train", "step": 10, "steps_per_second": 0.5},  # holds the compile
           {"split": "validation", "step": 10, "mean_class_balanced_accuracy": 0.2},
