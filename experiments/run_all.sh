@@ -1,7 +1,7 @@
 #!/bin/bash
 set -e
 # Makes every number in docs/results.md (`run_all.sh tail`, `tail_more` and
-# `tail_eligibility`: only issue 27's parts, about 45 min, 2 h and 10 min). Finished runs in runs/ are reused (a rerun after an interruption resumes), so
+# `tail_eligibility`: only issue 27's parts, about 45 min, 3 h and 2 min). Finished runs in runs/ are reused (a rerun after an interruption resumes), so
 # the shared rows (ce, the paper-weight crl) train once. About 2 h of training on a quiet 2-core CPU for the diagnosis part, 1h30m more
 # for the earlier method comparison at the end.
 cd "$(dirname "$0")/.."  # the repository root
