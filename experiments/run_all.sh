@@ -81,9 +81,10 @@ print(max(rows, key=lambda name: rows[name][0]).partition("@")[2])' "$2"
 # come with it: logit adjustment on class-aware batches without CRL, and logit
 # adjustment + CRL without the tools (is a gain the CRL term's, the sampler's or both?).
 tail_rows() {
-  local T=$3 best
+  local T=$3 best rows
+  rows=ce$T,over_sampling$T,logit_adjust$T,ce$T,$CA,crl$T,crl$T,$CA,crl$T,$MEM,crl$T,$CA,$MEM
   python -m crl_jax.compare --config="$1" "${PIN[@]}" --seeds=3 --workdir="$2" \
-    --methods=ce$T,over_sampling$T,logit_adjust$T,ce$T,$CA,crl$T,crl$T,$CA,crl$T,$MEM,crl$T,$CA,$MEM >&2
+    --methods=$rows >&2
   best=$(python -c 'import json, sys; from experiments import validation_choice as v
 rows = v.summary(json.load(open(sys.argv[1] + "/compare.json")))
 tools = {name: rows[name][0] for name in rows
@@ -91,7 +92,7 @@ tools = {name: rows[name][0] for name in rows
 print(max(tools, key=tools.get).partition("@")[2])' "$2")
   # Every row again (the finished runs are reused), so compare.json/.md hold them all.
   python -m crl_jax.compare --config="$1" "${PIN[@]}" --seeds=3 --workdir="$2" \
-    --methods=ce$T,over_sampling$T,logit_adjust$T,ce$T,$CA,crl$T,crl$T,$CA,crl$T,$MEM,crl$T,$CA,$MEM,crl@$best,loss.crl.base=logit_adjust,logit_adjust$T,$CA,crl$T,loss.crl.base=logit_adjust >&2
+    --methods=$rows,crl@$best,loss.crl.base=logit_adjust,logit_adjust$T,$CA,crl$T,loss.crl.base=logit_adjust >&2
   python experiments/validation_choice.py "$2/compare.json" --prefix=crl > "$2/choice.md"
   echo "$best"
 }
