@@ -110,6 +110,7 @@ def eligibility(config, steps: int, seed: int = 0) -> dict:
         "mean_rectified_classes_per_step": float(rectified[j, :c].sum()),
         # issue 27's target: classes with >= m training examples (m = 2, or the
         # sampler's samples_per_class) and the share of them rectified in half the steps.
+        "m": m,
         "classes_with_m_examples": int((n >= m).sum()),
         "of_them_rectified_in_half_the_steps": int(
             ((n >= m) & (rectified[j, :c] >= 0.5)).sum()),
@@ -153,6 +154,31 @@ def eligibility_table(result: dict) -> str:
                f"{total('classes_with_m_examples')} | "
                f"{total('of_them_minority_rectified_in_half_the_steps')} of "
                f"{total('training_minority_with_m_examples')} |")
+  return "\n".join(lines)
+
+
+def eligibility_details(result: dict, decile_min_classes: int = 50) -> str:
+  """The rows behind docs/results.md's prose on the eligibility tables: every
+  training-minority class with >= m examples that is rectified in < 50% of the steps
+  (the target's misses, rarest share first), and, for attributes of at least
+  ``decile_min_classes`` classes, the mean share of steps rectified by class-index
+  decile (Eqn 3's tie-break goes to the lower class)."""
+  lines = ["", "Training-minority classes with >= m examples rectified in < 50% of steps "
+           "(attribute, class index, training examples, share of steps):", ""]
+  misses = []
+  for name, row in result.items():
+    n = np.asarray(row["train_counts"])
+    share = np.asarray(row["rectified_fraction"])
+    missed = np.asarray(row["training_minority_classes"]) & (n >= row["m"]) & (share < 0.5)
+    misses += [(share[k], name, k, int(n[k])) for k in np.flatnonzero(missed)]
+  lines += [f"- {name} {k}: {count} examples, {value:.3f}"
+            for value, name, k, count in sorted(misses)] or ["- none"]
+  for name, row in result.items():
+    if row["num_classes"] >= decile_min_classes:
+      deciles = [float(np.mean(part)) for part in
+                 np.array_split(np.asarray(row["rectified_fraction"]), 10)]
+      lines += ["", f"{name}: share of steps rectified by class-index decile: " +
+                ", ".join(f"{d:.2f}" for d in deciles)]
   return "\n".join(lines)
 
 
@@ -299,7 +325,7 @@ def main(argv=None) -> int:
   if args.what == "eligibility":
     config = config_lib.load_config(args.config, [r[len("--config."):] for r in rest])
     result = eligibility(config, args.steps, args.seed)
-    table = eligibility_table(result)
+    table = eligibility_table(result) + "\n" + eligibility_details(result)
   else:
     result = gradients(args.workdir, args.runs.split(","), args.seed, args.batches)
     with open(os.path.join(args.workdir, args.runs.split(",")[0], f"seed{args.seed}",

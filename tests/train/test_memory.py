@@ -164,3 +164,18 @@ def test_the_eligibility_diagnosis_is_the_loop_reference(data_dir):
                 if total <= 0.5 * counts.sum() * (1 + 1e-6) and counts[k] > 0}
     assert {k for k in range(classes) if result[name]["training_minority_classes"][k]} == \
         expected
+
+
+def test_eligibility_details_lists_the_misses_and_the_index_deciles():
+  from experiments import diagnose
+  row = {"num_classes": 50, "m": 2, "train_counts": [1] + [10] * 48 + [500],
+         "rectified_fraction": [0.9] + [0.6] * 47 + [0.3, 0.0],
+         "training_minority_classes": [True] * 49 + [False]}
+  text = diagnose.eligibility_details({"colour": row, "shape": dict(row, num_classes=3,
+      train_counts=[5, 1, 9], rectified_fraction=[0.1, 0.0, 0.2],
+      training_minority_classes=[True, True, False])})
+  # class 0 of colour has 1 < m examples; colour 49 and shape 2 are training-majority.
+  misses = [line for line in text.splitlines() if line.startswith("- ")]
+  assert misses == ["- shape 0: 5 examples, 0.100", "- colour 48: 10 examples, 0.300"]
+  assert "colour: share of steps rectified by class-index decile: 0.66, 0.60" in text
+  assert "shape: share" not in text
