@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# CRL's cost on one accelerator, both implementations (impl=reference and impl=fast) in
-# the same interleaved rounds, at the X-Domain, CelebA and DeepFashion shapes, in under
-# 8 minutes wall. Run from the repository root in an environment with an accelerator
+# CRL's cost over cross-entropy on one accelerator, CE and CRL in the same interleaved
+# rounds, at the X-Domain, CelebA and DeepFashion shapes, in under 8 minutes wall. Run from the repository root in an environment with an accelerator
 # build of jax (pip install -e '.[train]' 'jax[cuda12]'):
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]          # the real run (needs a GPU; checks it)
@@ -9,13 +8,13 @@
 #   GPU_SH_DRY_RUN=1 bash benchmarks/gpu.sh [--quick] [OUT_DIR]  # print the commands only
 #
 # OUT_DIR defaults to $OUT when that is set, else benchmarks/results. It gets:
-#   loss_<shape>_<dtype>.json  python -m crl_jax.bench_loss --impl=both: loss + gradient
+#   loss_<shape>_<dtype>.json  python -m crl_jax.bench_loss: loss + gradient
 #                              vs CE (every design at X-Domain float32, four elsewhere)
-#   step_<shape>_<dtype>.json  python -m crl_jax.bench --impl=both: the full jitted train
+#   step_<shape>_<dtype>.json  python -m crl_jax.bench: the full jitted train
 #                              step of configs/<shape>.py, CE and the default design
 #   <name>.txt                 each command's printed table
 #   summary.md                 benchmarks/gpu_table.py: one row per shape x design x
-#                              device x impl x dtype (step and loss ratios to CE, compiles)
+#                              device x dtype (step and loss ratios to CE, compiles)
 # Commands run in order of importance, each under `timeout` with its share of the
 # budget; one that runs out is listed in summary.md and the rest still run.
 set -uo pipefail
@@ -72,13 +71,13 @@ run() {  # run NAME COMMAND...: output to NAME.txt, under its limit; a failure i
 loss() {  # loss SHAPE DTYPE DESIGNS
   local designs=()
   [[ "$3" != all ]] && designs=(--designs="$3")
-  run "loss_$1_$2" "$python" -m crl_jax.bench_loss --impl=both --shape="$1" \
+  run "loss_$1_$2" "$python" -m crl_jax.bench_loss --shape="$1" \
       --dtype="$2" "${designs[@]}" "${loss_flags[@]}" --json="$out/loss_$1_$2.json"
 }
 step() {  # step SHAPE DTYPE
   local config
   read -ra config <<< "$(step_config "$1")"
-  run "step_$1_$2" "$python" -m crl_jax.bench --impl=both --config="${config[0]}" \
+  run "step_$1_$2" "$python" -m crl_jax.bench --config="${config[0]}" \
       "${config[@]:1}" --designs="$default" "${step_flags[@]}" \
       --config.model.dtype="$2" --json="$out/step_$1_$2.json"
 }

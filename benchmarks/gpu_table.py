@@ -1,11 +1,10 @@
-r"""The design x shape x backend x impl table of a ``benchmarks/gpu.sh`` run.
+r"""The design x shape x backend table of a ``benchmarks/gpu.sh`` run.
 
     python benchmarks/gpu_table.py OUT_DIR [NOT_FINISHED ...]
 
 Reads the ``loss_<shape>_<dtype>.json`` (``python -m crl_jax.bench_loss --json``) and
 ``step_<shape>_<dtype>.json`` (``python -m crl_jax.bench --json``, main rows) files in
-OUT_DIR and writes ``OUT_DIR/summary.md``: one row per shape, design, device, impl and
-dtype with the full-step ratio to CE, the loss + gradient ratio to CE and the compile
+OUT_DIR and writes ``OUT_DIR/summary.md``: one row per shape, design, device and dtype with the full-step ratio to CE, the loss + gradient ratio to CE and the compile
 times (the step's beside CE's). Each ratio is its own run's (CE timed in the same
 interleaved rounds). Arguments after OUT_DIR are commands that did not finish; they are
 listed under the table.
@@ -19,12 +18,12 @@ import os
 import re
 import sys
 
-COLUMNS = ("shape", "design", "device", "impl", "dtype", "full step x CE",
+COLUMNS = ("shape", "design", "device", "dtype", "full step x CE",
            "loss + gradient x CE", "step compile s (CE)", "loss compile s")
 
 
 def collect(out_dir):
-  """{(shape, design, device, impl, dtype): {column: text}} from the run's JSON files."""
+  """{(shape, design, device, dtype): {column: text}} from the run's JSON files."""
   rows = {}
   for path in sorted(glob.glob(os.path.join(out_dir, "*.json"))):
     match = re.fullmatch(r"(loss|step)_(\w+?)_(float32|bfloat16)\.json",
@@ -40,7 +39,7 @@ def collect(out_dir):
     for r in results:
       if r["variant"] == "ce" or r.get("ratio_to_ce") is None:
         continue
-      row = rows.setdefault((shape, r["variant"], device, r.get("impl", ""), dtype), {})
+      row = rows.setdefault((shape, r["variant"], device, dtype), {})
       if kind == "loss":
         row["loss + gradient x CE"] = f"{r['ratio_to_ce']:.2f}"
         row["loss compile s"] = f"{r['compile_s']:.1f}"

@@ -1,7 +1,7 @@
 r"""Per-op profile of the CRL loss + gradient: which XLA ops take the time, per design.
 
     python benchmarks/profile_crl.py [--designs=class/relative/minority,...] [--calls=30]
-        [--impl=auto|reference|fast] [--batch=128] [--kappa=25]
+        [--batch=128] [--kappa=25]
         [--class_counts=16,55,22,12,20,15,12,20,6] [--attributes=N --classes=C]
         [--out=DIR]
 
@@ -43,12 +43,11 @@ def op_times(trace_dir):
   return totals
 
 
-def profile(designs, calls, batch, kappa, class_counts, feature_dim, out, hlo,
-            impl="auto"):
+def profile(designs, calls, batch, kappa, class_counts, feature_dim, out, hlo):
   import jax
   logits, features, labels, class_mask = bench_loss.make_inputs(batch, class_counts,
                                                                 feature_dim)
-  variants = bench_loss.make_variants(kappa, class_mask, impl=impl)
+  variants = bench_loss.make_variants(kappa, class_mask)
   report = {}
   for name in designs:
     fn = variants[name]
@@ -70,7 +69,6 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--designs", default="ce,class/relative/minority")
   parser.add_argument("--calls", type=int, default=30)
-  parser.add_argument("--impl", default="auto", choices=("auto", "reference", "fast"))
   parser.add_argument("--batch", type=int, default=128)
   parser.add_argument("--kappa", type=int, default=25)
   parser.add_argument("--class_counts", default=",".join(map(str, bench_loss.XDOMAIN_CLASSES)))
@@ -86,7 +84,7 @@ def main(argv=None):
                   tuple(int(c) for c in args.class_counts.split(",")))
   os.makedirs(args.out, exist_ok=True)
   report = profile(args.designs.split(","), args.calls, args.batch, args.kappa,
-                   class_counts, args.feature_dim, args.out, args.hlo, args.impl)
+                   class_counts, args.feature_dim, args.out, args.hlo)
   for name, ops in report.items():
     # Drop the enclosing host events (the executable run, the python call): keep ops.
     ops = {op: us for op, us in ops.items() if not op.startswith(

@@ -1,7 +1,7 @@
 r"""Benchmark: the cost of CRL over plain cross-entropy in the full train step.
 
     python -m crl_jax.bench [--config=configs/xdomain.py] [--quick] [--steps=30]
-        [--impl=auto|reference|fast|both] [--sweep_batch] [--sweep_kappa]
+        [--sweep_batch] [--sweep_kappa]
         [--sweep_classes] [--sweep_attributes] [--sweep_devices] [--json=PATH]
         [--plot=PATH.png]
 
@@ -16,15 +16,15 @@ all alike), synchronising with ``block_until_ready``. Reported per variant: medi
 (device memory stats where the backend has them, else the process's peak RSS growth
 while that variant compiled and ran) and the number of traces (must stay 1).
 
-``--impl`` sets the CRL's implementation (``loss.crl.impl``, default the config's);
-``both`` times reference and fast in the same rounds against one CE, each row naming its
-resolved impl. ``--quick``: the config's shapes, CE and the default design only, 10
-timed steps each.
+``--quick``: the config's shapes, CE and the default design only, 10 timed steps each.
 Sweeps (each its own flag) rerun CE and the default design over batch sizes, kappa,
 classes per attribute, number of attributes (9 as X-Domain, 40 as CelebA, 1000 as
 DeepFashion) and simulated devices (1, 2, 8; global and local mining; needs
 XLA_FLAGS=--xla_force_host_platform_device_count=8 on a CPU, set automatically when
 ``--sweep_devices`` is given before jax starts).
+
+``--devices=1,8,64,256`` measures instead how the per-device cost grows with the mesh,
+from XLA's compiled programs (compiled, never run; ``crl_jax/scaling.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from typing import Optional
 
 import numpy as np
 
-from crl_jax import bench_loss  # numpy only until called
 from crl_jax import cli
 from crl_jax import machine as machine_lib  # jax imported inside
 from crl_jax.data import schema as schema_lib  # numpy only
@@ -108,17 +107,9 @@ def _device_peak_mb(devices) -> Optional[float]:
   return max(peaks) if peaks else None
 
 
-def build_variant(config, setting: Setting, variant: str, image_size: int,
-                  impl: Optional[str] = None):
-  """Returns ``(step_fn, state, batch, rng, trace_counter, devices)`` for a variant;
-  ``impl`` (a CRL variant's ``loss.crl.impl``) ``None`` keeps the config's."""
-  import jax
-  from crl_jax import crl
-  from crl_jax.train import mesh as mesh_lib
-  from crl_jax.train import setup as setup_lib
-  from crl_jax.train import step as step_lib
-  devices = jax.devices()[:setting.devices]
-  mesh = mesh_lib.make_mesh(devices)
+def variant_config(config, setting: Setting, variant: str):
+  """A copy of ``config`` whose loss is the variant's: ``"ce"`` or a CRL design
+  (``level/criterion/scope``) at the setting's kappa and mining."""
   loss = config.loss.copy_and_resolve_references()
   if variant == "ce":
     loss.name = "ce"
@@ -127,14 +118,25 @@ def build_variant(config, setting: Setting, variant: str, image_size: int,
     loss.name = "crl"
     loss.crl.update(level=level, criterion=criterion, scope=scope, kappa=setting.kappa,
                     mining=setting.mining, margin=None)
-    if impl is not None:
-      loss.crl.impl = impl
-  num_classes = setting.class_counts
-  class_mask = crl.valid_class_mask(num_classes)
-  counts = power_law_counts(num_classes)
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.loss = loss
+  return config
+
+
+def build_variant(config, setting: Setting, variant: str, image_size: int):
+  """Returns ``(step_fn, state, batch, rng, trace_counter, devices)`` for a variant."""
+  import jax
+  from crl_jax import crl
+  from crl_jax.train import mesh as mesh_lib
+  from crl_jax.train import setup as setup_lib
+  from crl_jax.train import step as step_lib
+  devices = jax.devices()[:setting.devices]
+  mesh = mesh_lib.make_mesh(devices)
+  num_classes = setting.class_counts
+  class_mask = crl.valid_class_mask(num_classes)
+  counts = power_law_counts(num_classes)
+  config = variant_config(config, setting, variant)
   # The model, objective, optimiser and initial state exactly as training builds them.
   model, objective, optimizer, _ = setup_lib.build_training(
       config, num_classes=num_classes, class_counts=counts, class_mask=class_mask,
@@ -158,28 +160,15 @@ def build_variant(config, setting: Setting, variant: str, image_size: int,
   return step_fn, state, batch, jax.random.key(1), counter, devices
 
 
-def variant_impls(config, variants, impls=None,
-                  num_attributes: int = 1) -> list[tuple[str, str]]:
-  """``(variant, resolved impl)`` pairs to time: CE once (impl ``""``), every CRL
-  variant once per impl (``None``: the config's ``loss.crl.impl``)."""
-  from crl_jax import crl
-  resolved = dict.fromkeys(crl.resolve_impl(impl, num_attributes=num_attributes)
-                           for impl in impls or [config.loss.crl.impl])
-  return ([("ce", "")] if "ce" in variants else []) + [
-      (variant, impl) for impl in resolved for variant in variants if variant != "ce"]
-
-
 def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
-                image_size: int, impls=None, log=print) -> list[dict]:
-  """Compiles every variant (per impl, ``variant_impls``), then times them
-  round-robin; one dict per variant and impl."""
+                image_size: int, log=print) -> list[dict]:
+  """Compiles every variant, then times them round-robin; one dict per variant."""
   import jax
   prepared = {}
-  for variant, impl in variant_impls(config, variants, impls,
-                                     num_attributes=len(setting.class_counts)):
+  for variant in variants:
     rss_before = _peak_rss_mb()
     step_fn, state, batch, rng, counter, devices = build_variant(
-        config, setting, variant, image_size, impl or None)
+        config, setting, variant, image_size)
     start = time.perf_counter()
     state, metrics = step_fn(state, batch, rng)
     jax.block_until_ready(metrics)
@@ -187,11 +176,11 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
     for _ in range(warmup):
       state, metrics = step_fn(state, batch, rng)
     jax.block_until_ready(metrics)
-    prepared[(variant, impl)] = dict(
+    prepared[variant] = dict(
         step_fn=step_fn, state=state, batch=batch, rng=rng, counter=counter,
         devices=devices, compile_s=compile_seconds,
         rss_growth=_peak_rss_mb() - rss_before, times=[])
-    log(f"  compiled {variant:32s} {impl:9s} in {compile_seconds:6.1f} s")
+    log(f"  compiled {variant:32s} in {compile_seconds:6.1f} s")
   traces_after_warmup = {v: p["counter"].count for v, p in prepared.items()}
   for _ in range(steps):
     for variant, p in prepared.items():
@@ -199,15 +188,15 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
       p["state"], metrics = p["step_fn"](p["state"], p["batch"], p["rng"])
       jax.block_until_ready(metrics)
       p["times"].append(time.perf_counter() - start)
-  ce = prepared.get(("ce", ""))
+  ce = prepared.get("ce")
   ce_median = float(np.median(ce["times"])) if ce else None
   results = []
-  for (variant, impl), p in prepared.items():
+  for variant, p in prepared.items():
     times_ms = 1e3 * np.asarray(p["times"])
     median = float(np.median(times_ms))
     device_peak = _device_peak_mb(p["devices"])
     results.append({
-        "variant": variant, "impl": impl, "batch": setting.batch,
+        "variant": variant, "batch": setting.batch,
         "kappa": setting.kappa,
         "num_attributes": len(setting.class_counts),
         "max_classes": max(setting.class_counts),
@@ -222,20 +211,20 @@ def run_setting(config, setting: Setting, variants, *, steps: int, warmup: int,
         # Traces over the whole benchmark, warm-up included; 1 means no retracing.
         "traces": p["counter"].count,
         "traces_after_warmup": (p["counter"].count
-                                - traces_after_warmup[(variant, impl)]),
+                                - traces_after_warmup[variant]),
     })
   return results
 
 
 def format_table(results) -> str:
-  header = (f"{'variant':28s} {'impl':9s} {'batch':>5s} {'kappa':>5s} {'A':>4s} {'Cmax':>4s} "
+  header = (f"{'variant':28s} {'batch':>5s} {'kappa':>5s} {'A':>4s} {'Cmax':>4s} "
             f"{'dev':>3s} {'mining':>6s} {'median ms':>9s} {'p10':>8s} {'p90':>8s} "
             f"{'x CE':>6s} {'compile s':>9s} {'mem MB':>8s} {'traces':>6s}")
   lines = [header, "-" * len(header)]
   for r in results:
     ratio = "" if r["ratio_to_ce"] is None else f"{r['ratio_to_ce']:6.3f}"
     lines.append(
-        f"{r['variant']:28s} {r['impl']:9s} {r['batch']:5d} {r['kappa']:5d} {r['num_attributes']:4d} "
+        f"{r['variant']:28s} {r['batch']:5d} {r['kappa']:5d} {r['num_attributes']:4d} "
         f"{r['max_classes']:4d} {r['devices']:3d} {r['mining']:>6s} "
         f"{r['step_ms_median']:9.2f} {r['step_ms_p10']:8.2f} {r['step_ms_p90']:8.2f} "
         f"{ratio:>6s} {r['compile_s']:9.2f} {r['peak_mem_mb']:8.1f} {r['traces']:6d}")
@@ -250,12 +239,11 @@ def plot(results, path: str) -> None:
   figure, axes = plt.subplots(1, 2, figsize=(10, 4))
   for axis, sweep, key in ((axes[0], "batch", "batch"), (axes[1], "kappa", "kappa")):
     rows = [r for r in results if r.get("sweep") == sweep]
-    for variant, impl in sorted({(r["variant"], r["impl"]) for r in rows}):
+    for variant in sorted({r["variant"] for r in rows}):
       points = sorted((r[key], r["step_ms_median"]) for r in rows
-                      if (r["variant"], r["impl"]) == (variant, impl))
+                      if r["variant"] == variant)
       if points:
-        axis.plot(*zip(*points), marker="o",
-                  label=f"{variant} [{impl}]" if impl else variant)
+        axis.plot(*zip(*points), marker="o", label=variant)
     axis.set_xlabel(key)
     axis.set_ylabel("train step, median ms")
     axis.set_title(f"step time vs {key}")
@@ -275,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
       examples=[f"{COMMAND} --config=configs/xdomain.py --quick",
                 f"{COMMAND} --config=configs/xdomain.py --json=bench.json --plot=bench.png",
                 f"{COMMAND} --config=configs/synthetic.py --designs=class/relative/minority"
-                " --sweep_batch=32,128 --sweep_devices"],
+                " --sweep_batch=32,128 --sweep_devices",
+                f"{COMMAND} --config=configs/synthetic.py --devices=1,8,64,256"],
       notes=f"""\
       A design is level/criterion/scope (12 in all, crl.DESIGNS), e.g. {DEFAULT_DESIGN}.
       Sweeps time CE and the default design ({DEFAULT_DESIGN}); a sweep flag without a
@@ -294,9 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="image side in pixels; default the config's")
   parser.add_argument("--designs", default=None, metavar="D,D,...",
                       help="CRL designs to time besides CE; default all 12")
-  parser.add_argument("--impl", default=None, metavar="I",
-                      choices=("auto", "reference", "fast", "both"),
-                      help="loss.crl.impl, or both; default the config's")
   sweeps = (("batch", "32,64,128,256,512,1024", "batch sizes"),
             ("kappa", "1,25,75,125,175", "kappa values"),
             ("classes", "2,10,55,200", "classes per attribute"),
@@ -305,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
   for name, default, what in sweeps:
     parser.add_argument(f"--sweep_{name}", default=None, nargs="?", const=default,
                         metavar="N,N,...", help=f"sweep {what} [{default}]")
+  parser.add_argument("--devices", default=None, metavar="N,N,...",
+                      help="per-device cost of the compiled programs per mesh size")
+  parser.add_argument("--shapes", default="xdomain,deepfashion", metavar="S,S",
+                      help="--devices: heads, xdomain and/or deepfashion [both]")
+  parser.add_argument("--memory", default="0,1024", metavar="M,M",
+                      help="--devices: CRL memory per device, 0 = off [0,1024]")
+  parser.add_argument("--programs", default="loss,step", metavar="P,P",
+                      help="--devices: loss (+ gradient) and/or step [both]")
   parser.add_argument("--json", default=None, metavar="PATH", help="write the results here")
   parser.add_argument("--plot", default=None, metavar="PATH",
                       help="write step time vs batch and kappa here (PNG)")
@@ -325,6 +319,8 @@ def _set_up_devices(args) -> None:
 def main(argv=None) -> int:
   parser = build_parser()
   args, overrides = cli.parse_flags(parser, argv)
+  if args.devices:
+    return scaling_main(parser, args, overrides)
   _set_up_devices(args)
   import jax
   from crl_jax import config_lib
@@ -359,9 +355,8 @@ def main(argv=None) -> int:
     print(format_table(rows), flush=True)
 
   print(f"\n[main] {len(variants)} variants, {steps} timed steps each, interleaved")
-  impls = None if args.impl is None else bench_loss.impls_of(args.impl)
   record(run_setting(config, base, variants, steps=steps, warmup=args.warmup,
-                     image_size=image_size, impls=impls), "main")
+                     image_size=image_size), "main")
   if not args.quick:
     pair = ["ce", DEFAULT_DESIGN]
     sweeps = []
@@ -392,7 +387,7 @@ def main(argv=None) -> int:
             f"{len(setting.class_counts)} attributes (Cmax {max(setting.class_counts)}), "
             f"{setting.devices} device(s), {setting.mining} mining")
       record(run_setting(config, setting, pair, steps=steps, warmup=args.warmup,
-                         image_size=image_size, impls=impls), sweep)
+                         image_size=image_size), sweep)
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"machine": machine, "config": args.config,
@@ -401,6 +396,38 @@ def main(argv=None) -> int:
   if args.plot:
     plot(results, args.plot)
     print(f"wrote {args.plot}")
+  return 0
+
+
+def scaling_main(parser, args, overrides) -> int:
+  """``--devices``: the compiled per-device cost per mesh size (``crl_jax.scaling``)."""
+  from crl_jax import scaling
+  args.overrides = overrides
+  args.devices = sorted({int(n) for n in args.devices.split(",")})
+  args.shapes = args.shapes.split(",")
+  args.memory = [int(m) for m in args.memory.split(",")]
+  args.programs = args.programs.split(",")
+  from crl_jax import crl  # the designs' names; jax starts here
+  args.designs = ([d for d in args.designs.split(",") if d != "ce"] if args.designs
+                  else list(crl.DESIGNS))
+  for flag, values, allowed in (("--shapes", args.shapes, scaling.SHAPES),
+                                ("--programs", args.programs, ("loss", "step")),
+                                ("--designs", args.designs, crl.DESIGNS)):
+    if not set(values) <= set(allowed):
+      parser.error(f"{flag}: use some of {', '.join(allowed)}")
+  if os.environ.get(scaling.CHILD_JSON):  # one mesh size, in a process of its own
+    return scaling.run_child(args, os.environ[scaling.CHILD_JSON])
+  machine = machine_lib.describe()
+  results = scaling.run(args)
+  print(f"machine: {machine}")
+  print(f"config: {args.config}; per-device cost of the compiled programs, ratios to "
+        f"{args.devices[0]} device(s)")
+  print(scaling.format_table(results))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"machine": machine, "config": args.config, "results": results}, f,
+                indent=1)
+    print(f"wrote {args.json}")
   return 0
 
 

@@ -8,12 +8,11 @@ round by round so machine drift cancels, every call is synchronised with
 
     python -m crl_jax.bench_loss [--shape=xdomain|celeba|deepfashion] [--batch=128]
         [--kappa=25] [--rounds=200] [--dtype=float32|bfloat16] [--designs=D,D]
-        [--impl=auto|reference|fast|both] [--torch] [--json=F]
+        [--torch] [--json=F]
 
 ``--shape`` picks the heads: X-Domain (9 attributes, 6-55 classes, padded to 55), CelebA
-(40 binary attributes) or DeepFashion (1000 binary attributes). ``--impl`` picks the
-loss's implementation (``crl.IMPLS``; ``both`` times reference and fast in the same
-rounds, each row naming its impl). ``--torch`` adds the vectorised PyTorch class-level
+(40 binary attributes) or DeepFashion (1000 binary attributes). ``--torch`` adds the
+vectorised PyTorch class-level
 CRL of ``benchmarks/torch_peer.py`` (a source checkout and ``torch`` needed) in the
 same rounds, so the JAX / PyTorch ratio comes from one run.
 
@@ -41,9 +40,9 @@ TORCH_PEER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           "benchmarks", "torch_peer.py")
 
 XDOMAIN_CLASSES = (16, 55, 22, 12, 20, 15, 12, 20, 6)
-# "padded1000": one 55-class head beside 999 binary heads, all padded to Cmax 55 (the
-# case the attribute split of ``crl.fast`` is for). It is not the layout of the
-# full-step sweep (``bench --sweep_attributes=1000`` tiles the nine X-Domain heads).
+# "padded1000": one 55-class head beside 999 binary heads, all padded to Cmax 55. It
+# is not the layout of the full-step sweep (``bench --sweep_attributes=1000`` tiles
+# the nine X-Domain heads).
 SHAPES = {"xdomain": XDOMAIN_CLASSES, "celeba": (2,) * 40, "deepfashion": (2,) * 1000,
           "padded1000": (55,) + (2,) * 999}
 
@@ -65,10 +64,9 @@ def make_inputs(batch_size, class_counts, feature_dim, seed=0, dtype="float32"):
           jnp.asarray(labels, jnp.int32), jnp.asarray(class_mask))
 
 
-def make_variants(kappa, class_mask, designs=None, impl="auto"):
+def make_variants(kappa, class_mask, designs=None):
   """name -> jitted function (logits, features, labels) -> (loss, grads); ``designs``
-  (``level/criterion/scope`` names) restricts the CRL variants, CE is always in;
-  ``impl`` is the CRL's implementation (one of ``crl.IMPLS``)."""
+  (``level/criterion/scope`` names) restricts the CRL variants, CE is always in."""
   import jax
   import jax.numpy as jnp
   from crl_jax import crl
@@ -84,22 +82,13 @@ def make_variants(kappa, class_mask, designs=None, impl="auto"):
     def blended(logits, features, labels, level=level, criterion=criterion, scope=scope):
       return crl.blended_objective(logits, features if level == "instance" else None,
                                    labels, class_mask, 0.5, level=level,
-                                   criterion=criterion, scope=scope, kappa=kappa,
-                                   impl=impl)[0]
+                                   criterion=criterion, scope=scope, kappa=kappa)[0]
 
     name = f"{level}/{criterion}/{scope}"
     if designs is None or name in designs:
       variants[name] = blended
   return {name: jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
           for name, fn in variants.items()}
-
-
-def impls_of(impl: str) -> list[str]:
-  """The implementations an ``--impl`` flag names (here and in ``crl_jax.bench``),
-  each resolved (``auto`` -> what ``crl.resolve_impl`` picks on this backend); ``both``
-  is reference and fast."""
-  from crl_jax import crl
-  return ["reference", "fast"] if impl == "both" else [crl.resolve_impl(impl)]
 
 
 def load_torch_peer():
@@ -113,22 +102,17 @@ def load_torch_peer():
 
 
 def run(batch_size=128, kappa=25, rounds=200, warmup=5, feature_dim=64,
-        class_counts=XDOMAIN_CLASSES, dtype="float32", designs=None, torch=False,
-        impl="auto"):
-  """Returns a list of result dicts, one per variant and impl (CE first, ``torch/...``
-  rows last); ``impl`` as ``--impl``."""
+        class_counts=XDOMAIN_CLASSES, dtype="float32", designs=None, torch=False):
+  """Returns a list of result dicts, one per variant (CE first, ``torch/...`` rows
+  last)."""
   import jax
   logits, features, labels, class_mask = make_inputs(batch_size, class_counts,
                                                      feature_dim, dtype=dtype)
-  variants = {}  # (variant, impl) -> fn
-  for each in impls_of(impl):
-    for name, fn in make_variants(kappa, class_mask, designs, each).items():
-      variants[(name, "" if name == "ce" else each)] = fn  # CE has no impl: timed once
+  variants = make_variants(kappa, class_mask, designs)
   if torch:
-    class_designs = sorted({name for name, _ in variants if name.startswith("class/")})
-    for name, fn in load_torch_peer().torch_variants(logits, labels, class_mask, kappa,
-                                                     class_designs).items():
-      variants[(name, "torch")] = fn
+    class_designs = sorted(name for name in variants if name.startswith("class/"))
+    variants.update(load_torch_peer().torch_variants(logits, labels, class_mask, kappa,
+                                                     class_designs))
   compile_seconds = {}
   for key, fn in variants.items():
     start = time.perf_counter()
@@ -142,28 +126,28 @@ def run(batch_size=128, kappa=25, rounds=200, warmup=5, feature_dim=64,
       start = time.perf_counter()
       jax.block_until_ready(fn(logits, features, labels))
       timings[key].append(time.perf_counter() - start)
-  ce_median = float(np.median(timings[("ce", "")]))
+  ce_median = float(np.median(timings["ce"]))
   results = []
-  for (name, each), samples in timings.items():
+  for name, samples in timings.items():
     samples_ms = 1e3 * np.asarray(samples)
     median = float(np.median(samples_ms))
     results.append(dict(
-        variant=name, impl=each, batch=batch_size, dtype=dtype, kappa=kappa,
+        variant=name, batch=batch_size, dtype=dtype, kappa=kappa,
         num_attributes=len(class_counts), max_classes=max(class_counts),
         feature_dim=feature_dim, ms_median=median,
         ms_p10=float(np.percentile(samples_ms, 10)),
         ms_p90=float(np.percentile(samples_ms, 90)),
         extra_ms_over_ce=median - 1e3 * ce_median,
-        ratio_to_ce=median / (1e3 * ce_median), compile_s=compile_seconds[(name, each)]))
+        ratio_to_ce=median / (1e3 * ce_median), compile_s=compile_seconds[name]))
   return results
 
 
 def format_table(results):
-  header = (f"{'variant':32s} {'impl':9s} {'median ms':>10s} {'p10':>8s} {'p90':>8s} "
+  header = (f"{'variant':32s} {'median ms':>10s} {'p10':>8s} {'p90':>8s} "
             f"{'+ms vs CE':>10s} {'x CE':>6s} {'compile s':>10s}")
   lines = [header, "-" * len(header)]
   for r in results:
-    lines.append(f"{r['variant']:32s} {r['impl']:9s} {r['ms_median']:10.3f} "
+    lines.append(f"{r['variant']:32s} {r['ms_median']:10.3f} "
                  f"{r['ms_p10']:8.3f} {r['ms_p90']:8.3f} {r['extra_ms_over_ce']:10.3f} "
                  f"{r['ratio_to_ce']:6.2f} {r['compile_s']:10.2f}")
   return "\n".join(lines)
@@ -174,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
       COMMAND, "Time loss + gradient of every CRL design against cross-entropy alone at "
       "X-Domain shapes (9 attributes padded to 55 classes); needs only the plain install.",
       "[flags]",
-      examples=[COMMAND, f"{COMMAND} --impl=both --designs=class/relative/minority",
+      examples=[COMMAND, f"{COMMAND} --shape=deepfashion --designs=class/relative/minority",
                 f"{COMMAND} --batch=256 --kappa=10 --rounds=50 --json=loss.json"])
   # --shape: xdomain (9 heads, Cmax 55), celeba (40 x 2), deepfashion (1000 x 2),
   # padded1000 (1000 heads padded to Cmax 55: one 55-class head and 999 binary).
@@ -185,9 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="dtype of the logits and features; default float32")
   parser.add_argument("--designs", default=None, metavar="D,D,...",
                       help="CRL designs (level/criterion/scope) to time; default all 12")
-  parser.add_argument("--impl", default="auto", metavar="I",
-                      choices=("auto", "reference", "fast", "both"),
-                      help="CRL implementation (crl.IMPLS) or both; default auto")
   parser.add_argument("--torch", action="store_true",
                       help="also time benchmarks/torch_peer.py (needs torch)")
   parser.add_argument("--batch", type=int, default=128, metavar="B",
@@ -224,18 +205,18 @@ def main(argv=None):
                    "has; run from one, or leave --torch out")
   results = run(batch_size=args.batch, kappa=args.kappa, rounds=args.rounds,
                 feature_dim=args.feature_dim, class_counts=class_counts,
-                dtype=args.dtype, designs=designs, torch=args.torch, impl=args.impl)
+                dtype=args.dtype, designs=designs, torch=args.torch)
   machine = machine_lib.describe()
   print(f"loss+grad, {args.shape} heads ({len(class_counts)} attributes, padded to "
         f"{max(class_counts)} classes), {args.dtype}, batch {args.batch}, kappa "
-        f"{args.kappa}, {args.feature_dim}-d features, impl {args.impl}, median of "
+        f"{args.kappa}, {args.feature_dim}-d features, median of "
         f"{args.rounds} interleaved rounds")
   print(f"machine: {machine}")
   print(format_table(results))
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"machine": machine, "shape": args.shape, "dtype": args.dtype,
-                 "impl": args.impl, "results": results}, f, indent=1)
+                 "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

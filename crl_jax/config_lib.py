@@ -98,7 +98,6 @@ def base_config() -> ml_collections.ConfigDict:
       blend="convex",  # convex: Eqn 8 | additive: base + alpha*CRL | base_only: diagnostic
       score="probability",  # Eqn 10 on probability | log_probability | logit
       reduction="attribute",  # attribute: mean per attribute | pooled: Eqn 9 literally
-      impl="auto",  # reference | fast | auto: per backend (crl.IMPLS, crl.resolve_impl)
       # Cross-batch memory (train/memory.py): mining candidates from the last
       # memory_size samples too (0: off, the paper), read from memory_warmup_steps on.
       memory_size=0, memory_warmup_steps=0))
@@ -185,15 +184,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   one_of("loss.crl.mining", crl.mining, MINING)
   one_of("loss.crl.base", crl.base, baselines.base_loss_names())
   one_of("loss.crl.blend", crl.blend, crl_lib.BLENDS)
-  try:  # level, criterion, scope, kappa, rho, bins, margin, score, reduction, impl
+  try:  # level, criterion, scope, kappa, rho, bins, margin, score, reduction
     crl_lib.check_options(level=crl.level, criterion=crl.criterion, scope=crl.scope,
                           kappa=crl.kappa, rho=crl.rho, num_bins=crl.num_bins,
-                          margin=crl.margin, score=crl.score, reduction=crl.reduction,
-                          impl=crl.impl)
+                          margin=crl.margin, score=crl.score, reduction=crl.reduction)
   except ValueError as error:
     raise ConfigError(f"config.loss.crl.{error}") from None
   positive("loss.crl.memory_size", crl.memory_size, 0)
   positive("loss.crl.memory_warmup_steps", crl.memory_warmup_steps, 0)
+  if config.train.batch_size > 0 and crl.memory_size % config.train.batch_size:
+    raise _allowed("loss.crl.memory_size", crl.memory_size, "must be a multiple of "
+                   f"train.batch_size={config.train.batch_size} (the memory keeps "
+                   "whole batches)")
   if crl.memory_size and crl.reduction == "pooled":
     raise _allowed("loss.crl.memory_size", crl.memory_size,
                    "must be 0 with loss.crl.reduction='pooled'")
@@ -359,8 +361,15 @@ def parse_value(text: str):
     return text
 
 
+# Keys that existed once, with what replaces them: an override names the change.
+REMOVED_KEYS = {"loss.crl.impl": "the CRL has one implementation, which runs on every "
+                                "backend; drop the override"}
+
+
 def set_by_path(config: ml_collections.ConfigDict, key: str, value) -> None:
   """``config.a.b.c = value`` with a one-line error for unknown keys or bad types."""
+  if key in REMOVED_KEYS:
+    raise ConfigError(f"config.{key} is gone: {REMOVED_KEYS[key]}.")
   parts = key.split(".")
   node = config
   for i, part in enumerate(parts[:-1]):

@@ -18,7 +18,7 @@ from crl_jax import crl
 
 from tests.train.conftest import REPO
 
-RESULT_KEYS = {"variant", "impl", "batch", "kappa", "num_attributes", "devices", "mining",
+RESULT_KEYS = {"variant", "batch", "kappa", "num_attributes", "devices", "mining",
                "step_ms_median", "step_ms_p10", "step_ms_p90", "ratio_to_ce",
                "compile_s", "peak_mem_mb", "traces"}
 
@@ -63,14 +63,6 @@ def test_bench_device_sweep_times_global_and_local_mining(tmp_path):
       (2, "global"), (2, "local")}
 
 
-def test_bench_times_both_impls_against_one_ce(tmp_path):
-  results = run_tiny(tmp_path, "--designs=class/relative/minority", "--impl=both")[
-      "results"]
-  assert [(r["variant"], r["impl"]) for r in results] == [
-      ("ce", ""), ("class/relative/minority", "reference"),
-      ("class/relative/minority", "fast")]
-
-
 # --- the scripts in benchmarks/ a user reruns (tiny sizes, CPU) ---------------
 
 _spec = importlib.util.spec_from_file_location(
@@ -82,7 +74,7 @@ _spec.loader.exec_module(gpu_table)
 PROFILE_WITHOUT_TENSORFLOW = """
 import runpy, sys
 sys.argv = ["profile_crl.py", "--designs=ce,class/relative/minority", "--calls=1",
-            "--batch=8", "--kappa=2", "--class_counts=2,3", "--impl=reference",
+            "--batch=8", "--kappa=2", "--class_counts=2,3",
             "--out=" + sys.argv[1]]
 runpy.run_path("benchmarks/profile_crl.py", run_name="__main__")
 assert "tensorflow" not in sys.modules, "profile_crl imported TensorFlow"
@@ -126,20 +118,17 @@ def test_gpu_script_parses_and_every_flag_it_passes_exists(flags):
     else:
       assert command[1:] == ["benchmarks/gpu_table.py", "/tmp/gpu_sh_dry_run"]
       continue
-    assert args.impl == "both"
     assert all(d in crl.DESIGNS for d in (args.designs or "").split(",") if d)
   assert shapes == {"xdomain", "celeba", "deepfashion"}
 
 
-def test_gpu_table_is_design_by_shape_by_device_by_impl(tmp_path):
+def test_gpu_table_is_design_by_shape_by_device(tmp_path):
   machine = {"device_kind": "NVIDIA H200", "backend": "gpu"}
 
   def rows(ratio_key, *designs):
-    return [{"variant": "ce", "impl": "", ratio_key: 1.0, "ratio_to_ce": 1.0,
-             "compile_s": 2.0, "sweep": "main"}] + [
-                 {"variant": d, "impl": impl, "ratio_to_ce": ratio, "compile_s": 3.0,
-                  "sweep": "main"} for d in designs
-                 for impl, ratio in (("reference", 1.01), ("fast", 1.02))]
+    return [{"variant": "ce", ratio_key: 1.0, "ratio_to_ce": 1.0, "compile_s": 2.0,
+             "sweep": "main"}] + [{"variant": d, "ratio_to_ce": 1.02, "compile_s": 3.0,
+                                   "sweep": "main"} for d in designs]
 
   (tmp_path / "loss_xdomain_float32.json").write_text(json.dumps(
       {"machine": machine, "results": rows("ms_median", "class/relative/minority")}))
@@ -147,15 +136,15 @@ def test_gpu_table_is_design_by_shape_by_device_by_impl(tmp_path):
       {"machine": machine, "results": rows("step_ms_median", "class/relative/minority")}))
   assert gpu_table.main([str(tmp_path), "step_celeba_float32 (exit 124)"]) == 0
   text = (tmp_path / "summary.md").read_text()
-  assert ("| xdomain | class/relative/minority | NVIDIA H200 (gpu) | fast | float32 | "
+  assert ("| xdomain | class/relative/minority | NVIDIA H200 (gpu) | float32 | "
           "1.020 | 1.02 | 3.0 (2.0) | 3.0 |") in text
-  assert "| reference |" in text and "- step_celeba_float32 (exit 124)" in text
+  assert "- step_celeba_float32 (exit 124)" in text
 
 
 @pytest.mark.slow  # about two minutes on a 2-core CPU
 def test_gpu_script_runs_end_to_end_in_quick_mode(tmp_path):
-  """benchmarks/gpu.sh --quick on whatever backend jax has: both impls in the loss and
-  step benchmarks at the three shapes, and the table."""
+  """benchmarks/gpu.sh --quick on whatever backend jax has: the loss and step
+  benchmarks at the three shapes, and the table."""
   result = subprocess.run(["bash", "benchmarks/gpu.sh", "--quick", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=1800,
                           env={**os.environ, "PYTHON": sys.executable,
@@ -164,6 +153,7 @@ def test_gpu_script_runs_end_to_end_in_quick_mode(tmp_path):
   for shape in ("xdomain", "celeba", "deepfashion"):
     for kind in ("loss", "step"):
       payload = json.loads((tmp_path / f"{kind}_{shape}_float32.json").read_text())
-      assert {r["impl"] for r in payload["results"]} == {"", "reference", "fast"}
+      assert {r["variant"] for r in payload["results"]} >= {"ce",
+                                                            "class/relative/minority"}
   table = (tmp_path / "summary.md").read_text()
-  assert table.count("| reference |") == table.count("| fast |") >= 5
+  assert table.count("| class/relative/minority |") >= 3

@@ -18,8 +18,12 @@ BAD_VALUES = [
     ("loss.crl.kappa=0", "config.loss.crl.kappa=0 is not allowed: must be an int >= 1 "
                          "(the hard positives and negatives mined per anchor; the paper "
                          "uses 25)."),
-    ("loss.crl.impl='gpu'", "config.loss.crl.impl='gpu' is not allowed: use one of "
-                            "reference, fast, auto."),
+    ("loss.crl.impl='fast'", "config.loss.crl.impl is gone: the CRL has one "
+                             "implementation, which runs on every backend; drop the "
+                             "override."),
+    ("loss.crl.memory_size=100", "config.loss.crl.memory_size=100 is not allowed: must be "
+                                 "a multiple of train.batch_size=64 (the memory keeps "
+                                 "whole batches)."),
     ("loss.crl.margin=-0.5", "config.loss.crl.margin=-0.5 is not allowed: must be >= 0 "
                              "(or None for the paper's default)."),
     ("loss.crl.eta=-0.1", "config.loss.crl.eta=-0.1 is not allowed: must be >= 0."),
@@ -78,7 +82,7 @@ def test_bad_value_is_refused_in_one_line(override, message):
 
 def test_unknown_key_and_wrong_type():
   with pytest.raises(config_lib.ConfigError, match=r"config.loss.crl.kapa does not exist;"
-                     r" keys there: alpha, base, blend, criterion, eta, impl, kappa"):
+                     r" keys there: alpha, base, blend, criterion, eta, kappa"):
     config_lib.load_config(SMOKE, ["loss.crl.kapa=3"])
   with pytest.raises(config_lib.ConfigError, match=r"config.loss.crl.kappa='many' has the "
                      "wrong type"):

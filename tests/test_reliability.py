@@ -300,7 +300,7 @@ BAD_COMMANDS = [
      "cifarnet, resnet32, densenet, resnet50."),
     ("unknown key", ["--config.loss.crl.kapa=3"],
      "error: config.loss.crl.kapa does not exist; keys there: alpha, base, blend, "
-     "criterion, eta, impl, kappa,"),
+     "criterion, eta, kappa,"),
     ("wrong type", ["--config.loss.crl.kappa=many"],
      "error: config.loss.crl.kappa='many' has the wrong type"),
     ("override without =", ["--config.loss.crl.kappa", "5"],

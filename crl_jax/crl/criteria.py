@@ -1,10 +1,10 @@
 """Distances (Eqns 10-12) and the three CRL criteria (Section 3.3, Eqns 9, 13-16).
 
-Distances are per-anchor ``[B, K]`` arrays matching a ``mining.HardSamples``. Each
-criterion returns unreduced terms and the mask of those that exist (``relative_terms``,
-``absolute_terms``, ``soft_histogram_weights``); the reducers (``masked_mean``,
-``absolute_loss``, ``histogram_overlap``) give the paper's scalar, exactly ``0.0`` with
-a zero gradient for an empty selection.
+Distances are per-anchor ``[R, K]`` arrays with their ``bool[R, K]`` masks. Each
+criterion returns *sums* over the pairs or triplets that exist (``relative_sums``,
+``absolute_sums``, ``distribution_sums``), so that a sharded batch adds its devices'
+sums with one ``psum`` before ``finish`` turns them into the paper's scalar: a mean, or
+exactly ``0.0`` with a zero gradient for an empty selection.
 """
 
 from __future__ import annotations
@@ -19,22 +19,17 @@ import jax.numpy as jnp
 HISTOGRAM_RANGE = {"class": (-1.0, 1.0), "instance": (0.0, 2.0)}
 
 
-def masked_mean(values, mask):
-  """Mean of ``values`` (float[...]) where ``mask`` (bool, broadcastable) holds, as a
-  float32 scalar; exactly 0 when nothing is selected.
+def mean(total, count):
+  """``total / count``, exactly 0 when ``count`` is 0 (float32, any shapes that
+  broadcast).
 
   Example:
     >>> import jax.numpy as jnp
     >>> from crl_jax import crl
-    >>> crl.masked_mean(jnp.array([1.0, 2.0, 9.0]), jnp.array([True, True, False]))
-    Array(1.5, dtype=float32)
-    >>> crl.masked_mean(jnp.array([1.0]), jnp.array([False]))  # an empty selection
-    Array(0., dtype=float32)
+    >>> crl.mean(jnp.float32(3.0), jnp.float32(2.0)), crl.mean(jnp.float32(0.0), 0.0)
+    (Array(1.5, dtype=float32), Array(0., dtype=float32))
   """
-  values = values.astype(jnp.float32)
-  mask = jnp.broadcast_to(mask, values.shape)
-  return (jnp.sum(jnp.where(mask, values, 0.0))
-          / jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0))
+  return total / jnp.maximum(count, 1.0)
 
 
 def default_margin(level: str, criterion: str, num_classes, score: str = "probability"):
@@ -52,7 +47,7 @@ def default_margin(level: str, criterion: str, num_classes, score: str = "probab
 
 def class_scores(masked_logits, score: str = "probability"):
   """The scores ``p`` Eqn 10 compares: softmax probabilities (the paper), or the
-  ``score`` extension's log-probabilities or logits. f32[B, C] -> f32[B, C]."""
+  ``score`` extension's log-probabilities or logits. f32[R, C] -> f32[R, C]."""
   if score == "probability":
     return jax.nn.softmax(masked_logits, axis=-1)
   if score == "log_probability":
@@ -60,20 +55,8 @@ def class_scores(masked_logits, score: str = "probability"):
   return masked_logits
 
 
-def class_level_distances(scores, labels, positive_indices, negative_indices):
-  """Class-level pair distances, Eqn (10): ``d(a, +) = |p_a - p_+|``, ``d(a, -) = p_a -
-  p_-``, scores on the anchor's class. scores f[B, C], labels int[B] (clipped into
-  ``[0, C)``), indices int[R, K] of the anchors, the first ``R <= B`` rows ->
-  ``(positive f32[R, K], negative f32[R, K])``."""
-  rows = positive_indices.shape[0]
-  anchor_class = jnp.clip(labels[:rows], 0, scores.shape[1] - 1)[:, None]  # [R, 1]
-  anchor_score = jnp.take_along_axis(scores[:rows], anchor_class, axis=1)  # [R, 1]
-  return (jnp.abs(anchor_score - scores[positive_indices, anchor_class]),
-          anchor_score - scores[negative_indices, anchor_class])
-
-
 def l2_normalise(features):
-  """Rows scaled to unit Euclidean norm; a zero row stays zero. f[B, D] -> f[B, D]."""
+  """Rows scaled to unit Euclidean norm; a zero row stays zero. f[R, D] -> f[R, D]."""
   squared_norm = jnp.sum(jnp.square(features), axis=-1, keepdims=True)
   return features * jax.lax.rsqrt(jnp.maximum(squared_norm, 1e-24))
 
@@ -84,57 +67,64 @@ def safe_sqrt(squared):
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
 
 
-def pairwise_distances(features):
-  """Instance-level distances, Eqn (11): ``||f_a - f_b||_2`` between L2-normalised
-  features f[B, D], every pair, float32[B, B]. From the Gram matrix (full float32
-  precision), ``d^2 = G_aa + G_bb - 2 G_ab``: identical rows are exactly 0 apart, with a
-  zero gradient there."""
-  normalised = l2_normalise(features.astype(jnp.float32))
-  gram = jnp.matmul(normalised, normalised.T, precision=jax.lax.Precision.HIGHEST)
-  squared_norm = jnp.diagonal(gram)
-  return safe_sqrt(squared_norm[:, None] + squared_norm[None, :] - 2.0 * gram)
+def pairwise_distances(anchors, candidates):
+  """Instance-level distances for mining, Eqn (11): ``||f_a - f_g||_2`` between unit
+  rows, from the Gram matrix (full float32 precision): anchors f32[R, D], candidates
+  f32[G, D] -> f32[R, G]."""
+  gram = jnp.matmul(anchors, candidates.T, precision=jax.lax.Precision.HIGHEST)
+  squared = (jnp.sum(jnp.square(anchors), -1)[:, None]
+             + jnp.sum(jnp.square(candidates), -1)[None, :] - 2.0 * gram)
+  return safe_sqrt(squared)
 
 
-def relative_terms(positive_distances, positive_mask, negative_distances, negative_mask,
-                   margin):
-  """Triplet hinge terms of the relative comparison, Eqn (9).
+def pair_distances(anchors, selected):
+  """The distances of selected pairs, Eqn (11), from the differences (identical rows
+  are exactly 0 apart, with a zero gradient there): anchors f[R, D], selected f[R, K,
+  D] -> f32[R, K]."""
+  return safe_sqrt(jnp.sum(jnp.square(anchors[:, None, :] - selected), axis=-1))
 
-  ``term[a, i, j] = max(0, margin + d(a, +_i) - d(a, -_j))`` for every anchor, each of
-  its positives and each of its negatives: "at most kappa^2 triplets w.r.t. x_a".
-  float[B, K] distances ``d(a, +)``, ``d(a, -)`` with bool[B, K] masks, scalar margin
-  ``m_j`` -> ``(terms f32[B, K, K], mask bool[B, K, K])``; ``masked_mean`` is Eqn (9).
+
+def relative_sums(positive_distances, positive_mask, negative_distances, negative_mask,
+                  margin):
+  """Eqn (9)'s triplet hinges, summed: ``(sum over (a, +_i, -_j) of max(0, m + d(a, +_i)
+  - d(a, -_j)), number of triplets)``, f32 each; every anchor's positives with every
+  one of its negatives: "at most kappa^2 triplets w.r.t. x_a".
+
+  Without the ``[R, K, K]`` table: with each anchor's negative distances ascending,
+  the hinge of ``(a, i)`` is ``c * (m + d(a, +_i)) - (the sum of the c smallest d(a,
+  -))`` where ``c`` counts the negatives closer than ``m + d(a, +_i)``. float[R, K]
+  distances with bool[R, K] masks, scalar margin ``m_j``.
 
   Example:
     >>> import jax.numpy as jnp
     >>> from crl_jax import crl
-    >>> terms, mask = crl.relative_terms(jnp.array([[0.25]]), jnp.array([[True]]),
-    ...                                  jnp.array([[0.25, 1.0]]), jnp.array([[True, True]]),
-    ...                                  0.5)
-    >>> terms, crl.masked_mean(terms, mask)
-    (Array([[[0.5, 0. ]]], dtype=float32), Array(0.25, dtype=float32))
+    >>> crl.relative_sums(jnp.array([[0.25]]), jnp.array([[True]]),
+    ...                   jnp.array([[1.0, 0.25]]), jnp.array([[True, True]]), 0.5)
+    (Array(0.5, dtype=float32), Array(2., dtype=float32))
   """
-  terms = jax.nn.relu(margin + positive_distances[:, :, None]
-                      - negative_distances[:, None, :])
-  return terms, positive_mask[:, :, None] & negative_mask[:, None, :]
+  order_key = jnp.where(negative_mask, jax.lax.stop_gradient(negative_distances), jnp.inf)
+  _, negatives, negative_mask = jax.lax.sort(
+      (order_key, negative_distances.astype(jnp.float32), negative_mask), num_keys=1)
+  thresholds = margin + positive_distances.astype(jnp.float32)  # [R, K]
+  closer = jnp.sum((negatives[:, None, :] < jax.lax.stop_gradient(thresholds)[:, :, None])
+                   & negative_mask[:, None, :], axis=-1, dtype=jnp.int32)
+  prefix = jnp.cumsum(jnp.where(negative_mask, negatives, 0.0), axis=-1)
+  prefix = jnp.concatenate([jnp.zeros_like(prefix[:, :1]), prefix], axis=-1)
+  hinges = closer * thresholds - jnp.take_along_axis(prefix, closer, axis=-1)
+  triplets = (jnp.sum(positive_mask, -1, dtype=jnp.float32)
+              * jnp.sum(negative_mask, -1, dtype=jnp.float32))
+  return jnp.sum(jnp.where(positive_mask, hinges, 0.0)), jnp.sum(triplets)
 
 
-def absolute_terms(positive_distances, positive_mask, negative_distances, negative_mask,
-                   margin):
-  """Contrastive terms of the absolute comparison, Eqn (13): ``d^2`` per positive pair,
-  ``max(margin - d, 0)^2`` per negative pair. float[B, K] distances, bool[B, K] masks ->
-  ``(positive_terms, positive_mask, negative_terms, negative_mask)``."""
-  return (jnp.square(positive_distances), positive_mask,
-          jnp.square(jax.nn.relu(margin - negative_distances)), negative_mask)
-
-
-def absolute_loss(positive_distances, positive_mask, negative_distances, negative_mask,
+def absolute_sums(positive_distances, positive_mask, negative_distances, negative_mask,
                   margin):
-  """Eqn (13), a float32 scalar: ``0.5 * (mean over P+ of d^2 + mean over P- of max(m
-  - d, 0)^2)``, the sets averaged separately ("to balance their importance even given
-  different sizes"); an empty set contributes 0. Arguments as ``absolute_terms``."""
-  positive, positive_mask, negative, negative_mask = absolute_terms(
-      positive_distances, positive_mask, negative_distances, negative_mask, margin)
-  return 0.5 * (masked_mean(positive, positive_mask) + masked_mean(negative, negative_mask))
+  """Eqn (13)'s pair terms, summed: ``{"positive": (sum of d^2, pairs), "negative":
+  (sum of max(m - d, 0)^2, pairs)}`` over the masked ``[R, K]`` pairs, f32 each."""
+  def total(values, mask):
+    return (jnp.sum(jnp.where(mask, values, 0.0)), jnp.sum(mask, dtype=jnp.float32))
+  return {"positive": total(jnp.square(positive_distances), positive_mask),
+          "negative": total(jnp.square(jax.nn.relu(margin - negative_distances)),
+                            negative_mask)}
 
 
 def check_num_bins(num_bins) -> int:
@@ -145,39 +135,55 @@ def check_num_bins(num_bins) -> int:
   return num_bins
 
 
-def soft_histogram_weights(distances, lower: float, upper: float, num_bins: int):
-  """Per-distance bin weights of the distribution comparison, Eqn (15).
+def soft_histogram(distances, mask, lower: float, upper: float, num_bins: int):
+  """Eqn (15)'s histogram, unnormalised: ``num_bins`` (``tau``) bins ``b_t`` evenly over
+  ``[lower, upper]``, both ends included (pace ``Delta``); each clipped distance adds
+  ``1 - f`` to the bin below it and ``f`` to the bin above, ``f`` its fractional
+  position (Eqn 15's two cases, ``w_t = max(0, 1 - |d - b_t| / Delta)``). float[...]
+  distances, bool[...] mask -> ``(f32[num_bins], number of distances)``.
 
-  ``num_bins`` (``tau``) bins ``b_t`` evenly over the static range ``[lower, upper]``,
-  both ends included (pace ``Delta = (upper - lower) / (num_bins - 1)``); each clipped
-  distance is split linearly between its two nearest bins, ``w_t = max(0, 1 - |d - b_t|
-  / Delta)`` (Eqn 15's two cases). float[...] -> float32[..., num_bins], rows sum to 1.
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import crl
+    >>> crl.soft_histogram(jnp.array([0.25, 2.0]), jnp.array([True, True]), 0.0, 2.0, 3)
+    (Array([0.75, 0.25, 1.  ], dtype=float32), Array(2., dtype=float32))
   """
   check_num_bins(num_bins)
-  bins = jnp.linspace(lower, upper, num_bins, dtype=jnp.float32)
   delta = (upper - lower) / (num_bins - 1)
-  clipped = jnp.clip(distances.astype(jnp.float32), lower, upper)
-  return jax.nn.relu(1.0 - jnp.abs(clipped[..., None] - bins) / delta)
+  position = (jnp.clip(distances.astype(jnp.float32), lower, upper) - lower) / delta
+  below = jnp.clip(jnp.floor(jax.lax.stop_gradient(position)), 0, num_bins - 2)
+  fraction = (position - below).reshape(-1)
+  weight = jnp.where(mask, 1.0, 0.0).reshape(-1)
+  below = below.astype(jnp.int32).reshape(-1)
+  histogram = (jnp.zeros(num_bins, jnp.float32).at[below].add(weight * (1.0 - fraction))
+               .at[below + 1].add(weight * fraction))
+  return histogram, jnp.sum(mask, dtype=jnp.float32)
 
 
-def overlap_of_histograms(positive_histogram, negative_histogram):
-  """Eqn (16), ``sum_t h+_t * sum_{k <= t} h-_k``, on normalised histograms f32[T]."""
-  return jnp.sum(positive_histogram * jnp.cumsum(negative_histogram))
+def distribution_sums(positive_distances, positive_mask, negative_distances,
+                      negative_mask, lower: float, upper: float, num_bins: int):
+  """Eqn (14)'s histograms, unnormalised: ``{"positive": soft_histogram(positive
+  pairs), "negative": soft_histogram(negative pairs)}``."""
+  return {"positive": soft_histogram(positive_distances, positive_mask, lower, upper,
+                                     num_bins),
+          "negative": soft_histogram(negative_distances, negative_mask, lower, upper,
+                                     num_bins)}
 
 
-def histogram_overlap(positive_weights, positive_mask, negative_weights, negative_mask):
-  """The distribution comparison loss, Eqns (14) and (16), a float32 scalar.
-
-  ``h+`` (``h-``) sums the positive (negative) pairs' weights float[..., T] where their
-  mask bool[...] holds, over ``|P+|`` (``|P-|``) (Eqn 14); ``overlap_of_histograms`` of
-  them is the probability that a random negative pair is closer than a random positive
-  pair. 0 when either pair set is empty.
-  """
-  num_bins = positive_weights.shape[-1]
-
-  def normalised_histogram(weights, mask):
-    weights = jnp.where(mask[..., None], weights, 0.0).reshape(-1, num_bins)
-    return weights.sum(axis=0) / jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0)
-
-  return overlap_of_histograms(normalised_histogram(positive_weights, positive_mask),
-                               normalised_histogram(negative_weights, negative_mask))
+def finish(criterion: str, sums):
+  """``(loss f32, number of terms f32)`` from a criterion's sums, added over devices
+  where sharded. Relative, Eqn (9): the mean hinge over triplets. Absolute, Eqn (13):
+  ``0.5 * (mean over P+ of d^2 + mean over P- of max(m - d, 0)^2)``, the sets averaged
+  separately ("to balance their importance even given different sizes"), an empty set
+  giving 0; counted in pairs. Distribution, Eqn (16): ``sum_t h+_t * sum_{k <= t}
+  h-_k`` on the normalised histograms, the probability that a random negative pair is
+  closer than a random positive pair (0 when either set is empty); counted in positive
+  x negative pairs."""
+  if criterion == "relative":
+    return mean(*sums), sums[1]
+  (positive, positives), (negative, negatives) = sums["positive"], sums["negative"]
+  if criterion == "absolute":
+    return 0.5 * (mean(positive, positives) + mean(negative, negatives)), (positives
+                                                                          + negatives)
+  return (jnp.sum(mean(positive, positives) * jnp.cumsum(mean(negative, negatives))),
+          positives * negatives)

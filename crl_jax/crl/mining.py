@@ -1,18 +1,41 @@
-"""Minority class hard sample mining, top-kappa (Section 3.2, Eqns 4-7).
+"""Minority class hard sample mining, top-kappa (Section 3.2, Eqns 4-7), exact on a
+batch sharded over devices.
 
-Miners return fixed-size index arrays plus validity masks, so the same code runs under
-``jit``, ``vmap``, ``pmap`` and ``shard_map``. Mining selects samples and carries no
-gradient (its inputs are wrapped in ``stop_gradient``); the distances built from the
-selected indices do. Among equal scores or distances the lower batch index is selected
-first (``jax.lax.top_k``'s rule).
+Miners return fixed-size index arrays (or candidate lists) plus validity masks, so the
+same code runs under ``jit``, ``vmap``, ``pmap`` and ``shard_map``. Mining selects
+samples and carries no gradient (its keys are wrapped in ``stop_gradient``); the scores
+and distances of the selected samples do. Among equal keys the lower global position is
+selected first.
+
+**Sharded batches** (``axis_name`` given, inside ``shard_map`` or ``pmap``): each device
+holds some rows of the global batch, and mining is exactly that of the global batch
+while only what it needs crosses devices (STYLE 17):
+
+* class level (Eqns 4-5): a class's hard samples are the ``K`` best-ranked of the
+  global batch, so they are among the union of every device's own ``K`` best.
+  ``best_candidates`` ranks each device's rows, then merges the lists by ring doubling:
+  ``ceil(log2 N)`` exchanges (``ppermute``) of ``[C, K]`` candidates, each merged by
+  one sort; the per-device cost grows with ``log N``, not with the global batch;
+* instance level (Eqns 6-7): every device's anchors need distances to every candidate,
+  so the candidates' features are gathered once (``gather_rows``) and each device ranks
+  them from its own anchors only: work per device linear in the global batch.
+
+Global positions (``global_positions``): the rows of every device come in blocks of
+``block`` rows, the first block its anchors (its share of the batch), later blocks its
+share of a cross-batch memory's whole batches (``train/memory.py``). The global order
+takes block ``t`` of every device, device by device, before block ``t + 1``: the order of
+the global batch followed by the memory's batches, whatever the number of devices.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+
+# The position of an empty candidate slot: after every real position.
+EMPTY_POSITION = jnp.iinfo(jnp.int32).max
 
 
 def check_kappa(kappa) -> int:
@@ -21,6 +44,39 @@ def check_kappa(kappa) -> int:
     raise ValueError(f"kappa={kappa!r} is not allowed: must be an int >= 1 (the hard "
                      "positives and negatives mined per anchor; the paper uses 25).")
   return kappa
+
+
+def psum(tree, axis_name: Optional[str]):
+  """``jax.lax.psum`` over ``axis_name``; the tree itself when it is ``None``."""
+  return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def num_devices(axis_name: Optional[str]) -> int:
+  """The size of the mapped axis (1 without one), a Python int."""
+  return 1 if axis_name is None else jax.lax.axis_size(axis_name)
+
+
+def global_positions(rows: int, block: int, axis_name: Optional[str] = None):
+  """int32[rows]: each local row's position in the global order (module docstring):
+  ``(r // block) * N * block + device * block + r % block``; ``arange(rows)`` on one
+  device."""
+  r = jnp.arange(rows, dtype=jnp.int32)
+  if axis_name is None:
+    return r
+  device = jax.lax.axis_index(axis_name).astype(jnp.int32)
+  return (r // block) * (num_devices(axis_name) * block) + device * block + r % block
+
+
+def gather_rows(x, block: int, axis_name: Optional[str] = None):
+  """Every device's rows of ``x`` (``[R, ...]``, ``R`` a multiple of ``block``) in
+  global order, ``[N * R, ...]`` (all-gathered once; the gradient is reduce-scattered
+  back to the rows' devices)."""
+  if axis_name is None:
+    return x
+  gathered = jax.lax.all_gather(x, axis_name)  # [N, R, ...]
+  n, rows = gathered.shape[:2]
+  blocks = gathered.reshape(n, rows // block, block, *x.shape[1:]).swapaxes(0, 1)
+  return blocks.reshape(n * rows, *x.shape[1:])
 
 
 def masked_top_k(keys, candidate_mask, k: int):
@@ -38,97 +94,121 @@ def masked_top_k(keys, candidate_mask, k: int):
   return indices.astype(jnp.int32), jnp.take_along_axis(candidate_mask, indices, axis=-1)
 
 
-class ClassHardSets(NamedTuple):
-  """Class-level hard samples per class (Eqns 4-5): ``int32[C, K]`` batch indices of
-  class ``c``'s hard positives (lowest score first) and negatives (highest first), and
-  their ``bool[C, K]`` masks (``False`` for padding and for classes not eligible)."""
+class Candidates(NamedTuple):
+  """The ``K`` best candidates of each list, best first: ``keys f32[..., K]`` (the
+  ranking, ``-inf`` where empty), ``positions int32[..., K]`` (global positions,
+  ``EMPTY_POSITION`` where empty), ``values f32[..., K]`` (the scores a criterion
+  compares, carrying the gradient) and ``mask bool[..., K]``."""
 
-  positive_indices: jax.Array
-  positive_mask: jax.Array
-  negative_indices: jax.Array
-  negative_mask: jax.Array
-
-
-class HardSamples(NamedTuple):
-  """Hard samples per anchor, ``K = min(kappa, B)``: ``anchor_mask bool[B]`` (valid
-  samples of eligible classes), ``int32[B, K]`` indices of each row's hard positives and
-  negatives and their ``bool[B, K]`` masks (``False`` for padding, for non-anchor rows
-  and for a pair of a sample with itself)."""
-
-  anchor_mask: jax.Array
-  positive_indices: jax.Array
-  positive_mask: jax.Array
-  negative_indices: jax.Array
-  negative_mask: jax.Array
+  keys: jax.Array
+  positions: jax.Array
+  values: jax.Array
+  mask: jax.Array
 
 
-def class_level_hard_sets(scores, labels, valid, eligible, kappa: int) -> ClassHardSets:
+def _sorted(candidates: Candidates, k: int) -> Candidates:
+  """The first ``k`` by key (descending), ties to the lower position, empties last."""
+  negated, positions, values, mask = jax.lax.sort(
+      (jnp.where(candidates.mask, -candidates.keys, jnp.inf),
+       jnp.where(candidates.mask, candidates.positions, EMPTY_POSITION),
+       candidates.values, candidates.mask), dimension=-1, num_keys=2)
+  return Candidates(-negated[..., :k], positions[..., :k], values[..., :k], mask[..., :k])
+
+
+def best_candidates(keys, candidate_mask, values, positions, k: int,
+                    axis_name: Optional[str] = None) -> Candidates:
+  """The ``k`` largest keys of the global batch in each list, with their values.
+
+  keys float[..., R] (no gradient), candidate_mask bool[..., R], values float[..., R],
+  positions int32[R] (``global_positions``; ascending along the local rows), static
+  ``k >= 1`` -> ``Candidates`` ``[..., k]``. With ``axis_name`` each device's own best
+  ``min(k, R)`` are merged by ring doubling: in round ``r`` device ``i`` receives the
+  list of device ``i + 2^r`` and keeps the best ``k`` of both (a candidate met twice, in
+  the last round of a mesh whose size is not a power of two, is kept once).
+  """
+  local_k = min(k, keys.shape[-1])
+  indices, mask = masked_top_k(jax.lax.stop_gradient(keys), candidate_mask, local_k)
+  take = lambda x: jnp.take_along_axis(jnp.broadcast_to(x, keys.shape), indices, -1)  # pylint: disable=unnecessary-lambda-assignment
+  best = Candidates(jnp.where(mask, take(jax.lax.stop_gradient(keys)), -jnp.inf),
+                    jnp.where(mask, take(positions), EMPTY_POSITION), take(values), mask)
+  if local_k < k:  # fewer local rows than k: pad with empty slots
+    best = jax.tree.map(lambda x, fill: jnp.concatenate(
+        [x, jnp.full(x.shape[:-1] + (k - local_k,), fill, x.dtype)], axis=-1),
+                        best, Candidates(-jnp.inf, EMPTY_POSITION, 0.0, False))
+  n = num_devices(axis_name)
+  shift = 1
+  while shift < n:
+    received = jax.lax.ppermute(best, axis_name,
+                                [(i, (i - shift) % n) for i in range(n)])
+    merged = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=-1), best, received)
+    if 2 * shift > n:  # the windows overlap (n not a power of two): drop repeats
+      merged = _sorted(merged, 2 * k)
+      repeated = jnp.concatenate(
+          [jnp.zeros_like(merged.mask[..., :1]),
+           merged.positions[..., 1:] == merged.positions[..., :-1]], axis=-1)
+      merged = merged._replace(mask=merged.mask & ~repeated)
+    best = _sorted(merged, k)
+    shift *= 2
+  return best
+
+
+def class_level_hard_sets(probabilities, scores, labels, valid, positions, kappa: int,
+                          axis_name: Optional[str] = None) -> tuple[Candidates,
+                                                                     Candidates]:
   """Class-level hard samples of every class, Eqns (4)-(5).
 
   "Hard-positives" of minority class ``c`` are its samples "given low prediction scores
   p(y = c | x) on class c", "hard-negatives" the samples of other classes "given high
   prediction scores on class c"; "we select kappa hard-positives as the bottom-kappa
   scored on c ... and kappa hard-negatives as the top-kappa scored on c". One masked
-  ``top_k`` over the batch per class and set. scores float[B, C] (the probabilities
-  ``p``), labels int[B] (any value where not valid), valid bool[B] (a label in ``[0,
-  C)``), eligible bool[C] (``profile.eligible_classes``), static kappa >= 1 ->
-  ``ClassHardSets`` with ``K = min(kappa, B)``.
+  ranking per class and set. probabilities float[R, C] (``p``, the ranking), scores
+  float[R, C] (the values Eqn 10 compares), labels int[R], valid bool[R], positions
+  int32[R], static kappa >= 1 -> ``(positives, negatives)``, ``Candidates`` ``[C, K]``
+  with ``K = min(kappa, N * R)``; positives ranked lowest probability first.
   """
   kappa = check_kappa(kappa)
-  batch_size, num_classes = scores.shape
-  by_class = jax.lax.stop_gradient(scores).astype(jnp.float32).T  # [C, B]
-  valid = jnp.asarray(valid, bool)[None, :]
-  member = (jnp.asarray(labels)[None, :] == jnp.arange(num_classes)[:, None]) & valid
-  k = min(kappa, batch_size)
-  positive_indices, positive_mask = masked_top_k(-by_class, member, k)  # bottom-kappa
-  negative_indices, negative_mask = masked_top_k(by_class, ~member & valid, k)  # top
-  eligible = jnp.asarray(eligible, bool)[:, None]
-  return ClassHardSets(positive_indices, positive_mask & eligible, negative_indices,
-                       negative_mask & eligible)
+  rows, num_classes = probabilities.shape
+  member = (labels[None, :] == jnp.arange(num_classes)[:, None]) & valid[None, :]
+  keys = jax.lax.stop_gradient(probabilities).astype(jnp.float32).T  # [C, R]
+  k = min(kappa, num_devices(axis_name) * rows)
+  return (best_candidates(-keys, member, scores.T, positions, k, axis_name),
+          best_candidates(keys, ~member & valid[None, :], scores.T, positions, k,
+                          axis_name))
 
 
-def class_level_hard_samples(scores, labels, valid, eligible, kappa: int,
-                             num_anchors=None) -> HardSamples:
-  """Class-level hard samples per anchor: each valid sample of an eligible class ``c``
-  gets ``c``'s sets (``class_level_hard_sets``, same arguments) less itself; only the
-  first ``num_anchors`` rows (static; all if ``None``) are anchors (convention 15)."""
-  num_classes = scores.shape[1]
-  rows = scores.shape[0] if num_anchors is None else num_anchors
-  sets = class_level_hard_sets(scores, labels, valid, eligible, kappa)
-  anchor_class = jnp.clip(jnp.asarray(labels)[:rows], 0, num_classes - 1)
-  anchor_mask = jnp.asarray(valid, bool)[:rows] & jnp.asarray(eligible, bool)[anchor_class]
-  positive_indices = sets.positive_indices[anchor_class]
-  positive_mask = (sets.positive_mask[anchor_class] & anchor_mask[:, None]
-                   & (positive_indices != jnp.arange(rows)[:, None]))
-  return HardSamples(anchor_mask, positive_indices, positive_mask,
-                     sets.negative_indices[anchor_class],
-                     sets.negative_mask[anchor_class] & anchor_mask[:, None])
+class HardSamples(NamedTuple):
+  """Instance-level hard samples per anchor: ``int32[A, K]`` indices (into the gathered
+  candidates) of each anchor's hard positives and negatives and their ``bool[A, K]``
+  masks (``False`` for padding, for rows that are not anchors and for a pair of a
+  sample with itself)."""
+
+  positive_indices: jax.Array
+  positive_mask: jax.Array
+  negative_indices: jax.Array
+  negative_mask: jax.Array
 
 
-def instance_level_hard_samples(distances, labels, valid, eligible,
-                                kappa: int) -> HardSamples:
+def instance_level_hard_samples(distances, anchor_labels, anchor_mask, anchor_positions,
+                                labels, valid, kappa: int) -> HardSamples:
   """Instance-level hard samples per anchor, Eqns (6)-(7).
 
   For anchor ``a`` (a valid sample of an eligible class) "hard-positives" are the
   same-class samples "with large distances ... from x_a", "hard-negatives" the samples
   of other classes "with small distances": the ``kappa`` other valid same-class samples
   farthest from ``a`` and the ``kappa`` valid other-class samples nearest to it.
-  distances float[R, B] (Eqn 11) from the anchors, the first ``R <= B`` rows
-  (convention 15), to every row; the rest as ``class_level_hard_sets``.
+  distances float[A, G] (Eqn 11) from the anchors to the ``G`` candidates in global
+  order; anchor_labels int[A], anchor_mask bool[A], anchor_positions int32[A];
+  candidate labels int[G], valid bool[G]; static kappa >= 1 -> ``HardSamples`` with
+  ``K = min(kappa, G)``.
   """
   kappa = check_kappa(kappa)
-  rows, batch_size = distances.shape
   distances = jax.lax.stop_gradient(distances).astype(jnp.float32)
-  labels = jnp.asarray(labels)
-  valid = jnp.asarray(valid, bool)
-  anchor_mask = valid[:rows] & jnp.asarray(eligible, bool)[jnp.clip(
-      labels[:rows], 0, eligible.shape[0] - 1)]
-  same_class = labels[:rows, None] == labels[None, :]
-  not_self = jnp.arange(rows)[:, None] != jnp.arange(batch_size)[None, :]
-  k = min(kappa, batch_size)
+  same_class = anchor_labels[:, None] == labels[None, :]
+  not_self = anchor_positions[:, None] != jnp.arange(labels.shape[0])[None, :]
+  k = min(kappa, labels.shape[0])
   positive_indices, positive_mask = masked_top_k(
       distances, same_class & not_self & valid[None, :], k)  # farthest first
   negative_indices, negative_mask = masked_top_k(
       -distances, ~same_class & valid[None, :], k)  # nearest first
-  return HardSamples(anchor_mask, positive_indices, positive_mask & anchor_mask[:, None],
+  return HardSamples(positive_indices, positive_mask & anchor_mask[:, None],
                      negative_indices, negative_mask & anchor_mask[:, None])

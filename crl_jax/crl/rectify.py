@@ -1,10 +1,10 @@
 """The Class Rectification Loss (Section 3.3) and the blended objective of Eqn (8).
 
-One attribute (``attribute_loss``, the reference path): profile the batch (Eqn 3) ->
-mine hard positives and negatives (class level on scores, Eqns 4-5; instance level on
-features, Eqns 6-7) -> distances (Eqns 10-11) -> criterion (Eqns 9, 13, 14-16) ->
-reduce; several attributes are one ``vmap`` over padded heads. ``impl="fast"`` is the
-same loss by ``fast``'s formulations; ``impl="auto"`` picks one per backend.
+One attribute (``attribute_loss``): profile the batch (Eqn 3) -> mine hard positives
+and negatives (class level on scores, Eqns 4-5; instance level on features, Eqns 6-7)
+-> distances (Eqns 10-11) -> criterion sums (Eqns 9, 13, 14-16) -> the loss; several
+attributes are one ``vmap`` over padded heads. The same code runs on one device and,
+with ``axis_name``, on a batch sharded over many (``mining``'s docstring).
 
 Conventions the paper leaves open, pinned here:
 
@@ -44,20 +44,29 @@ Conventions the paper leaves open, pinned here:
     triplets, returned per attribute as ``A * sum_T_j / |T_all|``: their sum is ``A``
     times the pooled mean (the scale of the per-attribute sum), and attributes with more
     triplets weigh more. Relative criterion only.
-13. ``axis_name`` (``pmap``/``shard_map``): the inputs are all-gathered (tiled) first, so
-    mining sees the global batch as one device would; every device returns the same
-    value, and a device's gradient is that of the global loss with respect to its rows.
-14. Ties in mining go to the lower batch index (``jax.lax.top_k``'s rule); the paper
-    leaves them open. Both impls select the same samples.
-15. Memory (``num_anchors``, an extension; ``train/memory.py``): later rows are
-    candidates only; conventions 1-2 count every row, and an eligible class also needs
-    an anchor in the first ``num_anchors`` rows. Reference path only.
+13. Sharded batches (``axis_name``, inside ``shard_map`` or ``pmap``): the batch is the
+    global one. The paper profiles "the minority and majority classes per label in each
+    training mini-batch with nbs training samples" and mines "in each mini-batch of
+    training data", so the mini-batch is the batch of one optimisation step, however
+    many devices hold it: the loss is exactly that of the global batch on one device.
+    Anchors stay on their device; the class counts are summed, class-level candidates
+    merged (``mining.best_candidates``), instance-level candidate features gathered
+    once, and the loss's sums added with ``psum``. Every device returns the global
+    loss, and a device's gradient is that of the global loss with respect to its rows.
+14. Ties in mining go to the lower position in the global batch; the paper leaves them
+    open.
+15. Memory (``num_anchors``, an extension; ``train/memory.py``): on each device the
+    first ``num_anchors`` rows are anchors (its share of the batch), the later rows
+    mining candidates only, which conventions 1-2 count too; an eligible class also
+    needs an anchor in the (global) batch. With ``axis_name`` the later rows are whole
+    blocks of ``num_anchors`` rows, and block ``t`` of every device comes before block
+    ``t + 1`` in the global order (``mining.global_positions``).
 
 Extension beyond the paper (off by default): ``score``. For a class the model never
 predicts, ``p_c ~ 0`` and ``dp_c / dz = p_c (1 - p_c) ~ 0`` for every sample, so Eqn
 10's hinge stops pulling the hard positives while the hard negatives (higher ``p_c``)
 keep their pull: summed over a batch the CRL gradient lowers the minority class's logit
-(``docs/results.md``, Diagnosis). ``score="log_probability"`` takes Eqn 10's distances on
+(``docs/results.md``). ``score="log_probability"`` takes Eqn 10's distances on
 ``log p_c`` (gradient ``1 - p_c``), ``score="logit"`` on the logit ``z_c``; mining still
 ranks by ``p_c``, and the default margins become ``1.0``.
 
@@ -74,7 +83,6 @@ import jax
 import jax.numpy as jnp
 
 from crl_jax.crl import criteria
-from crl_jax.crl import fast
 from crl_jax.crl import heads
 from crl_jax.crl import mining
 from crl_jax.crl import profile
@@ -87,19 +95,17 @@ DESIGNS = tuple(f"{level}/{criterion}/{scope}" for level in LEVELS
                 for criterion in CRITERIA for scope in SCOPES)
 SCORES = ("probability", "log_probability", "logit")
 REDUCTIONS = ("attribute", "pooled")
-IMPLS = ("reference", "fast", "auto")
-resolve_impl = fast.resolve_impl  # "auto": measured per backend and head count
 
 
 def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bins,
-                  margin=None, score: str = "probability", reduction: str = "attribute",
-                  impl: str = "auto") -> None:
+                  margin=None, score: str = "probability",
+                  reduction: str = "attribute") -> None:
   """Validates the static CRL options; raises one ``ValueError`` naming the option,
   its value and what is allowed (``"kappa=0 is not allowed: ..."``)."""
   for name, value, options in (
       ("level", level, LEVELS), ("criterion", criterion, CRITERIA),
       ("scope", scope, SCOPES), ("score", score, SCORES),
-      ("reduction", reduction, REDUCTIONS), ("impl", impl, IMPLS)):
+      ("reduction", reduction, REDUCTIONS)):
     if value not in options:
       raise ValueError(f"{name}={value!r} is not allowed: use one of "
                        f"{', '.join(options)}.")
@@ -123,59 +129,79 @@ def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bin
                      "paper's default).")
 
 
+def _check_removed(removed: dict) -> None:
+  """One line for an argument the API no longer has."""
+  if "impl" in removed:
+    raise ValueError("impl= is gone: the CRL has one implementation, which runs on "
+                     "every backend; drop the argument.")
+  if removed:
+    raise TypeError(f"unexpected keyword argument {next(iter(removed))!r}")
+
+
 def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level,
                    criterion, kappa, rho, scope, num_bins, score="probability",
-                   num_anchors=None):
-  """The CRL of one attribute, step by step as Section 3 defines it (reference path).
+                   num_anchors=None, axis_name=None):
+  """The CRL of one attribute, step by step as Section 3 defines it.
 
   Profile (Eqn 3) -> mine (Eqns 4-7) -> distances (Eqns 10-11) -> criterion (Eqns 9,
-  13, 14-16). logits f[B, C], features f[B, D] or ``None`` (class level), labels int[B],
-  valid bool[B] or ``None``, class_mask bool[C] or ``None``, margin f32 or ``None``
+  13, 14-16). logits f[R, C], features f[R, D] or ``None`` (class level), labels int[R],
+  valid bool[R] or ``None``, class_mask bool[C] or ``None``, margin f32 or ``None``
   (the paper's default); options as ``class_rectification_loss``. Returns ``(loss f32,
-  number of terms f32)``: triplets, pairs, or positive x negative pairs.
+  number of terms f32)``: triplets, pairs, or positive x negative pairs (global).
   """
-  num_classes = logits.shape[-1]
+  rows, num_classes = logits.shape
+  block = rows if num_anchors is None else num_anchors
   valid = heads.label_validity(labels, num_classes, valid, class_mask)
-  histogram = profile.class_histogram(labels, num_classes, valid)
+  histogram = mining.psum(profile.class_histogram(labels, num_classes, valid), axis_name)
   eligible = profile.eligible_classes(histogram, rho=rho, scope=scope)
   if num_anchors is not None:  # convention 15: a class needs an anchor in the batch
-    anchor_rows = jnp.arange(labels.shape[0]) < num_anchors
-    eligible &= profile.class_histogram(labels, num_classes, valid & anchor_rows) >= 1
+    eligible &= mining.psum(profile.class_histogram(labels[:block], num_classes,
+                                                    valid[:block]), axis_name) >= 1
+  positions = mining.global_positions(rows, block, axis_name)
+  anchor_class = jnp.clip(labels[:block], 0, num_classes - 1)
+  anchor_mask = valid[:block] & eligible[anchor_class]
   if level == "class":
     masked_logits = heads.masked_logits(logits, class_mask)
-    hard = mining.class_level_hard_samples(jax.nn.softmax(masked_logits, axis=-1),
-                                           labels, valid, eligible, kappa, num_anchors)
-    positive_distances, negative_distances = criteria.class_level_distances(
-        criteria.class_scores(masked_logits, score), labels, hard.positive_indices,
-        hard.negative_indices)
+    scores = criteria.class_scores(masked_logits, score)
+    positives, negatives = mining.class_level_hard_sets(
+        jax.nn.softmax(masked_logits, axis=-1), scores, labels, valid, positions, kappa,
+        axis_name)
+    anchor_score = jnp.take_along_axis(scores[:block], anchor_class[:, None], axis=1)
+    positive_distances = jnp.abs(anchor_score - positives.values[anchor_class])
+    positive_mask = (positives.mask[anchor_class]
+                     & (positives.positions[anchor_class] != positions[:block, None]))
+    negative_distances = anchor_score - negatives.values[anchor_class]
+    negative_mask = negatives.mask[anchor_class]
   else:
-    distances = criteria.pairwise_distances(features)[:num_anchors]
-    hard = mining.instance_level_hard_samples(distances, labels, valid, eligible, kappa)
-    positive_distances = jnp.take_along_axis(distances, hard.positive_indices, axis=1)
-    negative_distances = jnp.take_along_axis(distances, hard.negative_indices, axis=1)
+    normalised = criteria.l2_normalise(features.astype(jnp.float32))
+    candidates = mining.gather_rows(normalised, block, axis_name)
+    hard = mining.instance_level_hard_samples(
+        criteria.pairwise_distances(normalised[:block], candidates), labels[:block],
+        anchor_mask, positions[:block], mining.gather_rows(labels, block, axis_name),
+        mining.gather_rows(valid, block, axis_name), kappa)
+    positive_distances = criteria.pair_distances(normalised[:block],
+                                                 candidates[hard.positive_indices])
+    negative_distances = criteria.pair_distances(normalised[:block],
+                                                 candidates[hard.negative_indices])
+    positive_mask, negative_mask = hard.positive_mask, hard.negative_mask
   if margin is None and criterion != "distribution":
     real_classes = num_classes if class_mask is None else jnp.sum(class_mask)
     margin = criteria.default_margin(level, criterion, real_classes, score)
 
-  pairs = (positive_distances, hard.positive_mask, negative_distances, hard.negative_mask)
-  positive_count = jnp.sum(hard.positive_mask, dtype=jnp.float32)
-  negative_count = jnp.sum(hard.negative_mask, dtype=jnp.float32)
+  pairs = (positive_distances, positive_mask & anchor_mask[:, None], negative_distances,
+           negative_mask & anchor_mask[:, None])
   if criterion == "relative":
-    terms, mask = criteria.relative_terms(*pairs, margin)
-    return criteria.masked_mean(terms, mask), jnp.sum(mask, dtype=jnp.float32)
-  if criterion == "absolute":
-    return criteria.absolute_loss(*pairs, margin), positive_count + negative_count
-  lower, upper = criteria.HISTOGRAM_RANGE[level]
-  return criteria.histogram_overlap(
-      criteria.soft_histogram_weights(positive_distances, lower, upper, num_bins),
-      hard.positive_mask,
-      criteria.soft_histogram_weights(negative_distances, lower, upper, num_bins),
-      hard.negative_mask), positive_count * negative_count
+    sums = criteria.relative_sums(*pairs, margin)
+  elif criterion == "absolute":
+    sums = criteria.absolute_sums(*pairs, margin)
+  else:
+    sums = criteria.distribution_sums(*pairs, *criteria.HISTOGRAM_RANGE[level], num_bins)
+  return criteria.finish(criterion, mining.psum(sums, axis_name))
 
 
 def attribute_losses(logits, features, labels, valid, class_mask, margin, **options):
   """``attribute_loss`` of every attribute, one ``vmap`` over the attribute axis: the
-  arguments with an attribute axis (``[B, A, ...]``, class_mask ``[A, Cmax]``, margin
+  arguments with an attribute axis (``[R, A, ...]``, class_mask ``[A, Cmax]``, margin
   ``[A]``; each may be ``None`` but labels) -> ``(losses f32[A], counts f32[A])``."""
   class_mask = None if class_mask is None else jnp.asarray(class_mask, bool)
   return jax.vmap(functools.partial(attribute_loss, **options),
@@ -193,15 +219,6 @@ def _instance_features(features, level, shape):
   return jnp.asarray(features)
 
 
-def _gather(axis_name, *arrays):
-  """The global batch, each array all-gathered (tiled) over ``axis_name`` (convention
-  13): "invarying", so the loss is replicated (``out_specs=P()`` in shard_map)."""
-  if axis_name is None:
-    return arrays
-  return tuple(x if x is None else jax.lax.all_gather(x, axis_name, axis=0, tiled=True,
-                                                      to="invarying") for x in arrays)
-
-
 def _per_label(valid, shape):
   """bool[B] or bool[B, A] ``valid`` broadcast to ``shape`` ``(B, A)``; ``None`` kept."""
   if valid is None:
@@ -210,14 +227,26 @@ def _per_label(valid, shape):
   return jnp.broadcast_to(valid[:, None], shape) if valid.ndim == 1 else valid
 
 
+def _anchors(num_anchors, rows: int, axis_name) -> Optional[int]:
+  """``num_anchors`` checked against the rows (convention 15)."""
+  if num_anchors is None:
+    return None
+  if not 1 <= int(num_anchors) <= rows or (axis_name is not None
+                                          and rows % int(num_anchors)):
+    blocks = " and divide them (whole blocks per device)" if axis_name else ""
+    raise ValueError(f"num_anchors={num_anchors} must be in [1, {rows}] (the rows of "
+                     f"the batch and memory){blocks}.")
+  return int(num_anchors)
+
+
 def class_rectification_loss(logits, features, labels, *, level: str = "class",
                              criterion: str = "relative", kappa: int = 25,
                              rho: float = 0.5, scope: str = "minority",
                              margin: Optional[float] = None, num_bins: int = 50,
                              valid=None, class_mask=None,
                              axis_name: Optional[str] = None,
-                             score: str = "probability", impl: str = "auto",
-                             num_anchors: Optional[int] = None):
+                             score: str = "probability",
+                             num_anchors: Optional[int] = None, **removed):
   """Class Rectification Loss of one attribute on one batch (Eqns 3-16).
 
   The paper's six designs are ``level`` x ``criterion``, its default ``level="class",
@@ -238,10 +267,10 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     valid: optional bool[B]; ``False`` for padding rows.
     class_mask: optional bool[C]; ``False`` for padded classes (out of the softmax and
       of the class count of Eqn 12).
-    axis_name: optional mapped axis (``pmap``/``shard_map``) to mine the global batch of.
+    axis_name: optional mapped axis (``pmap``/``shard_map``): the rows given are this
+      device's share of the global batch, which is mined exactly (convention 13).
     score: ``"probability"`` (Eqn 10) or the extension's ``"log_probability"`` or
       ``"logit"``; class level only.
-    impl: one of ``IMPLS``, the same loss either way (``resolve_impl``).
     num_anchors: optional static int: only the first rows are anchors, the rest are
       mining candidates from a cross-batch memory (convention 15, ``train/memory.py``).
 
@@ -257,8 +286,9 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     >>> loss.shape, bool(loss >= 0)
     ((), True)
   """
+  _check_removed(removed)
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
-                num_bins=num_bins, margin=margin, score=score, impl=impl)
+                num_bins=num_bins, margin=margin, score=score)
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   if logits.ndim != 2:
     raise ValueError(f"logits must be f[B, C], got shape {logits.shape}; for several "
@@ -271,37 +301,21 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
                                or features.shape[0] != logits.shape[0]):
     raise ValueError(f"features must be f[B, D] with B={logits.shape[0]}, got shape "
                      f"{features.shape}.")
-  margin = None if margin is None else jnp.asarray(margin, jnp.float32)
-  logits, features, labels, valid = _gather(axis_name, logits, features, labels, valid)
   options = dict(level=level, criterion=criterion, kappa=kappa, rho=rho, scope=scope,
-                 num_bins=num_bins, score=score)
-  impl = resolve_impl(impl)
-  if num_anchors is not None:  # the memory is the reference path's (convention 15)
-    impl, options["num_anchors"] = "reference", _anchors(num_anchors, logits, axis_name)
-  if impl == "fast":  # its static bound, read while a numpy mask is still concrete
-    options["real_classes_bound"] = fast.real_class_bound(class_mask, logits.shape[-1])
-  arguments = (logits, features, labels, valid,
-               None if class_mask is None else jnp.asarray(class_mask, bool), margin)
+                 num_bins=num_bins, score=score, axis_name=axis_name,
+                 num_anchors=_anchors(num_anchors, logits.shape[0], axis_name))
+  arguments = (logits, features, labels, None if valid is None else jnp.asarray(valid),
+               None if class_mask is None else jnp.asarray(class_mask, bool),
+               None if margin is None else jnp.asarray(margin, jnp.float32))
   if not isinstance(rho, (int, float)):  # a traced rho cannot be a static option
-    return _attribute_loss(*arguments, impl=impl, options=tuple(options.items()))[0]
+    return attribute_loss(*arguments, **options)[0]
   # One compiled program (eagerly: one compile, not one dispatch per operation).
-  return _compiled_attribute_loss(*arguments, impl=impl,
-                                  options=tuple(sorted(options.items())))[0]
+  return _compiled_attribute_loss(*arguments, **options)[0]
 
 
-def _anchors(num_anchors, logits, axis_name) -> int:
-  if axis_name is not None or not 1 <= int(num_anchors) <= logits.shape[0]:
-    raise ValueError(f"num_anchors={num_anchors} must be in [1, {logits.shape[0]}], "
-                     "without axis_name (gather the batch, then append the memory).")
-  return int(num_anchors)
-
-
-def _attribute_loss(*arguments, impl, options):
-  return (fast.attribute_loss if impl == "fast" else attribute_loss)(*arguments,
-                                                                      **dict(options))
-
-
-_compiled_attribute_loss = jax.jit(_attribute_loss, static_argnames=("impl", "options"))
+_compiled_attribute_loss = jax.jit(attribute_loss, static_argnames=(
+    "level", "criterion", "kappa", "rho", "scope", "num_bins", "score", "num_anchors",
+    "axis_name"))
 
 
 def multi_attribute_crl(logits, features, labels, class_mask=None, *,
@@ -309,8 +323,8 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
                         kappa: int = 25, rho: float = 0.5, scope: str = "minority",
                         margin=None, num_bins: int = 50, valid=None,
                         axis_name: Optional[str] = None, score: str = "probability",
-                        reduction: str = "attribute", impl: str = "auto",
-                        num_anchors: Optional[int] = None):
+                        reduction: str = "attribute",
+                        num_anchors: Optional[int] = None, **removed):
   """CRL of every attribute in one ``vmap``: attribute ``j``'s is
   ``class_rectification_loss`` of ``logits[:, j, :]`` with classes ``class_mask[j]``.
 
@@ -318,27 +332,22 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
   ``None``; labels int[B, A] (``-1`` missing); class_mask bool[A, Cmax] (``None``: all
   real); margin ``None`` (the paper's, per attribute), a float or float[A]; valid
   bool[B] (padding rows) or bool[B, A] (per label); reduction ``"attribute"`` (each
-  attribute's own mean) or ``"pooled"`` (convention 12); num_anchors (convention 15;
-  not with ``axis_name``); the other options as there. Returns float32[A].
+  attribute's own mean) or ``"pooled"`` (convention 12); axis_name and num_anchors
+  (conventions 13, 15) and the other options as there. Returns float32[A].
   """
+  _check_removed(removed)
   check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
-                num_bins=num_bins, margin=margin, score=score, reduction=reduction,
-                impl=impl)
+                num_bins=num_bins, margin=margin, score=score, reduction=reduction)
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   features = _instance_features(features, level, "f[B, A, D]")
   heads.check_heads(logits, labels, class_mask, features=features)
-  valid = _per_label(valid, labels.shape)
   if margin is not None:
     margin = jnp.broadcast_to(jnp.asarray(margin, jnp.float32), logits.shape[1:2])
-  logits, features, labels, valid = _gather(axis_name, logits, features, labels, valid)
-  extra = {} if num_anchors is None else {"num_anchors": _anchors(num_anchors, logits,
-                                                                   axis_name)}
-  fast_path = not extra and resolve_impl(impl, num_attributes=logits.shape[1]) == "fast"
-  losses_fn = fast.attribute_losses if fast_path else attribute_losses
-  # ``class_mask`` as given: ``fast`` reads a concrete (numpy) mask's real class counts.
-  losses, counts = losses_fn(logits, features, labels, valid, class_mask, margin,
-                             level=level, criterion=criterion, kappa=kappa, rho=rho,
-                             scope=scope, num_bins=num_bins, score=score, **extra)
+  losses, counts = attribute_losses(
+      logits, features, labels, _per_label(valid, labels.shape), class_mask, margin,
+      level=level, criterion=criterion, kappa=kappa, rho=rho, scope=scope,
+      num_bins=num_bins, score=score, axis_name=axis_name,
+      num_anchors=_anchors(num_anchors, logits.shape[0], axis_name))
   if reduction == "attribute":
     return losses
   # Pooled: sum over attributes of (loss_j * count_j) is the sum over all triplets.
@@ -382,7 +391,7 @@ def blended_objective(logits, features, labels, class_mask, alpha, *,
                       rho: float = 0.5, scope: str = "minority", margin=None,
                       num_bins: int = 50, valid=None, axis_name: Optional[str] = None,
                       score: str = "probability", reduction: str = "attribute",
-                      blend: str = "convex", impl: str = "auto"):
+                      blend: str = "convex", **removed):
   """The class-balanced objective of Eqn (8), summed over attributes.
 
   ``L = sum_j alpha_j * L_crl_j + (1 - alpha_j) * L_ce_j``, ``alpha_j = eta *
@@ -391,11 +400,11 @@ def blended_objective(logits, features, labels, class_mask, alpha, *,
   ``multi_attribute_crl``. Returns ``(loss f32, {"cross_entropy": f32[A], "crl":
   f32[A]})``.
   """
+  _check_removed(removed)
   crl = multi_attribute_crl(logits, features, labels, class_mask, level=level,
                             criterion=criterion, kappa=kappa, rho=rho, scope=scope,
                             margin=margin, num_bins=num_bins, valid=valid,
-                            axis_name=axis_name, score=score, reduction=reduction,
-                            impl=impl)
+                            axis_name=axis_name, score=score, reduction=reduction)
   cross_entropy = multi_attribute_cross_entropy(logits, labels, class_mask, valid=valid,
                                                 axis_name=axis_name)
   loss = jnp.sum(blend_terms(crl, cross_entropy, alpha, blend))

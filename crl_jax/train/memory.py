@@ -1,4 +1,4 @@
-"""A cross-batch memory for CRL mining (an extension beyond the paper; issue 27).
+"""A cross-batch memory for CRL mining (an extension beyond the paper).
 
 CRL can only rectify a class with at least two samples in the batch (footnote 2), so
 the rarest classes are almost never mined. A ring buffer of the last ``M`` samples'
@@ -11,13 +11,15 @@ memory:
 * a class is eligible when it has an anchor in the batch and at least one other sample
   in the batch or the memory; the minority set (Eqn 3) is computed on the batch and the
   memory together (the larger sample of the class sizes);
-* the memory is enqueued with the whole (global) batch after each step, so under
-  ``jit`` with a sharded batch, ``pmap`` or ``shard_map`` every device holds the same
-  memory; entries older than ``M`` samples are overwritten in order;
-* an empty slot has ``valid=False`` and is never a candidate; until ``warmup`` steps
-  have been taken the memory is kept filling but not read.
+* the memory holds ``M / B`` whole global batches (``M`` a multiple of the global batch
+  ``B``), enqueued after each step over the oldest one; an empty slot has
+  ``valid=False`` and is never a candidate; until ``warmup`` steps have been taken the
+  memory is kept filling but not read.
 
-Static shapes throughout: ``M`` is fixed when the state is built.
+Sharded like the batch (``sharding``): each device keeps its own rows of every stored
+batch, ``[M / B, B / N, ...]``, so enqueueing moves nothing between devices and mining
+meets the memory through the same merge as the batch (``crl.mining``). The stored
+arrays are the same whatever the number of devices.
 """
 
 from __future__ import annotations
@@ -26,17 +28,20 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from crl_jax.train import mesh as mesh_lib
 
 
 class Memory(NamedTuple):
-  """The ring buffer.
+  """The ring buffer of ``T = M / B`` batches.
 
   Attributes:
-    values: f32[M, ...] stored mining values (e.g. ``[M, A, Cmax]`` logits or
-      ``[M, A, D]`` features).
-    labels: int32[M, A] their labels (-1 missing).
-    valid: bool[M] whether the slot holds a sample.
-    position: int32[] the slot the next sample goes to.
+    values: f32[T, B, ...] stored mining values (``[T, B, A, Cmax]`` logits or
+      ``[T, B, A, D]`` features).
+    labels: int32[T, B, A] their labels (-1 missing).
+    valid: bool[T, B] whether the slot holds a sample.
+    position: int32[] the batch slot the next batch goes to.
   """
 
   values: jax.Array
@@ -45,59 +50,76 @@ class Memory(NamedTuple):
   position: jax.Array
 
 
-def init(size: int, value_shape: tuple[int, ...], num_attributes: int,
+def check_size(size: int, batch_size: int) -> int:
+  """``size // batch_size``, the batches held; ``ValueError`` unless ``size`` is a
+  positive multiple of the global batch size."""
+  if size < batch_size or size % batch_size:
+    raise ValueError(f"loss.crl.memory_size={size} is not allowed: must be a multiple "
+                     f"of the global batch size {batch_size} (the memory keeps whole "
+                     f"batches); use {max(1, round(size / batch_size)) * batch_size}.")
+  return size // batch_size
+
+
+def init(size: int, batch_size: int, value_shape: tuple[int, ...], num_attributes: int,
          dtype=jnp.float32) -> Memory:
-  """An empty memory of ``size`` slots of ``value_shape`` values."""
-  return Memory(values=jnp.zeros((size, *value_shape), dtype),
-                labels=jnp.full((size, num_attributes), -1, jnp.int32),
-                valid=jnp.zeros((size,), bool), position=jnp.zeros((), jnp.int32))
+  """An empty memory of ``size`` slots (a multiple of ``batch_size``) of
+  ``value_shape`` values."""
+  batches = check_size(size, batch_size)
+  return Memory(values=jnp.zeros((batches, batch_size, *value_shape), dtype),
+                labels=jnp.full((batches, batch_size, num_attributes), -1, jnp.int32),
+                valid=jnp.zeros((batches, batch_size), bool),
+                position=jnp.zeros((), jnp.int32))
+
+
+def sharding(mesh) -> Memory:
+  """The memory's shardings: every stored batch split over ``mesh`` like the batch."""
+  by_row = NamedSharding(mesh, PartitionSpec(None, mesh_lib.DATA_AXIS))
+  return Memory(by_row, by_row, by_row, mesh_lib.replicated_sharding(mesh))
 
 
 def enqueue(memory: Memory, values: jax.Array, labels: jax.Array,
             valid: jax.Array) -> Memory:
-  """The memory with a batch written in, oldest slots first.
+  """The memory with a batch written over its oldest one.
 
   Args:
-    memory: the current memory (``M`` slots).
+    memory: the current memory (``T`` batches of ``B`` rows).
     values: f[B, ...] the batch's mining values (gradients are stopped).
     labels: int32[B, A].
     valid: bool[B] rows to keep (padding rows are written as empty slots).
 
   Returns:
-    The new memory. With ``B > M`` only the last ``M`` rows are kept.
+    The new memory.
   """
-  size = memory.valid.shape[0]
-  values = jax.lax.stop_gradient(values).astype(memory.values.dtype)
-  if values.shape[0] > size:
-    values, labels, valid = values[-size:], labels[-size:], valid[-size:]
-  count = values.shape[0]
-  slots = (memory.position + jnp.arange(count)) % size
-  return Memory(values=memory.values.at[slots].set(values),
-                labels=memory.labels.at[slots].set(labels.astype(jnp.int32)),
-                valid=memory.valid.at[slots].set(valid),
-                position=((memory.position + count) % size).astype(jnp.int32))
+  slot = memory.position
+  return Memory(
+      values=memory.values.at[slot].set(
+          jax.lax.stop_gradient(values).astype(memory.values.dtype)),
+      labels=memory.labels.at[slot].set(labels.astype(jnp.int32)),
+      valid=memory.valid.at[slot].set(valid),
+      position=((slot + 1) % memory.valid.shape[0]).astype(jnp.int32))
 
 
 def with_memory(memory: Memory, values: jax.Array, labels: jax.Array, use: jax.Array
-                ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The mining inputs of a batch extended by the memory.
+                ) -> tuple[jax.Array, jax.Array]:
+  """The mining rows of a batch extended by the memory (on one device, or one device's
+  shares of both under ``shard_map``).
 
   Args:
-    memory: the memory (``M`` slots).
-    values: f[B, ...] the batch's mining values.
-    labels: int32[B, A] the batch's labels.
+    memory: the memory (``T`` batches of ``b`` rows).
+    values: f[b, ...] the batch's mining values.
+    labels: int32[b, A] the batch's labels.
     use: bool[] whether the memory is read (``False`` during warm-up).
 
   Returns:
-    ``(values f[B+M, ...], labels int32[B+M, A], anchors bool[B+M])``: the batch rows
-    first; memory rows that are empty, or all rows while ``use`` is false, carry label
-    -1 (never candidates); ``anchors`` is true on the batch rows only.
+    ``(values f[b + T*b, ...], labels int32[b + T*b, A])``: the batch rows first, then
+    the memory's batches in slot order (``crl``'s ``num_anchors=b`` layout); memory
+    rows that are empty, or all of them while ``use`` is false, carry label -1 (never
+    candidates).
   """
-  size = memory.valid.shape[0]
   keep = memory.valid & use
-  memory_labels = jnp.where(keep[:, None], memory.labels, -1)
+  memory_labels = jnp.where(keep[..., None], memory.labels, -1)
+  flat = lambda x: x.reshape(-1, *x.shape[2:])  # pylint: disable=unnecessary-lambda-assignment
   all_values = jnp.concatenate(
-      [values, jax.lax.stop_gradient(memory.values).astype(values.dtype)], axis=0)
-  all_labels = jnp.concatenate([labels.astype(jnp.int32), memory_labels], axis=0)
-  anchors = jnp.concatenate([jnp.ones(values.shape[0], bool), jnp.zeros(size, bool)])
-  return all_values, all_labels, anchors
+      [values, jax.lax.stop_gradient(flat(memory.values)).astype(values.dtype)], axis=0)
+  all_labels = jnp.concatenate([labels.astype(jnp.int32), flat(memory_labels)], axis=0)
+  return all_values, all_labels

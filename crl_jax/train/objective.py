@@ -13,12 +13,14 @@
   added with ``baselines.register_loss``): ``sum_j L_baseline_j``, its hyperparameters
   read from ``config.loss.<its section>``.
 
-CRL mining: ``loss.crl.mining = "global"`` computes the loss on the global batch inside
-``jit`` (the compiler gathers what mining needs across devices), so the result is
-exactly what one device would compute. ``"local"`` runs the CRL under ``shard_map``:
-each device mines only its own rows (hard samples from other devices are never
-paired), and the per-attribute CRL is the mean over devices; cross-entropy stays the
-global mean. Local mining is cheaper at scale but is a different (noisier) objective.
+CRL mining runs under ``shard_map`` over the mesh's data axis. ``loss.crl.mining =
+"global"`` mines the global batch exactly (``crl.mining``: class counts summed, the
+devices' top-kappa candidates merged, instance-level candidates gathered once), so the
+result is what one device would compute, at a per-device cost that does not grow with
+the global batch at the class level. ``"local"``: each device mines only its own rows
+(hard samples from other devices are never paired), and the per-attribute CRL is the
+mean over devices; cross-entropy stays the global mean. A different (noisier)
+objective.
 """
 
 from __future__ import annotations
@@ -96,69 +98,50 @@ class Objective:
             and self.loss_config.crl.memory_size > 0)
 
   def _crl_losses(self, logits, features, labels, valid, memory=None, step=None):
+    """float32[A] CRL of the batch (and of the memory's candidates, when given).
+
+    Under a mesh the CRL runs in ``shard_map`` on each device's rows: ``"global"``
+    mining passes the data axis as ``axis_name`` (exact mining of the global batch,
+    ``crl.mining``), ``"local"`` mines each device's rows alone and averages the
+    devices' losses. A memory's rows (read from ``memory_warmup_steps`` on) follow
+    the batch rows as candidates: each device mines its own share of it.
+    """
     options = self.loss_config.crl
-    kwargs = dict(level=options.level, criterion=options.criterion, kappa=options.kappa,
-                  rho=options.rho, scope=options.scope, margin=options.margin,
-                  num_bins=options.num_bins, score=options.score,
-                  reduction=options.reduction, impl=options.impl)
-    if memory is not None:
-      return self._crl_with_memory(logits, features, labels, valid, memory, step, kwargs)
-    # A concrete (numpy) mask: the CRL reads its real class counts as static bounds
-    # on the rows it mines (crl.fast.real_class_bound); a jnp array would be a
-    # tracer inside the step.
-    class_mask = np.asarray(self.class_mask, bool)
-    if options.level == "class":
-      features = None
-    if options.mining == "global" or self.mesh is None:
-      return crl.multi_attribute_crl(logits, features, labels, class_mask, valid=valid,
-                                     **kwargs)
+    values = logits if options.level == "class" else features
+    sharded = self.mesh is not None
+    axis_name = mesh_lib.DATA_AXIS if sharded and options.mining == "global" else None
+    class_mask = jnp.asarray(self.class_mask, bool)
 
-    def per_device(logits, features, labels, valid):
-      local = crl.multi_attribute_crl(logits, features, labels, class_mask, valid=valid,
-                                      **kwargs)
-      return jax.lax.pmean(local, mesh_lib.DATA_AXIS)
+    def crl_of(logits, values, labels, valid, memory):
+      anchors = None
+      if memory is not None:
+        anchors = labels.shape[0]
+        use = step >= options.memory_warmup_steps
+        values, labels = memory_lib.with_memory(memory, values, labels, use)
+        valid = jnp.concatenate([valid, jnp.ones(labels.shape[0] - anchors, bool)])
+        if options.level == "class":
+          logits = values
+        else:  # the logits only give the heads' shape at the instance level
+          logits = jnp.zeros(labels.shape[:1] + logits.shape[1:], logits.dtype)
+      losses = crl.multi_attribute_crl(
+          logits, values if options.level == "instance" else None, labels, class_mask,
+          valid=valid, axis_name=axis_name, num_anchors=anchors, level=options.level,
+          criterion=options.criterion, kappa=options.kappa, rho=options.rho,
+          scope=options.scope, margin=options.margin, num_bins=options.num_bins,
+          score=options.score, reduction=options.reduction)
+      if sharded and axis_name is None:
+        losses = jax.lax.pmean(losses, mesh_lib.DATA_AXIS)
+      return losses
 
-    spec = PartitionSpec(mesh_lib.DATA_AXIS)
-    if features is None:
-      return jax.shard_map(lambda l, y, v: per_device(l, None, y, v), mesh=self.mesh,
-                           in_specs=(spec, spec, spec), out_specs=PartitionSpec())(
-                               logits, labels, valid)
-    return jax.shard_map(per_device, mesh=self.mesh, in_specs=(spec,) * 4,
-                         out_specs=PartitionSpec())(logits, features, labels, valid)
-
-  def _crl_with_memory(self, logits, features, labels, valid, memory, step, kwargs):
-    """The CRL of the batch mined together with the memory (``train/memory.py``):
-    batch rows are the anchors; memory rows (read from ``memory_warmup_steps`` on) are
-    candidates. Under ``mining="local"`` each device's rows meet the whole memory."""
-    options = self.loss_config.crl
-    class_mask = np.asarray(self.class_mask, bool)
-    use = step >= options.memory_warmup_steps
-
-    def mined(logits, features, labels, valid, memory):
-      values = logits if options.level == "class" else features
-      all_values, all_labels, _ = memory_lib.with_memory(memory, values, labels, use)
-      all_valid = jnp.concatenate([valid, jnp.ones(memory.valid.shape, bool)])
-      if options.level == "class":
-        all_logits, all_features = all_values, None
-      else:  # the logits only give the heads' shape at the instance level
-        all_logits = jnp.concatenate(
-            [logits, jnp.zeros(memory.labels.shape[:1] + logits.shape[1:], logits.dtype)])
-        all_features = all_values
-      return crl.multi_attribute_crl(all_logits, all_features, all_labels, class_mask,
-                                     valid=all_valid, num_anchors=logits.shape[0],
-                                     **kwargs)
-
-    if options.mining == "global" or self.mesh is None:
-      return mined(logits, features, labels, valid, memory)
-    spec, replicated = PartitionSpec(mesh_lib.DATA_AXIS), PartitionSpec()
-    per_device = lambda *a: jax.lax.pmean(mined(*a), mesh_lib.DATA_AXIS)  # pylint: disable=unnecessary-lambda-assignment
-    if features is None:
-      return jax.shard_map(lambda l, y, v, m: per_device(l, None, y, v, m),
-                           mesh=self.mesh, in_specs=(spec, spec, spec, replicated),
-                           out_specs=replicated)(logits, labels, valid, memory)
-    return jax.shard_map(per_device, mesh=self.mesh,
-                         in_specs=(spec, spec, spec, spec, replicated),
-                         out_specs=replicated)(logits, features, labels, valid, memory)
+    if not sharded:
+      return crl_of(logits, values, labels, valid, memory)
+    rows = PartitionSpec(mesh_lib.DATA_AXIS)
+    memory_specs = None if memory is None else jax.tree.map(
+        lambda s: s.spec, memory_lib.sharding(self.mesh))
+    return jax.shard_map(crl_of, mesh=self.mesh,
+                         in_specs=(rows, rows, rows, rows, memory_specs),
+                         out_specs=PartitionSpec())(logits, values, labels, valid,
+                                                    memory)
 
   def __call__(self, outputs: dict, labels, valid, step, memory=None):
     """The loss of one batch.

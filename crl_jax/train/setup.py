@@ -167,22 +167,22 @@ def initial_state(run: Run, rng) -> state_lib.TrainState:
                           rng=rng, crl_memory=memory_spec(run.config, run.objective))
 
 
-def memory_spec(config, objective) -> Optional[tuple[int, str]]:
-  """``(loss.crl.memory_size, loss.crl.level)`` when the CRL mines a memory, else
-  ``None``."""
+def memory_spec(config, objective) -> Optional[tuple[int, int, str]]:
+  """``(loss.crl.memory_size, train.batch_size, loss.crl.level)`` when the CRL mines a
+  memory, else ``None``."""
   if not objective.uses_memory():
     return None
-  return config.loss.crl.memory_size, config.loss.crl.level
+  return config.loss.crl.memory_size, config.train.batch_size, config.loss.crl.level
 
 
 def init_train_state(model, optimizer, *, image_size: int, num_attributes: int, mesh,
-                     rng, crl_memory: Optional[tuple[int, str]] = None
+                     rng, crl_memory: Optional[tuple[int, int, str]] = None
                      ) -> state_lib.TrainState:
-  """A freshly initialised ``TrainState`` replicated over ``mesh``: parameters and
+  """A freshly initialised ``TrainState`` over ``mesh`` (``state.shardings``): parameters and
   batch statistics from ``model.init`` on one ``float32[1, image_size, image_size, 3]``
   image, optimiser state from ``optimizer``; ``rng`` from ``initial_keys``.
-  ``crl_memory=(size, level)`` adds an empty cross-batch memory of the model's logits
-  (class level) or features (instance level)."""
+  ``crl_memory=(size, batch size, level)`` adds an empty cross-batch memory of the
+  model's logits (class level) or features (instance level)."""
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
 
   def init(rng):
@@ -191,26 +191,25 @@ def init_train_state(model, optimizer, *, image_size: int, num_attributes: int, 
                            train=False)
     memory = None
     if crl_memory is not None:
-      size, level = crl_memory
+      size, batch_size, level = crl_memory
       outputs = model.apply(variables, images, train=False)
       values = outputs["logits" if level == "class" else "features"]
-      memory = memory_lib.init(size, values.shape[1:], num_attributes)
+      memory = memory_lib.init(size, batch_size, values.shape[1:], num_attributes)
     return state_lib.create(variables["params"], variables.get("batch_stats", {}),
                             optimizer, num_attributes, crl_memory=memory)
 
-  return jax.jit(init, out_shardings=mesh_lib.replicated_sharding(mesh))(rng)
+  return jax.jit(init, out_shardings=state_lib.shardings(mesh, crl_memory is not None))(
+      rng)
 
 
 def abstract_state(run: Run, optimizer=None):
-  """The replicated ``ShapeDtypeStruct`` tree of the run's ``TrainState`` (of its state
-  under ``optimizer`` instead of the run's, to restore a checkpoint saved with another
-  optimiser)."""
+  """The ``ShapeDtypeStruct`` tree of the run's ``TrainState`` with its shardings (of
+  its state under ``optimizer`` instead of the run's, to restore a checkpoint saved
+  with another optimiser)."""
   if optimizer is not None:
     run = dataclasses.replace(run, optimizer=optimizer)
-  shapes = jax.eval_shape(lambda: initial_state(run, initial_keys(0)[0]))
-  replicated = mesh_lib.replicated_sharding(run.mesh)
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                                     sharding=replicated), shapes)
+  return state_lib.abstract(
+      jax.eval_shape(lambda: initial_state(run, initial_keys(0)[0])), run.mesh)
 
 
 def load_pretrained(state: state_lib.TrainState, init_from: str, mesh):

@@ -24,6 +24,7 @@ from crl_jax.evaluation import metrics as metrics_lib
 from crl_jax.train import mesh as mesh_lib
 from crl_jax.train import memory as memory_lib
 from crl_jax.train import objective as objective_lib
+from crl_jax.train import state as state_lib
 
 
 def _all_finite(tree) -> jax.Array:
@@ -78,7 +79,7 @@ def make_train_step(model, objective: objective_lib.Objective,
         opt_state=keep_if_finite(opt_state, state.opt_state),
         nonfinite_step=jnp.where(first_failure, state.step, state.nonfinite_step),
         nonfinite_terms=jnp.where(first_failure, bad_terms, state.nonfinite_terms))
-    if state.crl_memory is not None:  # the whole (global) batch: one memory everywhere
+    if state.crl_memory is not None:  # each device writes its own rows of the batch
       valid = batch.get("valid", jnp.ones(batch["labels"].shape[:1], bool))
       new_state = new_state.replace(crl_memory=keep_if_finite(memory_lib.enqueue(
           state.crl_memory, terms["memory_values"], batch["labels"], valid),
@@ -93,9 +94,10 @@ def make_train_step(model, objective: objective_lib.Objective,
     return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
 
   replicated = mesh_lib.replicated_sharding(mesh)
+  state_sharding = state_lib.shardings(mesh, objective.uses_memory())
   return jax.jit(train_step, donate_argnums=(0,),
-                 in_shardings=(replicated, mesh_lib.batch_sharding(mesh), replicated),
-                 out_shardings=(replicated, replicated))
+                 in_shardings=(state_sharding, mesh_lib.batch_sharding(mesh), replicated),
+                 out_shardings=(state_sharding, replicated))
 
 
 def make_eval_step(model, *, class_mask, adjustments: Sequence[Callable] = (), mesh):

@@ -12,18 +12,16 @@ import pytest
 
 from crl_jax import crl
 from tests.crl import reference
-from tests.crl.test_rectify import IMPLS
 from tests.crl.test_rectify import make_batch
 from tests.crl.test_rectify import make_heads
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("score,criterion,scope", list(itertools.product(
     ("log_probability", "logit"), ("relative", "absolute"), crl.SCOPES)))
-def test_score_extension_matches_loop_reference(score, criterion, scope, impl):
+def test_score_extension_matches_loop_reference(score, criterion, scope):
   # Two shapes (a compile each), two random batches of each.
   loss_fn = jax.jit(functools.partial(crl.class_rectification_loss, criterion=criterion,
-                                      scope=scope, score=score, kappa=5, impl=impl))
+                                      scope=scope, score=score, kappa=5))
   for seed, (batch_size, num_classes) in enumerate([(64, 7), (64, 7), (33, 3), (33, 3)]):
     logits, _, labels, valid = make_batch(seed, batch_size, num_classes, skew=1.5)
     loss = loss_fn(logits, None, labels, valid=valid)
@@ -32,14 +30,13 @@ def test_score_extension_matches_loop_reference(score, criterion, scope, impl):
     np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_score_extension_with_padded_heads_matches_unpadded(impl):
+def test_score_extension_with_padded_heads_matches_unpadded():
   logits, _, labels, valid = make_batch(4, 48, 5, skew=1.5)
   padded = np.concatenate([logits, 5.0 * np.ones((48, 3), np.float32)], axis=1)
   class_mask = np.array([True] * 5 + [False] * 3)
   for score in ("log_probability", "logit"):
     loss_fn = jax.jit(functools.partial(crl.class_rectification_loss,
-                                        class_mask=class_mask, score=score, impl=impl))
+                                        class_mask=class_mask, score=score))
     loss, grad = jax.value_and_grad(loss_fn)(padded, None, labels, valid=valid)
     expected = reference.crl(logits, None, labels, level="class", criterion="relative",
                              kappa=25, rho=0.5, scope="minority", valid=valid,
@@ -48,11 +45,10 @@ def test_score_extension_with_padded_heads_matches_unpadded(impl):
     assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[:, 5:] == 0)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_pooled_reduction_is_one_mean_over_all_triplets(impl):
+def test_pooled_reduction_is_one_mean_over_all_triplets():
   logits, _, labels, class_mask = make_heads(8, batch_size=64)
   pooled = jax.jit(functools.partial(crl.multi_attribute_crl, reduction="pooled",
-                                     kappa=6, impl=impl))(logits, None, labels,
+                                     kappa=6))(logits, None, labels,
                                                           class_mask)
   sums, counts = [], []
   for j, num_classes in enumerate(class_mask.sum(axis=1)):

@@ -8,29 +8,25 @@ import numpy as np
 import pytest
 
 from crl_jax import crl
-from crl_jax.crl import fast
 from tests.crl import reference
-from tests.crl.test_rectify import IMPLS
 
 RHOS = (0.1, 0.25, 0.29, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
 # One compile per drawn shape (batch size, classes, rho), five data samples each:
 # 6 x 5 = 30 random inputs, as many as one sample per shape gave with 30 compiles.
-@pytest.mark.parametrize("minority_classes", [crl.minority_classes,
-                                              fast.minority_classes], ids=IMPLS)
 @hypothesis.settings(max_examples=6, deadline=None)
 @hypothesis.given(batch_size=st.integers(1, 96), num_classes=st.integers(2, 60),
                   rho=st.sampled_from(RHOS),
                   samples=st.lists(st.fixed_dictionaries(dict(
                       skew=st.floats(0.0, 3.0), missing=st.floats(0.0, 0.5),
                       seed=st.integers(0, 2**31 - 1))), min_size=5, max_size=5))
-def test_histogram_and_minority_match_loop(minority_classes, batch_size, num_classes,
+def test_histogram_and_minority_match_loop(batch_size, num_classes,
                                            rho, samples):
   @jax.jit
   def histogram_and_minority(labels, valid):
     counts = crl.class_histogram(labels, num_classes, valid)
-    return counts, minority_classes(counts, rho)
+    return counts, crl.minority_classes(counts, rho)
 
   for sample in samples:
     rng = np.random.default_rng(sample["seed"])
@@ -47,15 +43,13 @@ def test_histogram_and_minority_match_loop(minority_classes, batch_size, num_cla
     np.testing.assert_array_equal(minority, reference.minority(expected_counts, rho))
 
 
-@pytest.mark.parametrize("minority_classes", [crl.minority_classes,
-                                              fast.minority_classes], ids=IMPLS)
-def test_minority_ties_and_exact_budget(minority_classes):
+def test_minority_ties_and_exact_budget():
   # counts 2,2,2,2 (n=8, budget 4): ties go by class index -> classes 0 and 1.
-  np.testing.assert_array_equal(minority_classes(jnp.array([2, 2, 2, 2])),
+  np.testing.assert_array_equal(crl.minority_classes(jnp.array([2, 2, 2, 2])),
                                 [True, True, False, False])
   # rho * n is an exact integer through decimal rounding (0.29 * 100 = 28.999...).
   counts = jnp.array([29, 71])
-  assert bool(minority_classes(counts, 0.29)[0])
+  assert bool(crl.minority_classes(counts, 0.29)[0])
 
 
 def test_minority_rejects_bad_rho():

@@ -1,7 +1,4 @@
-"""Every CRL design against the loop reference, plus the properties the core promises.
-
-The loop-reference tests run for both implementations (``IMPLS``): the reference path
-and ``crl.fast`` must each equal the slow loops, not only each other."""
+"""Every CRL design against the loop reference, plus the properties the core promises."""
 
 import functools
 import itertools
@@ -19,7 +16,6 @@ from tests.crl import reference
 
 DESIGNS = list(itertools.product(crl.LEVELS, crl.CRITERIA, crl.SCOPES))
 FEATURE_DIM = 8
-IMPLS = ("reference", "fast")  # every impl but "auto", which is one of them
 
 
 def jitted_loss(**options):
@@ -56,7 +52,6 @@ sample_strategy = st.fixed_dictionaries(dict(
     invalid=st.sampled_from([0.0, 0.2]), seed=st.integers(0, 2**31 - 1)))
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("level,criterion,scope", DESIGNS)
 @hypothesis.settings(max_examples=SHAPES_PER_DESIGN, deadline=None,
                      suppress_health_check=[hypothesis.HealthCheck.too_slow])
@@ -66,7 +61,7 @@ sample_strategy = st.fixed_dictionaries(dict(
                   samples=st.lists(sample_strategy, min_size=SAMPLES_PER_SHAPE,
                                    max_size=SAMPLES_PER_SHAPE,
                                    unique_by=lambda sample: sample["seed"]))
-def test_loss_matches_loop_reference(level, criterion, scope, impl, batch_size,
+def test_loss_matches_loop_reference(level, criterion, scope, batch_size,
                                      num_classes, kappa, rho, num_bins, samples):
   chex.clear_trace_counter()  # counted per drawn shape: one compile serves its samples
   @jax.jit
@@ -74,8 +69,7 @@ def test_loss_matches_loop_reference(level, criterion, scope, impl, batch_size,
   def loss_fn(logits, features, labels, valid):
     return crl.class_rectification_loss(logits, features, labels, level=level,
                                         criterion=criterion, scope=scope, kappa=kappa,
-                                        rho=rho, num_bins=num_bins, valid=valid,
-                                        impl=impl)
+                                        rho=rho, num_bins=num_bins, valid=valid)
 
   for sample in samples:
     logits, features, labels, valid = make_batch(
@@ -89,13 +83,12 @@ def test_loss_matches_loop_reference(level, criterion, scope, impl, batch_size,
     np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("level,criterion", list(itertools.product(crl.LEVELS,
                                                                    crl.CRITERIA)))
-def test_explicit_margin_matches_reference(level, criterion, impl):
+def test_explicit_margin_matches_reference(level, criterion):
   logits, features, labels, valid = make_batch(3, 64, 7)
   margin = None if criterion == "distribution" else 0.3
-  loss = jitted_loss(level=level, criterion=criterion, margin=margin, impl=impl)(
+  loss = jitted_loss(level=level, criterion=criterion, margin=margin)(
       logits, features, labels, valid=valid)
   expected = reference.crl(logits, features, labels, level=level, criterion=criterion,
                            kappa=25, rho=0.5, scope="minority", margin=margin,
@@ -103,14 +96,12 @@ def test_explicit_margin_matches_reference(level, criterion, impl):
   np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_class_mask_matches_unpadded_reference(impl):
+def test_class_mask_matches_unpadded_reference():
   logits, features, labels, valid = make_batch(4, 48, 5)
   padded = np.concatenate([logits, 5.0 * np.ones((48, 3), np.float32)], axis=1)
   class_mask = np.array([True] * 5 + [False] * 3)
   for level, criterion in itertools.product(crl.LEVELS, crl.CRITERIA):
-    loss = jitted_loss(level=level, criterion=criterion, class_mask=class_mask,
-                       impl=impl)(
+    loss = jitted_loss(level=level, criterion=criterion, class_mask=class_mask)(
         padded, features, labels, valid=valid)
     expected = reference.crl(logits, features, labels, level=level, criterion=criterion,
                              kappa=25, rho=0.5, scope="minority", valid=valid)
@@ -138,14 +129,12 @@ MINORITY_DESIGNS = [(level, criterion, "minority") for level, criterion
                     in itertools.product(crl.LEVELS, crl.CRITERIA)]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("level,criterion,scope", MINORITY_DESIGNS)
-def test_multi_attribute_equals_per_attribute_loop(level, criterion, scope, impl):
+def test_multi_attribute_equals_per_attribute_loop(level, criterion, scope):
   logits, features, labels, class_mask = make_heads(5)
   valid = np.random.default_rng(0).random(logits.shape[0]) > 0.1
   losses = jax.jit(functools.partial(crl.multi_attribute_crl, level=level,
-                                     criterion=criterion, scope=scope, kappa=6,
-                                     impl=impl))(
+                                     criterion=criterion, scope=scope, kappa=6))(
                                          logits, features, labels, class_mask,
                                          valid=valid)
   assert losses.shape == (4,) and losses.dtype == jnp.float32
@@ -156,11 +145,10 @@ def test_multi_attribute_equals_per_attribute_loop(level, criterion, scope, impl
     np.testing.assert_allclose(losses[j], expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_blended_objective_is_eqn_8(impl):
+def test_blended_objective_is_eqn_8():
   logits, features, labels, class_mask = make_heads(6)
   alpha = np.array([0.0, 0.2, 0.5, 1.0], np.float32)
-  loss, terms = jax.jit(functools.partial(crl.blended_objective, impl=impl))(
+  loss, terms = jax.jit(functools.partial(crl.blended_objective))(
       logits, features, labels, class_mask, alpha)
   for j, num_classes in enumerate(class_mask.sum(axis=1)):
     expected_ce = reference.cross_entropy(logits[:, j, :num_classes], labels[:, j])
@@ -174,12 +162,11 @@ def test_blended_objective_is_eqn_8(impl):
       rtol=1e-6)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("level,criterion,scope", MINORITY_DESIGNS)
-def test_batch_permutation_leaves_loss_unchanged(level, criterion, scope, impl):
+def test_batch_permutation_leaves_loss_unchanged(level, criterion, scope):
   logits, features, labels, valid = make_batch(7, 80, 9)
   permutation = np.random.default_rng(1).permutation(80)
-  loss = jitted_loss(level=level, criterion=criterion, scope=scope, kappa=10, impl=impl)
+  loss = jitted_loss(level=level, criterion=criterion, scope=scope, kappa=10)
   np.testing.assert_allclose(
       loss(logits, features, labels, valid=valid),
       loss(logits[permutation], features[permutation], labels[permutation],
@@ -199,21 +186,20 @@ DEGENERATE = {
 
 
 @functools.cache
-def value_and_grads(level, criterion, kappa, impl):
-  """One jitted loss + gradient per design, kappa and impl, shared by the degenerate
+def value_and_grads(level, criterion, kappa):
+  """One jitted loss + gradient per design and kappa, shared by the degenerate
   cases: the cases of one shape (all but two: 16 samples, 16 classes) compile once."""
   def loss_fn(logits, features, labels, valid):
     return crl.class_rectification_loss(logits, features, labels, level=level,
                                         criterion=criterion, scope="all", kappa=kappa,
-                                        valid=valid, impl=impl)
+                                        valid=valid)
   return jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", sorted(DEGENERATE))
 @pytest.mark.parametrize("level,criterion", list(itertools.product(crl.LEVELS,
                                                                    crl.CRITERIA)))
-def test_gradient_is_finite_in_degenerate_batches(case, level, criterion, impl):
+def test_gradient_is_finite_in_degenerate_batches(case, level, criterion):
   options = dict(DEGENERATE[case])
   batch_size = options.pop("batch_size", 16)
   num_classes = 16
@@ -224,7 +210,7 @@ def test_gradient_is_finite_in_degenerate_batches(case, level, criterion, impl):
   features = options.pop("features", features)
   assert not options
 
-  loss, grads = value_and_grads(level, criterion, kappa, impl)(logits, features, labels,
+  loss, grads = value_and_grads(level, criterion, kappa)(logits, features, labels,
                                                                valid)
   assert np.isfinite(loss)
   for grad in grads:
@@ -275,12 +261,11 @@ def test_check_grads_absolute(level):
                             atol=2e-2, rtol=2e-2)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_bf16_logits_are_accepted_and_accumulate_in_f32(impl):
+def test_bf16_logits_are_accepted_and_accumulate_in_f32():
   logits, features, labels, valid = make_batch(11, 64, 6)
   bf16_logits = jnp.asarray(logits, jnp.bfloat16)
   for level, criterion in itertools.product(crl.LEVELS, crl.CRITERIA):
-    loss = jitted_loss(level=level, criterion=criterion, impl=impl)(
+    loss = jitted_loss(level=level, criterion=criterion)(
         bf16_logits, jnp.asarray(features, jnp.bfloat16), labels, valid=valid)
     assert loss.dtype == jnp.float32
     expected = reference.crl(np.asarray(bf16_logits.astype(jnp.float32)),
@@ -290,8 +275,7 @@ def test_bf16_logits_are_accepted_and_accumulate_in_f32(impl):
                              scope="minority", valid=valid)
     np.testing.assert_allclose(loss, expected, rtol=1e-4, atol=1e-4)
   heads = make_heads(12)
-  loss, _ = jax.jit(functools.partial(crl.blended_objective, class_mask=heads[3],
-                                      impl=impl))(
+  loss, _ = jax.jit(functools.partial(crl.blended_objective, class_mask=heads[3]))(
       jnp.asarray(heads[0], jnp.bfloat16), None, heads[2], alpha=0.5)
   assert loss.dtype == jnp.float32 and np.isfinite(loss)
 
@@ -365,7 +349,7 @@ def test_reference_path_traces_small(criterion):
   logits = rng.normal(size=(80, 9)).astype(np.float32)
   labels = rng.integers(0, 9, 80).astype(np.int32)
   jaxpr = jax.make_jaxpr(lambda x: crl.class_rectification_loss(
-      x, None, labels, criterion=criterion, kappa=10, impl="reference"))(logits)
+      x, None, labels, criterion=criterion, kappa=10))(logits)
   assert count_primitives(jaxpr.jaxpr) <= 260
 
 

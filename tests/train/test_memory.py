@@ -4,34 +4,33 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 
 from crl_jax.train import memory as memory_lib
 
 
 def reference_ring(size, batches):
-  """The last ``size`` rows enqueued, by slot, as plain Python lists."""
-  slots = [None] * size
+  """The last ``size // B`` batches enqueued, by batch slot, as plain Python lists."""
+  slots = [None] * (size // len(batches[0][0]))
   position = 0
-  for values, labels, valid in batches:
-    rows = list(zip(values, labels, valid))[-size:]
-    for row in rows:
-      slots[position] = row
-      position = (position + 1) % size
+  for batch in batches:
+    slots[position] = list(zip(*batch))
+    position = (position + 1) % len(slots)
   return slots, position
 
 
 def test_enqueue_is_the_ring_buffer_loop():
   rng = np.random.default_rng(0)
-  size = 7
-  memory = memory_lib.init(size, (3,), 2)
+  size, batch_size = 12, 4
+  memory = memory_lib.init(size, batch_size, (3,), 2)
   batches = []
-  for count in (3, 5, 9, 2):
-    batch = (rng.normal(size=(count, 3)).astype(np.float32),
-             rng.integers(-1, 4, (count, 2)).astype(np.int32), rng.random(count) > 0.2)
-    batches.append(batch)
+  for _ in range(5):
+    batches.append((rng.normal(size=(batch_size, 3)).astype(np.float32),
+                    rng.integers(-1, 4, (batch_size, 2)).astype(np.int32),
+                    rng.random(batch_size) > 0.2))
 
-  @chex.assert_max_traces(n=4)  # one trace per batch size
+  @chex.assert_max_traces(n=1)
   def step(memory, values, labels, valid):
     return memory_lib.enqueue(memory, values, labels, valid)
 
@@ -39,27 +38,31 @@ def test_enqueue_is_the_ring_buffer_loop():
   for values, labels, valid in batches:
     memory = jitted(memory, values, labels, valid)
   slots, position = reference_ring(size, batches)
-  assert int(memory.position) == position
-  for k, slot in enumerate(slots):
-    if slot is None:
-      assert not bool(memory.valid[k])
-      continue
-    np.testing.assert_array_equal(np.asarray(memory.values[k]), slot[0])
-    np.testing.assert_array_equal(np.asarray(memory.labels[k]), slot[1])
-    assert bool(memory.valid[k]) == bool(slot[2])
+  assert int(memory.position) == position == 5 % 3
+  for t, slot in enumerate(slots):
+    for i, (values, labels, valid) in enumerate(slot):
+      np.testing.assert_array_equal(np.asarray(memory.values[t, i]), values)
+      np.testing.assert_array_equal(np.asarray(memory.labels[t, i]), labels)
+      assert bool(memory.valid[t, i]) == bool(valid)
 
 
-def test_with_memory_marks_anchors_and_hides_empty_or_warming_slots():
-  memory = memory_lib.init(4, (2,), 1)
+def test_memory_size_must_hold_whole_batches():
+  with pytest.raises(ValueError, match="memory_size=100 is not allowed: must be a "
+                     "multiple of the global batch size 32 .* use 96"):
+    memory_lib.init(100, 32, (3,), 2)
+
+
+def test_with_memory_hides_empty_or_warming_slots():
+  memory = memory_lib.init(4, 2, (2,), 1)
   memory = memory_lib.enqueue(memory, jnp.ones((2, 2)), jnp.array([[1], [2]]),
                               jnp.array([True, False]))
-  values, labels, anchors = memory_lib.with_memory(
+  values, labels = memory_lib.with_memory(
       memory, jnp.zeros((3, 2)), jnp.array([[0], [1], [-1]]), jnp.asarray(True))
   assert values.shape == (7, 2)
   np.testing.assert_array_equal(np.asarray(labels[:, 0]), [0, 1, -1, 1, -1, -1, -1])
-  np.testing.assert_array_equal(np.asarray(anchors), [1, 1, 1, 0, 0, 0, 0])
-  _, warming, _ = memory_lib.with_memory(memory, jnp.zeros((3, 2)),
-                                         jnp.array([[0], [1], [-1]]), jnp.asarray(False))
+  np.testing.assert_array_equal(np.asarray(values[3]), [1, 1])
+  _, warming = memory_lib.with_memory(memory, jnp.zeros((3, 2)),
+                                      jnp.array([[0], [1], [-1]]), jnp.asarray(False))
   assert (np.asarray(warming[3:]) == -1).all()
   # Memory rows carry no gradient.
   grad = jax.grad(lambda m: memory_lib.with_memory(
@@ -85,18 +88,22 @@ def two_steps(run, mesh, batch):
   sharded = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh)) for k, v in batch.items()}
   state, first = train_step(state, sharded, jax.random.key(1))
   state, second = train_step(state, sharded, jax.random.key(1))
+  if state.crl_memory is not None:  # each device holds its rows of every batch
+    assert state.crl_memory.values.sharding.spec == jax.sharding.PartitionSpec(
+        None, mesh_lib.DATA_AXIS)
   return jax.device_get(state), jax.device_get(first), jax.device_get(second)
 
 
 def test_memory_is_one_on_eight_devices_and_is_mined(data_dir):
-  """The global batch is enqueued, so eight devices hold the memory one device does,
-  and the step that mines it equals the one-device step; the memory changes the CRL."""
+  """Each device keeps its rows of every stored batch, so eight devices hold the
+  memory one device does (sharded, not replicated), and the step that mines it equals
+  the one-device step; the memory changes the CRL."""
   from crl_jax.train import mesh as mesh_lib
   from crl_jax.train import setup as setup_lib
   from tests.train.conftest import smoke_config
   from tests.train.test_parallel_step import make_batch
   config = smoke_config(data_dir, **{"loss.crl.scope": "all", "loss.crl.kappa": 5,
-                                     "loss.crl.memory_size": 48})
+                                     "loss.crl.memory_size": 64})
   run = setup_lib.build(config)
   batch = make_batch(run, size=32)
   state_one, first_one, second_one = two_steps(run, mesh_lib.make_mesh(jax.devices()[:1]),
@@ -104,7 +111,7 @@ def test_memory_is_one_on_eight_devices_and_is_mined(data_dir):
   state_eight, _, second_eight = two_steps(run, mesh_lib.make_mesh(jax.devices()[:8]),
                                            batch)
   memory = state_one.crl_memory
-  assert int(memory.position) == 64 % 48 and bool(memory.valid.all())
+  assert int(memory.position) == 0 and bool(memory.valid.all())
   np.testing.assert_array_equal(memory.labels, state_eight.crl_memory.labels)
   np.testing.assert_allclose(memory.values, state_eight.crl_memory.values, atol=1e-5)
   np.testing.assert_allclose(second_eight["loss"], second_one["loss"], rtol=1e-5)
@@ -126,7 +133,7 @@ def test_the_eligibility_diagnosis_is_the_loop_reference(data_dir):
   from crl_jax import data as data_lib
   from experiments import diagnose
   from tests.train.conftest import smoke_config
-  steps, size, warmup = 12, 48, 3
+  steps, size, warmup = 12, 64, 3
   config = smoke_config(data_dir, **{
       "data.sampler": "class_aware", "data.class_aware.classes_per_batch": 6,
       "data.class_aware.power": -1.0, "loss.crl.memory_size": size,
