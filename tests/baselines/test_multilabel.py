@@ -203,6 +203,43 @@ def test_gradient_descent_raises_the_labelled_class_and_lowers_the_others(name):
         assert all(gradient[i, j, c] >= 0 for c in real if c != y)
 
 
+def sigmoid_cross_entropy(heads, gamma=0.0):
+  """Binary (focal) cross-entropy summed over each attribute's sigmoid labels, mean over
+  its labelled samples: float64[A]."""
+  logits = heads.logits.astype(np.float64)
+  out = []
+  for j in range(logits.shape[1]):
+    terms = []
+    for i in range(logits.shape[0]):
+      if reference.is_labelled(heads.labels, heads.class_mask, heads.valid, i, j):
+        total = 0.0
+        for label in reference.sigmoid_labels(heads.class_mask, j):
+          z = reference.label_logit(logits, i, j, label)
+          z = z if label[0] == heads.labels[i, j] else -z  # the target's logit
+          total += reference.sigmoid(-z) ** gamma * reference.softplus(-z)
+        terms.append(total)
+    out.append(np.mean(terms) if terms else 0.0)
+  return np.array(out)
+
+
+@pytest.mark.parametrize("name,settings,gamma", [
+    ("distribution_balanced", {"gamma": 0.0, "smoothing_alpha": 0.5,
+                               "smoothing_beta": 0.0, "negative_scale": 1.0,
+                               "bias_scale": 0.0}, 0.0),
+    ("distribution_balanced", {"gamma": 2.0, "smoothing_alpha": 0.5,
+                               "smoothing_beta": 0.0, "negative_scale": 1.0,
+                               "bias_scale": 0.0}, 2.0),
+    ("asymmetric", {"gamma_pos": 0.0, "gamma_neg": 0.0, "clip": 0.0}, 0.0),
+    ("asymmetric", {"gamma_pos": 2.0, "gamma_neg": 2.0, "clip": 0.0}, 2.0)])
+def test_reduce_to_sigmoid_cross_entropy(name, settings, gamma):
+  """Without their re-weighting, regularisation, margin and asymmetry both losses are
+  the (focal) binary cross-entropy of the sigmoid labels."""
+  for seed in range(2):
+    heads = make_heads(90 + seed, holes=seed == 1, **SMALL)
+    np.testing.assert_allclose(loss_and_gradient(name, heads, settings)[0],
+                               sigmoid_cross_entropy(heads, gamma), rtol=1e-5, atol=1e-6)
+
+
 def test_distribution_balanced_weights_without_positive_labels():
   """A sample with no positive label (every binary attribute absent) has P^I = 0: its
   labels weigh alpha + 1 (the limit r -> inf; alpha + 1/2 when beta = 0)."""
