@@ -40,7 +40,7 @@ BAD_VALUES = [
                             "as bins)."),
     ("loss.name='hinge'", "config.loss.name='hinge' is not allowed: use one of ce, crl, "
                           "cost_sensitive, focal, class_balanced, ldam_drw, logit_adjust, "
-                          "balanced_softmax."),
+                          "balanced_softmax, distribution_balanced, asymmetric."),
     ("model.name='vgg'", "config.model.name='vgg' is not allowed: use one of tiny, "
                          "deepid2, mtct, cifarnet, resnet32, densenet, resnet50."),
     ("data.name='imagenet'", "config.data.name='imagenet' is not allowed: use one of "
@@ -64,7 +64,8 @@ BAD_VALUES = [
                                          "allowed: must be in [0, 1]."),
     ("loss.crl.base='ldam_drw'", "config.loss.crl.base='ldam_drw' is not allowed: use one "
                                  "of ce, cost_sensitive, focal, class_balanced, "
-                                 "logit_adjust, balanced_softmax."),
+                                 "logit_adjust, balanced_softmax, distribution_balanced, "
+                                 "asymmetric."),
     ("loss.crl.mining='ring'", "config.loss.crl.mining='ring' is not allowed: use one of "
                                "global, local."),
     ("data.resampling='smote'", "config.data.resampling='smote' is not allowed: use one "

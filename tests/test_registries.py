@@ -162,8 +162,14 @@ def test_config_json_is_unchanged_by_the_registries():
                       "class_balanced": {"beta": 0.9999, "gamma": 0.0},
                       "ldam": {"max_margin": 0.5, "scale": 1.0,
                                "drw_start_fraction": 0.8, "beta": 0.9999},
-                      "logit_adjust": {"tau": 1.0}}
-  assert sorted(loss.keys()) == ["class_balanced", "crl", "focal", "ldam",
+                      "logit_adjust": {"tau": 1.0},
+                      "distribution_balanced": {
+                          "gamma": 2.0, "smoothing_alpha": 0.1, "smoothing_beta": 10.0,
+                          "smoothing_mu": 0.2, "negative_scale": 2.0,
+                          "bias_scale": 0.05},
+                      "asymmetric": {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05}}
+  assert sorted(loss.keys()) == ["asymmetric", "class_balanced", "crl",
+                                 "distribution_balanced", "focal", "ldam",
                                  "logit_adjust", "name"]
   for section in sections.values():
     assert all(type(value) is float for value in section.values())
@@ -184,7 +190,8 @@ FORMER_CALLS = {
 
 @pytest.mark.parametrize("name", sorted(FORMER_CALLS))
 def test_objective_runs_each_baseline_as_before(name):
-  assert set(baselines.loss_names()) == {"ce", "crl", *FORMER_CALLS}
+  assert set(baselines.loss_names()) == {"ce", "crl", *FORMER_CALLS,
+                                         "distribution_balanced", "asymmetric"}
   fake = make_heads(0, num_classes=(2, 5, 3))
   loss_config = config_lib.base_config().loss
   loss_config.name = name

@@ -38,6 +38,18 @@ _ALLOWED_RANGES: dict[str, tuple[Callable[[np.ndarray], bool], str, str]] = {
               "broadcastable to [A, Cmax]"),
     "per_class_weights": (lambda v: bool(np.all(v >= 0)), ">= 0", "None or per-class "
                           "weights >= 0 broadcastable to [A, Cmax]"),
+    # distribution_balanced_loss: the smoothing function's alpha, beta and mu, the
+    # negative scale lambda and the bias scale kappa.
+    "smoothing_alpha": (lambda v: bool(np.all(v >= 0)), ">= 0", "a float >= 0"),
+    "smoothing_beta": (lambda v: bool(np.all(v >= 0)), ">= 0", "a float >= 0"),
+    "smoothing_mu": (lambda v: True, "finite", "a finite float"),
+    "negative_scale": (lambda v: bool(np.all(v > 0)), "> 0", "a float > 0"),
+    "bias_scale": (lambda v: bool(np.all(v >= 0)), ">= 0", "a float >= 0"),
+    # asymmetric_loss: the focusing parameters and the probability margin m.
+    "gamma_pos": (lambda v: bool(np.all(v >= 0)), ">= 0", "a float >= 0"),
+    "gamma_neg": (lambda v: bool(np.all(v >= 0)), ">= 0", "a float >= 0"),
+    "clip": (lambda v: bool(np.all((v >= 0) & (v < 1))), "in [0, 1)",
+             "a float in [0, 1) (the probability margin)"),
 }
 
 CHECKED_HYPERPARAMETERS = frozenset(_ALLOWED_RANGES)

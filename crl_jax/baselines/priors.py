@@ -197,3 +197,35 @@ def ldam_margins(class_counts, class_mask=None, max_margin: float = 0.5):
   inverse_fourth_root = jnp.where(class_mask, jnp.maximum(counts, 1.0) ** -0.25, 0.0)
   largest = jnp.max(inverse_fourth_root, axis=-1, keepdims=True)
   return max_margin * inverse_fourth_root / jnp.where(largest > 0, largest, 1.0)
+
+
+def log_prior_odds(class_counts, class_mask=None):
+  """Each class's prior log-odds against the rest of its attribute, ``log(p_j / (1 - p_j))``.
+
+  ``p_j = n_j / N`` with ``N = sum_k n_k`` over the attribute's real classes, so
+  ``log(p_j / (1 - p_j)) = log n_j - log(N - n_j)``: the bias at which a sigmoid on class
+  ``j`` alone outputs its prior (Lin et al. 2017's prior initialisation; Wu et al. 2020
+  write it ``b_hat = -log(1/p - 1)``). On a binary attribute it is the log of the ratio
+  of the two classes' counts. A zero-count class counts as 1 (in ``n_j`` and in ``N``),
+  so the log-odds are finite even when one class holds every sample.
+
+  Args:
+    class_counts: int/float[A, Cmax] training class counts.
+    class_mask: optional bool[A, Cmax]; ``False`` for padded classes.
+
+  Returns:
+    float32[A, Cmax]; 0 on padded classes.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from crl_jax import baselines
+    >>> baselines.log_prior_odds(jnp.array([[90, 10]]))  # log 9 and log 1/9
+    Array([[ 2.197..., -2.197...]], dtype=float32)
+    >>> baselines.log_prior_odds(jnp.array([[89, 10, 0]]))  # 0 counts as 1: log 1/99
+    Array([[ 2.090..., -2.197..., -4.595...]], dtype=float32)
+  """
+  counts, class_mask = _real_counts(class_counts, class_mask)
+  safe_counts = jnp.where(class_mask, jnp.maximum(counts, 1.0), 0.0)
+  rest = jnp.sum(safe_counts, axis=-1, keepdims=True) - safe_counts
+  return jnp.where(class_mask, jnp.log(jnp.maximum(safe_counts, 1.0))
+                   - jnp.log(jnp.maximum(rest, 1.0)), 0.0)

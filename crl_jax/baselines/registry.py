@@ -244,6 +244,15 @@ register_loss("ldam", losses.ldam_loss, config_name="ldam_drw", config_section="
 register_loss("logit_adjust", losses.logit_adjusted_loss, config_section="logit_adjust",
               config_defaults={"tau": 1.0})
 register_loss("balanced_softmax", losses.balanced_softmax_loss)
+# The multi-label losses, with their authors' defaults: DB-Focal as configured for
+# COCO-MLT (LT_resnet50_pfc_DB.py) and ASL as the paper trains it.
+register_loss("distribution_balanced", losses.distribution_balanced_loss,
+              config_section="distribution_balanced",
+              config_defaults={"gamma": 2.0, "smoothing_alpha": 0.1,
+                               "smoothing_beta": 10.0, "smoothing_mu": 0.2,
+                               "negative_scale": 2.0, "bias_scale": 0.05})
+register_loss("asymmetric", losses.asymmetric_loss, config_section="asymmetric",
+              config_defaults={"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05})
 
 ADJUSTMENTS: dict[str, Callable[..., Any]] = {}
 # name -> {hyperparameter: candidate values}: the hyperparameters of an adjustment that

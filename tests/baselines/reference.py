@@ -189,6 +189,115 @@ def balanced_softmax(logits, labels, class_mask, class_counts, valid=None):
                     _negative_log_likelihood(scores, labels))
 
 
+# --- the multi-label (sigmoid) losses -------------------------------------------
+
+
+def sigmoid(x):
+  return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def softplus(x):
+  """log(1 + e^x)."""
+  return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def sigmoid_labels(class_mask, attribute):
+  """The attribute's labels as ``(class, lower class or None)``: a binary attribute is
+  one label, its higher real class scored against its lower one; an attribute with 3 or
+  more real classes is one label per class."""
+  classes = real_classes(class_mask, attribute)
+  if len(classes) == 2:
+    return [(classes[1], classes[0])]
+  return [(c, None) for c in classes]
+
+
+def label_logit(logits, sample, attribute, label):
+  c, lower = label
+  return logits[sample, attribute, c] - (0.0 if lower is None
+                                         else logits[sample, attribute, lower])
+
+
+def prior_log_odds(class_counts, class_mask, attribute, c):
+  """log(p / (1 - p)), p = n_c / N over the real classes (0 counts as 1)."""
+  total = sum(safe_count(class_counts, attribute, k)
+              for k in real_classes(class_mask, attribute))
+  n = safe_count(class_counts, attribute, c)
+  return math.log(n / (total - n))
+
+
+def distribution_balanced(logits, labels, class_mask, class_counts, valid=None,
+                          gamma=2.0, smoothing_alpha=0.1, smoothing_beta=10.0,
+                          smoothing_mu=0.2, negative_scale=2.0, bias_scale=0.05):
+  """Wu et al.: r_hat [y (1-q)^g softplus(-s) + (1-y)/lambda (1-q)^g softplus(lambda s)],
+  s = z + (kappa / lambda) log(p / (1 - p))."""
+  logits = np.asarray(logits, np.float64)
+  num_attributes = logits.shape[1]
+
+  def positive_inverse_counts(i):  # sum of 1/n over the sample's positive labels
+    total = 0.0
+    for j in range(num_attributes):
+      if is_labelled(labels, class_mask, valid, i, j):
+        for c, _ in sigmoid_labels(class_mask, j):
+          if c == int(labels[i, j]):
+            total += 1.0 / safe_count(class_counts, j, c)
+    return total
+
+  def weight(i, j, c):
+    repeat = positive_inverse_counts(i)
+    if repeat == 0:  # r = (1/n) / 0 = inf
+      return smoothing_alpha + (1.0 if smoothing_beta > 0 else 0.5)
+    r = (1.0 / safe_count(class_counts, j, c)) / repeat
+    return smoothing_alpha + sigmoid(smoothing_beta * (r - smoothing_mu))
+
+  def term(i, j):
+    total = 0.0
+    for label in sigmoid_labels(class_mask, j):
+      c = label[0]
+      s = label_logit(logits, i, j, label) + bias_scale / negative_scale * (
+          prior_log_odds(class_counts, class_mask, j, c))
+      if c == int(labels[i, j]):
+        value = sigmoid(-s) ** gamma * softplus(-s)
+      else:
+        value = (sigmoid(negative_scale * s) ** gamma * softplus(negative_scale * s)
+                 / negative_scale)
+      total += weight(i, j, c) * value
+    return total
+  return _mean_loss(logits, labels, class_mask, valid, term)
+
+
+def asymmetric(logits, labels, class_mask, class_counts=None, valid=None, gamma_pos=0.0,
+               gamma_neg=4.0, clip=0.05):
+  """Ridnik et al.: -y (1-p)^g+ log p - (1-y) p_m^g- log(1 - p_m), p_m = max(p - m, 0)."""
+  logits = np.asarray(logits, np.float64)
+
+  def term(i, j):
+    total = 0.0
+    for label in sigmoid_labels(class_mask, j):
+      z = label_logit(logits, i, j, label)
+      if label[0] == int(labels[i, j]):
+        total += sigmoid(-z) ** gamma_pos * softplus(-z)  # -log p = softplus(-z)
+      else:
+        shifted = max(sigmoid(z) - clip, 0.0)
+        if shifted > 0:  # 1 - p_m = 1 - p + m, with 1 - p = sigmoid(-z)
+          total += -shifted ** gamma_neg * math.log(sigmoid(-z) + clip)
+    return total
+  return _mean_loss(logits, labels, class_mask, valid, term)
+
+
+def numerical_gradient(loss_fn, logits, *args, step=1e-6, **kwargs):
+  """Central differences of ``sum(loss_fn(logits, ...))`` in float64: float64[B, A, Cmax]."""
+  logits = np.asarray(logits, np.float64)
+  gradient = np.zeros(logits.shape)
+  for index in np.ndindex(logits.shape):
+    shifted = logits.copy()
+    shifted[index] += step
+    upper = float(np.sum(loss_fn(shifted, *args, **kwargs)))
+    shifted[index] -= 2 * step
+    lower = float(np.sum(loss_fn(shifted, *args, **kwargs)))
+    gradient[index] = (upper - lower) / (2 * step)
+  return gradient
+
+
 LOSSES = {
     "cost_sensitive": cost_sensitive,
     "focal": focal,
@@ -196,6 +305,8 @@ LOSSES = {
     "ldam": ldam,
     "logit_adjust": logit_adjusted,
     "balanced_softmax": balanced_softmax,
+    "distribution_balanced": distribution_balanced,
+    "asymmetric": asymmetric,
 }
 
 

@@ -39,6 +39,17 @@ HYPERPARAMETERS = {
         "scale": st.sampled_from([1.0, 30.0]),
         "per_class_weights": st.sampled_from([None, "drw", "random"])}),
     "logit_adjust": st.fixed_dictionaries({"tau": st.sampled_from([0.0, 1.0, 2.5])}),
+    "distribution_balanced": st.fixed_dictionaries({
+        "gamma": st.sampled_from([0.0, 0.5, 2.0]),
+        "smoothing_alpha": st.sampled_from([0.0, 0.1, 1.0]),
+        "smoothing_beta": st.sampled_from([0.0, 10.0]),
+        "smoothing_mu": st.sampled_from([0.2, 0.3, 0.9]),
+        "negative_scale": st.sampled_from([1.0, 2.0, 5.0]),
+        "bias_scale": st.sampled_from([0.0, 0.05, 0.5])}),
+    "asymmetric": st.fixed_dictionaries({
+        "gamma_pos": st.sampled_from([0.0, 0.5, 1.0]),
+        "gamma_neg": st.sampled_from([0.0, 1.0, 4.0]),
+        "clip": st.sampled_from([0.0, 0.05, 0.2])}),
 }
 STATIC_HYPERPARAMETERS = ("beta",)
 
@@ -155,6 +166,10 @@ EDGE_HYPERPARAMETERS = {
     "logit_adjust": [{"tau": 0.0}, {"tau": 1.0}],
     "cost_sensitive": [{}],
     "balanced_softmax": [{}],
+    "distribution_balanced": [{}, {"gamma": 0.0, "smoothing_beta": 0.0},
+                              {"gamma": 0.5, "negative_scale": 5.0}],
+    "asymmetric": [{}, {"gamma_neg": 0.0, "clip": 0.0},
+                   {"gamma_pos": 0.5, "gamma_neg": 0.5, "clip": 0.2}],
 }
 
 
@@ -288,6 +303,9 @@ EXPECTED_HYPERPARAMETERS = {
     "ldam": ("max_margin", "scale", "per_class_weights"),
     "logit_adjust": ("tau",),
     "balanced_softmax": (),
+    "distribution_balanced": ("gamma", "smoothing_alpha", "smoothing_beta",
+                              "smoothing_mu", "negative_scale", "bias_scale"),
+    "asymmetric": ("gamma_pos", "gamma_neg", "clip"),
 }
 
 OUT_OF_RANGE = [
@@ -300,6 +318,16 @@ OUT_OF_RANGE = [
     ("LOSSES", "ldam", "scale", -30.0, "> 0"),
     ("LOSSES", "ldam", "per_class_weights", -np.ones((4, 13)), "weights >= 0"),
     ("LOSSES", "logit_adjust", "tau", -1.0, ">= 0"),
+    ("LOSSES", "distribution_balanced", "gamma", -2.0, ">= 0"),
+    ("LOSSES", "distribution_balanced", "smoothing_alpha", -0.1, ">= 0"),
+    ("LOSSES", "distribution_balanced", "smoothing_beta", -10.0, ">= 0"),
+    ("LOSSES", "distribution_balanced", "smoothing_mu", float("inf"), "finite"),
+    ("LOSSES", "distribution_balanced", "negative_scale", 0.0, "> 0"),
+    ("LOSSES", "distribution_balanced", "bias_scale", -0.05, ">= 0"),
+    ("LOSSES", "asymmetric", "gamma_pos", -1.0, ">= 0"),
+    ("LOSSES", "asymmetric", "gamma_neg", float("nan"), ">= 0"),
+    ("LOSSES", "asymmetric", "clip", 1.0, r"in \[0, 1\)"),
+    ("LOSSES", "asymmetric", "clip", -0.05, r"in \[0, 1\)"),
     ("ADJUSTMENTS", "threshold", "temperature", -1.0, ">= 0"),
     ("ADJUSTMENTS", "logit_adjust", "tau", -0.1, ">= 0"),
 ]
@@ -416,7 +444,7 @@ def test_out_of_range_value_is_a_one_line_value_error(registry, name, key, value
 
 def test_unknown_registry_name():
   with pytest.raises(ValueError, match=r"LOSSES name 'lmle' is unknown; allowed: "
-                                       r"balanced_softmax, class_balanced"):
+                                       r"asymmetric, balanced_softmax, class_balanced"):
     baselines.get_loss("lmle")
   with pytest.raises(ValueError, match="ADJUSTMENTS name 'platt' is unknown"):
     baselines.get_adjustment("platt")
