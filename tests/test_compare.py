@@ -48,10 +48,12 @@ def test_compare_two_methods_one_seed(tmp_path, tmp_path_factory, monkeypatch, c
   assert threshold["adjustment"] == "threshold"
   assert not (tmp_path / "threshold" / "seed0" / "checkpoints").exists()
   assert not (tmp_path / "threshold" / "seed0" / "metrics.jsonl").exists()
-  # A second call reads the finished runs back instead of training again.
+  # A second call reads the finished runs back instead of training (a resumed run says
+  # "resumed") or evaluating again (an evaluation prints its "test split" table).
   capsys.readouterr()
   assert compare.main(argv) == 0
-  assert "resumed" not in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "resumed" not in out and "test split" not in out
 
 
 def test_method_list_splitting():
