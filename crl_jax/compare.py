@@ -89,11 +89,10 @@ def _finished(config, directory: str):
 def train_or_load(config, directory: str) -> dict:
   from crl_jax.train import loop
   results = _finished(config, directory)
-  if results is not None:
-    return results
-  started = time.time()
-  results = loop.train_and_evaluate(config, directory, progress=False)
-  results.setdefault("wall_seconds", time.time() - started)
+  if results is None:
+    started = time.time()
+    results = loop.train_and_evaluate(config, directory, progress=False)
+    results["wall_seconds"] = time.time() - started
   return results
 
 
@@ -131,9 +130,8 @@ COMMAND = "python -m crl_jax.compare"
 
 
 def build_parser() -> argparse.ArgumentParser:
-  """The command's flags. Its help describes the methods instead of listing them: the
-  list comes from the registries (``baselines.catalogue``), which import jax, and ``--help``
-  answers before jax starts; ``--list_methods`` prints it."""
+  """The command's flags. The help describes the methods (``--list_methods`` lists them:
+  the catalogue imports jax, and ``--help`` answers before jax starts)."""
   parser = cli.parser(
       COMMAND, "Train several imbalance methods on the same data, model and seeds; "
       "tabulate them (compare.md, compare.json, plots).",

@@ -233,14 +233,10 @@ def select_threshold_temperature(logits, labels, class_mask, class_counts, *,
 
 @jax.jit
 def _candidate_accuracies(logits, labels, class_mask, class_counts, valid, temperatures):
-  """float32[T, A]: the class-balanced accuracy of each candidate temperature.
-
-  ``lax.map`` runs one compiled body per candidate, so equal confusion counts give
-  bit-identical accuracies and ties really go to the earliest candidate (separately
-  fused copies may round the same fraction differently); memory stays O(B A Cmax).
-  Jitted at module level, so an eager call traces it once per shape (an eager
-  ``lax.map`` over a new closure traces its body again on every call).
-  """
+  """float32[T, A]: each candidate's class-balanced accuracy. ``lax.map`` runs one body
+  per candidate, so equal confusion counts give bit-identical accuracies and ties go to
+  the earliest candidate; memory stays O(B A Cmax). Jitted here: an eager ``lax.map``
+  over a new closure would trace its body again on every call."""
 
   def balanced_accuracy_at(temperature):
     scores = threshold_adjusted_probabilities(logits, class_mask, class_counts,

@@ -117,8 +117,7 @@ def method_colours(count: int) -> list:
 
 
 def _save(figure, path: str) -> None:
-  """Saves a ``matplotlib.figure.Figure``: drawn without pyplot, so no backend is chosen
-  and no process-wide matplotlib state changes."""
+  """Saves a ``Figure`` (no pyplot: no backend or other process-wide state is set)."""
   figure.tight_layout()
   figure.savefig(path, dpi=120)
 
