@@ -156,22 +156,6 @@ def test_help_lists_every_flag_on_one_line_before_jax_or_tensorflow_start(comman
     assert "name@key=value" in result.stdout and "--list_methods" in result.stdout
 
 
-def test_compare_lists_the_methods_of_the_registries(capsys):
-  """``--list_methods`` prints ``compare.methods()``, which is read from the registries:
-  a loss registered with ``baselines.register_loss`` is a method without more code."""
-  from crl_jax import baselines
-  table = compare.methods()
-  assert {"ce", "crl", "threshold", "over_sampling", "down_sampling",
-          "posthoc_logit_adjust", "crl_logit_adjust"} <= set(table)
-  assert set(baselines.TRAINING_LOSSES) <= set(table)
-  assert {f"crl_{b}" for b in baselines.base_loss_names() if b != "ce"} <= set(table)
-  assert table["posthoc_logit_adjust"] == {"loss.name": "ce",
-                                           "eval.adjustment": "logit_adjust"}
-  assert compare.main(["--list_methods"]) == 0
-  assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == list(
-      table)
-
-
 def test_parse_flags_splits_off_config_overrides(capsys):
   parser = compare.build_parser()
   args, overrides = cli.parse_flags(parser, ["--config=c.py", "--workdir=w",

@@ -3,10 +3,14 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from crl_jax import compare
 from crl_jax import config_lib
+from crl_jax.baselines import catalogue
+from crl_jax.evaluation import report
+from crl_jax.train import writer
 from tests.train.conftest import REPO
 from tests.train.conftest import shared_data_dir
 from tests.train.conftest import SMOKE_OVERRIDES
@@ -44,10 +48,12 @@ def test_compare_two_methods_one_seed(tmp_path, tmp_path_factory, monkeypatch, c
   assert threshold["adjustment"] == "threshold"
   assert not (tmp_path / "threshold" / "seed0" / "checkpoints").exists()
   assert not (tmp_path / "threshold" / "seed0" / "metrics.jsonl").exists()
-  # A second call reads the finished runs back instead of training again.
+  # A second call reads the finished runs back instead of training (a resumed run says
+  # "resumed") or evaluating again (an evaluation prints its "test split" table).
   capsys.readouterr()
   assert compare.main(argv) == 0
-  assert "resumed" not in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "resumed" not in out and "test split" not in out
 
 
 def test_method_list_splitting():
@@ -76,19 +82,59 @@ def test_median_step_ms_leaves_out_the_compile_interval(tmp_path):
           *({"split": "train", "step": 10 * k, "steps_per_second": rate}
             for k, rate in zip((2, 3, 4), (10.0, 8.0, 20.0)))]
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  assert compare.median_step_ms(str(tmp_path)) == pytest.approx(100.0)
-  assert compare.median_step_ms(str(tmp_path / "missing")) is None
+  assert report.median_step_ms(writer.read_metrics(str(tmp_path))) == pytest.approx(100.0)
+  assert report.median_step_ms(writer.read_metrics(str(tmp_path / "missing"))) is None
 
 
 def test_unknown_method_is_refused(tmp_path, capsys):
   with pytest.raises(config_lib.ConfigError, match="method 'svm' is unknown"):
-    compare.parse_method("svm")
+    catalogue.parse_method("svm")
   # Through the command: one line naming every valid method, exit code 2.
   assert compare.main([f"--config={os.path.join(REPO, 'configs/synthetic.py:smoke')}",
                        f"--workdir={tmp_path}", "--methods=ce,svm"]) == 2
   lines = capsys.readouterr().err.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: method 'svm' is unknown; use "
                                                  "one of ")
-  assert all(name in lines[0] for name in compare.methods())
-  assert compare.parse_method("crl@loss.crl.kappa=5") == (
+  assert all(name in lines[0] for name in catalogue.methods())
+  assert catalogue.parse_method("crl@loss.crl.kappa=5") == (
       "crl", {"loss.name": "crl", "loss.crl.kappa": 5})
+
+
+def test_compare_lists_the_methods_of_the_registries(capsys):
+  """``--list_methods`` prints ``catalogue.methods()``, which is read from the
+  registries: a loss registered with ``baselines.register_loss`` is a method without
+  more code."""
+  from crl_jax import baselines
+  table = catalogue.methods()
+  assert {"ce", "crl", "threshold", "over_sampling", "down_sampling",
+          "posthoc_logit_adjust", "crl_logit_adjust"} <= set(table)
+  assert set(baselines.TRAINING_LOSSES) <= set(table)
+  assert {f"crl_{b}" for b in baselines.base_loss_names() if b != "ce"} <= set(table)
+  assert table["posthoc_logit_adjust"] == {"loss.name": "ce",
+                                           "eval.adjustment": "logit_adjust"}
+  assert compare.main(["--list_methods"]) == 0
+  assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == list(
+      table)
+
+
+def _run(a, b, mean):
+  """The parts of a run's ``results.json`` the report reads (two attributes)."""
+  return {"test": {"attributes": {"a": {"class_balanced_accuracy": a},
+                                  "b": {"class_balanced_accuracy": b}},
+                   "mean_class_balanced_accuracy": mean, "less_imbalanced_mean": mean,
+                   "more_imbalanced_mean": None},
+          "train_seconds": 10.0, "median_step_ms": None}
+
+
+def test_report_sorts_by_imbalance_bolds_each_best_and_gains_over_ce():
+  table = report.aggregate({"ce": [_run(0.5, 0.7, 0.6), _run(0.7, 0.5, 0.6)],
+                            "crl": [_run(0.65, 0.55, 0.62)]}, ["a", "b"])
+  assert table["ce"]["attributes"]["a"] == pytest.approx((0.6, 0.1414), abs=1e-4)
+  lines = report.format_markdown(table, ["a", "b"], np.array([10.0, 2.0]), "m",
+                                 "cmd").splitlines()
+  assert lines[4:9] == ["| Method | b | a | Mean |", "|---|---|---|---|",
+                        "| Imbalance ratio (1:x) | 2 | 10 | |",
+                        "| ce | **60.00 ± 14.14** | 60.00 ± 14.14 | 60.00 ± 0.00 |",
+                        "| crl | 55.00 ± 0.00 | **65.00 ± 0.00** | **62.00 ± 0.00** |"]
+  assert "| crl | +2.00 | n/a | +2.00 |" in lines
+  assert "| ce | 2 | 10 ± 0 | n/a |" in lines and "| crl | 1 | 10 ± 0 | n/a |" in lines

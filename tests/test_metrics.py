@@ -37,4 +37,14 @@ def test_absent_classes_are_left_out_and_batches_sum():
                               np.ones((1, 4), bool), groups={"g": (0,)})
   assert summary["attributes"]["a"]["per_class_recall"] == [0.75, None, 1.0, None]
   assert summary["more_imbalanced_mean"] == 0.875 and summary["group_means"]["g"] == 0.875
-  assert "mean" in metrics.format_table(summary)
+  rows = [line.split() for line in metrics.format_table(summary).splitlines()]
+  assert ["a", "10", "87.50", "88.89"] in rows and ["mean", "87.50", "88.89"] in rows
+  # Batches sum: the confusion of a split is the sum of its batches' (padding rows out).
+  rng = np.random.default_rng(1)
+  labels, predictions = rng.integers(-1, 4, (60, 2)), rng.integers(0, 4, (60, 2))
+  valid = rng.random(60) > 0.2
+  whole = metrics.confusion_matrices(predictions, labels, 4, valid)
+  batches = sum(metrics.confusion_matrices(predictions[k:k + 16], labels[k:k + 16], 4,
+                                           valid[k:k + 16]) for k in range(0, 60, 16))
+  np.testing.assert_array_equal(batches, whole)
+  assert 0 < int(np.sum(whole)) < int(np.sum(labels >= 0))  # some rows were padding

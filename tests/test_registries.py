@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from crl_jax import baselines
-from crl_jax import compare
 from crl_jax import config_lib
 from crl_jax import crl
 from crl_jax import data
 from crl_jax import models
+from crl_jax.baselines import catalogue
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 from crl_jax.models import base
@@ -249,7 +249,7 @@ def test_registered_adjustment_with_searched_hyperparameters_reaches_eval_and_co
   assert evaluate_lib.adjustment_variants(config) == [
       ("sharpened_T0.5", {"floor": 0.0, "temperature": 0.5}),
       ("sharpened_T2", {"floor": 0.0, "temperature": 2.0})]
-  assert "sharpened" in compare.methods()
+  assert "sharpened" in catalogue.methods()
   # Two searched keys: named by their initials, or by the whole keys when the initials
   # are the same.
   baselines.register_adjustment("floored", sharpened,

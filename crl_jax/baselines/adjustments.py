@@ -225,15 +225,23 @@ def select_threshold_temperature(logits, labels, class_mask, class_counts, *,
   checks.check_hyperparameters("select_threshold_temperature", temperature=candidates)
   logits, labels, class_mask, class_counts, valid = checks.check_heads(
       logits, labels, class_mask, class_counts, valid)
+  temperatures = jnp.asarray(candidates, jnp.float32)
+  accuracies = _candidate_accuracies(logits, labels, class_mask, class_counts, valid,
+                                     temperatures)
+  return temperatures[jnp.argmax(accuracies, axis=0)]
+
+
+@jax.jit
+def _candidate_accuracies(logits, labels, class_mask, class_counts, valid, temperatures):
+  """float32[T, A]: each candidate's class-balanced accuracy. ``lax.map`` runs one body
+  per candidate, so equal confusion counts give bit-identical accuracies and ties go to
+  the earliest candidate; memory stays O(B A Cmax). Jitted here: an eager ``lax.map``
+  over a new closure would trace its body again on every call."""
+
   def balanced_accuracy_at(temperature):
     scores = threshold_adjusted_probabilities(logits, class_mask, class_counts,
                                               temperature)
     return class_balanced_accuracy_from_predictions(jnp.argmax(scores, axis=-1), labels,
                                                     class_mask, valid=valid)
 
-  # ``lax.map`` runs one compiled body per candidate, so equal confusion counts give
-  # bit-identical accuracies and ties really go to the earliest candidate (separately
-  # fused copies may round the same fraction differently); memory stays O(B A Cmax).
-  temperatures = jnp.asarray(candidates, jnp.float32)
-  accuracies = jax.lax.map(balanced_accuracy_at, temperatures)  # [T, A]
-  return temperatures[jnp.argmax(accuracies, axis=0)]
+  return jax.lax.map(balanced_accuracy_at, temperatures)

@@ -3,8 +3,8 @@
 A loss is added in one place, ``register_loss``: its function, its config name, its
 config section with defaults (``config_lib.base_config`` builds ``config.loss.<section>``
 from them), how training derives its hyperparameters (``TrainingLoss``) and whether CRL
-may use it as its base loss. Config validation and the training objective read
-``TRAINING_LOSSES``; nothing else lists the losses.
+may use it as its base loss. Config validation, the training objective and
+``catalogue`` (compare's methods) read ``TRAINING_LOSSES``; nothing else lists them.
 
 ``LOSSES[name](logits, labels, class_mask, class_counts, *, valid=None,
 **hyperparameters) -> f32[A]`` and ``ADJUSTMENTS[name](logits, class_mask,

@@ -145,3 +145,12 @@ def write_results(workdir: str, results: dict) -> None:
   with open(f"{path}.tmp", "w") as f:
     json.dump(results, f, indent=1)
   os.replace(f"{path}.tmp", path)
+
+
+def read_metrics(workdir: str) -> list:
+  """The rows of ``WORKDIR/metrics.jsonl`` as dicts, oldest first (empty without one)."""
+  path = os.path.join(workdir, METRICS)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

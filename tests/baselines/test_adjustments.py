@@ -2,7 +2,6 @@
 
 import functools
 
-import chex
 import hypothesis
 from hypothesis import strategies as st
 import jax
@@ -16,6 +15,7 @@ from tests.baselines.reference import heads_options
 from tests.baselines.reference import make_heads
 from tests.baselines.reference import same_shape_heads
 from tests.baselines.reference import SETTINGS
+from tests.traces import new_traces
 
 LOWEST_FLOAT32 = np.finfo(np.float32).min
 
@@ -177,35 +177,37 @@ def test_temperature_selection_prefers_the_prior_when_it_helps():
 
 @pytest.mark.parametrize("name", sorted(baselines.ADJUSTMENTS))
 def test_adjustment_compiles_once_across_changing_data(name):
+  """The adjustment itself, called at six batches of one shape (new logits and counts),
+  traces on the first call only."""
   heads = make_heads(0)
-  chex.clear_trace_counter()  # parametrised copies of `adjust` share one counter
-
-  @jax.jit
-  @chex.assert_max_traces(n=1)
-  def adjust(logits, class_counts):
-    return baselines.ADJUSTMENTS[name](logits, heads.class_mask, class_counts)
-
   values = set()
-  for seed in range(6):
-    changed = make_heads(seed)
-    values.add(float(jnp.sum(adjust(changed.logits, changed.class_counts)
-                             [np.broadcast_to(heads.class_mask, changed.logits.shape)])))
-  assert len(values) > 1
+
+  def adjust(logits, class_counts):
+    scores = baselines.ADJUSTMENTS[name](logits, heads.class_mask, class_counts)
+    values.add(float(jnp.sum(scores[np.broadcast_to(heads.class_mask, logits.shape)])))
+    return scores
+
+  batches = [make_heads(seed) for seed in range(6)]
+  assert new_traces(adjust, [(b.logits, b.class_counts) for b in batches]) == []
+  assert len(values) == len(batches)
 
 
 def test_selection_compiles_once_across_changing_data():
+  """The temperature selection itself, called at four validation batches of one shape,
+  traces on the first call only, and chooses from each batch's own data."""
   heads = make_heads(0)
+  chosen = []
 
-  @jax.jit
-  @chex.assert_max_traces(n=1)
   def select(logits, labels, class_counts, valid):
-    return baselines.select_threshold_temperature(logits, labels, heads.class_mask,
-                                                  class_counts, valid=valid)
+    chosen.append(tuple(np.asarray(baselines.select_threshold_temperature(
+        logits, labels, heads.class_mask, class_counts, valid=valid)).tolist()))
+    assert len(chosen[-1]) == 4
+    return chosen[-1]
 
-  for seed in range(4):
-    changed = make_heads(seed)
-    assert select(changed.logits, changed.labels, changed.class_counts,
-                  changed.valid).shape == (4,)
+  batches = [make_heads(seed) for seed in range(4)]
+  assert new_traces(select, [(b.logits, b.labels, b.class_counts, b.valid)
+                             for b in batches]) == []
+  assert len(set(chosen)) > 1
 
 
 @pytest.mark.parametrize("name", sorted(baselines.ADJUSTMENTS))

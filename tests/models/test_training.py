@@ -65,6 +65,9 @@ def test_tiny_model_overfits_a_random_batch():
 
 
 def test_jit_compiles_once_for_every_batch():
+  """One compile serves every step: the statistics train mode returns have the shapes
+  and dtypes of those it was given, so feeding them back does not retrace (a model
+  whose updates changed dtype, e.g. an int counter promoted to float, would)."""
   model = models.get_model("tiny", class_counts=CLASS_COUNTS)
   variables = jit_unoptimised(model.init)(jax.random.key(0),
                                           random_images(0, batch_size=4))
