@@ -3,16 +3,17 @@
 import functools
 import itertools
 
-import chex
 import hypothesis
 from hypothesis import strategies as st
 import jax
+import jax.test_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from crl_jax import crl
 from tests.crl import reference
+from tests.traces import new_traces
 
 DESIGNS = list(itertools.product(crl.LEVELS, crl.CRITERIA, crl.SCOPES))
 FEATURE_DIM = 8
@@ -63,22 +64,22 @@ sample_strategy = st.fixed_dictionaries(dict(
                                    unique_by=lambda sample: sample["seed"]))
 def test_loss_matches_loop_reference(level, criterion, scope, batch_size,
                                      num_classes, kappa, rho, num_bins, samples):
-  chex.clear_trace_counter()  # counted per drawn shape: one compile serves its samples
-  @jax.jit
-  @chex.assert_max_traces(n=1)
-  def loss_fn(logits, features, labels, valid):
+  def loss_fn(logits, features, labels, valid):  # the entry point compiles itself
     return crl.class_rectification_loss(logits, features, labels, level=level,
                                         criterion=criterion, scope=scope, kappa=kappa,
                                         rho=rho, num_bins=num_bins, valid=valid)
 
-  for sample in samples:
-    logits, features, labels, valid = make_batch(
-        sample["seed"], batch_size, num_classes, skew=sample["skew"],
-        missing=sample["missing"], invalid=sample["invalid"])
+  batches = [make_batch(sample["seed"], batch_size, num_classes, skew=sample["skew"],
+                        missing=sample["missing"], invalid=sample["invalid"])
+             for sample in samples]
+  losses = []
+  # One compile per drawn shape serves all of its samples.
+  assert new_traces(lambda *batch: losses.append(loss_fn(*batch)) or losses[-1],
+                    batches) == []
+  for (logits, features, labels, valid), loss in zip(batches, losses):
     expected = reference.crl(logits, features, labels, level=level, criterion=criterion,
                              kappa=kappa, rho=rho, scope=scope, num_bins=num_bins,
                              valid=valid)
-    loss = loss_fn(logits, features, labels, valid)
     assert loss.shape == () and loss.dtype == jnp.float32
     np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
 
@@ -283,20 +284,34 @@ def test_bf16_logits_are_accepted_and_accumulate_in_f32():
 @pytest.mark.parametrize("level,criterion", [("class", "relative"),
                                              ("instance", "distribution")])
 def test_compiles_once_across_changing_data(level, criterion):
-  chex.clear_trace_counter()
-
-  @jax.jit
-  @chex.assert_max_traces(n=1)
-  def objective(logits, features, labels):
-    return crl.blended_objective(logits, features, labels, class_mask, 0.3, level=level,
-                                 criterion=criterion)[0]
-
+  """The blended objective, called itself at six batches of one shape, traces on the
+  first call only and gives each batch its own value."""
   _, _, _, class_mask = make_heads(0)
   values = []
-  for seed in range(20):
-    logits, features, labels, _ = make_heads(seed)
-    values.append(float(objective(logits, features, labels)))
-  assert len(set(values)) > 1
+
+  def objective(logits, features, labels):
+    loss = crl.blended_objective(logits, features, labels, class_mask, 0.3, level=level,
+                                 criterion=criterion)[0]
+    values.append(float(loss))
+    return loss
+
+  assert new_traces(objective, [make_heads(seed)[:3] for seed in range(6)]) == []
+  assert len(set(values)) == 6
+
+
+def test_entry_points_trace_once():
+  """Each entry point, called itself at four batches of one shape (new logits, features
+  and labels: new minority classes and counts), traces on the first call only."""
+  _, _, _, class_mask = make_heads(0)
+
+  def losses(logits, features, labels):
+    single = crl.class_rectification_loss(logits[:, 1], None, labels[:, 1])
+    multi = crl.multi_attribute_crl(logits, features, labels, class_mask,
+                                    level="instance")
+    blended = crl.blended_objective(logits, None, labels, class_mask, 0.5)[0]
+    return single, multi, blended
+
+  assert new_traces(losses, [make_heads(seed)[:3] for seed in range(4)]) == []
 
 
 def test_bad_inputs_name_the_problem():
@@ -366,14 +381,8 @@ def test_memory_rows_are_candidates_not_anchors(design):
   labels[-3:] = 4  # the rarest class: one anchor in the batch, two in the memory
   labels[5] = 4
   options = dict(level=level, criterion=criterion, kappa=4, rho=0.5, scope=scope)
-  chex.clear_trace_counter()
-
-  @chex.assert_max_traces(n=1)
-  def loss(logits, features):
-    return crl.class_rectification_loss(logits, features, labels, num_anchors=24,
-                                        **options)
-
-  value = jax.jit(loss)(logits, features)
+  value = crl.class_rectification_loss(logits, features, labels, num_anchors=24,
+                                       **options)
   expected = reference.crl(logits, features, labels, num_anchors=24, **options)
   np.testing.assert_allclose(float(value), expected, rtol=2e-5, atol=2e-6)
   full = crl.class_rectification_loss(logits, features, labels, num_anchors=40, **options)
