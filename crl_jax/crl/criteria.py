@@ -2,7 +2,7 @@
 
 Distances are per-anchor ``[R, K]`` arrays with their ``bool[R, K]`` masks. Each
 criterion returns *sums* over the pairs or triplets that exist (``relative_sums``,
-``absolute_sums``, ``distribution_sums``), so that a sharded batch adds its devices'
+``absolute_sums``, ``soft_histogram``), so that a sharded batch adds its devices'
 sums with one ``psum`` before ``finish`` turns them into the paper's scalar: a mean, or
 exactly ``0.0`` with a zero gradient for an empty selection.
 """
@@ -90,9 +90,10 @@ def relative_sums(positive_distances, positive_mask, negative_distances, negativ
   - d(a, -_j)), number of triplets)``, f32 each; every anchor's positives with every
   one of its negatives: "at most kappa^2 triplets w.r.t. x_a".
 
-  Without the ``[R, K, K]`` table: with each anchor's negative distances ascending,
-  the hinge of ``(a, i)`` is ``c * (m + d(a, +_i)) - (the sum of the c smallest d(a,
-  -))`` where ``c`` counts the negatives closer than ``m + d(a, +_i)``. float[R, K]
+  Without a float ``[R, K, K]`` table: once it is known which triplets are active
+  (``m + d+ > d-``, counted both ways as integer reductions: ``n_i`` negatives per
+  positive, ``n'_j`` positives per negative), the sum is linear in the distances,
+  ``sum_i (m + d+_i) n_i - sum_j d-_j n'_j``, and so is its gradient. float[R, K]
   distances with bool[R, K] masks, scalar margin ``m_j``.
 
   Example:
@@ -102,18 +103,17 @@ def relative_sums(positive_distances, positive_mask, negative_distances, negativ
     ...                   jnp.array([[1.0, 0.25]]), jnp.array([[True, True]]), 0.5)
     (Array(0.5, dtype=float32), Array(2., dtype=float32))
   """
-  order_key = jnp.where(negative_mask, jax.lax.stop_gradient(negative_distances), jnp.inf)
-  _, negatives, negative_mask = jax.lax.sort(
-      (order_key, negative_distances.astype(jnp.float32), negative_mask), num_keys=1)
-  thresholds = margin + positive_distances.astype(jnp.float32)  # [R, K]
-  closer = jnp.sum((negatives[:, None, :] < jax.lax.stop_gradient(thresholds)[:, :, None])
-                   & negative_mask[:, None, :], axis=-1, dtype=jnp.int32)
-  prefix = jnp.cumsum(jnp.where(negative_mask, negatives, 0.0), axis=-1)
-  prefix = jnp.concatenate([jnp.zeros_like(prefix[:, :1]), prefix], axis=-1)
-  hinges = closer * thresholds - jnp.take_along_axis(prefix, closer, axis=-1)
+  bases = margin + positive_distances.astype(jnp.float32)  # [R, K]
+  negatives = negative_distances.astype(jnp.float32)
+  active = (jax.lax.stop_gradient(jnp.where(positive_mask, bases, -jnp.inf))[:, :, None]
+            > jax.lax.stop_gradient(jnp.where(negative_mask, negatives, jnp.inf))[:, None])
+  per_positive = jnp.sum(active, axis=2, dtype=jnp.int32).astype(jnp.float32)
+  per_negative = jnp.sum(active, axis=1, dtype=jnp.int32).astype(jnp.float32)
+  total = (jnp.sum(jnp.where(positive_mask, bases, 0.0) * per_positive)
+           - jnp.sum(jnp.where(negative_mask, negatives, 0.0) * per_negative))
   triplets = (jnp.sum(positive_mask, -1, dtype=jnp.float32)
               * jnp.sum(negative_mask, -1, dtype=jnp.float32))
-  return jnp.sum(jnp.where(positive_mask, hinges, 0.0)), jnp.sum(triplets)
+  return total, jnp.sum(triplets)
 
 
 def absolute_sums(positive_distances, positive_mask, negative_distances, negative_mask,
@@ -158,16 +158,6 @@ def soft_histogram(distances, mask, lower: float, upper: float, num_bins: int):
   histogram = (jnp.zeros(num_bins, jnp.float32).at[below].add(weight * (1.0 - fraction))
                .at[below + 1].add(weight * fraction))
   return histogram, jnp.sum(mask, dtype=jnp.float32)
-
-
-def distribution_sums(positive_distances, positive_mask, negative_distances,
-                      negative_mask, lower: float, upper: float, num_bins: int):
-  """Eqn (14)'s histograms, unnormalised: ``{"positive": soft_histogram(positive
-  pairs), "negative": soft_histogram(negative pairs)}``."""
-  return {"positive": soft_histogram(positive_distances, positive_mask, lower, upper,
-                                     num_bins),
-          "negative": soft_histogram(negative_distances, negative_mask, lower, upper,
-                                     num_bins)}
 
 
 def finish(criterion: str, sums):

@@ -97,22 +97,24 @@ def masked_top_k(keys, candidate_mask, k: int):
 class Candidates(NamedTuple):
   """The ``K`` best candidates of each list, best first: ``keys f32[..., K]`` (the
   ranking, ``-inf`` where empty), ``positions int32[..., K]`` (global positions,
-  ``EMPTY_POSITION`` where empty), ``values f32[..., K]`` (the scores a criterion
-  compares, carrying the gradient) and ``mask bool[..., K]``."""
+  ``EMPTY_POSITION`` where empty) and ``values f32[..., K]`` (the scores a criterion
+  compares, carrying the gradient); ``mask`` (bool[..., K]) marks the slots in use."""
 
   keys: jax.Array
   positions: jax.Array
   values: jax.Array
-  mask: jax.Array
+
+  @property
+  def mask(self):
+    return self.positions != EMPTY_POSITION
 
 
 def _sorted(candidates: Candidates, k: int) -> Candidates:
   """The first ``k`` by key (descending), ties to the lower position, empties last."""
-  negated, positions, values, mask = jax.lax.sort(
-      (jnp.where(candidates.mask, -candidates.keys, jnp.inf),
-       jnp.where(candidates.mask, candidates.positions, EMPTY_POSITION),
-       candidates.values, candidates.mask), dimension=-1, num_keys=2)
-  return Candidates(-negated[..., :k], positions[..., :k], values[..., :k], mask[..., :k])
+  negated, positions, values = jax.lax.sort(
+      (jnp.where(candidates.mask, -candidates.keys, jnp.inf), candidates.positions,
+       candidates.values), dimension=-1, num_keys=2)
+  return Candidates(-negated[..., :k], positions[..., :k], values[..., :k])
 
 
 def best_candidates(keys, candidate_mask, values, positions, k: int,
@@ -130,11 +132,11 @@ def best_candidates(keys, candidate_mask, values, positions, k: int,
   indices, mask = masked_top_k(jax.lax.stop_gradient(keys), candidate_mask, local_k)
   take = lambda x: jnp.take_along_axis(jnp.broadcast_to(x, keys.shape), indices, -1)  # pylint: disable=unnecessary-lambda-assignment
   best = Candidates(jnp.where(mask, take(jax.lax.stop_gradient(keys)), -jnp.inf),
-                    jnp.where(mask, take(positions), EMPTY_POSITION), take(values), mask)
+                    jnp.where(mask, take(positions), EMPTY_POSITION), take(values))
   if local_k < k:  # fewer local rows than k: pad with empty slots
     best = jax.tree.map(lambda x, fill: jnp.concatenate(
         [x, jnp.full(x.shape[:-1] + (k - local_k,), fill, x.dtype)], axis=-1),
-                        best, Candidates(-jnp.inf, EMPTY_POSITION, 0.0, False))
+                        best, Candidates(-jnp.inf, EMPTY_POSITION, 0.0))
   n = num_devices(axis_name)
   shift = 1
   while shift < n:
@@ -146,7 +148,8 @@ def best_candidates(keys, candidate_mask, values, positions, k: int,
       repeated = jnp.concatenate(
           [jnp.zeros_like(merged.mask[..., :1]),
            merged.positions[..., 1:] == merged.positions[..., :-1]], axis=-1)
-      merged = merged._replace(mask=merged.mask & ~repeated)
+      merged = merged._replace(positions=jnp.where(repeated, EMPTY_POSITION,
+                                                   merged.positions))
     best = _sorted(merged, k)
     shift *= 2
   return best

@@ -48,12 +48,6 @@ def check_rho(rho) -> None:
                      "criterion of Eqn 3; the paper uses 0.5).")
 
 
-def minority_budget(histogram, rho):
-  """``rho * n_valid`` of Eqn (3) as float32 (with ``RHO_SLACK``)."""
-  n_valid = jnp.sum(histogram).astype(jnp.float32)
-  return jnp.asarray(rho, jnp.float32) * n_valid * (1.0 + RHO_SLACK)
-
-
 def minority_classes(histogram, rho=0.5):
   """Minority classes of one attribute in one batch, Eqn (3).
 
@@ -73,7 +67,9 @@ def minority_classes(histogram, rho=0.5):
   histogram = jnp.asarray(histogram)
   order = jnp.argsort(histogram, stable=True)  # ascending; ties: lower class first
   cumulative = jnp.cumsum(histogram[order]).astype(jnp.float32)
-  minority_in_order = cumulative <= minority_budget(histogram, rho)
+  budget = (jnp.asarray(rho, jnp.float32) * jnp.sum(histogram).astype(jnp.float32)
+            * (1.0 + RHO_SLACK))  # rho * n_valid
+  minority_in_order = cumulative <= budget
   return jnp.zeros(histogram.shape, bool).at[order].set(minority_in_order)
 
 

@@ -38,37 +38,32 @@ Conventions the paper leaves open, pinned here:
     ``valid=False`` are ignored everywhere, the cross-entropy included.
 12. Reduction (Eqn 9 is ambiguous: "a total of at most |X_min| x kappa^2 triplets T for
     all the anchors X_min across all the minority classes of every attribute label",
-    then ``L_crl = sum_T max(...) / |T|``, while Eqn 8 weights the CRL per label with
-    ``alpha_j``). ``reduction="attribute"`` (default): the mean over each attribute's own
-    triplets. ``"pooled"`` reads Eqn 9 literally, one mean over every attribute's
-    triplets, returned per attribute as ``A * sum_T_j / |T_all|``: their sum is ``A``
-    times the pooled mean (the scale of the per-attribute sum), and attributes with more
-    triplets weigh more. Relative criterion only.
-13. Sharded batches (``axis_name``, inside ``shard_map`` or ``pmap``): the batch is the
-    global one. The paper profiles "the minority and majority classes per label in each
-    training mini-batch with nbs training samples" and mines "in each mini-batch of
-    training data", so the mini-batch is the batch of one optimisation step, however
-    many devices hold it: the loss is exactly that of the global batch on one device.
-    Anchors stay on their device; the class counts are summed, class-level candidates
-    merged (``mining.best_candidates``), instance-level candidate features gathered
-    once, and the loss's sums added with ``psum``. Every device returns the global
-    loss, and a device's gradient is that of the global loss with respect to its rows.
-14. Ties in mining go to the lower position in the global batch; the paper leaves them
-    open.
+    ``L_crl = sum_T max(...) / |T|``, while Eqn 8 weights the CRL per label).
+    ``reduction="attribute"`` (default): the mean over each attribute's triplets.
+    ``"pooled"`` (relative only) reads Eqn 9 literally, one mean over all attributes'
+    triplets, returned per attribute as ``A * sum_T_j / |T_all|`` (their sum is ``A``
+    times the pooled mean).
+13. Sharded batches (``axis_name``, in ``shard_map`` or ``pmap``): the paper profiles
+    "the minority and majority classes per label in each training mini-batch with nbs
+    training samples" and mines "in each mini-batch of training data": the mini-batch
+    of one optimisation step, however many devices hold it. The loss is exactly the
+    global batch's: counts summed, class-level candidates merged, instance-level
+    candidate features gathered once (``mining``), sums added with ``psum``; anchors
+    stay on their device. Every device returns the global loss, and a device's
+    gradient is that of the global loss with respect to its rows.
+14. Ties in mining go to the lower position in the global batch (the paper is silent).
 15. Memory (``num_anchors``, an extension; ``train/memory.py``): on each device the
-    first ``num_anchors`` rows are anchors (its share of the batch), the later rows
-    mining candidates only, which conventions 1-2 count too; an eligible class also
-    needs an anchor in the (global) batch. With ``axis_name`` the later rows are whole
-    blocks of ``num_anchors`` rows, and block ``t`` of every device comes before block
-    ``t + 1`` in the global order (``mining.global_positions``).
+    first ``num_anchors`` rows are anchors, the later rows mining candidates only
+    (counted by conventions 1-2); an eligible class also needs an anchor in the
+    batch. With ``axis_name`` the later rows are whole blocks of ``num_anchors`` rows
+    (``mining.global_positions``).
 
 Extension beyond the paper (off by default): ``score``. For a class the model never
-predicts, ``p_c ~ 0`` and ``dp_c / dz = p_c (1 - p_c) ~ 0`` for every sample, so Eqn
-10's hinge stops pulling the hard positives while the hard negatives (higher ``p_c``)
-keep their pull: summed over a batch the CRL gradient lowers the minority class's logit
-(``docs/results.md``). ``score="log_probability"`` takes Eqn 10's distances on
-``log p_c`` (gradient ``1 - p_c``), ``score="logit"`` on the logit ``z_c``; mining still
-ranks by ``p_c``, and the default margins become ``1.0``.
+predicts, ``dp_c / dz = p_c (1 - p_c) ~ 0``, so Eqn 10's hinge stops pulling the hard
+positives while the hard negatives keep their pull, and the CRL gradient lowers the
+minority class's logit (``docs/results.md``). ``score="log_probability"`` takes Eqn
+10's distances on ``log p_c`` (gradient ``1 - p_c``), ``score="logit"`` on ``z_c``;
+mining still ranks by ``p_c``; default margins ``1.0``.
 
 Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
 Rectification", TPAMI 2018.
@@ -158,30 +153,34 @@ def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level
     eligible &= mining.psum(profile.class_histogram(labels[:block], num_classes,
                                                     valid[:block]), axis_name) >= 1
   positions = mining.global_positions(rows, block, axis_name)
-  anchor_class = jnp.clip(labels[:block], 0, num_classes - 1)
-  anchor_mask = valid[:block] & eligible[anchor_class]
+  anchors = jnp.arange(block)
+  anchor_mask = valid[:block] & eligible[jnp.clip(labels[:block], 0, num_classes - 1)]
+  bound = _anchor_bound(block, rho, scope, num_anchors, axis_name)
+  if bound < block:  # only the rows that can be anchors, lower index first
+    anchors, anchor_mask = mining.masked_top_k(jnp.zeros(block), anchor_mask, bound)
+  anchor_class = jnp.clip(labels[anchors], 0, num_classes - 1)
   if level == "class":
     masked_logits = heads.masked_logits(logits, class_mask)
     scores = criteria.class_scores(masked_logits, score)
     positives, negatives = mining.class_level_hard_sets(
         jax.nn.softmax(masked_logits, axis=-1), scores, labels, valid, positions, kappa,
         axis_name)
-    anchor_score = jnp.take_along_axis(scores[:block], anchor_class[:, None], axis=1)
+    anchor_score = jnp.take_along_axis(scores[anchors], anchor_class[:, None], axis=1)
     positive_distances = jnp.abs(anchor_score - positives.values[anchor_class])
     positive_mask = (positives.mask[anchor_class]
-                     & (positives.positions[anchor_class] != positions[:block, None]))
+                     & (positives.positions[anchor_class] != positions[anchors, None]))
     negative_distances = anchor_score - negatives.values[anchor_class]
     negative_mask = negatives.mask[anchor_class]
   else:
     normalised = criteria.l2_normalise(features.astype(jnp.float32))
     candidates = mining.gather_rows(normalised, block, axis_name)
     hard = mining.instance_level_hard_samples(
-        criteria.pairwise_distances(normalised[:block], candidates), labels[:block],
-        anchor_mask, positions[:block], mining.gather_rows(labels, block, axis_name),
+        criteria.pairwise_distances(normalised[anchors], candidates), labels[anchors],
+        anchor_mask, positions[anchors], mining.gather_rows(labels, block, axis_name),
         mining.gather_rows(valid, block, axis_name), kappa)
-    positive_distances = criteria.pair_distances(normalised[:block],
+    positive_distances = criteria.pair_distances(normalised[anchors],
                                                  candidates[hard.positive_indices])
-    negative_distances = criteria.pair_distances(normalised[:block],
+    negative_distances = criteria.pair_distances(normalised[anchors],
                                                  candidates[hard.negative_indices])
     positive_mask, negative_mask = hard.positive_mask, hard.negative_mask
   if margin is None and criterion != "distribution":
@@ -194,9 +193,22 @@ def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level
     sums = criteria.relative_sums(*pairs, margin)
   elif criterion == "absolute":
     sums = criteria.absolute_sums(*pairs, margin)
-  else:
-    sums = criteria.distribution_sums(*pairs, *criteria.HISTOGRAM_RANGE[level], num_bins)
+  else:  # Eqn (14)'s histograms of the positive and the negative pairs
+    histogram = functools.partial(criteria.soft_histogram, num_bins=num_bins,
+                                  lower=criteria.HISTOGRAM_RANGE[level][0],
+                                  upper=criteria.HISTOGRAM_RANGE[level][1])
+    sums = {"positive": histogram(*pairs[:2]), "negative": histogram(*pairs[2:])}
   return criteria.finish(criterion, mining.psum(sums, axis_name))
+
+
+def _anchor_bound(block: int, rho, scope: str, num_anchors, axis_name) -> int:
+  """A static bound on the anchors among ``block`` rows: every row, or on one device
+  without a memory at the minority scope ``floor(rho * block)``, since the minority
+  classes hold at most ``rho * n_valid`` samples (Eqn 3)."""
+  if (scope != "minority" or num_anchors is not None or axis_name is not None
+      or not isinstance(rho, (int, float))):
+    return block
+  return max(1, min(block, int(rho * block * (1 + profile.RHO_SLACK))))
 
 
 def attribute_losses(logits, features, labels, valid, class_mask, margin, **options):
@@ -287,8 +299,6 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     ((), True)
   """
   _check_removed(removed)
-  check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
-                num_bins=num_bins, margin=margin, score=score)
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   if logits.ndim != 2:
     raise ValueError(f"logits must be f[B, C], got shape {logits.shape}; for several "
@@ -301,21 +311,15 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
                                or features.shape[0] != logits.shape[0]):
     raise ValueError(f"features must be f[B, D] with B={logits.shape[0]}, got shape "
                      f"{features.shape}.")
-  options = dict(level=level, criterion=criterion, kappa=kappa, rho=rho, scope=scope,
-                 num_bins=num_bins, score=score, axis_name=axis_name,
-                 num_anchors=_anchors(num_anchors, logits.shape[0], axis_name))
-  arguments = (logits, features, labels, None if valid is None else jnp.asarray(valid),
-               None if class_mask is None else jnp.asarray(class_mask, bool),
-               None if margin is None else jnp.asarray(margin, jnp.float32))
-  if not isinstance(rho, (int, float)):  # a traced rho cannot be a static option
-    return attribute_loss(*arguments, **options)[0]
-  # One compiled program (eagerly: one compile, not one dispatch per operation).
-  return _compiled_attribute_loss(*arguments, **options)[0]
-
-
-_compiled_attribute_loss = jax.jit(attribute_loss, static_argnames=(
-    "level", "criterion", "kappa", "rho", "scope", "num_bins", "score", "num_anchors",
-    "axis_name"))
+  check_options(level=level, criterion=criterion, scope=scope, kappa=kappa, rho=rho,
+                num_bins=num_bins, margin=margin, score=score)
+  return _loss_of(rho)(
+      logits, features, labels, None if valid is None else jnp.asarray(valid, bool),
+      None if class_mask is None else jnp.asarray(class_mask, bool),
+      None if margin is None else jnp.asarray(margin, jnp.float32), level=level,
+      criterion=criterion, kappa=kappa, rho=rho, scope=scope, num_bins=num_bins,
+      score=score, axis_name=axis_name,
+      num_anchors=_anchors(num_anchors, logits.shape[0], axis_name))[0]
 
 
 def multi_attribute_crl(logits, features, labels, class_mask=None, *,
@@ -343,15 +347,28 @@ def multi_attribute_crl(logits, features, labels, class_mask=None, *,
   heads.check_heads(logits, labels, class_mask, features=features)
   if margin is not None:
     margin = jnp.broadcast_to(jnp.asarray(margin, jnp.float32), logits.shape[1:2])
-  losses, counts = attribute_losses(
+  options = dict(level=level, criterion=criterion, kappa=kappa, rho=rho, scope=scope,
+                 num_bins=num_bins, score=score, axis_name=axis_name,
+                 num_anchors=_anchors(num_anchors, logits.shape[0], axis_name))
+  losses, counts = _loss_of(rho, attribute_losses)(
       logits, features, labels, _per_label(valid, labels.shape), class_mask, margin,
-      level=level, criterion=criterion, kappa=kappa, rho=rho, scope=scope,
-      num_bins=num_bins, score=score, axis_name=axis_name,
-      num_anchors=_anchors(num_anchors, logits.shape[0], axis_name))
+      **options)
   if reduction == "attribute":
     return losses
   # Pooled: sum over attributes of (loss_j * count_j) is the sum over all triplets.
   return logits.shape[1] * losses * counts / jnp.maximum(jnp.sum(counts), 1.0)
+
+
+_STATIC = ("level", "criterion", "kappa", "rho", "scope", "num_bins", "score",
+           "num_anchors", "axis_name")
+_COMPILED = {loss: jax.jit(loss, static_argnames=_STATIC)
+             for loss in (attribute_loss, attribute_losses)}
+
+
+def _loss_of(rho, loss=attribute_loss):
+  """``loss`` as one compiled program (called eagerly: one compile, not one dispatch
+  per operation); as it is for a traced ``rho``, which cannot be a static option."""
+  return _COMPILED[loss] if isinstance(rho, (int, float)) else loss
 
 
 def _attribute_cross_entropy(logits, labels, valid, class_mask):
