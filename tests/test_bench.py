@@ -157,3 +157,69 @@ def test_gpu_script_runs_end_to_end_in_quick_mode(tmp_path):
                                                             "class/relative/minority"}
   table = (tmp_path / "summary.md").read_text()
   assert table.count("| class/relative/minority |") >= 3
+
+
+# --- bench --devices: the per-device cost of the compiled programs ---------------
+
+from crl_jax import scaling  # noqa: E402  (grouped with the tests that use it)
+
+
+def test_collective_bytes_are_the_results_of_each_kind():
+  text = """
+  %a = f32[] all-reduce(%x), channel_id=1, replica_groups={{0,1}}
+  %b = f32[8,3]{1,0} collective-permute(%y), channel_id=2, source_target_pairs={{0,1}}
+  %c = (f32[8,3]{1,0}, f32[64,3]{1,0}) all-gather-start(%z), channel_id=3
+  %d = f32[64,3]{1,0} all-gather-done(%c)
+  %e = (f32[8]{0}, s32[3]{0}) all-reduce(%u, %v), channel_id=4
+  %f = bf16[4,2]{1,0} reduce-scatter(%w), channel_id=5, dimensions={0}
+  """
+  assert scaling.collective_bytes(text) == {
+      "all-reduce": 4 + 8 * 4 + 3 * 4, "all-gather": 64 * 3 * 4, "reduce-scatter": 16,
+      "collective-permute": 8 * 3 * 4, "all-to-all": 0}
+
+
+def test_scaling_measures_the_compiled_programs_per_device(tmp_path):
+  """One mesh size in this process (8 simulated devices): the loss and the full step of
+  CE and a CRL design, with and without a memory, compiled and read."""
+  args, overrides = cli.parse_flags(bench.build_parser(), [
+      f"--config={os.path.join(REPO, 'configs/synthetic.py:smoke')}", "--devices=8",
+      "--shapes=xdomain", "--designs=class/relative/minority", "--memory=0,16",
+      "--batch=4", "--image_size=16", "--config.model.kwargs.widths=(4,8)"])
+  path = tmp_path / "child.json"
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv(scaling.CHILD_JSON, str(path))
+    assert bench.scaling_main(bench.build_parser(), args, overrides) == 0
+  rows = json.loads(path.read_text())
+  assert {(r["variant"], r["memory_per_device"], r["program"]) for r in rows} == {
+      (variant, memory, program) for variant, memory in (
+          ("ce", 0), ("class/relative/minority", 0), ("class/relative/minority", 16))
+      for program in ("loss", "step")}
+  by_key = {(r["variant"], r["memory_per_device"], r["program"]): r for r in rows}
+  for row in rows:
+    assert row["devices"] == 8 and row["flops"] > 0 and row["temp_bytes"] > 0
+  crl_loss = by_key[("class/relative/minority", 0, "loss")]
+  # Exact mining: the class counts and the loss's sums are all-reduced, the candidates
+  # merged by collective permutes (3 rounds on 8 devices); CE's loss only all-reduces.
+  assert crl_loss["collective_bytes"]["collective-permute"] > 0
+  assert by_key[("ce", 0, "loss")]["collective_bytes"]["collective-permute"] == 0
+  assert crl_loss["flops"] > by_key[("ce", 0, "loss")]["flops"]
+  # The model's gradient is all-reduced in the step, not in the loss.
+  assert (by_key[("ce", 0, "step")]["collective_bytes"]["all-reduce"]
+          > by_key[("ce", 0, "loss")]["collective_bytes"]["all-reduce"])
+
+
+@pytest.mark.slow  # two fresh interpreters compile the programs
+def test_bench_devices_compiles_each_mesh_size_in_a_fresh_process(tmp_path, capsys):
+  path = tmp_path / "scaling.json"
+  assert bench.main([f"--config={os.path.join(REPO, 'configs/synthetic.py:smoke')}",
+                     "--devices=1,2", "--shapes=xdomain", "--memory=0", "--batch=4",
+                     "--designs=instance/relative/minority", "--programs=loss",
+                     "--image_size=16", f"--json={path}"]) == 0
+  rows = json.loads(path.read_text())["results"]
+  assert sorted((r["variant"], r["devices"]) for r in rows) == [
+      ("ce", 1), ("ce", 2), ("instance/relative/minority", 1),
+      ("instance/relative/minority", 2)]
+  for row in rows:
+    one = next(r for r in rows if r["variant"] == row["variant"] and r["devices"] == 1)
+    assert row["flops_ratio"] == pytest.approx(row["flops"] / one["flops"])
+  assert "instance/relative/minority" in capsys.readouterr().out
