@@ -20,15 +20,7 @@ HISTOGRAM_RANGE = {"class": (-1.0, 1.0), "instance": (0.0, 2.0)}
 
 
 def mean(total, count):
-  """``total / count``, exactly 0 when ``count`` is 0 (float32, any shapes that
-  broadcast).
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from crl_jax import crl
-    >>> crl.mean(jnp.float32(3.0), jnp.float32(2.0)), crl.mean(jnp.float32(0.0), 0.0)
-    (Array(1.5, dtype=float32), Array(0., dtype=float32))
-  """
+  """``total / count`` (float32, shapes that broadcast), exactly 0 when ``count`` is 0."""
   return total / jnp.maximum(count, 1.0)
 
 

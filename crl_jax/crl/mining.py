@@ -180,10 +180,8 @@ def class_level_hard_sets(probabilities, scores, labels, valid, positions, kappa
 
 
 class HardSamples(NamedTuple):
-  """Instance-level hard samples per anchor: ``int32[A, K]`` indices (into the gathered
-  candidates) of each anchor's hard positives and negatives and their ``bool[A, K]``
-  masks (``False`` for padding, for rows that are not anchors and for a pair of a
-  sample with itself)."""
+  """Instance-level hard samples: ``int32[A, K]`` indices into the gathered candidates
+  of each anchor's hard positives and negatives, and their ``bool[A, K]`` masks."""
 
   positive_indices: jax.Array
   positive_mask: jax.Array

@@ -97,10 +97,9 @@ def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bin
                   reduction: str = "attribute") -> None:
   """Validates the static CRL options; raises one ``ValueError`` naming the option,
   its value and what is allowed (``"kappa=0 is not allowed: ..."``)."""
-  for name, value, options in (
-      ("level", level, LEVELS), ("criterion", criterion, CRITERIA),
-      ("scope", scope, SCOPES), ("score", score, SCORES),
-      ("reduction", reduction, REDUCTIONS)):
+  for name, value, options in (("level", level, LEVELS), ("criterion", criterion,
+                                 CRITERIA), ("scope", scope, SCOPES), ("score", score,
+                                 SCORES), ("reduction", reduction, REDUCTIONS)):
     if value not in options:
       raise ValueError(f"{name}={value!r} is not allowed: use one of "
                        f"{', '.join(options)}.")
@@ -126,11 +125,10 @@ def check_options(*, level: str, criterion: str, scope: str, kappa, rho, num_bin
 
 def _check_removed(removed: dict) -> None:
   """One line for an argument the API no longer has."""
-  if "impl" in removed:
-    raise ValueError("impl= is gone: the CRL has one implementation, which runs on "
-                     "every backend; drop the argument.")
   if removed:
-    raise TypeError(f"unexpected keyword argument {next(iter(removed))!r}")
+    raise (ValueError("impl= is gone: the CRL has one implementation, which runs on "
+                      "every backend; drop the argument.") if "impl" in removed else
+           TypeError(f"unexpected keyword argument {next(iter(removed))!r}"))
 
 
 def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level,
@@ -269,22 +267,20 @@ def class_rectification_loss(logits, features, labels, *, level: str = "class",
     features: float[B, D] for ``level="instance"``; ignored (may be ``None``) otherwise.
     labels: int[B] class ids in ``[0, C)``; ``-1`` (or any id outside) is missing.
     level: ``"class"`` (scores, Eqn 10) or ``"instance"`` (features, Eqn 11).
-    criterion: ``"relative"`` (Eqn 9), ``"absolute"`` (Eqn 13) or ``"distribution"``
-      (Eqns 14-16).
+    criterion: ``"relative"`` (Eqn 9), ``"absolute"`` (13) or ``"distribution"`` (14-16).
     kappa: static int >= 1, hard positives and negatives per anchor (top-kappa).
     rho: the minority criterion of Eqn (3), in ``(0, 1]``.
     scope: ``"minority"`` (the paper's) or ``"all"`` classes.
     margin: ``None`` (the design's default) or a float >= 0; ``None`` for distribution.
     num_bins: static int >= 2, the histogram bins of ``"distribution"``.
     valid: optional bool[B]; ``False`` for padding rows.
-    class_mask: optional bool[C]; ``False`` for padded classes (out of the softmax and
-      of the class count of Eqn 12).
-    axis_name: optional mapped axis (``pmap``/``shard_map``): the rows given are this
-      device's share of the global batch, which is mined exactly (convention 13).
-    score: ``"probability"`` (Eqn 10) or the extension's ``"log_probability"`` or
-      ``"logit"``; class level only.
+    class_mask: optional bool[C]; ``False`` for padded classes.
+    axis_name: optional mapped axis: the rows are this device's share of the global
+      batch, which is mined exactly (convention 13).
+    score: ``"probability"`` (Eqn 10), or the extension's ``"log_probability"`` or
+      ``"logit"`` (class level).
     num_anchors: optional static int: only the first rows are anchors, the rest are
-      mining candidates from a cross-batch memory (convention 15, ``train/memory.py``).
+      mining candidates from a cross-batch memory (convention 15).
 
   Returns:
     float32 scalar >= 0; exactly 0 when the batch has no eligible class or no pair.
