@@ -26,7 +26,6 @@ from crl_jax.train import mesh as mesh_lib
 from crl_jax.train import multihost
 from crl_jax.train import optimizer as optimizer_lib
 from crl_jax.train import setup as setup_lib
-from crl_jax.train import storage as storage_lib
 from crl_jax.train import writer as writer_lib
 
 
@@ -53,10 +52,10 @@ def exclusive(workdir: str):
 
 @contextlib.contextmanager
 def closed_on_exit(store: checkpoint_lib.CheckpointStore):
-  """Yields ``store`` and closes it after the block. A full disk met anywhere in the
-  block (or in the close) becomes one ``storage.DiskFullError`` line; after any failure
-  the close is quiet, so the failure is reported once, not again from the close."""
-  storage_lib.quiet_disk_full_reports()
+  """Yields ``store`` and closes it after the block. A full disk met by a write in the
+  block (``metrics.jsonl``, ``config.json``, ``results.json``) or in the close becomes
+  one ``checkpoint.DiskFullError`` line, as a checkpoint's does; after any failure the
+  close is quiet, so the failure is reported once, not again from the close."""
   try:
     try:
       yield store
@@ -65,8 +64,10 @@ def closed_on_exit(store: checkpoint_lib.CheckpointStore):
         store.close()
       raise
     store.close()
+  except checkpoint_lib.DiskFullError:
+    raise
   except Exception as error:  # pylint: disable=broad-except
-    full = storage_lib.disk_full_error(error, store.workdir)
+    full = checkpoint_lib.disk_full_error(error, store.workdir)
     if full is not None:
       raise full from None
     raise
