@@ -80,7 +80,8 @@ def main(args: argparse.Namespace, overrides=()) -> int:
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
                            initialization_timeout=args.initialization_timeout,
                            heartbeat_timeout=args.heartbeat_timeout)
-    config = config_lib.load_config(args.config, overrides)
+    # Validated once, by train_and_evaluate or evaluate (with the device count).
+    config = config_lib.load_config(args.config, overrides, check=False)
     if args.mode == "train":
       loop.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
                               progress=not args.no_progress)

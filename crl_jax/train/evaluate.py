@@ -172,6 +172,7 @@ def evaluate_workdir(run: setup_lib.Run, store: checkpoint_lib.CheckpointStore,
 def evaluate(config, workdir: str) -> dict:
   """``--mode=eval``: evaluates the best checkpoint of a trained workdir (and writes
   ``results.json`` there: the workdir must be writable, checked first)."""
+  config_lib.validate(config, num_devices=jax.device_count())
   workdir_lib.check_trained_workdir(workdir)
   with workdir_lib.exclusive(workdir):
     run = setup_lib.build(config)

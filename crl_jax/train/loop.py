@@ -66,8 +66,7 @@ def _train_and_evaluate(config, workdir: str, overwrite: bool, progress: bool) -
       workdir, config.checkpoint.keep, config.to_json(sort_keys=True))) as store:
     setup_lib.describe(run)
     init_rng, step_rng = setup_lib.initial_keys(config.seed)
-    state, meta = workdir_lib.resume(run, store, workdir, changes,
-                                     setup_lib.initial_state(run, init_rng))
+    state, meta = workdir_lib.resume(run, store, workdir, changes, init_rng)
     start_step = int(jax.device_get(state.step))
 
     with writer_lib.MetricWriter(workdir, start_step) as writer:

@@ -111,14 +111,15 @@ def check_trained_workdir(workdir: str) -> None:
 
 
 def resume(run: setup_lib.Run, store: checkpoint_lib.CheckpointStore, workdir: str,
-           changes: list, state) -> tuple:
+           changes: list, init_rng) -> tuple:
   """The state a run starts from, and its checkpoint metadata.
 
   The latest undamaged checkpoint of ``store`` (older ones when the latest are
   damaged, each reported), its optimiser state carried to the run's optimiser when
-  ``optim.*`` changed; else ``state`` (freshly initialised) with ``model.init_from``'s
-  matching variables when set. Then records the config (``config.json``) and appends
-  ``changes`` to ``config_changes.jsonl`` from the start step.
+  ``optim.*`` changed; else a state initialised from ``init_rng``
+  (``setup.initial_state``) with ``model.init_from``'s matching variables when set.
+  Then records the config (``config.json``) and appends ``changes`` to
+  ``config_changes.jsonl`` from the start step.
 
   Returns:
     ``(state, meta)``; ``meta`` has ``best_metric``, ``best_step`` and
@@ -137,11 +138,13 @@ def resume(run: setup_lib.Run, store: checkpoint_lib.CheckpointStore, workdir: s
     if optimizer is not None:
       state = carry_optimizer_state(run, state, notes)
     log(f"resumed from step {int(state.step)} ({store.periodic.directory})")
-  elif run.config.model.init_from:
-    state, report = setup_lib.load_pretrained(state, run.config.model.init_from,
-                                              run.mesh)
-    for line in report:
-      log(f"init_from: {line}")
+  else:
+    state = setup_lib.initial_state(run, init_rng)
+    if run.config.model.init_from:
+      state, report = setup_lib.load_pretrained(state, run.config.model.init_from,
+                                                run.mesh)
+      for line in report:
+        log(f"init_from: {line}")
   start_step = int(jax.device_get(state.step))
   if multihost.is_main_process():
     checkpoint_lib.record_config(workdir, run.config.to_json(sort_keys=True), changes,
