@@ -14,9 +14,11 @@ from crl_jax import data as data_lib
 from crl_jax import main
 from crl_jax.train import checkpoint as checkpoint_lib
 from crl_jax.train import evaluate as evaluate_lib
+from crl_jax.train import lock as lock_lib
 from crl_jax.train import loop
 from crl_jax.train import setup as setup_lib
 from crl_jax.train import step as step_lib
+from crl_jax.train import workdir as workdir_lib
 from tests.train.conftest import REPO
 from tests.train.conftest import SMOKE_FLAGS
 from tests.train.conftest import smoke_config
@@ -156,6 +158,43 @@ def test_resumed_run_ends_with_the_same_parameters(data_dir, tmp_path, monkeypat
   for a, b in zip(jax.tree.leaves((params_a, stats_a)), jax.tree.leaves((params_b,
                                                                          stats_b))):
     np.testing.assert_array_equal(a, b)
+
+
+# Moments of start-up, in the order a run meets them: (module, function) that the
+# signal is sent right after. The first is train_and_evaluate's first call after it
+# installs its handler: from there on a SIGTERM is honoured.
+START_UP = [(config_lib, "validate"), (lock_lib, "acquire"), (setup_lib, "build"),
+            (workdir_lib, "resume"), (data_lib.pipeline, "train_batches")]
+
+
+def test_a_sigterm_at_any_moment_of_start_up_stops_the_run_at_its_first_step(
+    data_dir, tmp_path, monkeypatch, capsys):
+  """A SIGTERM received while the run starts (validating, locking, building,
+  restoring, opening the pipeline) stops it before its first step, with that step
+  saved and the usual message; the rerun resumes from it."""
+  config = smoke_config(data_dir, **{"train.num_steps": 2, "train.eval_every": 2,
+                                     "checkpoint.every_steps": 2})
+  handler = signal.getsignal(signal.SIGTERM)
+  for module, name in START_UP:
+    original = getattr(module, name)
+
+    def signalled(*args, original=original, **kwargs):
+      result = original(*args, **kwargs)
+      os.kill(os.getpid(), signal.SIGTERM)
+      return result
+
+    workdir = tmp_path / name
+    with monkeypatch.context() as patches:
+      patches.setattr(module, name, signalled)
+      results = loop.train_and_evaluate(config, str(workdir), progress=False)
+    assert results == {"status": "preempted", "step": 0}, name
+    assert (f"Preempted by SIGTERM at step 0: checkpoint saved to {workdir}/checkpoints;"
+            in capsys.readouterr().out), name
+    assert os.listdir(workdir / "checkpoints") == ["0"], name
+  assert signal.getsignal(signal.SIGTERM) == handler  # the run's handler is gone
+  results = loop.train_and_evaluate(config, str(workdir), progress=False)
+  assert results["status"] == "finished"
+  assert "resumed from step 0" in capsys.readouterr().out
 
 
 def test_workdir_of_another_config_is_refused(data_dir, tmp_path):
