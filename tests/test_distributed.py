@@ -156,8 +156,8 @@ def test_a_preemption_names_the_signal_and_the_process_that_received_it(monkeypa
   monkeypatch.setattr(jax, "process_count", lambda: 3)
   for numbers, cause in [
       ([0, 15, 0], "SIGTERM to process 1"),
-      ([15, 15, 0], "SIGTERM to processes 0 and 1"),
-      ([15, 15, 15], "SIGTERM to processes 0, 1 and 2"),
+      ([15, 15, 0], "SIGTERM to processes 0, 1"),
+      ([15, 15, 15], "SIGTERM to processes 0, 1, 2"),
       ([0, 15, 2], "SIGTERM to process 1 and SIGINT to process 2")]:
     monkeypatch.setattr(multihost, "gather", lambda value, numbers=numbers: np.array(
         numbers))

@@ -6,17 +6,14 @@ Layout::
   WORKDIR/checkpoints/<step>/  periodic saves, the last ``checkpoint.keep`` kept
   WORKDIR/best/<step>/         the best checkpoint by validation metric (one kept)
 
-Each checkpoint holds the whole ``TrainState``, a small JSON ``meta`` (step, best
-metric so far, the CRC32 of each array's values, a copy of the config) and
-``files.json`` (the size and CRC32 of each array file, ``storage``). Orbax writes into
-a temporary directory and renames it when complete, so a save killed half-way never
-looks like a complete checkpoint. Before a save, the room left on the disk is compared
-with what the last checkpoint took, and a disk too full stops the run in one line
-(``DiskFullError``) before orbax writes anything. Before a restore, the array files are
-compared with ``files.json``: a checkpoint damaged on disk (a file truncated, deleted
-or overwritten) is refused before orbax reads it, reported, and the previous one is
-used. When training reaches a damaged step again, the damaged directory is moved to
-``WORKDIR/damaged/`` before the new save (never deleted).
+Each checkpoint holds the whole ``TrainState``, a JSON ``meta`` (step, best metric,
+the CRC32 of each array's values, a copy of the config) and ``files.json`` (each array
+file's size and CRC32, ``storage``). Orbax writes into a temporary directory renamed
+when complete, so a save killed half-way is never a checkpoint. A disk without room
+for the next checkpoint stops the run before orbax writes (``DiskFullError``); a
+checkpoint whose files differ from ``files.json`` is refused before orbax reads it,
+reported, and the previous one used; a damaged step saved again is first moved to
+``WORKDIR/damaged/`` (never deleted).
 """
 
 from __future__ import annotations
@@ -45,9 +42,8 @@ class CheckpointError(RuntimeError):
 
 
 class DiskFullError(CheckpointError):
-  """The filesystem of the workdir is full (or its quota ran out): one line naming the
-  path, the bytes free there and the last complete checkpoint, which the rerun resumes
-  from."""
+  """The workdir's filesystem is full (or its quota ran out); the message names the
+  path, the bytes free and the last complete checkpoint."""
 
 
 def _disk_full_error(reason: str, path: str, workdir: str,
@@ -67,9 +63,8 @@ def _disk_full_error(reason: str, path: str, workdir: str,
 
 
 def disk_full_error(error: BaseException, workdir: str) -> Optional[DiskFullError]:
-  """The ``DiskFullError`` of ``error`` raised by a write of the run in ``workdir``
-  (``storage.disk_full`` recognises its forms), or ``None`` when it is not a full
-  disk."""
+  """The ``DiskFullError`` of a write's ``error`` in ``workdir``, or ``None`` when it is
+  not a full disk (``storage.disk_full``)."""
   found = storage.disk_full(error)
   if found is None:
     return None

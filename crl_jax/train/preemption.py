@@ -1,19 +1,14 @@
 """Preemption: SIGTERM or SIGINT becomes a request to stop at the next safe step.
 
-``train_and_evaluate`` installs the handler first thing, so a signal that arrives at
-any moment of the run is honoured: during start-up (building, restoring, compiling)
-the run stops before its first step, saving that step; during training at the next
-safe step. The loop saves a checkpoint and returns ``{"status": "preempted"}``;
-rerunning the same command resumes from it. In a multi-process job the processes
-agree on stopping only at a step where they all meet anyway (before the first step, a
-log or a save step), so that every process saves the same step, and the message names
-the signal and the process that received it.
-
-A signal sent before the handler is installed has its default action: SIGTERM ends
-the process at once, SIGINT raises ``KeyboardInterrupt``. In a multi-process job, JAX's
-own preemption service catches SIGTERM from ``jax.distributed.initialize`` on (and
-keeps it to itself) until this handler replaces it; the command calls
-``train_and_evaluate`` right after ``jax.distributed`` connects.
+``train_and_evaluate`` installs the handler first thing, so a signal is honoured at
+any moment of the run: during start-up the run stops before its first step, during
+training at the next safe step; that step is saved, ``{"status": "preempted"}``
+returned, and rerunning the same command resumes. Several processes agree on stopping
+only at a step where they all meet (before the first step, a log or a save step), so
+every process saves the same step, and the message names the signal and the process
+that received it. Before the handler is installed a signal has its default action,
+except that from ``jax.distributed.initialize`` on JAX's preemption service keeps a
+SIGTERM to itself (docs/reliability.md, "From when a SIGTERM is honoured").
 """
 
 from __future__ import annotations
@@ -25,8 +20,6 @@ from typing import Optional
 import jax
 
 from crl_jax.train import multihost
-
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Preemption:
@@ -45,7 +38,7 @@ class Preemption:
 
   def __enter__(self) -> Preemption:
     if threading.current_thread() is threading.main_thread():
-      for sig in SIGNALS:
+      for sig in (signal.SIGTERM, signal.SIGINT):
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
@@ -68,11 +61,7 @@ class Preemption:
         on only there, once every process knows who received which
         (``multihost.gather``); one process is stopped at once.
     """
-    if jax.process_count() == 1:
-      if self.signal_number is not None:
-        self.received = {0: signal.Signals(self.signal_number).name}
-      return bool(self.received)
-    if not at_collective_point:
+    if jax.process_count() > 1 and not at_collective_point:
       return False
     numbers = multihost.gather(self.signal_number or 0)
     self.received = {index: signal.Signals(int(number)).name
@@ -81,15 +70,12 @@ class Preemption:
 
   def cause(self) -> str:
     """What stopped the run: ``"SIGTERM"`` (one process), ``"SIGTERM to process 1"``,
-    ``"SIGTERM to processes 0 and 1"`` or ``"SIGTERM to process 0 and SIGINT to
-    process 1"``."""
+    ``"SIGTERM to processes 0, 1"``, ``"SIGTERM to process 0 and SIGINT to process
+    1"``."""
     if jax.process_count() == 1:
       return self.received[0]
     by_signal = {}
     for index, name in sorted(self.received.items()):
       by_signal.setdefault(name, []).append(str(index))
-    return " and ".join(
-        f"{name} to process{'es' if len(indices) > 1 else ''} "
-        + (", ".join(indices[:-1]) + " and " + indices[-1] if len(indices) > 1
-           else indices[0])
-        for name, indices in by_signal.items())
+    return " and ".join(f"{name} to process{'es' if len(indices) > 1 else ''} "
+                        f"{', '.join(indices)}" for name, indices in by_signal.items())

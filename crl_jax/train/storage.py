@@ -1,17 +1,10 @@
-"""What a checkpoint occupies on disk: its steps, its size, the room left, its files.
-
-Read from the filesystem alone, without orbax, so that each answer is available before
-orbax is called and when the disk is full:
-
-* ``complete_steps``: orbax writes a save into ``<step>.orbax-checkpoint-tmp*`` and
-  renames it to ``<step>`` once every file is written, so the bare step numbers are the
-  complete checkpoints.
-* ``allocated_bytes`` and ``free_bytes``: what the last checkpoint took and what the
-  filesystem still offers, compared before each save (``checkpoint.CheckpointStore``).
-* ``write_file_list`` and ``file_list_problem``: the size and CRC32 of every file of a
-  checkpoint's arrays, written after the save and checked before a restore, so that a
-  truncated, deleted or overwritten file is found before orbax reads it.
-* ``disk_full``: whether an error raised by a write is a full disk or an exceeded quota.
+"""What a checkpoint occupies on disk, read without orbax (so before orbax is called,
+and when the disk is full): the complete steps (orbax renames ``<step>.orbax-
+checkpoint-tmp*`` to ``<step>`` once every file is written), the bytes a checkpoint
+takes and those still free (compared before each save), the list of its array files
+with their sizes and CRC32s (written after a save, checked before a restore, so a
+damaged file is found before orbax reads it), and whether a write's error is a full
+disk.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """The workdir guard and resume: what a run may find in its workdir, and how it goes on.
 
-A workdir holds one run: ``config.json``, ``checkpoints/``, ``best/``,
-``metrics.jsonl``, ``tensorboard/``, ``results.json`` and ``config_changes.jsonl``.
-``prepare_workdir`` (before anything is built) refuses a workdir that cannot be written
-or that holds a run of a config that may not resume, and clears it with ``overwrite``;
-a resumed run may change only ``config_lib.RESUMABLE_KEYS``. ``resume`` restores the
-latest undamaged checkpoint (carrying the optimiser state across an ``optim.*``
-change), or starts from ``model.init_from``, and appends the config changes to
-``config_changes.jsonl`` with the step they apply from.
+A workdir holds one run (``config.json``, ``checkpoints/``, ``best/``,
+``metrics.jsonl``, ``tensorboard/``, ``results.json``, ``config_changes.jsonl``):
+``exclusive`` refuses one that cannot be written and locks it, ``prepare_workdir``
+refuses one that holds a run of a config that may not resume (and clears it with
+``overwrite``),
+``resume`` goes on from its latest undamaged checkpoint.
 """
 
 from __future__ import annotations
@@ -57,30 +55,26 @@ def closed_on_exit(store: checkpoint_lib.CheckpointStore):
   one ``checkpoint.DiskFullError`` line, as a checkpoint's does; after any failure the
   close is quiet, so the failure is reported once, not again from the close."""
   try:
-    try:
-      yield store
-    except Exception:
-      with contextlib.suppress(Exception):
-        store.close()
-      raise
+    yield store
     store.close()
-  except checkpoint_lib.DiskFullError:
-    raise
   except Exception as error:  # pylint: disable=broad-except
-    full = checkpoint_lib.disk_full_error(error, store.workdir)
-    if full is not None:
-      raise full from None
-    raise
+    with contextlib.suppress(Exception):
+      store.close()
+    full = (None if isinstance(error, checkpoint_lib.DiskFullError) else
+            checkpoint_lib.disk_full_error(error, store.workdir))
+    if full is None:
+      raise
+    raise full from None
 
 
 def prepare_workdir(config, workdir: str, overwrite: bool) -> list:
-  """Checks (on process 0, agreed by all) that ``workdir`` is writable and holds no
-  run of a config that may not resume; clears it with ``overwrite``. Returns the
-  resumable config changes (``checkpoint.check_config``): ``[(key, old, new), ...]``."""
+  """Checks (on process 0, agreed by all; inside ``exclusive``, which checked that it
+  is writable) that ``workdir`` holds no run of a config that may not resume; clears
+  it with ``overwrite``. Returns the resumable config changes
+  (``checkpoint.check_config``): ``[(key, old, new), ...]``."""
   changes = []
 
   def check():
-    checkpoint_lib.check_writable(workdir)
     if overwrite and os.path.isdir(workdir):
       for name in ("checkpoints", "best", "config.json", writer_lib.METRICS,
                    writer_lib.TENSORBOARD, writer_lib.RESULTS,
@@ -98,14 +92,13 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> list:
 
 
 def check_trained_workdir(workdir: str) -> None:
-  """Refuses (on every process) a workdir that holds no run or cannot be written:
-  ``--mode=eval`` writes ``results.json`` there."""
+  """Refuses (on every process) a workdir that holds no run; ``exclusive``, next,
+  refuses one that cannot be written (``--mode=eval`` writes ``results.json``)."""
 
   def check():
     if not os.path.exists(os.path.join(workdir, "config.json")):
       raise checkpoint_lib.CheckpointError(
           f"{workdir} holds no run (no config.json): train first with --mode=train.")
-    checkpoint_lib.check_writable(workdir)
 
   multihost.agreed_check(check)
 
