@@ -14,7 +14,6 @@ from crl_jax import data as data_lib
 from crl_jax import main
 from crl_jax.train import checkpoint as checkpoint_lib
 from crl_jax.train import evaluate as evaluate_lib
-from crl_jax.train import lock as lock_lib
 from crl_jax.train import loop
 from crl_jax.train import setup as setup_lib
 from crl_jax.train import step as step_lib
@@ -84,17 +83,23 @@ def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys, monkey
     evaluate_lib.evaluate(config, str(tmp_path))
 
 
-def test_the_command_validates_the_config_once(data_dir, tmp_path, monkeypatch):
+def test_the_command_validates_the_config_once(tmp_path, monkeypatch):
   """``python -m crl_jax.main`` loads the config and hands it to train_and_evaluate
-  (or evaluate), which validates it with the device count: once per command."""
+  (or evaluate), which validates it with the device count: once per command. (That
+  ``setup.build`` adds none is the library test above; here it stops the run.)"""
   monkeypatch.chdir(REPO)
   validations = count_validations(monkeypatch)
+
+  def stop(*args, **kwargs):
+    raise setup_lib.TrainingError("stopped at build")
+
+  monkeypatch.setattr(setup_lib, "build", stop)
+  (tmp_path / "config.json").write_text("{}")  # for --mode=eval: a trained workdir
   for mode in ("train", "eval"):
     args, overrides = cli.parse_flags(main.build_parser(), [
-        f"--workdir={tmp_path}", f"--mode={mode}", *SMOKE_FLAGS,
-        f"--config.data.data_dir={data_dir}", "--config.train.num_steps=2",
-        "--config.train.eval_every=2", "--config.checkpoint.every_steps=2"])
-    assert main.main(args, overrides) == 0
+        f"--workdir={tmp_path / mode}" if mode == "train" else f"--workdir={tmp_path}",
+        f"--mode={mode}", *SMOKE_FLAGS])
+    assert main.main(args, overrides) == 2
     assert len(validations) == 1, mode
     validations.clear()
 
@@ -163,15 +168,15 @@ def test_resumed_run_ends_with_the_same_parameters(data_dir, tmp_path, monkeypat
 # Moments of start-up, in the order a run meets them: (module, function) that the
 # signal is sent right after. The first is train_and_evaluate's first call after it
 # installs its handler: from there on a SIGTERM is honoured.
-START_UP = [(config_lib, "validate"), (lock_lib, "acquire"), (setup_lib, "build"),
-            (workdir_lib, "resume"), (data_lib.pipeline, "train_batches")]
+START_UP = [(config_lib, "validate"), (workdir_lib, "resume"),
+            (data_lib.pipeline, "train_batches")]
 
 
 def test_a_sigterm_at_any_moment_of_start_up_stops_the_run_at_its_first_step(
     data_dir, tmp_path, monkeypatch, capsys):
-  """A SIGTERM received while the run starts (validating, locking, building,
-  restoring, opening the pipeline) stops it before its first step, with that step
-  saved and the usual message; the rerun resumes from it."""
+  """A SIGTERM received while the run starts (from its first call to the last before
+  the loop) stops it before its first step, with that step saved and the usual
+  message; the rerun resumes from it."""
   config = smoke_config(data_dir, **{"train.num_steps": 2, "train.eval_every": 2,
                                      "checkpoint.every_steps": 2})
   handler = signal.getsignal(signal.SIGTERM)

@@ -179,8 +179,6 @@ def test_a_disk_too_full_for_the_next_checkpoint_stops_before_orbax_writes(
   step 4 the best checkpoint is saved first."""
   config = smoke_config(data_dir, **{"train.num_steps": 4, "checkpoint.every_steps": 2,
                                      "train.eval_every": 4})
-  free_bytes = storage.free_bytes
-
   def room_for_one(path):
     steps = storage.complete_steps(os.path.join(tmp_path, "checkpoints"))
     return storage.allocated_bytes(
@@ -199,9 +197,6 @@ def test_a_disk_too_full_for_the_next_checkpoint_stops_before_orbax_writes(
   assert os.listdir(tmp_path / "checkpoints") == ["2"]
   assert os.listdir(tmp_path / "best") == []
   assert not lock_lib.is_held(str(tmp_path))
-  monkeypatch.setattr(storage, "free_bytes", free_bytes)
-  results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
-  assert results["status"] == "finished" and results["step"] == 4
 
 
 # The room check cannot see it coming: the command with storage.free_bytes answering
@@ -209,12 +204,24 @@ def test_a_disk_too_full_for_the_next_checkpoint_stops_before_orbax_writes(
 BLIND_ROOM_CHECK = ("import sys; from crl_jax.train import storage; "
                     "storage.free_bytes = lambda path: 10 ** 12; from crl_jax import main; "
                     "sys.argv[0] = 'crl_jax.main'; main.run()")
-# What orbax and TensorStore print of a write that fails in their threads
-# (docs/reliability.md quotes it): tracebacks of the writes in flight when orbax's event
-# loop closed, and orbax's log record of each failed thread with its traceback.
-ORBAX_REPORT_LINES = ("Traceback (most recent call last):", "  ",
-                      "RuntimeError: Event loop is closed",
-                      "ValueError: RESOURCE_EXHAUSTED: Error writing ")
+
+# What orbax, TensorStore and asyncio print of a write that fails in orbax's threads
+# (docs/reliability.md quotes it; which of them appear varies from run to run): the
+# tracebacks of the writes in flight when orbax's event loop closed, orbax's log
+# record of each failed thread and asyncio's of a failure no one retrieved (absl's
+# format, each with its traceback), and, as the process exits, Python's reports of
+# the coroutines those writes left.
+ORBAX_REPORTS = re.compile(
+    r"Traceback \(most recent call last\):$|RuntimeError: Event loop is closed$|"
+    r"ValueError: RESOURCE_EXHAUSTED: |"
+    r"E\d{4} [\d:.]+ +\d+ (future|base_events)\.py:\d+\] .*(RESOURCE_EXHAUSTED|"
+    r"exception was never retrieved)|future: <.*RESOURCE_EXHAUSTED|"
+    r"Exception ignored in: <coroutine |sys:1: RuntimeWarning: coroutine '.*' was "
+    r"never awaited$|RuntimeWarning: Enable tracemalloc |"
+    # The closed loop's traceback body, which loses its indentation when two threads
+    # print at once.
+    r"File \".*\", line \d+, in |self\._check_closed\(\)$|"
+    r"raise RuntimeError\('Event loop is closed'\)$")
 
 
 # One command run into a real full disk past the room check (about 15 s).
@@ -222,7 +229,7 @@ ORBAX_REPORT_LINES = ("Traceback (most recent call last):", "  ",
 @pytest.mark.skipif(not CAN_MOUNT, reason="mounting a tmpfs needs root on Linux")
 def test_a_disk_that_fills_during_a_save_ends_in_the_same_line(data_dir, tmp_path):
   """Orbax's write fails in its own threads; the save waits for it inside one try and
-  the run ends with the same one-line error, after what orbax prints on its way."""
+  the run ends with the same one-line error, amid what orbax prints on its way."""
   disk = tmp_path / "disk"
   _mount_tmpfs(disk, "1000k")
   try:
@@ -235,18 +242,21 @@ def test_a_disk_that_fills_during_a_save_ends_in_the_same_line(data_dir, tmp_pat
   finally:
     subprocess.run(["umount", str(disk)], check=False)
   assert result.returncode == 2, result.stderr[-3000:]
-  *reports, message = error_lines(result.stderr)
+  # Orbax's threads may still print as the process exits, after the message, or
+  # within its line.
+  lines = error_lines(result.stderr)
+  found = [line for line in lines if "error: no space left" in line]
+  assert len(found) == 1, result.stderr[-5000:]
+  message = found[0][found[0].index("error: "):]
+  reports = [line for line in lines if line != found[0]]
   # Usually a file of orbax's temporary directory; the write that meets the full disk
   # may also be one after a save that just fitted (files.json, metrics.jsonl).
   assert message.startswith(f"error: no space left on the device while writing "
                             f"{workdir}/"), message
   assert (f"the last complete checkpoint, step {steps[0]} in {workdir / 'checkpoints'}, "
           "is intact") in message
-  orbax_log = re.compile(r"E\d{4} [\d:.]+ +\d+ future\.py:\d+\] \[process=0\]\[thread="
-                         r"\w+\]\[operation_id=\d+\] _SignalingThread\.run\(\) raised an "
-                         r"exception: RESOURCE_EXHAUSTED: Error writing ")
-  unexpected = [line for line in reports if not (line.startswith(ORBAX_REPORT_LINES)
-                                                  or orbax_log.match(line))]
+  unexpected = [line for line in reports  # traceback bodies are indented
+                if not (line.startswith(" ") or ORBAX_REPORTS.match(line))]
   assert not unexpected, unexpected
 
 
