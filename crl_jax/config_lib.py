@@ -239,14 +239,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
                        "of the mesh")
 
 
-def load_config(spec: str,
-                overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+def load_config(spec: str, overrides: Sequence[str] = (), *,
+                check: bool = True) -> ml_collections.ConfigDict:
   """Loads ``path.py[:arg]``, applies ``key=value`` overrides, locks and validates.
 
   Args:
     spec: a config file path, optionally with ``:arg`` passed to ``get_config(arg)``.
     overrides: ``"loss.crl.kappa=10"``-style strings (values parsed as Python literals
       where possible).
+    check: validate the values (``validate``). ``python -m crl_jax.main`` passes
+      False: ``train_and_evaluate`` and ``evaluate``, which it calls next, validate
+      what they are given, with the device count.
 
   Returns:
     A locked ``ConfigDict``.
@@ -277,7 +280,8 @@ def load_config(spec: str,
   for override in overrides:
     key, _, value = override.partition("=")
     set_by_path(config, key, parse_value(value))
-  validate(config)
+  if check:
+    validate(config)
   return config
 
 

@@ -77,10 +77,13 @@ def main(args: argparse.Namespace, overrides=()) -> int:
   from crl_jax.train import setup
   logging.set_verbosity(logging.ERROR)
   try:
+    # Validated once, by train_and_evaluate or evaluate (with the device count).
+    config = config_lib.load_config(args.config, overrides, check=False)
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
                            initialization_timeout=args.initialization_timeout,
                            heartbeat_timeout=args.heartbeat_timeout)
-    config = config_lib.load_config(args.config, overrides)
+    # Nothing between: train_and_evaluate's SIGTERM handler replaces the one that
+    # jax.distributed installs (train/preemption.py).
     if args.mode == "train":
       loop.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
                               progress=not args.no_progress)

@@ -12,6 +12,10 @@
 # others are stopped and the script exits with that process's status.
 set -euo pipefail
 
+if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501 )); then
+  echo "launch/local.sh needs bash 5.1 or later (wait -p); this is bash $BASH_VERSION" >&2
+  exit 2
+fi
 if [[ $# -lt 1 || ! "$1" =~ ^[0-9]+$ || "$1" -lt 1 ]]; then
   echo "usage: launch/local.sh NUM_PROCESSES [crl_jax.main flags...]" >&2
   exit 2
@@ -42,13 +46,22 @@ for ((i = 0; i < num_processes; i++)); do
   pids+=($!)
 done
 
+# Wait for each process as it ends, naming only those still running (wait -p says
+# which one ended); the first failure stops the others.
 status=0
-remaining=${#pids[@]}
-while (( remaining > 0 )); do
-  if wait -n "${pids[@]}"; then
-    remaining=$((remaining - 1))
-  else
-    status=$?
+running=("${pids[@]}")
+while (( ${#running[@]} > 0 )); do
+  wait -n -p finished "${running[@]}" || status=$?
+  if [[ -z ${finished:-} ]]; then  # interrupted by a signal to this script (trap above)
+    status=${status:-1}
+    break
+  fi
+  still=()
+  for pid in "${running[@]}"; do
+    [[ $pid == "$finished" ]] || still+=("$pid")
+  done
+  running=("${still[@]}")
+  if (( status != 0 )); then
     echo "launch/local.sh: a process exited with status $status; stopping the others" >&2
     break
   fi
@@ -59,5 +72,5 @@ if (( status != 0 )); then
   exit "$status"
 fi
 trap - EXIT
-wait
+wait  # the output filters
 exit 0

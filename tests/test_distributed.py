@@ -1,6 +1,7 @@
 """Multi-process training on jax.distributed over 127.0.0.1 (CPU devices, gloo)."""
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -14,6 +15,8 @@ import pytest
 from crl_jax import distributed
 from crl_jax.train import checkpoint as checkpoint_lib
 from crl_jax.train import loop
+from crl_jax.train import multihost
+from crl_jax.train import preemption as preemption_lib
 from crl_jax.train import setup as setup_lib
 from tests.train.conftest import command_environment
 from tests.train.conftest import REPO
@@ -65,6 +68,7 @@ def test_two_processes_equal_one_process(tmp_path, data_dir):
       capture_output=True, text=True, timeout=600)
   assert two.returncode == 0, two.stderr[-4000:]
   assert "launch/local.sh: process 1/2" in two.stdout
+  assert "launch/local.sh: line" not in two.stderr, two.stderr[-4000:]  # ends cleanly
   # Only process 0 writes logs and reports.
   assert "[0] test split" in two.stdout and "[1] test split" not in two.stdout
   results_one = loop.train_and_evaluate(smoke_config(data_dir, **STEPS),
@@ -143,6 +147,99 @@ def test_a_workdir_refused_by_process_0_stops_every_process_at_once(
         output[-3000:])
     assert "Traceback" not in output
   assert not (workdir / "checkpoints").exists()
+
+
+def test_a_preemption_names_the_signal_and_the_process_that_received_it(monkeypatch):
+  """What each process received is gathered at the agreed step: the message names it
+  (process 0 prints it, whichever process was signalled)."""
+  preemption = preemption_lib.Preemption()
+  monkeypatch.setattr(jax, "process_count", lambda: 3)
+  for numbers, cause in [
+      ([0, 15, 0], "SIGTERM to process 1"),
+      ([15, 15, 0], "SIGTERM to processes 0, 1"),
+      ([15, 15, 15], "SIGTERM to processes 0, 1, 2"),
+      ([0, 15, 2], "SIGTERM to process 1 and SIGINT to process 2")]:
+    monkeypatch.setattr(multihost, "gather", lambda value, numbers=numbers: np.array(
+        numbers))
+    assert not preemption.stop_requested(at_collective_point=False)
+    assert preemption.stop_requested(at_collective_point=True)
+    assert preemption.cause() == cause
+  monkeypatch.setattr(multihost, "gather", lambda value: np.array([0, 0, 0]))
+  assert not preemption.stop_requested(at_collective_point=True)
+
+
+# When the signal reaches process 1 of 2, by the file that marks a moment of start-up
+# (and seconds after it): run.lock (process 0 holds the workdir), checkpoints/ (the
+# store is open; restoring, compiling and opening the pipeline follow), metrics.jsonl
+# (training). Before train_and_evaluate installed its handler, JAX's preemption service
+# kept a SIGTERM to itself and the job trained on.
+START_UP_MOMENTS = [("run.lock", 0.0), ("checkpoints", 0.0), ("checkpoints", 2.0),
+                    ("metrics.jsonl", 0.0)]
+
+
+# Four two-process jobs (about 2 minutes on 2 cores): in the slow suite. The default
+# suite holds the start-up moments in one process
+# (tests/train/test_loop.py::test_a_sigterm_at_any_moment_of_start_up_stops_the_run_at_its_first_step)
+# and the message above.
+@pytest.mark.slow
+@pytest.mark.parametrize("marker, delay", START_UP_MOMENTS)
+def test_a_sigterm_to_one_process_stops_the_job_at_any_moment(tmp_path, data_dir,
+                                                              marker, delay):
+  workdir = tmp_path / "run"
+  processes = start_processes([f"--workdir={workdir}", *SHRUNK_FLAGS,
+                               "--config.train.num_steps=400",
+                               "--config.train.eval_every=400",
+                               "--config.checkpoint.every_steps=400",
+                               "--config.train.log_every=5", "--heartbeat_timeout=30"],
+                              command_environment(data_dir), free_port())
+  deadline = time.time() + 300
+  while not (workdir / marker).exists():
+    assert time.time() < deadline, f"{marker} never appeared"
+    assert processes[0].poll() is None, processes[0].stdout.read()[-3000:]
+    time.sleep(0.02)
+  time.sleep(delay)
+  processes[1].send_signal(signal.SIGTERM)
+  outputs = [process.communicate(timeout=300)[0] for process in processes]
+  assert [process.returncode for process in processes] == [0, 0], outputs[0][-3000:]
+  stopped = [line for line in outputs[0].splitlines() if line.startswith("Preempted")]
+  assert len(stopped) == 1 and stopped[0].startswith(
+      "Preempted by SIGTERM to process 1 at step "), outputs[0][-3000:]
+  step = int(stopped[0].split(" at step ")[1].split(":")[0])
+  assert step < 400 and os.listdir(workdir / "checkpoints") == [str(step)]
+
+
+# Stands in for python in launch/local.sh: process I prints a line after I * 0.2 s and
+# exits with the status given for it in FAKE_STATUS_I (default 0).
+FAKE_PYTHON = """#!/usr/bin/env bash
+for arg in "$@"; do [[ $arg == --process_id=* ]] && i=${arg#--process_id=}; done
+sleep "$(( i / 5 )).$(( i % 5 * 2 ))"
+echo "process $i done"
+status=FAKE_STATUS_$i
+exit "${!status:-0}"
+"""
+
+
+def test_local_sh_ends_cleanly_and_passes_a_failure_on(tmp_path):
+  """Every process waited for once (no 'wait: PID: no such job' for those already
+  reaped); the first failure stops the others and becomes the launcher's status."""
+  fake = tmp_path / "python"
+  fake.write_text(FAKE_PYTHON)
+  fake.chmod(0o755)
+  for statuses, expected in (({}, 0), ({"FAKE_STATUS_1": "3"}, 3)):
+    result = subprocess.run(["bash", "launch/local.sh", "3", "--workdir=unused"],
+                            cwd=REPO, env=dict(os.environ, PYTHON=str(fake), PORT="1",
+                                               **statuses),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == expected, result.stderr
+    finished = [line for line in result.stdout.splitlines() if line.endswith(" done")]
+    if expected == 0:
+      assert finished == ["[0] process 0 done", "[1] process 1 done",
+                          "[2] process 2 done"]
+      assert result.stderr == ""
+    else:
+      assert "[2] process 2 done" not in finished
+      assert result.stderr.splitlines() == [
+          "launch/local.sh: a process exited with status 3; stopping the others"]
 
 
 def test_incomplete_explicit_flags_are_refused():

@@ -2,6 +2,7 @@
 advises, damaged checkpoints, kill -9 during saves, unusable workdirs and configs. Each
 fault and its outcome is listed in docs/reliability.md."""
 
+import ast
 import json
 import os
 import shutil
@@ -354,3 +355,86 @@ def test_bad_commands_are_one_line_and_exit_2(tmp_path):
 def command_environment_for(tmp_path):
   """An environment whose dataset directory must stay unused (nothing prepared)."""
   return dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"), JAX_PLATFORMS="cpu")
+
+
+# A library changes nothing outside itself (docs/reliability.md): no process-wide
+# exception hook is replaced, and no filter is added to a logger crl_jax does not own
+# (its own are ``logging.getLogger(__name__)`` of its modules).
+PROCESS_HOOKS = {("sys", "unraisablehook"), ("sys", "excepthook"),
+                 ("threading", "excepthook")}
+
+
+def _owned_logger(node) -> bool:
+  """Whether ``node`` is ``logging.getLogger(__name__)`` or ``("crl_jax...")``."""
+  if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr == "getLogger" and node.args):
+    return False
+  name = node.args[0]
+  return (isinstance(name, ast.Name) and name.id == "__name__") or (
+      isinstance(name, ast.Constant) and str(name.value).startswith("crl_jax"))
+
+
+def process_wide_changes(source: str, filename: str) -> list:
+  """``["file:line: what", ...]``: assignments (or ``setattr``) of a process-wide
+  exception hook, and ``addFilter`` on any logger but the module's own."""
+  tree = ast.parse(source, filename)
+  owned = {target.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+           and _owned_logger(node.value) for target in node.targets
+           if isinstance(target, ast.Name)}
+  found = []
+
+  def hook(node, attribute):
+    return (isinstance(node, ast.Name) and (node.id, attribute) in PROCESS_HOOKS)
+
+  for node in ast.walk(tree):
+    targets = []
+    if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+      for target in getattr(node, "targets", [getattr(node, "target", None)]):
+        targets += target.elts if isinstance(target, ast.Tuple) else [target]
+    for target in targets:
+      if isinstance(target, ast.Attribute) and hook(target.value, target.attr):
+        found.append(f"{filename}:{node.lineno}: sets {target.value.id}.{target.attr}")
+    if isinstance(node, ast.Call):
+      function = node.func
+      if (isinstance(function, ast.Name) and function.id == "setattr"
+          and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+          and hook(node.args[0], node.args[1].value)):
+        found.append(f"{filename}:{node.lineno}: sets {node.args[0].id}."
+                     f"{node.args[1].value}")
+      if isinstance(function, ast.Attribute) and function.attr == "addFilter":
+        receiver = function.value
+        if not ((isinstance(receiver, ast.Name) and receiver.id in owned)
+                or _owned_logger(receiver)):
+          found.append(f"{filename}:{node.lineno}: adds a filter to "
+                       f"{ast.unparse(receiver)}")
+  return found
+
+
+@pytest.mark.parametrize("source, count", [
+    ("import sys\nsys.unraisablehook = print", 1),
+    ("import sys, threading\nthreading.excepthook, sys.unraisablehook = f, g", 2),
+    ("import sys\nsetattr(sys, 'excepthook', print)", 1),
+    ("import logging\nlogging.getLogger('absl').addFilter(f)", 1),
+    ("import logging\nlog = logging.getLogger('asyncio')\nlog.addFilter(f)", 1),
+    ("import logging\nlogging.getLogger().addFilter(f)", 1),
+])
+def test_the_process_wide_check_finds_each_form(source, count):
+  """The forms the check below finds (the hooks and filters crl_jax once installed
+  had the second and fifth)."""
+  assert len(process_wide_changes(source, "bad.py")) == count
+  assert not process_wide_changes(
+      "import logging\nlog = logging.getLogger(__name__)\nlog.addFilter(f)\n"
+      "logging.getLogger('crl_jax.train').addFilter(f)\nprevious = sys.excepthook",
+      "good.py")
+
+
+def test_the_package_changes_nothing_process_wide():
+  package = os.path.join(REPO, "crl_jax")
+  found = []
+  for root, _, names in os.walk(package):
+    for name in sorted(names):
+      if name.endswith(".py"):
+        path = os.path.join(root, name)
+        with open(path) as f:
+          found += process_wide_changes(f.read(), os.path.relpath(path, REPO))
+  assert not found, found

@@ -6,12 +6,14 @@ Layout::
   WORKDIR/checkpoints/<step>/  periodic saves, the last ``checkpoint.keep`` kept
   WORKDIR/best/<step>/         the best checkpoint by validation metric (one kept)
 
-Each checkpoint holds the whole ``TrainState`` and a small JSON ``meta`` (step, best
-metric so far). Orbax writes into a temporary directory and renames it when complete,
-so a save killed half-way never looks like a complete checkpoint; a checkpoint that is
-damaged on disk (truncated or corrupted files) fails to restore, is reported, and the
-previous one is used. When training reaches a damaged step again, the damaged directory
-is moved to ``WORKDIR/damaged/`` before the new save (never deleted).
+Each checkpoint holds the whole ``TrainState``, a JSON ``meta`` (step, best metric,
+the CRC32 of each array's values, a copy of the config) and ``files.json`` (each array
+file's size and CRC32, ``storage``). Orbax writes into a temporary directory renamed
+when complete, so a save killed half-way is never a checkpoint. A disk without room
+for the next checkpoint stops the run before orbax writes (``DiskFullError``); a
+checkpoint whose files differ from ``files.json`` is refused before orbax reads it,
+reported, and the previous one used; a damaged step saved again is first moved to
+``WORKDIR/damaged/`` (never deleted).
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import json
 import logging
 import os
 import shutil
-import sys
-import threading
 import time
 import zlib
 from typing import Any, Callable, Optional, Sequence
@@ -32,12 +32,44 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from crl_jax import cli
+from crl_jax.train import storage
 
 log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
   """No usable checkpoint, or a workdir that belongs to another run."""
+
+
+class DiskFullError(CheckpointError):
+  """The workdir's filesystem is full (or its quota ran out); the message names the
+  path, the bytes free and the last complete checkpoint."""
+
+
+def _disk_full_error(reason: str, path: str, workdir: str,
+                     needed: Optional[int] = None) -> DiskFullError:
+  free = storage.free_bytes(path)
+  room = f"{free:,} bytes free there" if free is not None else "free space unknown"
+  if needed is not None:
+    room = f"a checkpoint takes about {needed:,} bytes, {room}"
+  directory = os.path.join(workdir, "checkpoints")
+  steps = storage.complete_steps(directory)
+  kept = (f"the last complete checkpoint, step {steps[0]} in {directory}, is intact and "
+          "the same command resumes from it" if steps else
+          "no checkpoint had been completed yet, so the same command starts over")
+  return DiskFullError(
+      f"{reason} while writing {path} ({room}); {kept} once space is freed (or after "
+      "copying the workdir to a larger disk and pointing --workdir there).")
+
+
+def disk_full_error(error: BaseException, workdir: str) -> Optional[DiskFullError]:
+  """The ``DiskFullError`` of a write's ``error`` in ``workdir``, or ``None`` when it is
+  not a full disk (``storage.disk_full``)."""
+  found = storage.disk_full(error)
+  if found is None:
+    return None
+  reason, path = found
+  return _disk_full_error(reason, path or workdir, workdir)
 
 
 def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
@@ -104,72 +136,6 @@ def _verify(state, meta: dict, step: int, prefixes: tuple[str, ...] = ("",)) -> 
                           f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
 
 
-def _is_closed_loop_error(error) -> bool:
-  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
-
-
-_ORBAX_PATH_PART = os.sep + "orbax" + os.sep
-
-
-def raised_in_orbax(error) -> bool:
-  """Whether ``error``'s traceback passes through orbax's own files."""
-  traceback = getattr(error, "__traceback__", None)
-  while traceback is not None:
-    if _ORBAX_PATH_PART in traceback.tb_frame.f_code.co_filename:
-      return True
-    traceback = traceback.tb_next
-  return False
-
-
-class _DropInFlightReadReports(logging.Filter):
-  """Drops asyncio's reports ("Task exception was never retrieved", "Exception in
-  callback") of the other reads of a restore that has already failed and been reported:
-  their exception was raised inside orbax, or is the closed loop itself. Any other
-  asyncio report passes."""
-
-  crl_jax_quiet = True
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    error = record.exc_info[1] if record.exc_info else None
-    if error is None:
-      return "Event loop is closed" not in record.getMessage()
-    return not (_is_closed_loop_error(error) or raised_in_orbax(error))
-
-
-def quiet_closed_loop_callbacks() -> None:
-  """Drops the ``RuntimeError: Event loop is closed`` reports of a failed restore.
-
-  Orbax runs a restore in an event loop that it closes as soon as the restore returns
-  or raises (``orbax.checkpoint._src.asyncio_utils._run_sync_via_new_loop``). When one
-  array of a damaged checkpoint fails to read, the reads of the other arrays are still
-  in flight; when they complete, their callbacks find the loop closed and each prints
-  a traceback (one per array) although the damage has been handled and reported in
-  one line; others end in an exception raised inside orbax that no one retrieves, which
-  asyncio logs when the task is collected. Installed once a restore has failed; every
-  other error still reaches the previous hooks (``sys.unraisablehook``,
-  ``threading.excepthook``) and the ``asyncio`` logger unchanged.
-  """
-  asyncio_log = logging.getLogger("asyncio")
-  if not any(getattr(f, "crl_jax_quiet", False) for f in asyncio_log.filters):
-    # asyncio reports a task's unretrieved exception through this logger (at garbage
-    # collection, so after the restore has returned), not through the hooks below.
-    asyncio_log.addFilter(_DropInFlightReadReports())
-  if getattr(sys.unraisablehook, "crl_jax_quiet", False):
-    return
-  previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
-
-  def unraisable(report):
-    if not _is_closed_loop_error(report.exc_value):
-      previous_unraisable(report)
-
-  def thread(report):
-    if not _is_closed_loop_error(report.exc_value):
-      previous_thread(report)
-
-  unraisable.crl_jax_quiet = True
-  sys.unraisablehook, threading.excepthook = unraisable, thread
-
-
 class CheckpointStore:
   """Periodic and best checkpoints of one workdir.
 
@@ -205,14 +171,41 @@ class CheckpointStore:
       multihost_utils.sync_global_devices(f"room for step {step}")
     manager.reload()
 
+  def _check_room(self, directory: str, state) -> None:
+    """Raises ``DiskFullError`` before orbax writes anything when the filesystem of
+    ``directory`` has less room than the largest complete checkpoint of the workdir
+    takes (than the state's bytes before the first). Process 0 decides for all."""
+    sizes = [storage.allocated_bytes(os.path.join(self.workdir, kind, str(step)))
+             for kind in ("checkpoints", "best")
+             for step in storage.complete_steps(os.path.join(self.workdir, kind))]
+    needed = max(sizes, default=sum(leaf.nbytes for leaf in jax.tree.leaves(state)))
+    free = storage.free_bytes(directory)
+    short = free is not None and free < needed
+    if jax.process_count() > 1:
+      short = bool(multihost_utils.broadcast_one_to_all(np.asarray(short)))
+    if short:
+      raise _disk_full_error("no space left on the device", directory, self.workdir,
+                             needed)
+
   def _save(self, manager, step: int, state, meta: dict) -> None:
     self._make_room(manager, step, keep_aside=manager is self.periodic)
+    directory = os.path.join(str(manager.directory), str(step))
+    self._check_room(directory, state)
     meta = dict(meta, checksums=checksums(state))
     if self._config is not None:
       meta[CONFIG_COPY] = self._config
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(meta)), force=True)
-    manager.wait_until_finished()
+    try:
+      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 meta=ocp.args.JsonSave(meta)),
+                   force=True)
+      manager.wait_until_finished()
+      if jax.process_index() == 0:
+        storage.write_file_list(directory)
+    except Exception as error:  # pylint: disable=broad-except
+      full = disk_full_error(error, self.workdir)
+      if full is None:
+        raise
+      raise full from None
 
   def save(self, step: int, state, meta: dict) -> None:
     self._save(self.periodic, step, state, meta)
@@ -224,6 +217,9 @@ class CheckpointStore:
     return self.periodic.latest_step()
 
   def _restore(self, manager, step: int, abstract_state):
+    problem = storage.file_list_problem(os.path.join(str(manager.directory), str(step)))
+    if problem is not None:  # found before orbax reads any file
+      raise CheckpointError(f"checkpoint at step {step}: {problem}")
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     state, meta = restored["state"], dict(restored["meta"])
@@ -258,7 +254,6 @@ class CheckpointStore:
       try:
         state, meta = self._restore(self.periodic, step, abstract_state)
       except Exception as error:  # pylint: disable=broad-except
-        quiet_closed_loop_callbacks()
         reason = one_line(error)
         log.warning("checkpoint at step %d is damaged (%s); trying an older one",
                     step, reason)
@@ -279,7 +274,6 @@ class CheckpointStore:
       try:
         return self._restore(self.best, step, abstract_state)
       except Exception as error:  # pylint: disable=broad-except
-        quiet_closed_loop_callbacks()
         log.warning("best checkpoint at step %d is damaged (%s); using the latest",
                     step, one_line(error))
     latest = self.restore_latest(abstract_state)
@@ -303,6 +297,12 @@ def restore_variables(workdir: str) -> dict:
   step = manager.latest_step()
   if step is None:
     raise CheckpointError(f"model.init_from={workdir!r}: {directory} holds no checkpoint.")
+  problem = storage.file_list_problem(os.path.join(directory, str(step)))
+  if problem is not None:
+    manager.close()
+    raise CheckpointError(f"model.init_from={workdir!r}: checkpoint at step {step}: "
+                          f"{problem}. Point init_from at a run with an intact latest "
+                          "checkpoint.")
   metadata = manager.item_metadata(step)["state"]
   abstract = jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
@@ -373,17 +373,6 @@ CONFIG_CHANGES = "config_changes.jsonl"
 CONFIG_COPY = "config"  # the meta key of the config copy each checkpoint keeps
 
 
-def complete_steps(directory: str) -> list[int]:
-  """The steps of the complete checkpoints in ``directory``, newest first, read from
-  the directory names alone (no orbax; usable when the disk is full): orbax renames a
-  save to its bare step number only once every file is written."""
-  try:
-    names = os.listdir(directory)
-  except OSError:
-    return []
-  return sorted((int(name) for name in names if name.isdigit()), reverse=True)
-
-
 def saved_config_copy(workdir: str) -> Optional[tuple[dict, str]]:
   """``(config, checkpoint directory)`` of the newest complete checkpoint in
   ``WORKDIR/checkpoints`` or ``WORKDIR/best`` whose meta keeps a config copy, read as
@@ -392,7 +381,7 @@ def saved_config_copy(workdir: str) -> Optional[tuple[dict, str]]:
   for kind in ("checkpoints", "best"):
     directory = os.path.join(workdir, kind)
     found += [(step, os.path.join(directory, str(step)))
-              for step in complete_steps(directory)]
+              for step in storage.complete_steps(directory)]
   for _, directory in sorted(found, reverse=True):
     try:
       with open(os.path.join(directory, "meta", "metadata")) as f:

@@ -7,11 +7,8 @@ variant of ``eval.adjustment`` with the best validation class-balanced accuracy
 (``choose_variants``) and summarises validation and test with it.
 ``evaluate(config, workdir)`` is ``--mode=eval``; the training loop calls
 ``validation_summary`` at each evaluation step and ``evaluate_workdir`` at the end.
-
-It lives in ``train/`` rather than ``evaluation/``: it restores checkpoints, builds the
-jitted evaluation step and reads the data pipeline, all of which ``train/`` owns, while
-``evaluation/`` computes metrics from confusion matrices and imports nothing of
-``train/`` (so the packages depend one way: ``train`` -> ``evaluation``).
+(``evaluation/`` computes metrics from confusion matrices and imports nothing of
+``train/``.)
 """
 
 from __future__ import annotations
@@ -99,7 +96,7 @@ def make_eval_step(run: setup_lib.Run):
 
 def confusion_of_split(run: setup_lib.Run, eval_step, state, split: str) -> np.ndarray:
   """int64[V, A, Cmax, Cmax] summed over the split (every example once)."""
-  batches, num_batches = data_lib.pipeline.eval_batches(
+  batches, _ = data_lib.pipeline.eval_batches(
       run.source, split, data_lib.pipeline_options(run.config.data),
       global_batch_size=run.config.eval.batch_size,
       process_index=jax.process_index(), process_count=jax.process_count())
@@ -109,7 +106,6 @@ def confusion_of_split(run: setup_lib.Run, eval_step, state, split: str) -> np.n
     confusion = eval_step(state.params, state.batch_stats,
                           data_lib.pipeline.to_global(batch, sharding))
     total = confusion if total is None else total + confusion
-  del num_batches
   return np.asarray(jax.device_get(total), np.int64)
 
 
@@ -172,6 +168,7 @@ def evaluate_workdir(run: setup_lib.Run, store: checkpoint_lib.CheckpointStore,
 def evaluate(config, workdir: str) -> dict:
   """``--mode=eval``: evaluates the best checkpoint of a trained workdir (and writes
   ``results.json`` there: the workdir must be writable, checked first)."""
+  config_lib.validate(config, num_devices=jax.device_count())
   workdir_lib.check_trained_workdir(workdir)
   with workdir_lib.exclusive(workdir):
     run = setup_lib.build(config)

@@ -1,27 +1,16 @@
 """One run per workdir: an exclusive OS file lock held for the life of a run.
 
-Two runs writing the same workdir (a double launch, a scheduler retry while the first
-job still runs) would write the same checkpoints and ``metrics.jsonl``, and one could
-move the other's checkpoints aside as damaged. So every run, training or evaluation,
-holds ``WORKDIR/run.lock`` for as long as it runs:
-
-* The lock is ``fcntl.flock(LOCK_EX | LOCK_NB)`` on that file, taken on process 0
-  before the workdir is checked, cleared (``--overwrite``) or written. The OS releases
-  it when the holding process ends, however it ends (exit, exception, ``kill -9``), so
-  a crashed run never blocks the next one.
-* Beside the lock, the file holds who holds it: ``{"host", "pid", "started",
-  "command"}`` as JSON, written right after the lock is taken. It is read only when
-  the lock is refused, to name the holder; a file left behind by a process that no
-  longer exists is therefore never mistaken for a live holder (the OS lock, not the
-  file's content, decides), and the next run simply overwrites it.
-* A second run on a locked workdir stops before any work with one line naming the
-  holder and what to do (``WorkdirInUseError``, exit code 2 from the commands).
-* Filesystems without ``flock`` (some Lustre mounts, NFS without a lock manager) give
-  ``ENOLCK``/``EOPNOTSUPP``/``ENOSYS``: the run goes on unlocked with a one-line
-  warning (``docs/reliability.md`` says what each shared filesystem does).
-
-The lock is re-entrant within one process (``compare`` evaluates a workdir it is
-training), counted per resolved path.
+Two runs writing one workdir (a double launch, a scheduler retry) would write the same
+checkpoints and ``metrics.jsonl``. So every run, training or evaluation, holds
+``WORKDIR/run.lock``: ``fcntl.flock(LOCK_EX | LOCK_NB)``, taken on process 0 before the
+workdir is checked, cleared or written, and released by the OS when the process ends
+however it ends (so a crashed run never blocks the next). The file also names the
+holder (``{"host", "pid", "started", "command"}``), read only when the lock is refused:
+a stale name never blocks, since the OS lock decides. A refused run stops with one
+line naming the holder (``WorkdirInUseError``); a filesystem without ``flock`` gives a
+one-line warning and the run goes on unlocked (docs/reliability.md, "Shared
+filesystems"). The lock is re-entrant within one process (``compare`` evaluates a
+workdir it is training), counted per resolved path.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The training loop: ``train_and_evaluate(config, workdir)``.
 
-It reads top to bottom as a run goes: guard the workdir (``workdir``), build the run
-(``setup``), resume or initialise the state, then step: train, log (``writer``),
-validate and keep the best checkpoint (``evaluate``), save, and stop cleanly on
-SIGTERM/SIGINT (``preemption``) or on a non-finite loss; at the end evaluate the best
-checkpoint on the test split. ``evaluate.evaluate(config, workdir)`` re-evaluates a
+It reads top to bottom as a run goes: install the SIGTERM/SIGINT handler
+(``preemption``), guard the workdir (``workdir``), build the run (``setup``), resume
+or initialise the state, then step: train, log (``writer``), validate and keep the
+best checkpoint (``evaluate``), save, and stop cleanly on a signal or on a non-finite
+loss; at the end evaluate the best checkpoint on the test split. ``evaluate.evaluate(config, workdir)`` re-evaluates a
 trained workdir (``--mode=eval``).
 
 Only process 0 writes logs, metrics and reports; every process takes part in
@@ -54,20 +54,21 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
       training rows; ``config_lib.ConfigError``, ``data.DataError``,
       ``checkpoint.CheckpointError`` for a config, data or workdir that cannot run.
   """
-  config_lib.validate(config, num_devices=jax.device_count())
-  with workdir_lib.exclusive(workdir):
-    return _train_and_evaluate(config, workdir, overwrite, progress)
+  with preemption_lib.Preemption() as preemption:
+    config_lib.validate(config, num_devices=jax.device_count())
+    with workdir_lib.exclusive(workdir):
+      return _train_and_evaluate(config, workdir, overwrite, progress, preemption)
 
 
-def _train_and_evaluate(config, workdir: str, overwrite: bool, progress: bool) -> dict:
+def _train_and_evaluate(config, workdir: str, overwrite: bool, progress: bool,
+                        preemption: preemption_lib.Preemption) -> dict:
   changes = workdir_lib.prepare_workdir(config, workdir, overwrite)
   run = setup_lib.build(config, progress=progress)
   with workdir_lib.closed_on_exit(checkpoint_lib.CheckpointStore(
       workdir, config.checkpoint.keep, config.to_json(sort_keys=True))) as store:
     setup_lib.describe(run)
     init_rng, step_rng = setup_lib.initial_keys(config.seed)
-    state, meta = workdir_lib.resume(run, store, workdir, changes,
-                                     setup_lib.initial_state(run, init_rng))
+    state, meta = workdir_lib.resume(run, store, workdir, changes, init_rng)
     start_step = int(jax.device_get(state.step))
 
     with writer_lib.MetricWriter(workdir, start_step) as writer:
@@ -89,12 +90,13 @@ def _train_and_evaluate(config, workdir: str, overwrite: bool, progress: bool) -
       step = start_step
       started = time.time()
       interval_start, interval_steps, input_seconds = time.time(), 0, 0.0
-      stopped = False
+      # A signal received during start-up stops the run before its first step.
+      stopped = preemption.stop_requested(at_collective_point=True)
       # closing: grain's threads or worker processes stop with the loop.
       with writer_lib.ProgressBar(progress, start_step=start_step,
                                   num_steps=run.num_steps) as bar, \
-          preemption_lib.Preemption() as preemption, contextlib.closing(batches):
-        while step < run.num_steps:
+          contextlib.closing(batches):
+        while step < run.num_steps and not stopped:
           fetch_start = time.time()
           batch = data_lib.pipeline.to_global(next(batches), sharding)
           input_seconds += time.time() - fetch_start
@@ -137,8 +139,10 @@ def _train_and_evaluate(config, workdir: str, overwrite: bool, progress: bool) -
             break
 
       if stopped:
-        multihost.log(f"Preempted by {preemption.signal_name} at step {step}: checkpoint"
-                      f" saved to {store.periodic.directory}; rerun the same command to "
+        if last_saved != step:  # stopped during start-up: the start step is saved
+          store.save(step, state, dict(meta, step=step))
+        multihost.log(f"Preempted by {preemption.cause()} at step {step}: checkpoint "
+                      f"saved to {store.periodic.directory}; rerun the same command to "
                       "resume.")
         return {"status": "preempted", "step": step}
       results = evaluate_lib.evaluate_workdir(run, store, eval_step)

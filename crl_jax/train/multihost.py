@@ -1,4 +1,4 @@
-"""What the processes of a job agree on: who writes, a flag raised anywhere, a refusal.
+"""What the processes of a job agree on: who writes, a value of each, a refusal.
 
 Every process runs the same loop; process 0 alone prints, writes logs, metrics and
 results. A decision that one process makes (a workdir refused, a stop signal received)
@@ -28,12 +28,12 @@ def log(*args) -> None:
     print(*args, flush=True)
 
 
-def any_process(flag: bool) -> bool:
-  """True on every process when any process raised ``flag`` (a collective: every
-  process must call it at the same point)."""
+def gather(value: int) -> np.ndarray:
+  """int[process_count]: ``value`` of every process, by process index (a collective:
+  every process must call it at the same point)."""
   if jax.process_count() == 1:
-    return flag
-  return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+    return np.array([value])
+  return np.asarray(multihost_utils.process_allgather(np.array([value]))).reshape(-1)
 
 
 def agreed_check(check: Callable[[], None]) -> None:

@@ -1,9 +1,14 @@
 """Preemption: SIGTERM or SIGINT becomes a request to stop at the next safe step.
 
-The loop saves a checkpoint and returns ``{"status": "preempted"}``; rerunning the same
-command resumes from it. In a multi-process job the processes agree on stopping only
-at a step where they all meet anyway (a log or save step), so that every process saves
-the same step.
+``train_and_evaluate`` installs the handler first thing, so a signal is honoured at
+any moment of the run: during start-up the run stops before its first step, during
+training at the next safe step; that step is saved, ``{"status": "preempted"}``
+returned, and rerunning the same command resumes. Several processes agree on stopping
+only at a step where they all meet (before the first step, a log or a save step), so
+every process saves the same step, and the message names the signal and the process
+that received it. Before the handler is installed a signal has its default action,
+except that from ``jax.distributed.initialize`` on JAX's preemption service keeps a
+SIGTERM to itself (docs/reliability.md, "From when a SIGTERM is honoured").
 """
 
 from __future__ import annotations
@@ -21,22 +26,27 @@ class Preemption:
   """Turns SIGTERM/SIGINT into a flag that the loop checks between steps.
 
   A context manager: the previous handlers come back on exit. Outside the main thread
-  (where Python cannot install handlers) it never requests a stop.
+  (where Python cannot install handlers) it never requests a stop. A second SIGINT
+  while a stop is pending raises ``KeyboardInterrupt`` (to abort a start-up that takes
+  long).
   """
 
   def __init__(self):
-    self.signal_name: Optional[str] = None
+    self.signal_number: Optional[int] = None  # the signal this process received
+    self.received: dict[int, str] = {}  # process index -> signal name, once agreed
     self._previous = {}
 
   def __enter__(self) -> Preemption:
-    if threading_is_main():
+    if threading.current_thread() is threading.main_thread():
       for sig in (signal.SIGTERM, signal.SIGINT):
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def _handle(self, signum, frame):
     del frame
-    self.signal_name = signal.Signals(signum).name
+    if self.signal_number is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal_number = signum
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -46,17 +56,26 @@ class Preemption:
     """Whether to save and stop after this step.
 
     Args:
-      at_collective_point: the step is one where every process meets (a log or save
-        step). With several processes a signal is acted on only there, once every
-        process agrees (``multihost.any_process``); one process is stopped at once.
+      at_collective_point: the step is one where every process meets (before the
+        first step, a log or a save step). With several processes a signal is acted
+        on only there, once every process knows who received which
+        (``multihost.gather``); one process is stopped at once.
     """
-    stop = self.signal_name is not None
-    if jax.process_count() == 1:
-      return stop
-    if not at_collective_point:
+    if jax.process_count() > 1 and not at_collective_point:
       return False
-    return multihost.any_process(stop)
+    numbers = multihost.gather(self.signal_number or 0)
+    self.received = {index: signal.Signals(int(number)).name
+                     for index, number in enumerate(numbers) if number}
+    return bool(self.received)
 
-
-def threading_is_main() -> bool:
-  return threading.current_thread() is threading.main_thread()
+  def cause(self) -> str:
+    """What stopped the run: ``"SIGTERM"`` (one process), ``"SIGTERM to process 1"``,
+    ``"SIGTERM to processes 0, 1"``, ``"SIGTERM to process 0 and SIGINT to process
+    1"``."""
+    if jax.process_count() == 1:
+      return self.received[0]
+    by_signal = {}
+    for index, name in sorted(self.received.items()):
+      by_signal.setdefault(name, []).append(str(index))
+    return " and ".join(f"{name} to process{'es' if len(indices) > 1 else ''} "
+                        f"{', '.join(indices)}" for name, indices in by_signal.items())

@@ -1,7 +1,7 @@
 """Set-up of a run: everything built once from a config, before the first step.
 
-``build(config)`` validates the config, prepares the data (process 0; the others wait)
-and builds the ``Run``: source and schema, class statistics, model, objective,
+``build(config)`` prepares the data of a validated config (process 0; the others
+wait) and builds the ``Run``: source and schema, class statistics, model, objective,
 optimiser and schedule, the device mesh and the number of steps. ``initial_state``
 initialises a replicated ``TrainState`` for it; ``load_pretrained`` copies the matching
 variables of an earlier run into one (``model.init_from``).
@@ -54,10 +54,10 @@ class Run:
 
 
 def build(config, *, prepare: bool = True, progress: bool = True) -> Run:
-  """Validates the config, prepares the data and builds model, objective, optimiser.
-
-  ``progress=False`` also silences the dataset-generation bars of ``prepare``."""
-  config_lib.validate(config, num_devices=jax.device_count())
+  """Prepares the data and builds model, objective, optimiser of a config that
+  ``config_lib.validate`` accepted (``train_and_evaluate`` and ``evaluate`` validate
+  it first). ``progress=False`` also silences the dataset-generation bars of
+  ``prepare``."""
   mesh = mesh_lib.make_mesh()
   source = data_lib.get_source(config.data)
   if prepare:

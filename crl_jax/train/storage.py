@@ -1,43 +1,113 @@
-"""A full disk, told in one line: what ran out, where, and that nothing is lost.
-
-A run writes checkpoints (orbax, through TensorStore), ``metrics.jsonl``, TensorBoard
-events, ``config.json`` and ``results.json``. When the filesystem fills (``ENOSPC``) or
-the user's quota is reached (``EDQUOT``), the error arrives in several forms: a plain
-``OSError`` from Python's own writes, TensorStore's ``ValueError: RESOURCE_EXHAUSTED ...
-No space left on device [os_error_code='28']`` from a checkpoint, wrapped or chained by
-orbax. ``disk_full`` recognises all of them by walking the exception's cause and
-context; the run then ends with ``DiskFullError`` (one line, exit code 2): the path, the
-bytes still free there, and the last complete checkpoint, which the rerun resumes from.
-
-Nothing half-written is ever resumed from: orbax writes a checkpoint into
-``<step>.orbax-checkpoint-tmp*`` and renames it only once complete, and the periodic
-manager ignores (and, on its next start, deletes) such temporary directories; a torn last
-row of ``metrics.jsonl`` is dropped on resume (``loop``).
+"""What a checkpoint occupies on disk, read without orbax (so before orbax is called,
+and when the disk is full): the complete steps (orbax renames ``<step>.orbax-
+checkpoint-tmp*`` to ``<step>`` once every file is written), the bytes a checkpoint
+takes and those still free (compared before each save), the list of its array files
+with their sizes and CRC32s (written after a save, checked before a restore, so a
+damaged file is found before orbax reads it), and whether a write's error is a full
+disk.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
+import json
 import os
 import re
 import shutil
-import sys
-import threading
+import zlib
 from typing import Optional
 
-from crl_jax.train import checkpoint as checkpoint_lib
+FILE_LIST = "files.json"  # in each checkpoint's step directory
+ARRAYS = "state"  # the orbax item whose files FILE_LIST covers
 
-_CODES = {errno.ENOSPC: "no space left on the device",
-          errno.EDQUOT: "the disk quota is exceeded"}
-# TensorStore's form: "... No space left on device [os_error_code='28']".
+_REASONS = {errno.ENOSPC: "no space left on the device",
+            errno.EDQUOT: "the disk quota is exceeded"}
+# TensorStore raises a full disk as a ValueError whose text ends "... No space left on
+# device [os_error_code='28']", naming the file after 'Failed writing: "'.
 _TEXT = re.compile(r"No space left on device|Disk quota exceeded|"
                    r"os_error_code='(%d|%d)'" % (errno.ENOSPC, errno.EDQUOT))
 _QUOTED_PATH = re.compile(r'(?:Failed writing|local file): "([^"]+)"')
 
 
-class DiskFullError(checkpoint_lib.CheckpointError):
-  """The filesystem of the workdir filled up (or its quota ran out) during a run."""
+def complete_steps(directory: str) -> list[int]:
+  """The steps of the complete checkpoints in ``directory``, newest first."""
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return []
+  return sorted((int(name) for name in names if name.isdigit()), reverse=True)
+
+
+def allocated_bytes(directory: str) -> int:
+  """The bytes ``directory`` and everything in it occupy on disk (whole blocks)."""
+  total = 0
+  for root, _, names in os.walk(directory):
+    for path in (root, *(os.path.join(root, name) for name in names)):
+      try:
+        total += os.lstat(path).st_blocks * 512
+      except OSError:
+        continue
+  return total
+
+
+def free_bytes(path: str) -> Optional[int]:
+  """The bytes an unprivileged write can still use on the filesystem of ``path`` (or
+  of its nearest existing parent); ``None`` when that cannot be read."""
+  while path and not os.path.exists(path):
+    path = os.path.dirname(path)
+  try:
+    return shutil.disk_usage(path or ".").free
+  except OSError:
+    return None
+
+
+def _crc32(path: str) -> int:
+  crc = 0
+  with open(path, "rb") as f:
+    while chunk := f.read(1 << 22):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def _array_files(step_directory: str) -> list[str]:
+  root = os.path.join(step_directory, ARRAYS)
+  return sorted(os.path.relpath(os.path.join(folder, name), step_directory)
+                for folder, _, names in os.walk(root) for name in names)
+
+
+def write_file_list(step_directory: str) -> None:
+  """Writes ``<step>/files.json``: ``{relative path: [bytes, crc32]}`` of every file
+  of the checkpoint's arrays. Written whole, then renamed into place."""
+  listing = {name: [os.path.getsize(os.path.join(step_directory, name)),
+                    _crc32(os.path.join(step_directory, name))]
+             for name in _array_files(step_directory)}
+  path = os.path.join(step_directory, FILE_LIST)
+  with open(f"{path}.tmp", "w") as f:
+    json.dump(listing, f)
+  os.replace(f"{path}.tmp", path)
+
+
+def file_list_problem(step_directory: str) -> Optional[str]:
+  """What differs between a checkpoint's array files and its ``files.json``: the
+  first missing, resized or changed file, in one phrase; ``None`` when every file is
+  as written, or when the checkpoint has no readable list (then orbax's own reads and
+  the values' checksums are the checks)."""
+  try:
+    with open(os.path.join(step_directory, FILE_LIST)) as f:
+      listing = json.load(f)
+  except (OSError, ValueError):
+    return None
+  for name, (size, crc) in sorted(listing.items()):
+    path = os.path.join(step_directory, name)
+    try:
+      actual = os.path.getsize(path)
+    except OSError:
+      return f"file {name} is missing"
+    if actual != size:
+      return f"file {name} has {actual:,} bytes, {size:,} were written"
+    if _crc32(path) != crc:
+      return f"file {name} does not match its CRC32"
+  return None
 
 
 def _chain(error: BaseException):
@@ -54,94 +124,18 @@ def _chain(error: BaseException):
 
 
 def disk_full(error: BaseException) -> Optional[tuple[str, Optional[str]]]:
-  """``(reason, path or None)`` when ``error`` (or one it came from) is a full disk or
-  an exceeded quota; else ``None``."""
+  """``(reason, path or None)`` when ``error`` (or one it was raised from) is a full
+  disk or an exceeded quota: an ``OSError`` of ``ENOSPC``/``EDQUOT`` from Python's own
+  writes, or TensorStore's ``RESOURCE_EXHAUSTED ... No space left on device`` from a
+  checkpoint's; else ``None``."""
   for current in _chain(error):
-    if isinstance(current, OSError) and current.errno in _CODES:
-      return _CODES[current.errno], current.filename
+    if isinstance(current, OSError) and current.errno in _REASONS:
+      return _REASONS[current.errno], current.filename
     text = str(current)
     match = _TEXT.search(text)
     if match:
       quota = "quota" in match.group(0) or match.group(1) == str(errno.EDQUOT)
       path = _QUOTED_PATH.search(text)
-      return (_CODES[errno.EDQUOT if quota else errno.ENOSPC],
+      return (_REASONS[errno.EDQUOT if quota else errno.ENOSPC],
               path.group(1) if path else None)
   return None
-
-
-def _free_bytes(path: str) -> Optional[int]:
-  while path and not os.path.exists(path):
-    path = os.path.dirname(path)
-  try:
-    return shutil.disk_usage(path or ".").free
-  except OSError:
-    return None
-
-
-def disk_full_error(error: BaseException, workdir: str) -> Optional[DiskFullError]:
-  """The one-line ``DiskFullError`` for ``error`` raised during a run in ``workdir``,
-  or ``None`` when ``error`` is not a full disk."""
-  found = disk_full(error)
-  if found is None:
-    return None
-  reason, path = found
-  path = path or workdir
-  free = _free_bytes(path)
-  free_text = f"{free:,} bytes free there" if free is not None else "free space unknown"
-  steps = checkpoint_lib.complete_steps(os.path.join(workdir, "checkpoints"))
-  kept = (f"the last complete checkpoint, step {steps[0]} in "
-          f"{os.path.join(workdir, 'checkpoints')}, is intact and the same command "
-          "resumes from it" if steps else
-          "no checkpoint had been completed yet, so the same command starts over")
-  global _failed
-  _failed = True
-  return DiskFullError(
-      f"{reason} while writing {path} ({free_text}); {kept} once space is freed (or "
-      "after copying the workdir to a larger disk and pointing --workdir there).")
-
-
-class _DropDiskFullReports(logging.Filter):
-  """Drops orbax's own log records of a write that failed on a full disk ("...
-  raised an exception: RESOURCE_EXHAUSTED ... No space left on device"): the same
-  error reaches the run, which reports it in one line."""
-
-  crl_jax_quiet = True
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not (f"{os.sep}orbax{os.sep}" in (record.pathname or "")
-                and _TEXT.search(record.getMessage()))
-
-
-_failed = False  # a full disk has been reported: drop what orbax's writes leave behind
-
-
-def quiet_disk_full_reports() -> None:
-  """Keeps a full disk to one line: installed before a run writes (idempotent).
-
-  Orbax writes a checkpoint in threads and an event loop of its own. When a write
-  fails on a full disk, it logs the error, its thread prints a traceback, the other
-  writes of that save find their loop closed (a traceback each), and their coroutines,
-  collected at exit, report again. All of these are dropped, and only these: a report
-  passes unless it is a full disk raised inside orbax, a closed event loop
-  (``checkpoint.quiet_closed_loop_callbacks``), or, once a full disk has been reported,
-  anything from orbax's abandoned writes.
-  """
-  logger = logging.getLogger("absl")
-  if any(getattr(f, "crl_jax_quiet", False) for f in logger.filters):
-    return
-  logger.addFilter(_DropDiskFullReports())
-  checkpoint_lib.quiet_closed_loop_callbacks()
-  previous_thread, previous_unraisable = threading.excepthook, sys.unraisablehook
-
-  def thread(report):
-    if not (disk_full(report.exc_value)
-            and checkpoint_lib.raised_in_orbax(report.exc_value)):
-      previous_thread(report)
-
-  def unraisable(report):
-    if not (_failed and (disk_full(report.exc_value) or isinstance(
-        report.exc_value, ImportError) or checkpoint_lib.raised_in_orbax(
-            report.exc_value))):
-      previous_unraisable(report)
-
-  threading.excepthook, sys.unraisablehook = thread, unraisable

@@ -1,13 +1,11 @@
 """The workdir guard and resume: what a run may find in its workdir, and how it goes on.
 
-A workdir holds one run: ``config.json``, ``checkpoints/``, ``best/``,
-``metrics.jsonl``, ``tensorboard/``, ``results.json`` and ``config_changes.jsonl``.
-``prepare_workdir`` (before anything is built) refuses a workdir that cannot be written
-or that holds a run of a config that may not resume, and clears it with ``overwrite``;
-a resumed run may change only ``config_lib.RESUMABLE_KEYS``. ``resume`` restores the
-latest undamaged checkpoint (carrying the optimiser state across an ``optim.*``
-change), or starts from ``model.init_from``, and appends the config changes to
-``config_changes.jsonl`` with the step they apply from.
+A workdir holds one run (``config.json``, ``checkpoints/``, ``best/``,
+``metrics.jsonl``, ``tensorboard/``, ``results.json``, ``config_changes.jsonl``):
+``exclusive`` refuses one that cannot be written and locks it, ``prepare_workdir``
+refuses one that holds a run of a config that may not resume (and clears it with
+``overwrite``),
+``resume`` goes on from its latest undamaged checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from crl_jax.train import mesh as mesh_lib
 from crl_jax.train import multihost
 from crl_jax.train import optimizer as optimizer_lib
 from crl_jax.train import setup as setup_lib
-from crl_jax.train import storage as storage_lib
 from crl_jax.train import writer as writer_lib
 
 
@@ -53,33 +50,31 @@ def exclusive(workdir: str):
 
 @contextlib.contextmanager
 def closed_on_exit(store: checkpoint_lib.CheckpointStore):
-  """Yields ``store`` and closes it after the block. A full disk met anywhere in the
-  block (or in the close) becomes one ``storage.DiskFullError`` line; after any failure
-  the close is quiet, so the failure is reported once, not again from the close."""
-  storage_lib.quiet_disk_full_reports()
+  """Yields ``store`` and closes it after the block. A full disk met by a write in the
+  block (``metrics.jsonl``, ``config.json``, ``results.json``) or in the close becomes
+  one ``checkpoint.DiskFullError`` line, as a checkpoint's does; after any failure the
+  close is quiet, so the failure is reported once, not again from the close."""
   try:
-    try:
-      yield store
-    except Exception:
-      with contextlib.suppress(Exception):
-        store.close()
-      raise
+    yield store
     store.close()
   except Exception as error:  # pylint: disable=broad-except
-    full = storage_lib.disk_full_error(error, store.workdir)
-    if full is not None:
-      raise full from None
-    raise
+    with contextlib.suppress(Exception):
+      store.close()
+    full = (None if isinstance(error, checkpoint_lib.DiskFullError) else
+            checkpoint_lib.disk_full_error(error, store.workdir))
+    if full is None:
+      raise
+    raise full from None
 
 
 def prepare_workdir(config, workdir: str, overwrite: bool) -> list:
-  """Checks (on process 0, agreed by all) that ``workdir`` is writable and holds no
-  run of a config that may not resume; clears it with ``overwrite``. Returns the
-  resumable config changes (``checkpoint.check_config``): ``[(key, old, new), ...]``."""
+  """Checks (on process 0, agreed by all; inside ``exclusive``, which checked that it
+  is writable) that ``workdir`` holds no run of a config that may not resume; clears
+  it with ``overwrite``. Returns the resumable config changes
+  (``checkpoint.check_config``): ``[(key, old, new), ...]``."""
   changes = []
 
   def check():
-    checkpoint_lib.check_writable(workdir)
     if overwrite and os.path.isdir(workdir):
       for name in ("checkpoints", "best", "config.json", writer_lib.METRICS,
                    writer_lib.TENSORBOARD, writer_lib.RESULTS,
@@ -97,27 +92,27 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> list:
 
 
 def check_trained_workdir(workdir: str) -> None:
-  """Refuses (on every process) a workdir that holds no run or cannot be written:
-  ``--mode=eval`` writes ``results.json`` there."""
+  """Refuses (on every process) a workdir that holds no run; ``exclusive``, next,
+  refuses one that cannot be written (``--mode=eval`` writes ``results.json``)."""
 
   def check():
     if not os.path.exists(os.path.join(workdir, "config.json")):
       raise checkpoint_lib.CheckpointError(
           f"{workdir} holds no run (no config.json): train first with --mode=train.")
-    checkpoint_lib.check_writable(workdir)
 
   multihost.agreed_check(check)
 
 
 def resume(run: setup_lib.Run, store: checkpoint_lib.CheckpointStore, workdir: str,
-           changes: list, state) -> tuple:
+           changes: list, init_rng) -> tuple:
   """The state a run starts from, and its checkpoint metadata.
 
   The latest undamaged checkpoint of ``store`` (older ones when the latest are
   damaged, each reported), its optimiser state carried to the run's optimiser when
-  ``optim.*`` changed; else ``state`` (freshly initialised) with ``model.init_from``'s
-  matching variables when set. Then records the config (``config.json``) and appends
-  ``changes`` to ``config_changes.jsonl`` from the start step.
+  ``optim.*`` changed; else a state initialised from ``init_rng``
+  (``setup.initial_state``) with ``model.init_from``'s matching variables when set.
+  Then records the config (``config.json``) and appends ``changes`` to
+  ``config_changes.jsonl`` from the start step.
 
   Returns:
     ``(state, meta)``; ``meta`` has ``best_metric``, ``best_step`` and
@@ -136,11 +131,13 @@ def resume(run: setup_lib.Run, store: checkpoint_lib.CheckpointStore, workdir: s
     if optimizer is not None:
       state = carry_optimizer_state(run, state, notes)
     log(f"resumed from step {int(state.step)} ({store.periodic.directory})")
-  elif run.config.model.init_from:
-    state, report = setup_lib.load_pretrained(state, run.config.model.init_from,
-                                              run.mesh)
-    for line in report:
-      log(f"init_from: {line}")
+  else:
+    state = setup_lib.initial_state(run, init_rng)
+    if run.config.model.init_from:
+      state, report = setup_lib.load_pretrained(state, run.config.model.init_from,
+                                                run.mesh)
+      for line in report:
+        log(f"init_from: {line}")
   start_step = int(jax.device_get(state.step))
   if multihost.is_main_process():
     checkpoint_lib.record_config(workdir, run.config.to_json(sort_keys=True), changes,

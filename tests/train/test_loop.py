@@ -8,12 +8,18 @@ import jax
 import numpy as np
 import pytest
 
-from crl_jax.train import checkpoint as checkpoint_lib
+from crl_jax import cli
+from crl_jax import config_lib
 from crl_jax import data as data_lib
+from crl_jax import main
+from crl_jax.train import checkpoint as checkpoint_lib
 from crl_jax.train import evaluate as evaluate_lib
 from crl_jax.train import loop
 from crl_jax.train import setup as setup_lib
 from crl_jax.train import step as step_lib
+from crl_jax.train import workdir as workdir_lib
+from tests.train.conftest import REPO
+from tests.train.conftest import SMOKE_FLAGS
 from tests.train.conftest import smoke_config
 from tests.train.test_writer import tensorboard_scalars
 
@@ -26,10 +32,21 @@ def final_params(config, workdir):
   return jax.device_get(state.params), jax.device_get(state.batch_stats), meta
 
 
+def count_validations(monkeypatch) -> list:
+  """Records each ``config_lib.validate`` call from now on."""
+  calls = []
+  validate = config_lib.validate
+  monkeypatch.setattr(config_lib, "validate",
+                      lambda *args, **kwargs: calls.append(1) or validate(*args, **kwargs))
+  return calls
+
+
 def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys, monkeypatch):
   config = smoke_config(data_dir, **{"train.num_steps": 6, "train.eval_every": 3,
                                      "train.log_every": 2, "checkpoint.every_steps": 3})
+  validations = count_validations(monkeypatch)
   results = loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert len(validations) == 1  # a library call validates the config once
   assert results["status"] == "finished" and results["step"] == 6
   test = results["test"]
   assert set(test["attributes"]) == set(setup_lib.build(config).schema.names)
@@ -51,6 +68,7 @@ def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys, monkey
   assert "class-balanced accuracy per attribute" in capsys.readouterr().out
   # --mode=eval re-evaluates the same best checkpoint and gets the same numbers.
   again = evaluate_lib.evaluate(config, str(tmp_path))
+  assert len(validations) == 2
   assert again["test"]["mean_class_balanced_accuracy"] == pytest.approx(
       test["mean_class_balanced_accuracy"])
   # ... and refuses at once (one line) when it could not write results.json at the end.
@@ -63,6 +81,27 @@ def test_train_and_evaluate_writes_everything(data_dir, tmp_path, capsys, monkey
                      match=r"^workdir .* is not writable \(no write permission on .*\); "
                      "give a --workdir in a directory you can write to.$"):
     evaluate_lib.evaluate(config, str(tmp_path))
+
+
+def test_the_command_validates_the_config_once(tmp_path, monkeypatch):
+  """``python -m crl_jax.main`` loads the config and hands it to train_and_evaluate
+  (or evaluate), which validates it with the device count: once per command. (That
+  ``setup.build`` adds none is the library test above; here it stops the run.)"""
+  monkeypatch.chdir(REPO)
+  validations = count_validations(monkeypatch)
+
+  def stop(*args, **kwargs):
+    raise setup_lib.TrainingError("stopped at build")
+
+  monkeypatch.setattr(setup_lib, "build", stop)
+  (tmp_path / "config.json").write_text("{}")  # for --mode=eval: a trained workdir
+  for mode in ("train", "eval"):
+    args, overrides = cli.parse_flags(main.build_parser(), [
+        f"--workdir={tmp_path / mode}" if mode == "train" else f"--workdir={tmp_path}",
+        f"--mode={mode}", *SMOKE_FLAGS])
+    assert main.main(args, overrides) == 2
+    assert len(validations) == 1, mode
+    validations.clear()
 
 
 @pytest.mark.parametrize("adjustment,variants", [
@@ -110,14 +149,57 @@ def test_resumed_run_ends_with_the_same_parameters(data_dir, tmp_path, monkeypat
   first = loop.train_and_evaluate(config, str(interrupted), progress=False)
   assert first == {"status": "preempted", "step": 3}
   monkeypatch.setattr(step_lib, "make_train_step", original)
+  # The resume builds the state it restores, and no fresh one beside it (the
+  # checkpoint's abstract state is traced from initial_state, never run).
+  initial_state, initialised = setup_lib.initial_state, []
+  monkeypatch.setattr(setup_lib, "initial_state", lambda run, rng: initialised.append(
+      not isinstance(rng, jax.core.Tracer)) or initial_state(run, rng))
   second = loop.train_and_evaluate(config, str(interrupted), progress=False)
   assert second["status"] == "finished"
+  assert initialised and not any(initialised)
 
   params_a, stats_a, _ = final_params(config, str(straight))
   params_b, stats_b, _ = final_params(config, str(interrupted))
   for a, b in zip(jax.tree.leaves((params_a, stats_a)), jax.tree.leaves((params_b,
                                                                          stats_b))):
     np.testing.assert_array_equal(a, b)
+
+
+# Moments of start-up, in the order a run meets them: (module, function) that the
+# signal is sent right after. The first is train_and_evaluate's first call after it
+# installs its handler: from there on a SIGTERM is honoured.
+START_UP = [(config_lib, "validate"), (workdir_lib, "resume"),
+            (data_lib.pipeline, "train_batches")]
+
+
+def test_a_sigterm_at_any_moment_of_start_up_stops_the_run_at_its_first_step(
+    data_dir, tmp_path, monkeypatch, capsys):
+  """A SIGTERM received while the run starts (from its first call to the last before
+  the loop) stops it before its first step, with that step saved and the usual
+  message; the rerun resumes from it."""
+  config = smoke_config(data_dir, **{"train.num_steps": 2, "train.eval_every": 2,
+                                     "checkpoint.every_steps": 2})
+  handler = signal.getsignal(signal.SIGTERM)
+  for module, name in START_UP:
+    original = getattr(module, name)
+
+    def signalled(*args, original=original, **kwargs):
+      result = original(*args, **kwargs)
+      os.kill(os.getpid(), signal.SIGTERM)
+      return result
+
+    workdir = tmp_path / name
+    with monkeypatch.context() as patches:
+      patches.setattr(module, name, signalled)
+      results = loop.train_and_evaluate(config, str(workdir), progress=False)
+    assert results == {"status": "preempted", "step": 0}, name
+    assert (f"Preempted by SIGTERM at step 0: checkpoint saved to {workdir}/checkpoints;"
+            in capsys.readouterr().out), name
+    assert os.listdir(workdir / "checkpoints") == ["0"], name
+  assert signal.getsignal(signal.SIGTERM) == handler  # the run's handler is gone
+  results = loop.train_and_evaluate(config, str(workdir), progress=False)
+  assert results["status"] == "finished"
+  assert "resumed from step 0" in capsys.readouterr().out
 
 
 def test_workdir_of_another_config_is_refused(data_dir, tmp_path):
