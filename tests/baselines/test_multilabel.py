@@ -17,6 +17,7 @@ import pytest
 
 from crl_jax import baselines
 from crl_jax import compare
+from crl_jax.baselines import catalogue
 from crl_jax import config_lib
 from crl_jax import crl
 from crl_jax.train import objective as objective_lib
@@ -321,7 +322,7 @@ def test_the_sections_hold_the_authors_defaults_and_are_listed_as_methods(capsys
       "gamma": 2.0, "smoothing_alpha": 0.1, "smoothing_beta": 10.0, "smoothing_mu": 0.2,
       "negative_scale": 2.0, "bias_scale": 0.05}
   assert loss.asymmetric.to_dict() == {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05}
-  table = compare.methods()
+  table = catalogue.methods()
   for name in NAMES:
     assert table[name] == {"loss.name": name}
     assert table[f"crl_{name}"] == {"loss.name": "crl", "loss.crl.base": name}
