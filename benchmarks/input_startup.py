@@ -57,11 +57,13 @@ SAMPLER = """
 import json, sys, time
 from crl_jax import config_lib, data as data_lib
 from crl_jax.data import pipeline
-config = config_lib.load_config("configs/synthetic.py", [])
+config = config_lib.load_config("configs/synthetic.py", [
+    "data.sampler=class_aware", "data.class_aware.samples_per_class=2",
+    "data.class_aware.classes_per_batch=32"])
 source = data_lib.get_source(config.data)
 source.prepare()
 options = data_lib.pipeline_options(config.data)
-aware = pipeline.ClassAwareOptions(samples_per_class=2, classes_per_batch=32)
+aware = data_lib.class_aware_options(config.data)
 result = {"uniform": [], "class_aware": []}
 for round_ in range(int(sys.argv[2])):
   for name, class_aware in (("uniform", None), ("class_aware", aware)):
