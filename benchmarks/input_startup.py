@@ -88,10 +88,10 @@ def write_jpeg_csv(directory: str, count: int = 2000) -> list[str]:
     import numpy as np
     from PIL import Image
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from crl_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+    from crl_jax.data import schema, synthetic  # pylint: disable=import-outside-toplevel
     spec = synthetic.SyntheticSpec(kind="celeba", image_size=64, num_train=count,
                                    num_validation=1, num_test=1)
-    names = synthetic.CELEBA_ATTRIBUTES
+    names = schema.CELEBA_ATTRIBUTES
     rows = [",".join(["image", *names, "split"])]
     os.makedirs(os.path.join(directory, "images"), exist_ok=True)
     for start, images, labels in synthetic.generate_blocks(spec, "train"):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from crl_jax.data import errors
 from crl_jax.data import pipeline
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
@@ -180,7 +181,7 @@ def test_prepared_as_array_record(data_dir):
 def test_unprepared_data_dir_is_a_clear_error(tmp_path):
   source = celeb_a.from_config(config(str(tmp_path)))
   assert source.schema.names == schema_lib.CELEBA_ATTRIBUTES  # known without the data
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     source.prepare()
   message = str(error.value)
   assert "\n" not in message
@@ -188,15 +189,15 @@ def test_unprepared_data_dir_is_a_clear_error(tmp_path):
   assert os.path.join(str(tmp_path), "downloads", "manual") in message
   assert "img_align_celeba.zip" in message and "array_record format" in message
   assert "python -m crl_jax.prepare --config=configs/celeba.py" in message
-  with pytest.raises(sources.DataError, match="CelebA is not prepared"):
+  with pytest.raises(errors.DataError, match="CelebA is not prepared"):
     source.num_examples("train")
 
 
 def test_bad_options_are_refused(data_dir):
-  with pytest.raises(sources.DataError, match="test_split='train' is unknown"):
+  with pytest.raises(errors.DataError, match="test_split='train' is unknown"):
     celeb_a.from_config(config(data_dir, test_split="train"))
   source = celeb_a.from_config(config(data_dir, validation_size=20))
-  with pytest.raises(sources.DataError, match="train split has 20 images"):
+  with pytest.raises(errors.DataError, match="train split has 20 images"):
     source.num_examples("train")
 
 
@@ -291,7 +292,7 @@ def test_damaged_image_met_mid_run_names_the_record(tmp_path):
   source = celeb_a.from_config(config(str(tmp_path), validation_size=5))
   source.prepare(progress=False)
   assert source.split_labels("train").shape == (15, 40)  # labels need no image
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     train_batches(source, image_size=16, batch_size=4, num_batches=1)
   message = str(error.value)
   assert "\n" not in message
@@ -312,7 +313,7 @@ def test_build_that_meets_a_tensorflow_import_is_one_line(tmp_path, monkeypatch)
 
   monkeypatch.setattr(tfds_sources, "offline_builder", lambda *args: NeedsTensorFlow())
   source = celeb_a.from_config(config(str(tmp_path)))
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     source.prepare(progress=False)
   message = str(error.value)
   assert "\n" not in message
@@ -336,7 +337,7 @@ def test_tfrecord_dataset_of_an_older_crl_jax_is_refused(data_dir, tmp_path):
   source = celeb_a.from_config(config(str(tmp_path)))
   for call in (lambda: source.prepare(progress=False),
                lambda: source.num_examples("train")):
-    with pytest.raises(sources.DataError) as error:
+    with pytest.raises(errors.DataError) as error:
       call()
     message = str(error.value)
     assert "\n" not in message

@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from crl_jax.data import errors
 from crl_jax.data import sources
 from crl_jax.data.datasets import cifar100 as cifar
 from crl_jax.data.sources import tfds as tfds_sources
@@ -111,11 +112,11 @@ def test_protocol_subsets_are_seeded():
 
 
 def test_protocol_errors():
-  with pytest.raises(sources.DataError, match="protocol='balanced' is unknown"):
+  with pytest.raises(errors.DataError, match="protocol='balanced' is unknown"):
     cifar.protocol_multiplicities(FULL_LABELS, "balanced")
   short = FULL_LABELS[FULL_LABELS != 3]
   short = np.concatenate([short, np.full(100, 3)])
-  with pytest.raises(sources.DataError, match="trains on 317 images of class 3, but the "
+  with pytest.raises(errors.DataError, match="trains on 317 images of class 3, but the "
                      "stored train split has only 100"):
     cifar.protocol_multiplicities(short, "imb", gamma=1.0)
 
@@ -186,7 +187,7 @@ def image_indices(source, images):
 
 def test_unprepared_data_dir_is_a_clear_error(tmp_path):
   source = cifar.from_config(config(str(tmp_path)))
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     source.prepare()
   message = str(error.value)
   assert "\n" not in message
@@ -195,7 +196,7 @@ def test_unprepared_data_dir_is_a_clear_error(tmp_path):
                       "cifar-100-binary.tar.gz") in message
   assert "array_record format" in message and "never downloads" in message
   assert "python -m crl_jax.prepare --config=configs/cifar100.py" in message
-  with pytest.raises(sources.DataError, match="CIFAR-100 is not prepared"):
+  with pytest.raises(errors.DataError, match="CIFAR-100 is not prepared"):
     source.num_examples("test")
 
 
@@ -370,7 +371,7 @@ def test_training_never_builds_with_tensorflow(tmp_path):
   archive = os.path.join(sources.manual_dir(str(tmp_path)), cifar.OFFICIAL_ARCHIVE)
   write_archive(archive)
   source = cifar.from_config(ml_collections.ConfigDict(dict(data_dir=str(tmp_path))))
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     source.prepare(progress=False, tensorflow_ok=False)
   message = str(error.value)
   assert "\n" not in message and "which training never imports" in message

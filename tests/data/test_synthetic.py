@@ -14,9 +14,9 @@ from tests.data.conftest import SMALL_SPEC
 def test_default_xdomain_class_sizes_follow_table_5():
   spec = synthetic.SyntheticSpec()
   train = synthetic.split_class_sizes(spec, "train")
-  assert [len(s) for s in train] == list(synthetic.XDOMAIN_CLASS_COUNTS)
-  assert sum(synthetic.XDOMAIN_CLASS_COUNTS) == 178
-  for sizes, ratio in zip(train, synthetic.XDOMAIN_IMBALANCE_RATIOS):
+  assert [len(s) for s in train] == list(schema_lib.XDOMAIN_CLASS_COUNTS)
+  assert sum(schema_lib.XDOMAIN_CLASS_COUNTS) == 178
+  for sizes, ratio in zip(train, schema_lib.XDOMAIN_IMBALANCE_RATIOS):
     assert sizes.sum() == 40_000
     assert sizes.min() >= 1
     # Rounding to whole images moves the ratio a little (the smallest classes hold ~10).

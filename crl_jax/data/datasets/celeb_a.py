@@ -46,6 +46,7 @@ from typing import Optional
 
 import numpy as np
 
+from crl_jax.data import errors
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 from crl_jax.data.sources import tfds as tfds_sources
@@ -92,12 +93,12 @@ class CelebASource(tfds_sources.OfflineTfdsSource):
                validation_size: int = PAPER_VALIDATION_SIZE,
                test_split: str = "validation"):
     if test_split not in TEST_SPLITS:
-      raise sources.DataError(
+      raise errors.DataError(
           f"config.data.celeb_a.test_split={test_split!r} is unknown; use "
           "'validation' (the paper's 19,867 test images) or 'test' (CelebA's official "
           "test partition).")
     if int(validation_size) < 1:
-      raise sources.DataError(
+      raise errors.DataError(
           f"config.data.celeb_a.validation_size={validation_size!r} must be >= 1.")
     super().__init__(data_dir)
     self.validation_size = int(validation_size)
@@ -132,7 +133,7 @@ class CelebASource(tfds_sources.OfflineTfdsSource):
       return self.test_split, None
     num_train = self.num_stored_examples("train")
     if num_train <= self.validation_size:
-      raise sources.DataError(
+      raise errors.DataError(
           f"celeb_a's train split has {num_train} images, not more than "
           f"validation_size={self.validation_size}; lower "
           "config.data.celeb_a.validation_size.")

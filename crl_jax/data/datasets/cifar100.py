@@ -52,6 +52,7 @@ from typing import Optional
 
 import numpy as np
 
+from crl_jax.data import errors
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 from crl_jax.data.sources import tfds as tfds_sources
@@ -160,7 +161,7 @@ def protocol_class_sizes(protocol: str, class_counts: np.ndarray, *, gamma: floa
     return balanced_class_sizes(gamma, largest, smallest, num_classes)
   if protocol == "lt":
     return long_tail_class_sizes(imbalance_factor, largest, num_classes)
-  raise sources.DataError(f"config.data.cifar.protocol={protocol!r} is unknown; use one "
+  raise errors.DataError(f"config.data.cifar.protocol={protocol!r} is unknown; use one "
                           f"of {', '.join(PROTOCOLS)}.")
 
 
@@ -199,7 +200,7 @@ def protocol_multiplicities(labels: np.ndarray, protocol: str, *, gamma: float =
   """
   labels = np.asarray(labels).astype(np.int64).reshape(-1)
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise sources.DataError(
+    raise errors.DataError(
         f"CIFAR labels must lie in [0, {num_classes}); found {labels.min()} to "
         f"{labels.max()}.")
   counts = np.bincount(labels, minlength=num_classes)
@@ -209,7 +210,7 @@ def protocol_multiplicities(labels: np.ndarray, protocol: str, *, gamma: float =
   short = np.flatnonzero(counts < sizes)
   if short.size:
     first = short[0]
-    raise sources.DataError(
+    raise errors.DataError(
         f"CIFAR protocol {protocol!r} trains on {sizes[first]} images of class {first}, "
         f"but the stored train split has only {counts[first]} "
         f"({short.size} classes are short).")
@@ -250,10 +251,10 @@ class CifarSource(tfds_sources.OfflineTfdsSource):
                largest_class_size: int = LARGEST_CLASS_SIZE,
                smallest_class_size: int = SMALLEST_CLASS_SIZE):
     if protocol not in PROTOCOLS:
-      raise sources.DataError(f"config.data.cifar.protocol={protocol!r} is unknown; use "
+      raise errors.DataError(f"config.data.cifar.protocol={protocol!r} is unknown; use "
                               f"one of {', '.join(PROTOCOLS)}.")
     if int(validation_per_class) < 0:
-      raise sources.DataError(f"config.data.cifar.validation_per_class="
+      raise errors.DataError(f"config.data.cifar.validation_per_class="
                               f"{validation_per_class!r} must be >= 0.")
     # Fail on impossible parameters now rather than at the first read.
     protocol_class_sizes(protocol, np.full(NUM_CLASSES, largest_class_size),

@@ -18,14 +18,14 @@ from __future__ import annotations
 import importlib
 
 from crl_jax.data.sources.arrays import ArraySource
-from crl_jax.data.sources.base import (DataError, LOGICAL_SPLITS, Source, atomic_write,
+from crl_jax.data.sources.base import (LOGICAL_SPLITS, Source, atomic_write,
                                        check_split, default_data_dir, file_stamp,
                                        manual_dir, npy_bytes, resize, stable_digest)
 from crl_jax.data.sources.files import IMAGENET_MEAN, IMAGENET_STD, ImageFileSource
 
 _TFDS_NAMES = ("OfflineTfdsSource", "offline_builder", "tfds_progress")
 
-__all__ = ["ArraySource", "DataError", "IMAGENET_MEAN", "IMAGENET_STD",
+__all__ = ["ArraySource", "IMAGENET_MEAN", "IMAGENET_STD",
            "ImageFileSource", "LOGICAL_SPLITS", "Source", "atomic_write", "check_split",
            "default_data_dir", "file_stamp", "manual_dir", "npy_bytes", "resize",
            "stable_digest", *_TFDS_NAMES]

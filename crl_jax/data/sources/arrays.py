@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
+from crl_jax.data import errors
 from crl_jax.data.sources import base
 
 INFO_FILE = "info.json"
@@ -64,7 +65,7 @@ def write_arrays(directory: str, sizes: Mapping[str, int], image_shape: tuple[in
       labels[start:start + len(label_block)] = label_block
       written += len(image_block)
     if written != size:
-      raise base.DataError(f"preparing {directory}: split {split} got {written} of "
+      raise errors.DataError(f"preparing {directory}: split {split} got {written} of "
                            f"{size} examples.")
     images.flush()
     del images
@@ -91,7 +92,7 @@ class ArraySource(base.Source):
   def _info(self) -> dict:
     path = os.path.join(self.directory, INFO_FILE)
     if not os.path.exists(path):
-      raise base.DataError(f"{self.name} is not prepared in {self.directory}; run "
+      raise errors.DataError(f"{self.name} is not prepared in {self.directory}; run "
                            "`python -m crl_jax.prepare --config=...` or any training "
                            "command once to prepare it.")
     with open(path) as f:

@@ -29,7 +29,6 @@ from crl_jax.data import errors
 from crl_jax.data import schema as schema_lib
 
 LOGICAL_SPLITS = ("train", "validation", "test")
-DataError = errors.DataError
 
 
 def default_data_dir() -> str:
@@ -66,7 +65,7 @@ def file_stamp(path: str) -> list:
 
 def check_split(split: str) -> None:
   if split not in LOGICAL_SPLITS:
-    raise DataError(f"split={split!r} is unknown; use one of {LOGICAL_SPLITS}.")
+    raise errors.DataError(f"split={split!r} is unknown; use one of {LOGICAL_SPLITS}.")
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -11,10 +11,11 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from crl_jax.data import errors
 from crl_jax.data import image_files
 from crl_jax.data import schema as schema_lib
 from crl_jax.data.sources import base
-from crl_jax.data.sources.base import DataError, LOGICAL_SPLITS, atomic_write, check_split
+from crl_jax.data.sources.base import LOGICAL_SPLITS, atomic_write, check_split
 
 # ImageNet statistics of ``image / 255``: a neutral default for photographs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,7 +51,7 @@ class ImageFileSource(base.Source):
                std: tuple[float, float, float] = IMAGENET_STD,
                verify_option: str = "verify_images"):
     if verify_images not in image_files.VERIFY_MODES:
-      raise DataError(f"{verify_option}={verify_images!r} is unknown; use one of "
+      raise errors.DataError(f"{verify_option}={verify_images!r} is unknown; use one of "
                       f"{', '.join(image_files.VERIFY_MODES)}.")
     self.name = name
     self.schema = schema
@@ -104,7 +105,7 @@ class ImageFileSource(base.Source):
         undecodable = image_files.find_undecodable_images(every_path)
         if undecodable:
           path, error = undecodable[0]
-          raise DataError(
+          raise errors.DataError(
               f"image file {path} (listed in {self.description}) cannot be decoded "
               f"({error}); {len(undecodable)} files cannot. Fix or remove them.")
       try:

@@ -45,8 +45,9 @@ from PIL import Image
 import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
+from crl_jax.data import errors
 from crl_jax.data.sources import base
-from crl_jax.data.sources.base import DataError, manual_dir
+from crl_jax.data.sources.base import manual_dir
 
 ARRAY_RECORD = "array_record"
 PREPARE_EXTRA = "pip install 'crl_jax[prepare]'"
@@ -80,7 +81,7 @@ def decode_image(encoded: bytes, what: str, size: Optional[int] = None) -> np.nd
     with Image.open(io.BytesIO(encoded)) as image:
       rgb = image.convert("RGB")
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-    raise DataError(f"{what} holds an image that cannot be decoded ({error}): the "
+    raise errors.DataError(f"{what} holds an image that cannot be decoded ({error}): the "
                     "prepared files, or the official image they were built from, are "
                     "damaged; check the official files, then delete the prepared ones "
                     "and prepare the dataset again.") from None
@@ -118,7 +119,7 @@ class _LocalFiles:
     if isinstance(urls, Mapping):
       unknown = sorted(set(urls) - set(self._files))
       if unknown:
-        raise DataError(
+        raise errors.DataError(
             f"tfds's {self._dataset} builder asks for files {', '.join(unknown)}, which "
             f"crl_jax does not know how to find offline (this tfds version's builder "
             f"differs from the one crl_jax was written for); prepare {self._dataset} "
@@ -126,7 +127,7 @@ class _LocalFiles:
             "into the data dir instead.")
       return {key: self._files[key] for key in urls}
     if len(self._files) != 1:
-      raise DataError(f"tfds's {self._dataset} builder asks for one file; crl_jax "
+      raise errors.DataError(f"tfds's {self._dataset} builder asks for one file; crl_jax "
                       f"expected {len(self._files)} ({', '.join(self._files)}).")
     return next(iter(self._files.values()))
 
@@ -147,7 +148,7 @@ class _LocalFiles:
     return self._manager.manual_dir
 
   def __getattr__(self, name):
-    raise DataError(
+    raise errors.DataError(
         f"tfds's {self._dataset} builder calls its download manager's {name!r}, which "
         f"crl_jax's offline build does not provide (a different tfds version?); "
         f"prepare {self._dataset} in {ARRAY_RECORD} format with tfds on a machine with "
@@ -321,14 +322,14 @@ class OfflineTfdsSource(base.Source):
     if self.is_prepared():
       return
     if self.builder.is_prepared():
-      raise DataError(self._tfrecord_message())
-    raise DataError(self._missing_message() + self._found_versions())
+      raise errors.DataError(self._tfrecord_message())
+    raise errors.DataError(self._missing_message() + self._found_versions())
 
   def _import_tensorflow(self) -> None:
     try:
       tensorflow = importlib.import_module("tensorflow")
     except ImportError as error:
-      raise DataError(self._no_tensorflow_message(error)) from None
+      raise errors.DataError(self._no_tensorflow_message(error)) from None
     _hide_accelerators_from(tensorflow)
 
   def prepare(self, progress: bool = True, tensorflow_ok: bool = True) -> None:
@@ -339,7 +340,7 @@ class OfflineTfdsSource(base.Source):
       self.require_prepared()
     if self.build_needs_tensorflow:
       if not tensorflow_ok:
-        raise DataError(
+        raise errors.DataError(
             f"{self.tfds_name} is not prepared in {self.builder.data_path}; the official "
             f"files are in {manual_dir(self._data_dir)}, but building from them needs "
             f"TensorFlow (tfds's {self.tfds_name} builder uses it), which training never "
@@ -360,7 +361,7 @@ class OfflineTfdsSource(base.Source):
     except ImportError as error:
       if (getattr(error, "name", None) or "").split(".")[0] != "tensorflow":
         raise
-      raise DataError(self._no_tensorflow_message(error)) from None
+      raise errors.DataError(self._no_tensorflow_message(error)) from None
     finally:
       for archive in opened:
         archive.close()
@@ -378,7 +379,7 @@ class OfflineTfdsSource(base.Source):
     try:
       return int(self.builder.info.splits[stored_split].num_examples)
     except (KeyError, ValueError, AssertionError) as error:
-      raise DataError(
+      raise errors.DataError(
           f"{self.tfds_name} in {self.builder.data_path} has no split "
           f"{stored_split!r} (it has {', '.join(self.builder.info.splits)}): "
           f"{error}") from None
@@ -392,7 +393,7 @@ class OfflineTfdsSource(base.Source):
     try:
       return tf_example_pb2.Example.FromString(record).features.feature
     except Exception as error:  # protobuf's DecodeError and kin
-      raise DataError(f"{self._record_name(stored_split, index)} is not a tfds example "
+      raise errors.DataError(f"{self._record_name(stored_split, index)} is not a tfds example "
                       f"({error}); the prepared files are damaged: delete them and "
                       "prepare the dataset again.") from None
 
@@ -403,7 +404,7 @@ class OfflineTfdsSource(base.Source):
       return np.asarray(record[self.image_feature], np.uint8)
     feature = self._features(record, stored_split, index).get(self.image_feature)
     if feature is None or not feature.bytes_list.value:
-      raise DataError(f"{self._record_name(stored_split, index)} has no "
+      raise errors.DataError(f"{self._record_name(stored_split, index)} has no "
                       f"{self.image_feature!r} feature.")
     return feature.bytes_list.value[0]
 
@@ -429,7 +430,7 @@ class OfflineTfdsSource(base.Source):
     except (KeyError, IndexError):
       missing = [key for key in self.label_features
                  if key not in features or not features[key].int64_list.value]
-      raise DataError(f"{self._record_name(stored_split, index)} has no int64 feature "
+      raise errors.DataError(f"{self._record_name(stored_split, index)} has no int64 feature "
                       f"{missing[0]!r} (tfds's {self.tfds_name} features differ from "
                       "the ones crl_jax reads).") from None
 
