@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import os
+import zlib
 
 import ml_collections
 import numpy as np
@@ -344,13 +345,17 @@ def test_image_damaged_after_the_check_fails_naming_the_file(dataset_files):
 
 
 def test_verify_decode_names_a_corrupt_body(dataset_files):
-  # A complete PNG (its chunks run to IEND) whose compressed pixels are garbage: only
-  # decoding finds it.
+  # A complete PNG (its chunks run to IEND, their checksums right) whose compressed
+  # pixels are garbage: only decoding finds it.
   path = os.path.join(dataset_files["image_dir"], "shirts/0002.png")
   with open(path, "rb") as f:
     payload = bytearray(f.read())
-  data_start = payload.index(b"IDAT") + 4
+  length_at = payload.index(b"IDAT") - 4
+  length = int.from_bytes(payload[length_at:length_at + 4], "big")
+  data_start = length_at + 8
   payload[data_start:data_start + 6] = b"\x00" * 6
+  crc_at = data_start + length
+  payload[crc_at:crc_at + 4] = zlib.crc32(payload[length_at + 4:crc_at]).to_bytes(4, "big")
   with open(path, "wb") as f:
     f.write(bytes(payload))
   assert image_files.image_file_problem(path) is None

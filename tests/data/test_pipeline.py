@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from crl_jax.data import errors
+from crl_jax.data import image_files
 from crl_jax.data import pipeline
 from crl_jax.data import resampling
 from crl_jax.data import samplers
@@ -177,7 +178,7 @@ def reference_batch(source, options, multiplicity, seed, step, local_batch,
     order = np.random.default_rng([seed, epoch, 0x5EED]).permutation(epoch_size)
     stored = owners[order[offset]]
     size = options.image_size
-    image = sources.resize(source.load_image("train", stored), size)
+    image = image_files.resize(source.load_image("train", stored), size)
     pad = options.crop_padding
     if pad:
       padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")

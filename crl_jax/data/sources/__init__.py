@@ -20,14 +20,14 @@ import importlib
 from crl_jax.data.sources.arrays import ArraySource
 from crl_jax.data.sources.base import (LOGICAL_SPLITS, Source, atomic_write,
                                        check_split, default_data_dir, file_stamp,
-                                       manual_dir, npy_bytes, resize, stable_digest)
+                                       manual_dir, npy_bytes, stable_digest)
 from crl_jax.data.sources.files import IMAGENET_MEAN, IMAGENET_STD, ImageFileSource
 
 _TFDS_NAMES = ("OfflineTfdsSource", "offline_builder", "tfds_progress")
 
 __all__ = ["ArraySource", "IMAGENET_MEAN", "IMAGENET_STD",
            "ImageFileSource", "LOGICAL_SPLITS", "Source", "atomic_write", "check_split",
-           "default_data_dir", "file_stamp", "manual_dir", "npy_bytes", "resize",
+           "default_data_dir", "file_stamp", "manual_dir", "npy_bytes",
            "stable_digest", *_TFDS_NAMES]
 
 

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from crl_jax.data import errors
+from crl_jax.data import image_files
 from crl_jax.data.sources import base
 
 INFO_FILE = "info.json"
@@ -135,4 +136,4 @@ class ArraySource(base.Source):
     gathered[order] = images[indices[order]]
     if images.shape[1] == size and images.shape[2] == size:
       return gathered
-    return np.stack([base.resize(image, size) for image in gathered])
+    return np.stack([image_files.resize(image, size) for image in gathered])

@@ -23,9 +23,9 @@ import os
 from typing import Optional
 
 import numpy as np
-from PIL import Image
 
 from crl_jax.data import errors
+from crl_jax.data import image_files
 from crl_jax.data import schema as schema_lib
 
 LOGICAL_SPLITS = ("train", "validation", "test")
@@ -72,14 +72,6 @@ def npy_bytes(array: np.ndarray) -> bytes:
   stream = io.BytesIO()
   np.save(stream, array)
   return stream.getvalue()
-
-
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-  """uint8[size, size, 3] from uint8[H, W, 3]: bilinear, antialiased when shrinking
-  (Pillow's filter widens with the scale); unchanged when already that size."""
-  if image.shape[0] == size and image.shape[1] == size:
-    return image
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
 class Source(abc.ABC):
@@ -132,7 +124,7 @@ class Source(abc.ABC):
     Sources stored as arrays override this with one gather."""
     out = np.empty((len(indices), size, size, 3), np.uint8)
     for row, index in enumerate(indices):
-      out[row] = resize(self.load_image(stored_split, int(index)), size)
+      out[row] = image_files.resize(self.load_image(stored_split, int(index)), size)
     return out
 
   @abc.abstractmethod

@@ -42,7 +42,7 @@ class ImageFileSource(base.Source):
   """
 
   # Bump when the header check learns something new, so old success markers are void.
-  _CHECK_VERSION = 2
+  _CHECK_VERSION = 3
 
   def __init__(self, name: str, schema: schema_lib.Schema,
                image_paths: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
@@ -99,15 +99,8 @@ class ImageFileSource(base.Source):
     if self._checked:
       return
     if not os.path.exists(self._marker_path()):
-      every_path = self.all_image_paths()
-      image_files.check_image_files(every_path, self.description, self.verify_option)
-      if self.verify_images == "decode":
-        undecodable = image_files.find_undecodable_images(every_path)
-        if undecodable:
-          path, error = undecodable[0]
-          raise errors.DataError(
-              f"image file {path} (listed in {self.description}) cannot be decoded "
-              f"({error}); {len(undecodable)} files cannot. Fix or remove them.")
+      image_files.check_image_files(self.all_image_paths(), self.description,
+                                    self.verify_option, self.verify_images == "decode")
       try:
         atomic_write(self._marker_path(), b"ok\n")
       except OSError:
