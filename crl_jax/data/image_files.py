@@ -165,11 +165,25 @@ def check_image_files(paths: Sequence[str], what: str,
         "corrupt inside)."))
 
 
+def decode_image(payload: bytes, size: Optional[int] = None
+                 ) -> tuple[Optional[np.ndarray], Optional[str]]:
+  """``(uint8[H, W, 3] or uint8[size, size, 3], None)`` of an encoded image
+  (``_decode``, after ``_structure_problem``), or ``(None, why it cannot be decoded)``."""
+  contents = io.BytesIO(payload)
+  problem, _ = _structure_problem(contents, len(payload))
+  if problem is not None:
+    return None, problem
+  try:
+    return _decode(contents, size), None
+  except _PILLOW_ERRORS as error:
+    return None, f"cannot be decoded ({error})"
+
+
 def decode_image_file(path: str, what: Optional[str] = None,
                       verify_option: str = "verify_images",
                       size: Optional[int] = None) -> np.ndarray:
   """uint8[H, W, 3] of the image file at ``path``, or uint8[size, size, 3] when ``size``
-  is given (``_decode``, then ``resize``).
+  is given (``decode_image``).
 
   Args:
     path: the file.
@@ -183,17 +197,11 @@ def decode_image_file(path: str, what: Optional[str] = None,
   """
   try:
     with open(path, "rb") as f:
-      payload = f.read()
+      image, problem = decode_image(f.read(), size)
   except OSError as error:
-    problem = _unreadable(error)
-  else:
-    contents = io.BytesIO(payload)
-    problem, _ = _structure_problem(contents, len(payload))
-    if problem is None:
-      try:
-        return _decode(contents, size)
-      except _PILLOW_ERRORS as error:
-        problem = f"cannot be decoded ({error})"
+    image, problem = None, _unreadable(error)
+  if problem is None:
+    return image
   listed = f" (listed in {what})" if what else ""
   raise errors.DataError(f"image file {path}{listed} {problem}. Fix or remove it; "
                          f"{verify_option}=decode checks every image before training.")

@@ -13,11 +13,11 @@ import pytest
 from crl_jax.data import errors
 from crl_jax.data import sources
 from crl_jax.data.datasets import cifar100 as cifar
-from crl_jax.data.sources import tfds as tfds_sources
 from tests.data.test_celeb_a import check_label_ranges
 from tests.data.test_celeb_a import check_reads_like_tfds
 from tests.data.test_celeb_a import eval_rows
 from tests.data.test_celeb_a import pixel_values
+from tests.data.test_celeb_a import register_as_official
 from tests.data.test_celeb_a import run_without_tensorflow
 from tests.data.test_celeb_a import train_batches
 
@@ -141,6 +141,8 @@ def _records(labels, first_index):
 
 
 def write_archive(path):
+  """A CIFAR-100 binary archive at ``path`` (8 training and 2 test images per class),
+  taken by tfds for the official one (``register_as_official``)."""
   rng = np.random.default_rng(3)
   train_labels = rng.permutation(np.repeat(np.arange(100), TRAIN_PER_CLASS))
   test_labels = rng.permutation(np.repeat(np.arange(100), TEST_PER_CLASS))
@@ -157,6 +159,7 @@ def write_archive(path):
       info = tarfile.TarInfo(name)
       info.size = len(payload)
       archive.addfile(info, io.BytesIO(payload))
+  register_as_official("cifar100", os.path.dirname(path))
   return train_labels, test_labels
 
 
@@ -352,14 +355,14 @@ def test_building_without_tensorflow_is_one_line(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                     reason="tfds.testing.mock_data makes its fake examples with TensorFlow")
-def test_source_works_under_tfds_mock_data(prepared):
+def test_source_works_under_tfds_mock_data(prepared, tmp_path):
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_FILES,
                               data_dir=prepared["data_dir"]):
-    source = cifar.from_config(config("/nonexistent/ignored/under/mock"))
-    source.prepare()
-    images = source.load_images("test", np.arange(5), 32)
-    labels = source.stored_labels("test")
+    source = cifar.from_config(config(str(tmp_path)))
+    source.prepare(progress=False)
+  images = source.load_images("test", np.arange(5), 32)
+  labels = source.stored_labels("test")
   assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
   assert labels.shape == (5, 1) and ((labels >= 0) & (labels < 100)).all()
 

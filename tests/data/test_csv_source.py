@@ -17,7 +17,6 @@ from crl_jax.data import image_files
 from crl_jax.data import pipeline
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
-from crl_jax.data import synthetic
 
 IMAGE_SIZE = 8
 COLOURS = ("red", "blue", "green")

@@ -12,7 +12,6 @@ from crl_jax.data import pipeline
 from crl_jax.data import resampling
 from crl_jax.data import samplers
 from crl_jax.data import schema as schema_lib
-from crl_jax.data import sources
 from crl_jax.data import synthetic
 
 RAW = pipeline.PipelineOptions(image_size=16, flip=False, crop_padding=0)

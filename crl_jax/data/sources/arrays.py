@@ -90,12 +90,15 @@ class ArraySource(base.Source):
 
   directory: str
 
+  def not_prepared_message(self) -> str:
+    """One line: what is missing where, and the command that prepares it."""
+    return (f"{self.name} is not prepared in {self.directory}; run `python -m "
+            "crl_jax.prepare --config=...` or any training command once to prepare it.")
+
   def _info(self) -> dict:
     path = os.path.join(self.directory, INFO_FILE)
     if not os.path.exists(path):
-      raise errors.DataError(f"{self.name} is not prepared in {self.directory}; run "
-                           "`python -m crl_jax.prepare --config=...` or any training "
-                           "command once to prepare it.")
+      raise errors.DataError(self.not_prepared_message())
     with open(path) as f:
       return json.load(f)
 

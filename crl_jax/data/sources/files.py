@@ -7,7 +7,7 @@ the run with a ``DataError`` naming it when the pipeline decodes it.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
+from typing import Mapping
 
 import numpy as np
 
