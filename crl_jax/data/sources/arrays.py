@@ -116,7 +116,7 @@ class ArraySource(base.Source):
     return state
 
   def cache_dir(self) -> str:
-    return os.path.join(self.directory, "crl_jax_cache")
+    return self.directory
 
   def num_stored_examples(self, stored_split: str) -> int:
     base.check_split(stored_split)

@@ -33,7 +33,7 @@ class ImageFileSource(base.Source):
     schema: the attributes.
     image_paths: split -> str[N] full image paths.
     labels: split -> int[N, A] labels (``-1`` missing).
-    cache_dir: where cached label arrays and the image-check marker live.
+    cache_dir: where the image-check marker lives (``cache_dir()``).
     description: what the paths were read from, for error messages.
     verify_images: ``header`` (check each file's signature and completeness once) or
       ``decode`` (also decode each file once); see ``image_files``.
