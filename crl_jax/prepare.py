@@ -126,8 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
                       help="the experiment's config file (configs/synthetic.py)")
   parser.add_argument("--plot", default=None, metavar="PATH",
-                      help="where to write the PNG ('' to skip); default "
-                           f"{PLOT_NAME} in the dataset's directory in the data dir")
+                      help="the PNG ('' to skip; default: in the dataset's dir)")
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   parser.add_argument("--measure_batches", type=int, default=0, metavar="N",
                       help="also time N batches of the training pipeline (images/s)")
