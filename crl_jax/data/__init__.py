@@ -114,11 +114,10 @@ def training_multiplicity(source: sources.Source, data_config, seed: int) -> np.
     DataError: the training split has no rows (``samplers.check_epoch``), before
       anything sizes an epoch by it.
   """
-  from crl_jax.data import pipeline
   extra = resampling.multiplicity(
       data_config.resampling, source.split_labels("train"), source.schema, seed=seed,
       max_factor=data_config.resampling_max_factor,
       min_keep_fraction=data_config.resampling_min_keep_fraction)
-  multiplicity = pipeline.combined_multiplicity(source, extra)
+  multiplicity = samplers.combined_multiplicity(source, extra)
   samplers.check_epoch(multiplicity, source.name, data_config.resampling)
   return multiplicity

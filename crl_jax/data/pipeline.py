@@ -72,28 +72,6 @@ class PipelineOptions:
   threads: int = 2
 
 
-def combined_multiplicity(source: sources_lib.Source,
-                          resampling: Optional[np.ndarray] = None) -> np.ndarray:
-  """int32[N_stored] copies of each stored training example per epoch.
-
-  Combines the source's own plan for the logical train split (e.g. a CIFAR-100
-  imbalance protocol) with an optional resampling multiplicity over the logical
-  examples (``resampling.py``).
-  """
-  stored_split, plan = source.split_plan("train")
-  num_stored = source.num_stored_examples(stored_split)
-  plan = np.ones(num_stored, np.int32) if plan is None else np.asarray(plan, np.int32)
-  if resampling is None:
-    return plan
-  owners = samplers.expand(plan)
-  if resampling.shape != owners.shape:
-    raise ValueError(f"resampling multiplicity has shape {resampling.shape}; the train "
-                     f"split has {owners.shape[0]} examples.")
-  total = np.zeros(num_stored, np.int64)
-  np.add.at(total, owners, resampling)
-  return total.astype(np.int32)
-
-
 def mix(seed: int, positions: np.ndarray, salt: int) -> np.ndarray:
   """uint64[n]: a counter-based hash (SplitMix64) of ``(seed, position, salt)``."""
   key = np.uint64((seed * 0x632BE59BD9B4E019 + salt * 0xD1B54A32D192ED03) & _MASK64)
@@ -247,7 +225,7 @@ def train_batches(source: sources_lib.Source, options: PipelineOptions, *,
     start_step: steps already taken (resume): the stream starts at batch
       ``start_step``.
     process_index, process_count: this process and how many read in parallel.
-    multiplicity: optional int32[N_stored] from ``combined_multiplicity``.
+    multiplicity: optional int32[N_stored] from ``samplers.combined_multiplicity``.
     class_aware: the class-aware sampler's options (``samplers.ClassAwareOrder``);
       ``None``: the uniform stream (``samplers.TrainOrder``).
 
@@ -282,7 +260,7 @@ def training_order(source: sources_lib.Source, *, global_batch_size: int, seed: 
   local_batch = _check_batch(global_batch_size, process_count)
   stored_split, _ = source.split_plan("train")
   if multiplicity is None:
-    multiplicity = combined_multiplicity(source)
+    multiplicity = samplers.combined_multiplicity(source)
   samplers.check_epoch(multiplicity, source.name)
   if class_aware is None:
     return samplers.TrainOrder(multiplicity, seed, local_batch, process_index,

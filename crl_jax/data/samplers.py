@@ -5,6 +5,7 @@ Both samplers are pure functions of ``(seed, step)``: a resumed run asks for bat
 the number of grain workers. An epoch is every stored example repeated by its
 multiplicity (``expand``); ``TrainOrder`` shuffles it, ``ClassAwareOrder`` composes
 batches of chosen (attribute, class) pairs around a uniform filler. Numpy only.
+``combined_multiplicity`` composes the epoch from a source's split plan and resampling.
 """
 
 from __future__ import annotations
@@ -28,6 +29,27 @@ def expand(multiplicity: np.ndarray) -> np.ndarray:
   (the logical examples of an epoch, or of an evaluation split)."""
   multiplicity = np.asarray(multiplicity, np.int64)
   return np.repeat(np.arange(len(multiplicity)), multiplicity)
+
+
+def combined_multiplicity(source, resampling: Optional[np.ndarray] = None) -> np.ndarray:
+  """int32[N_stored] copies of each stored training example of ``source`` per epoch.
+
+  Combines the source's own plan for the logical train split (e.g. a CIFAR-100
+  imbalance protocol) with an optional resampling multiplicity over the logical
+  examples (``resampling.py``).
+  """
+  stored_split, plan = source.split_plan("train")
+  num_stored = source.num_stored_examples(stored_split)
+  plan = np.ones(num_stored, np.int32) if plan is None else np.asarray(plan, np.int32)
+  if resampling is None:
+    return plan
+  owners = expand(plan)
+  if resampling.shape != owners.shape:
+    raise ValueError(f"resampling multiplicity has shape {resampling.shape}; the train "
+                     f"split has {owners.shape[0]} examples.")
+  total = np.zeros(num_stored, np.int64)
+  np.add.at(total, owners, resampling)
+  return total.astype(np.int32)
 
 
 def check_epoch(multiplicity: np.ndarray, source_name: str,

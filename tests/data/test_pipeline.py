@@ -106,7 +106,7 @@ def test_multiplicity_changes_the_epoch(small_source):
   labels = small_source.split_labels("train")
   copies = resampling.oversampling_multiplicity(labels, small_source.schema, seed=0,
                                                 max_factor=2)
-  multiplicity = pipeline.combined_multiplicity(small_source, copies)
+  multiplicity = samplers.combined_multiplicity(small_source, copies)
   assert multiplicity.sum() == copies.sum() > len(labels)
   stream = pipeline.train_batches(small_source, RAW, global_batch_size=int(
       multiplicity.sum()), seed=0, multiplicity=multiplicity)

@@ -54,16 +54,8 @@ LAYOUT = (f"{ATTRIBUTE_CLOTH_FILE}, {ATTRIBUTE_IMAGE_FILE}, {PARTITION_FILE} and
           "(https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/AttributePrediction.html)")
 
 
-def _require_file(path: str, what: str) -> None:
-  if not os.path.isfile(path):
-    raise errors.DataError(
-        f"DeepFashion file {path} ({what}) does not exist; expected under "
-        f"config.data.deep_fashion.root: {LAYOUT}.")
-
-
-def _lines(path: str, what: str) -> list[str]:
-  """Lines of a benchmark text file; ``DataError`` if missing or too short."""
-  _require_file(path, what)
+def _lines(path: str) -> list[str]:
+  """Lines of a benchmark text file; ``DataError`` if too short."""
   with open(path, "rb") as f:
     text = csv_source.decode_utf8(path, f.read())
   lines = [line.rstrip("\r\n") for line in io.StringIO(text, newline=None)]
@@ -89,7 +81,7 @@ def _declared_count(path: str, lines: list[str]) -> int:
 
 def parse_attribute_cloth(path: str) -> tuple[list[str], np.ndarray]:
   """``(names, types)`` from ``list_attr_cloth.txt``: names and int64[K] types 1..5."""
-  lines = _lines(path, "attribute names and types")
+  lines = _lines(path)
   _declared_count(path, lines)
   names, types = [], []
   for line_number, line in enumerate(lines[2:], start=3):
@@ -115,7 +107,6 @@ def parse_attribute_images(path: str,
   each line's values with numpy's C parser (the full benchmark, 289,222 x 1,000 values,
   takes ~15 s; callers cache the result).
   """
-  _require_file(path, "attribute labels per image")
   try:
     return _parse_attribute_images(path, num_attributes)
   except UnicodeDecodeError as error:
@@ -179,7 +170,7 @@ def _raise_bad_line(path: str, line: str, line_number: int,
 def parse_partition(path: str) -> tuple[list[str], list[str]]:
   """``(image names, split names)`` from ``list_eval_partition.txt``; ``val`` is
   ``validation``."""
-  lines = _lines(path, "train/val/test partition")
+  lines = _lines(path)
   _declared_count(path, lines)
   names, splits = [], []
   for line_number, line in enumerate(lines[2:], start=3):

@@ -15,7 +15,7 @@ from crl_jax.data import errors
 from crl_jax.data import image_files
 from crl_jax.data import schema as schema_lib
 from crl_jax.data.sources import base
-from crl_jax.data.sources.base import LOGICAL_SPLITS, atomic_write, check_split
+from crl_jax.data.sources.base import LOGICAL_SPLITS, atomic_write
 
 # ImageNet statistics of ``image / 255``: a neutral default for photographs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,16 +74,13 @@ class ImageFileSource(base.Source):
     return self._cache_dir
 
   def num_stored_examples(self, stored_split: str) -> int:
-    check_split(stored_split)
     return len(self._image_paths[stored_split])
 
   def stored_labels(self, stored_split: str) -> np.ndarray:
-    check_split(stored_split)
     return self._labels[stored_split].astype(np.int32)
 
   def image_paths(self, stored_split: str) -> np.ndarray:
     """str[N] image paths of a split, in ``read`` order."""
-    check_split(stored_split)
     return self._image_paths[stored_split]
 
   def all_image_paths(self) -> list[str]:
