@@ -158,6 +158,13 @@ def split_class_sizes(spec: SyntheticSpec, split: str) -> list[np.ndarray]:
   total = spec.split_size(split)
   minimum = {"train": 1, "validation": 10, "test": 20}[split]
   sizes = []
+
+  def balanced(count):  # every class alike, the remainder by largest share
+    if total < count:
+      raise ValueError(f"num_{split}={total} cannot hold one image of each of {count} "
+                       "classes.")
+    return _round_to_total(np.full(count, total / count), total)
+
   if spec.kind == "xdomain":
     for count, ratio in zip(schema_lib.XDOMAIN_CLASS_COUNTS,
                             schema_lib.XDOMAIN_IMBALANCE_RATIOS):
@@ -175,36 +182,21 @@ def split_class_sizes(spec: SyntheticSpec, split: str) -> list[np.ndarray]:
         class_sizes = _round_to_total(shares * total, total, minimum)
       sizes.append(class_sizes)
   elif spec.kind == "xdomain_balanced":
-    for count in schema_lib.XDOMAIN_CLASS_COUNTS:
-      if total < count:
-        raise ValueError(f"num_{split}={total} cannot hold one image of each of {count} "
-                         "classes.")
-      sizes.append(_round_to_total(np.full(count, total / count), total))
-  elif spec.kind == "cifar_lt":
-    if total < 100:
-      raise ValueError(f"num_{split}={total} cannot hold one image of each of 100 "
-                       "classes.")
-    if split == "train":
-      by_rank = CIFAR_LT_IMBALANCE_RATIO ** (-np.arange(100) / 99.0)
-      permutation = rng.permutation(100)
-      class_sizes = np.empty(100, np.int64)
-      class_sizes[permutation] = _round_to_total(by_rank / by_rank.sum() * total, total)
-      sizes.append(class_sizes)
-    else:
-      sizes.append(_round_to_total(np.full(100, total / 100.0), total))
-  elif spec.kind == "cifar":
-    if total < 100:
-      raise ValueError(f"num_{split}={total} cannot hold one image of each of 100 "
-                       "classes.")
-    sizes.append(_round_to_total(np.full(100, total / 100.0), total))
-  elif spec.kind == "deepfashion":
-    for rate in deepfashion_positive_rates():
+    sizes = [balanced(count) for count in schema_lib.XDOMAIN_CLASS_COUNTS]
+  elif spec.kind == "cifar_lt" and split == "train":
+    balanced(100)  # the same floor
+    by_rank = CIFAR_LT_IMBALANCE_RATIO ** (-np.arange(100) / 99.0)
+    permutation = rng.permutation(100)
+    class_sizes = np.empty(100, np.int64)
+    class_sizes[permutation] = _round_to_total(by_rank / by_rank.sum() * total, total)
+    sizes.append(class_sizes)
+  elif spec.kind in ("cifar", "cifar_lt"):
+    sizes.append(balanced(100))
+  else:  # binary attributes: deepfashion, celeba
+    rates = (deepfashion_positive_rates() if spec.kind == "deepfashion" else
+             CELEBA_POSITIVE_RATES)
+    for rate in rates:
       positives = min(max(int(round(rate * total)), 1), total - 1)
-      sizes.append(np.array([total - positives, positives], np.int64))
-  else:
-    for rate in CELEBA_POSITIVE_RATES:
-      positives = int(round(rate * total))
-      positives = min(max(positives, 1), total - 1)
       sizes.append(np.array([total - positives, positives], np.int64))
   return sizes
 
@@ -549,11 +541,3 @@ def generate_blocks(spec: SyntheticSpec,
     rng = np.random.default_rng([spec.seed, split_id, start // BLOCK, 31337])
     block_labels = labels[start:start + BLOCK]
     yield start, render(block_labels, spec.image_size, rng), block_labels
-
-
-def generate(spec: SyntheticSpec,
-             split: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-  """Yields ``(index, image uint8[S, S, 3], labels int32[A])`` for a whole split."""
-  for start, images, labels in generate_blocks(spec, split):
-    for offset, image in enumerate(images):
-      yield start + offset, image, labels[offset]
