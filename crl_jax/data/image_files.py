@@ -62,18 +62,21 @@ def resize(image: Union[np.ndarray, Image.Image], size: Optional[int]) -> np.nda
   return np.asarray(image)
 
 
-def _structure_problem(f: BinaryIO, length: int) -> tuple[Optional[str], Optional[str]]:
-  """``(why the open file is not a readable image or None, its format)``: Pillow opens
-  it as one of ``FORMATS``, and a PNG's chunks run to ``IEND`` with valid checksums."""
+def _opened(f: BinaryIO, length: int) -> tuple[Optional[str], Optional[Image.Image]]:
+  """``(None, the image as Pillow opened it)`` or ``(why it is not a readable image,
+  None)``: Pillow opens it as one of ``FORMATS``, and a PNG's chunks run to ``IEND``
+  with valid checksums (``Image.verify``, after which Pillow opens it again)."""
   head = f.read(8)
   f.seek(0)
   if not head:
     return "is empty", None
   try:
-    with Image.open(f, formats=FORMATS) as image:
-      kind = image.format
-      if kind == "PNG":
-        image.verify()
+    image = Image.open(f, formats=FORMATS)
+    if image.format == "PNG":
+      image.verify()
+      f.seek(0)
+      image = Image.open(f, formats=FORMATS)
+    return None, image
   except UnidentifiedImageError:
     kinds = [kind for signature, kind in _SIGNATURES.items() if head.startswith(signature)]
     if kinds:
@@ -82,19 +85,15 @@ def _structure_problem(f: BinaryIO, length: int) -> tuple[Optional[str], Optiona
     return f"is not a JPEG, PNG, GIF or BMP file (it starts with {head!r})", None
   except _PILLOW_ERRORS as error:
     return f"is truncated or corrupt ({length} bytes; {error})", None
-  finally:
-    f.seek(0)
-  return None, kind
 
 
-def _decode(f: BinaryIO, size: Optional[int]) -> np.ndarray:
-  """uint8[H, W, 3] (or ``[size, size, 3]``) of an image file that passed
-  ``_structure_problem``: a GIF's first frame; grey, palette and alpha images converted
-  to RGB. With ``size``, a JPEG at least twice as large as ``size`` on both sides is
-  decoded at a reduced scale first (libjpeg's DCT scaling by 1/2, 1/4 or 1/8, never
-  below ``size``): most of a JPEG's decoding cost goes, and the reduced image is an area
-  average of the full one."""
-  with Image.open(f, formats=FORMATS) as image:
+def _decode(image: Image.Image, size: Optional[int]) -> np.ndarray:
+  """uint8[H, W, 3] (or ``[size, size, 3]``) of an image ``_opened`` gave: a GIF's first
+  frame; grey, palette and alpha images converted to RGB. With ``size``, a JPEG at least
+  twice as large as ``size`` on both sides is decoded at a reduced scale first (libjpeg's
+  DCT scaling by 1/2, 1/4 or 1/8, never below ``size``): most of a JPEG's decoding cost
+  goes, and the reduced image is an area average of the full one."""
+  with image:
     image.seek(0)
     if size is not None and image.format == "JPEG":
       image.draft("RGB", (size, size))
@@ -121,18 +120,19 @@ def image_file_problem(path: str, decode: bool = False) -> Optional[str]:
   try:
     with open(path, "rb") as f:
       length = os.fstat(f.fileno()).st_size
-      problem, kind = _structure_problem(f, length)
+      f.seek(max(0, length - _TAIL_BYTES))
+      tail = f.read().rstrip(b"\x00")
+      f.seek(0)
+      problem, image = _opened(f, length)
       if problem is not None:
         return problem
-      ending = _ENDINGS.get(kind)
-      f.seek(max(0, length - _TAIL_BYTES))
-      complete = kind == "PNG" or (ending is not None and
-                                   f.read().rstrip(b"\x00").endswith(ending))
+      ending = _ENDINGS.get(image.format)
+      complete = image.format == "PNG" or (ending is not None and tail.endswith(ending))
       if complete and not decode:
+        image.close()
         return None
-      f.seek(0)
       try:
-        _decode(f, None)
+        _decode(image, None)
       except _PILLOW_ERRORS as error:
         return (f"cannot be decoded ({error})" if complete else
                 f"is truncated ({length} bytes; {error})")
@@ -168,13 +168,12 @@ def check_image_files(paths: Sequence[str], what: str,
 def decode_image(payload: bytes, size: Optional[int] = None
                  ) -> tuple[Optional[np.ndarray], Optional[str]]:
   """``(uint8[H, W, 3] or uint8[size, size, 3], None)`` of an encoded image
-  (``_decode``, after ``_structure_problem``), or ``(None, why it cannot be decoded)``."""
-  contents = io.BytesIO(payload)
-  problem, _ = _structure_problem(contents, len(payload))
+  (``_opened``, then ``_decode``), or ``(None, why it cannot be decoded)``."""
+  problem, image = _opened(io.BytesIO(payload), len(payload))
   if problem is not None:
     return None, problem
   try:
-    return _decode(contents, size), None
+    return _decode(image, size), None
   except _PILLOW_ERRORS as error:
     return None, f"cannot be decoded ({error})"
 

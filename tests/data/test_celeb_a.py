@@ -2,6 +2,7 @@
 read from array_record files without TensorFlow."""
 
 import dataclasses
+import functools
 import importlib.util
 import io
 import json
@@ -49,12 +50,8 @@ def check_reads_like_tfds(source, stored_split):
     np.testing.assert_array_equal(
         source.load_image(stored_split, index),
         image_files.resize(example["image"], source.image_size))
-    truth = []
-    for key in source.label_features:
-      value = example
-      for part in key.split("/"):
-        value = value[part]
-      truth.append(int(value))
+    truth = [int(functools.reduce(lambda feature, part: feature[part], key.split("/"),
+                                  example)) for key in source.label_features]
     np.testing.assert_array_equal(labels[index], truth)
 
 
@@ -110,6 +107,25 @@ def run_without_tensorflow(script: str, timeout: int = 240) -> str:
   assert result.returncode == 0, result.stderr[-4000:]
   assert "NO_TENSORFLOW_OK" in result.stdout
   return result.stdout
+
+
+def prepare_message_without_tensorflow(module: str, data_dir: str) -> str:
+  """The one-line ``DataError`` of ``crl_jax.data.datasets.<module>``'s ``prepare()``
+  in a process where TensorFlow cannot be imported."""
+  output = run_without_tensorflow(f"""
+      import ml_collections
+      from crl_jax.data import errors
+      from crl_jax.data.datasets import {module}
+      source = {module}.from_config(ml_collections.ConfigDict(dict(data_dir={data_dir!r})))
+      try:
+        source.prepare(progress=False)
+      except errors.DataError as error:
+        print("MESSAGE", repr(str(error)))
+      """)
+  line = next(line for line in output.splitlines() if line.startswith("MESSAGE "))
+  message = eval(line[len("MESSAGE "):])  # pylint: disable=eval-used
+  assert "\n" not in message
+  return message
 
 
 # --- a tiny official CelebA -----------------------------------------------------------
@@ -329,20 +345,7 @@ def test_building_without_tensorflow_is_one_line(tmp_path):
   """tfds's celeb_a builder reads the zip with TensorFlow: where it cannot be imported,
   prepare() ends in one line naming the extra, the command and the paths."""
   write_official_files(celeb_a.manual_dir(str(tmp_path)))
-  output = run_without_tensorflow(f"""
-      import ml_collections
-      from crl_jax.data import errors
-      from crl_jax.data.datasets import celeb_a
-      source = celeb_a.from_config(ml_collections.ConfigDict(dict(
-          data_dir={str(tmp_path)!r})))
-      try:
-        source.prepare(progress=False)
-      except errors.DataError as error:
-        print("MESSAGE", repr(str(error)))
-      """)
-  line = next(line for line in output.splitlines() if line.startswith("MESSAGE "))
-  message = eval(line[len("MESSAGE "):])  # pylint: disable=eval-used
-  assert "\n" not in message
+  message = prepare_message_without_tensorflow("celeb_a", str(tmp_path))
   assert "needs TensorFlow" in message and "No module named 'tensorflow'" in message
   assert "pip install 'crl_jax[prepare]'" in message
   assert ("python -m crl_jax.prepare --config=configs/celeba.py "

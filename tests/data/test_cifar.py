@@ -17,6 +17,7 @@ from tests.data.test_celeb_a import check_label_ranges
 from tests.data.test_celeb_a import check_reads_like_tfds
 from tests.data.test_celeb_a import eval_rows
 from tests.data.test_celeb_a import pixel_values
+from tests.data.test_celeb_a import prepare_message_without_tensorflow
 from tests.data.test_celeb_a import register_as_official
 from tests.data.test_celeb_a import run_without_tensorflow
 from tests.data.test_celeb_a import train_batches
@@ -329,20 +330,7 @@ def test_building_without_tensorflow_is_one_line(tmp_path):
   ends in one line naming the extra, the command and the paths."""
   archive = os.path.join(sources.manual_dir(str(tmp_path)), cifar.OFFICIAL_ARCHIVE)
   write_archive(archive)
-  output = run_without_tensorflow(f"""
-      import ml_collections
-      from crl_jax.data import errors
-      from crl_jax.data.datasets import cifar100
-      source = cifar100.from_config(ml_collections.ConfigDict(dict(
-          data_dir={str(tmp_path)!r})))
-      try:
-        source.prepare(progress=False)
-      except errors.DataError as error:
-        print("MESSAGE", repr(str(error)))
-      """)
-  line = next(line for line in output.splitlines() if line.startswith("MESSAGE "))
-  message = eval(line[len("MESSAGE "):])  # pylint: disable=eval-used
-  assert "\n" not in message
+  message = prepare_message_without_tensorflow("cifar100", str(tmp_path))
   assert message.startswith("building cifar100 from the official files in "
                             f"{sources.manual_dir(str(tmp_path))} needs TensorFlow")
   assert "No module named 'tensorflow'" in message
