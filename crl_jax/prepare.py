@@ -11,9 +11,9 @@ classes, the smallest and largest training class, the imbalance ratio (largest :
 smallest non-empty class), Omega_imb (a fraction, Eqn 8) and alpha = eta * Omega_imb
 (or the config's fixed alpha); writes a PNG of the sorted class distributions like the
 paper's Fig. 1 into the dataset's directory in the data dir (``Source.cache_dir``; or
-``--plot=PATH``; ``--plot=''`` skips it); ``--json`` prints the same as JSON; ``--measure_batches`` times the
-training pipeline alone (images/s); ``--no_progress`` hides the progress bars of dataset
-generation.
+``--plot=PATH``; ``--plot=''`` skips it); ``--json`` prints the same as JSON;
+``--measure_batches`` times the training pipeline alone (images/s); ``--no_progress``
+hides the progress bars of dataset generation.
 
 A bad flag, config or dataset ends in one line on stderr, ``error: ...``, exit code 2.
 """

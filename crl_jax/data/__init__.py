@@ -1,9 +1,9 @@
 """Input pipelines: sources (schema + splits), imbalance protocols, resampling, grain.
 
 ``get_source(config.data)`` picks a source by ``data.name`` from the ``SOURCES``
-registry (``register_source`` adds a dataset; config validation reads it); ``pipeline``
-turns it into per-process batches; ``resampling`` gives the over/down-sampling
-baselines.
+registry (``register_source`` adds a dataset; config validation reads it); ``samplers``
+orders its training examples, ``pipeline`` turns them into per-process batches;
+``resampling`` gives the over/down-sampling baselines.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ if TYPE_CHECKING:
   from crl_jax.data import pipeline
   from crl_jax.data import sources
 
-__all__ = ["DataError", "SOURCES", "SOURCE_NAMES", "class_aware_options", "get_source", "pipeline",
-           "pipeline_options", "register_source", "resampling", "samplers", "schema",
-           "sources", "training_multiplicity"]
+__all__ = ["DataError", "SOURCES", "SOURCE_NAMES", "class_aware_options", "get_source",
+           "pipeline", "pipeline_options", "register_source", "resampling", "samplers",
+           "schema", "sources", "training_multiplicity"]
 
 # ``pipeline`` (grain) and ``sources`` (Pillow) are imported on first use, so
 # ``python -m crl_jax.prepare --help`` answers at once and, on a plain install (no [train]

@@ -46,7 +46,8 @@ VERIFY_MODES = ("header", "decode")
 _ENDINGS = {"JPEG": b"\xff\xd9", "GIF": b";"}
 _TAIL_BYTES = 64
 # What Pillow raises for a file it cannot open, verify or decode.
-_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError,
+                  Image.DecompressionBombError)
 
 
 def resize(image: Union[np.ndarray, Image.Image], size: Optional[int]) -> np.ndarray:
@@ -78,10 +79,11 @@ def _opened(f: BinaryIO, length: int) -> tuple[Optional[str], Optional[Image.Ima
       image = Image.open(f, formats=FORMATS)
     return None, image
   except UnidentifiedImageError:
-    kinds = [kind for signature, kind in _SIGNATURES.items() if head.startswith(signature)]
+    kinds = [kind for signature, kind in _SIGNATURES.items()
+             if head.startswith(signature)]
     if kinds:
-      return (f"is truncated or corrupt ({length} bytes; Pillow cannot read its {kinds[0]} "
-              "header)"), None
+      return (f"is truncated or corrupt ({length} bytes; Pillow cannot read its "
+              f"{kinds[0]} header)"), None
     return f"is not a JPEG, PNG, GIF or BMP file (it starts with {head!r})", None
   except _PILLOW_ERRORS as error:
     return f"is truncated or corrupt ({length} bytes; {error})", None

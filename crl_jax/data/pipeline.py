@@ -213,7 +213,8 @@ def train_batches(source: sources_lib.Source, options: PipelineOptions, *,
                   global_batch_size: int, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1,
                   multiplicity: Optional[np.ndarray] = None,
-                  class_aware: Optional[samplers.ClassAwareOptions] = None) -> Iterator[dict]:
+                  class_aware: Optional[samplers.ClassAwareOptions] = None
+                  ) -> Iterator[dict]:
   """Endless training batches for one process, as numpy dicts.
 
   Args:

@@ -116,7 +116,8 @@ def prepare_message_without_tensorflow(module: str, data_dir: str) -> str:
       import ml_collections
       from crl_jax.data import errors
       from crl_jax.data.datasets import {module}
-      source = {module}.from_config(ml_collections.ConfigDict(dict(data_dir={data_dir!r})))
+      source = {module}.from_config(
+          ml_collections.ConfigDict(dict(data_dir={data_dir!r})))
       try:
         source.prepare(progress=False)
       except errors.DataError as error:
@@ -211,8 +212,8 @@ def test_prepared_as_array_record_and_converted(data_dir):
   assert not any("tfrecord" in name for name in names)
   converted = os.path.join(version_dir, "crl_jax_16px")
   for split in ("train", "validation", "test"):
-    assert np.load(os.path.join(converted, f"{split}.images.npy"), mmap_mode="r").shape[1:] == (
-        16, 16, 3)
+    images = np.load(os.path.join(converted, f"{split}.images.npy"), mmap_mode="r")
+    assert images.shape[1:] == (16, 16, 3)
 
 def test_unprepared_data_dir_is_a_clear_error(tmp_path):
   source = celeb_a.from_config(config(str(tmp_path)))
