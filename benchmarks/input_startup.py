@@ -57,11 +57,13 @@ SAMPLER = """
 import json, sys, time
 from crl_jax import config_lib, data as data_lib
 from crl_jax.data import pipeline
-config = config_lib.load_config("configs/synthetic.py", [])
+config = config_lib.load_config("configs/synthetic.py", [
+    "data.sampler=class_aware", "data.class_aware.samples_per_class=2",
+    "data.class_aware.classes_per_batch=32"])
 source = data_lib.get_source(config.data)
 source.prepare()
 options = data_lib.pipeline_options(config.data)
-aware = pipeline.ClassAwareOptions(samples_per_class=2, classes_per_batch=32)
+aware = data_lib.class_aware_options(config.data)
 result = {"uniform": [], "class_aware": []}
 for round_ in range(int(sys.argv[2])):
   for name, class_aware in (("uniform", None), ("class_aware", aware)):
@@ -86,10 +88,10 @@ def write_jpeg_csv(directory: str, count: int = 2000) -> list[str]:
     import numpy as np
     from PIL import Image
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from crl_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+    from crl_jax.data import schema, synthetic  # pylint: disable=import-outside-toplevel
     spec = synthetic.SyntheticSpec(kind="celeba", image_size=64, num_train=count,
                                    num_validation=1, num_test=1)
-    names = synthetic.CELEBA_ATTRIBUTES
+    names = schema.CELEBA_ATTRIBUTES
     rows = [",".join(["image", *names, "split"])]
     os.makedirs(os.path.join(directory, "images"), exist_ok=True)
     for start, images, labels in synthetic.generate_blocks(spec, "train"):

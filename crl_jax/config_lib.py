@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import math
 import os
 import traceback
 from typing import Any, Optional, Sequence
@@ -27,7 +26,7 @@ from crl_jax import crl as crl_lib
 from crl_jax import models
 from crl_jax.data import csv_options  # data/__init__ is lazy: nothing else loads
 
-# ``data.sampler``: the training stream's order (data/pipeline.py).
+# ``data.sampler``: the training stream's order (data/samplers.py).
 SAMPLERS = ("uniform", "class_aware")
 # ``eval.adjustment`` without a post-hoc adjustment; the others are
 # ``baselines.ADJUSTMENTS``.
@@ -71,7 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.crop_padding = 4
   # uniform: the seeded shuffle of the training set; class_aware: every batch also holds
   # samples_per_class examples of each of classes_per_batch (attribute, class) pairs,
-  # drawn with probability ~ count ** power (data/pipeline.py, ClassAwareOrder).
+  # drawn with probability ~ count ** power (data/samplers.py, ClassAwareOrder).
   c.data.sampler = "uniform"
   c.data.class_aware = ml_collections.ConfigDict(dict(
       samples_per_class=2, classes_per_batch=8, power=0.0))
@@ -158,17 +157,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   positive("data.image_size", config.data.image_size, 8)
   one_of("data.resampling", config.data.resampling, data_lib.resampling.METHODS)
   one_of("data.sampler", config.data.sampler, SAMPLERS)
-  if config.data.sampler == "class_aware":
-    aware = config.data.class_aware
-    positive("data.class_aware.samples_per_class", aware.samples_per_class, 2)
-    positive("data.class_aware.classes_per_batch", aware.classes_per_batch)
-    if aware.samples_per_class * aware.classes_per_batch > config.train.batch_size:
-      raise _allowed("data.class_aware.classes_per_batch", aware.classes_per_batch,
-                     f"times samples_per_class={aware.samples_per_class} must be at most "
-                     f"train.batch_size={config.train.batch_size}")
-  if not math.isfinite(config.data.class_aware.power):
-    raise _allowed("data.class_aware.power", config.data.class_aware.power,
-                   "must be a finite number")
+  try:  # data.class_aware: its sampler's own check (the batch bound when in use)
+    data_lib.samplers.ClassAwareOptions(**dict(config.data.class_aware)).check(
+        config.train.batch_size if config.data.sampler == "class_aware" else None)
+  except data_lib.DataError as error:
+    raise ConfigError(f"config.{error}") from None
   positive("data.prefetch", config.data.prefetch)
   positive("data.workers", config.data.workers, 0)
   positive("data.threads", config.data.threads)

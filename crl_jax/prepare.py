@@ -3,16 +3,17 @@ r"""Prepare and describe a config's dataset: class counts, imbalance, Omega_imb,
 A command of the top layer (it reads configs through ``config_lib``), so ``crl_jax.data``
 imports nothing above it.
 
-    python -m crl_jax.prepare --config=configs/synthetic.py [--plot=classes.png] [--json]
+    python -m crl_jax.prepare --config=configs/synthetic.py [--plot=PATH] [--json]
         [--measure_batches=50] [--no_progress] [--config.data.synthetic.num_train=...]
 
 Prepares the dataset first if needed (offline). Prints, per attribute, the number of
 classes, the smallest and largest training class, the imbalance ratio (largest :
 smallest non-empty class), Omega_imb (a fraction, Eqn 8) and alpha = eta * Omega_imb
 (or the config's fixed alpha); writes a PNG of the sorted class distributions like the
-paper's Fig. 1; ``--json`` prints the same as JSON; ``--measure_batches`` times the
-training pipeline alone (images/s); ``--no_progress`` hides the progress bars of dataset
-generation.
+paper's Fig. 1 into the dataset's directory in the data dir (``Source.cache_dir``; or
+``--plot=PATH``; ``--plot=''`` skips it); ``--json`` prints the same as JSON;
+``--measure_batches`` times the training pipeline alone (images/s); ``--no_progress``
+hides the progress bars of dataset generation.
 
 A bad flag, config or dataset ends in one line on stderr, ``error: ...``, exit code 2.
 """
@@ -32,6 +33,7 @@ from crl_jax import data as data_lib  # its modules load on first use, not here
 from crl_jax.data import errors
 
 COMMAND = "python -m crl_jax.prepare"
+PLOT_NAME = "class_distribution.png"
 
 
 def attribute_statistics(source, config) -> list[dict]:
@@ -91,6 +93,7 @@ def plot_distributions(rows, path: str) -> None:
   if len(rows) <= 12:
     axis.legend(fontsize=7)
   figure.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   figure.savefig(path, dpi=120)
   plt.close(figure)
 
@@ -122,9 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
             "overrides a config field.")
   parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
                       help="the experiment's config file (configs/synthetic.py)")
-  parser.add_argument("--plot", default="class_distribution.png", metavar="PATH",
-                      help="where to write the PNG ('' to skip); default "
-                           "class_distribution.png")
+  parser.add_argument("--plot", default=None, metavar="PATH",
+                      help="the PNG ('' to skip; default: in the dataset's dir)")
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   parser.add_argument("--measure_batches", type=int, default=0, metavar="N",
                       help="also time N batches of the training pipeline (images/s)")
@@ -161,15 +163,17 @@ def describe(args, overrides: list[str]) -> int:
     if images_per_second is not None:
       print(f"training pipeline alone: {images_per_second:.0f} images/s "
             f"(batch {config.train.batch_size}, {args.measure_batches} batches)")
-  if args.plot:
+  plot = (os.path.join(source.cache_dir(), PLOT_NAME) if args.plot is None else
+          args.plot)
+  if plot:
     try:
-      plot_distributions(rows, args.plot)
+      plot_distributions(rows, plot)
     except OSError as error:
       reason = error.strerror or error
-      raise errors.DataError(f"--plot={args.plot}: cannot write it ({reason}); give a "
+      raise errors.DataError(f"--plot={plot}: cannot write it ({reason}); give a "
                              "writable path, or --plot='' to skip.") from None
     if not args.json:
-      print(f"wrote {args.plot}")
+      print(f"wrote {plot}")
   return 0
 
 

@@ -1,17 +1,20 @@
 """Input pipelines: sources (schema + splits), imbalance protocols, resampling, grain.
 
 ``get_source(config.data)`` picks a source by ``data.name`` from the ``SOURCES``
-registry (``register_source`` adds a dataset; config validation reads it); ``pipeline``
-turns it into per-process batches; ``resampling`` gives the over/down-sampling
-baselines.
+registry (``register_source`` adds a dataset; config validation reads it); ``samplers``
+orders its training examples, ``pipeline`` turns them into per-process batches;
+``resampling`` gives the over/down-sampling baselines.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
+
+import numpy as np
 
 from crl_jax.data import resampling
+from crl_jax.data import samplers
 from crl_jax.data import schema
 from crl_jax.data.errors import DataError
 
@@ -19,24 +22,20 @@ if TYPE_CHECKING:
   from crl_jax.data import pipeline
   from crl_jax.data import sources
 
-__all__ = ["DataError", "SOURCES", "SOURCE_NAMES", "class_aware_options", "get_source", "pipeline",
-           "pipeline_options", "register_source", "resampling", "schema", "sources",
-           "training_multiplicity"]
+__all__ = ["DataError", "SOURCES", "SOURCE_NAMES", "class_aware_options", "get_source",
+           "pipeline", "pipeline_options", "register_source", "resampling", "samplers",
+           "schema", "sources", "training_multiplicity"]
 
 # ``pipeline`` (grain) and ``sources`` (Pillow) are imported on first use, so
 # ``python -m crl_jax.prepare --help`` answers at once and, on a plain install (no [train]
 # extra), says what to install instead of failing in runpy.
-_LAZY = {"pipeline": ("crl_jax.data.pipeline", None),
-         "sources": ("crl_jax.data.sources", None)}
+_LAZY = ("pipeline", "sources")
 
 
 def __getattr__(name):
   if name not in _LAZY:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  module_name, attribute = _LAZY[name]
-  module = importlib.import_module(module_name)
-  return module if attribute is None else getattr(module, attribute)
-
+  return importlib.import_module(f"{__name__}.{name}")
 
 
 def _imported(module_name: str, factory_name: str) -> Callable[..., sources.Source]:
@@ -100,29 +99,25 @@ def pipeline_options(data_config) -> pipeline.PipelineOptions:
       workers=data_config.workers, threads=data_config.threads)
 
 
-def class_aware_options(data_config):
-  """``pipeline.ClassAwareOptions`` of ``data.class_aware`` when ``data.sampler`` is
+def class_aware_options(data_config) -> Optional[samplers.ClassAwareOptions]:
+  """``samplers.ClassAwareOptions`` of ``data.class_aware`` when ``data.sampler`` is
   ``"class_aware"``, else ``None`` (the uniform stream)."""
   if data_config.sampler != "class_aware":
     return None
-  from crl_jax.data import pipeline
-  return pipeline.ClassAwareOptions(**dict(data_config.class_aware))
+  return samplers.ClassAwareOptions(**dict(data_config.class_aware))
 
 
-def training_multiplicity(source: sources.Source, data_config, seed: int):
+def training_multiplicity(source: sources.Source, data_config, seed: int) -> np.ndarray:
   """int32[N_stored] copies per stored training example (protocol x resampling).
 
   Raises:
-    DataError: the training split is empty (before anything sizes an epoch by it).
+    DataError: the training split has no rows (``samplers.check_epoch``), before
+      anything sizes an epoch by it.
   """
-  from crl_jax.data import pipeline
-  labels = source.split_labels("train")
-  if not len(labels):
-    raise DataError(f"the training split of {source.name} is empty: nothing to train "
-                    "on. Check the dataset's split (e.g. the CSV's split column) and "
-                    "its subset options (config.data).")
   extra = resampling.multiplicity(
-      data_config.resampling, labels, source.schema, seed=seed,
+      data_config.resampling, source.split_labels("train"), source.schema, seed=seed,
       max_factor=data_config.resampling_max_factor,
       min_keep_fraction=data_config.resampling_min_keep_fraction)
-  return pipeline.combined_multiplicity(source, extra)
+  multiplicity = samplers.combined_multiplicity(source, extra)
+  samplers.check_epoch(multiplicity, source.name, data_config.resampling)
+  return multiplicity

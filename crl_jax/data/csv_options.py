@@ -1,8 +1,9 @@
-"""The keys and defaults of ``config.data.csv`` (one place; read by ``csv_source`` and
-``config_lib``).
+"""The keys and defaults of ``config.data.csv`` (one place; read by ``datasets/csv.py``
+and ``config_lib``).
 
-Free of TensorFlow, so ``config_lib`` can build the config section from it without
-starting the input pipeline. ``csv_source``'s module docstring says what each key does.
+Light (no Pillow, no grain), so ``config_lib`` can build the config section from it
+without starting the input pipeline. ``datasets/csv.py``'s module docstring says what
+each key does.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import Any, Mapping, Optional
 
 import ml_collections
 from ml_collections import config_dict
-
-VERIFY_MODES = ("header", "decode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +30,8 @@ class CsvOptions:
       random split.
     seed: the random split's seed.
     class_names: column -> class names, for columns whose classes are fixed.
-    verify_images: ``header`` (check each file's signature and completeness once) or
-      ``decode`` (also decode every file once; slow).
+    verify_images: one of ``image_files.VERIFY_MODES``: ``header`` (check each file's
+      signature and completeness once) or ``decode`` (also decode every file once).
     strict_labels: refuse integer ids that leave classes without rows below the
       largest id (a stray label would otherwise add classes) and attributes without
       any training label (their class counts, Omega_imb and alpha are undefined);

@@ -1,13 +1,14 @@
-"""Image files on disk: the checks run before training and the decoder (Pillow).
+"""Images: the checks run on image files before training, and the one decode-and-resize
+path (Pillow) every source's images go through.
 
 Sources that list image files (``csv``, ``xdomain``, ``deep_fashion``) check every file
-once, up front, in ``prepare()`` (``verify_images``):
+once, up front, in ``prepare()`` (``verify_images``, one of ``VERIFY_MODES``):
 
-* ``header`` (default, cheap): the file exists, is not empty, starts with a JPEG, PNG,
-  GIF or BMP signature, and is *complete*: a PNG's chunks run to ``IEND``, a JPEG has an
-  end-of-image marker after its start of scan, a GIF ends with its trailer byte, a BMP is
-  as long as its header says. Most files are settled by reading their first and last
-  bytes; a JPEG with bytes after its end marker is read once in full.
+* ``header`` (default, cheap): the file exists, is not empty, Pillow opens it as a
+  JPEG, PNG, GIF or BMP (its signature and header), and it is *complete*: a PNG's chunks
+  run to ``IEND`` with valid checksums (``Image.verify``), a JPEG ends with its
+  end-of-image marker, a GIF with its trailer. Any other file (a BMP, a JPEG with bytes
+  after its end marker) is decoded once to be sure.
 * ``decode`` (slow): also decodes every file once, which finds bytes corrupted
   *inside* a complete file.
 
@@ -18,158 +19,172 @@ file) and make two runs of one config see different data. The user fixes or remo
 file, or finds every bad file at once with ``verify_images=decode``.
 
 Files damaged *after* the check (the check is remembered per CSV and config) fail when
-the input pipeline decodes them: ``decode_image_file`` raises a ``DataError`` naming the
-file, which stops the run with that one line.
+the input pipeline decodes them: ``decode_image_file`` checks a PNG's chunks before
+decoding (Pillow decodes a PNG cut after its image data without a word; it refuses the
+other cut files itself) and raises a ``DataError`` naming the file, which stops the run
+with that one line.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import struct
-from typing import Optional, Sequence
+from typing import BinaryIO, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
+from PIL import UnidentifiedImageError
 
 from crl_jax.data import errors
 
-IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"),
-                    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"))
+FORMATS = ("JPEG", "PNG", "GIF", "BMP")
+# Their signatures, to tell a cut header from a file of another kind.
+_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF",
+               b"BM": "BMP"}
 VERIFY_MODES = ("header", "decode")
+# The last bytes of a complete file: a JPEG's end-of-image marker, a GIF's trailer.
+_ENDINGS = {"JPEG": b"\xff\xd9", "GIF": b";"}
 _TAIL_BYTES = 64
+# What Pillow raises for a file it cannot open, verify or decode.
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError,
+                  Image.DecompressionBombError)
 
 
-def _png_problem(f, size: int) -> Optional[str]:
-  """Walks the chunks (length, type, data, CRC) to ``IEND``; ``None`` if complete."""
-  position = 8
-  while position + 8 <= size:
-    f.seek(position)
-    length, kind = struct.unpack(">I4s", f.read(8))
-    position += 12 + length
-    if kind == b"IEND":
-      return None if position <= size else "is truncated (its IEND chunk is cut)"
-  return f"is truncated ({size} bytes; its PNG chunks stop before IEND)"
+def resize(image: Union[np.ndarray, Image.Image], size: Optional[int]) -> np.ndarray:
+  """uint8[size, size, 3] from uint8[H, W, 3] or an RGB Pillow image: bilinear,
+  antialiased when shrinking (Pillow's filter widens with the scale); unchanged when
+  already that size or ``size`` is ``None``."""
+  if isinstance(image, np.ndarray):
+    if size is None or image.shape[:2] == (size, size):
+      return image
+    image = Image.fromarray(image)
+  if size is not None and image.size != (size, size):
+    image = image.resize((size, size), Image.BILINEAR)
+  return np.asarray(image)
 
 
-def _jpeg_problem(f, size: int) -> Optional[str]:
-  """An end-of-image marker (FFD9) after the start of scan; ``None`` if found."""
-  f.seek(max(0, size - _TAIL_BYTES))
-  if f.read().rstrip(b"\x00").endswith(b"\xff\xd9"):
-    return None  # the common case: the file ends with its end marker
+def _opened(f: BinaryIO, length: int) -> tuple[Optional[str], Optional[Image.Image]]:
+  """``(None, the image as Pillow opened it)`` or ``(why it is not a readable image,
+  None)``: Pillow opens it as one of ``FORMATS``, and a PNG's chunks run to ``IEND``
+  with valid checksums (``Image.verify``, after which Pillow opens it again)."""
+  head = f.read(8)
   f.seek(0)
-  data = f.read()
-  position = 2
-  while position + 4 <= len(data):  # marker segments up to the start of scan (FFDA)
-    if data[position] != 0xFF:
-      return "is corrupt (a JPEG segment does not start with a marker)"
-    marker = data[position + 1]
-    if marker == 0xFF:
-      position += 1  # fill byte
-      continue
-    if marker == 0xDA:
-      break
-    if marker in (0x01, *range(0xD0, 0xD8)):
-      position += 2
-      continue
-    position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
-  else:
-    return f"is truncated ({size} bytes; it ends before the JPEG image data)"
-  if data.find(b"\xff\xd9", position) < 0:
-    return (f"is truncated ({size} bytes; the JPEG image data has no end-of-image "
-            "marker)")
-  return None
-
-
-def _gif_problem(f, size: int) -> Optional[str]:
-  f.seek(max(0, size - _TAIL_BYTES))
-  if f.read().rstrip(b"\x00").endswith(b";"):
-    return None
-  return f"is truncated ({size} bytes; no GIF trailer at its end)"
-
-
-def _bmp_problem(f, size: int) -> Optional[str]:
-  f.seek(2)
-  declared = int.from_bytes(f.read(4), "little")
-  if declared > size:
-    return f"is truncated ({size} bytes; its BMP header says {declared})"
-  return None
-
-
-_COMPLETENESS = {"PNG": _png_problem, "JPEG": _jpeg_problem, "GIF": _gif_problem,
-                 "BMP": _bmp_problem}
-
-
-def _contents_problem(f, size: int) -> Optional[str]:
-  """Why the open file ``f`` of ``size`` bytes cannot be a complete image, or ``None``."""
-  head = f.read(16)
   if not head:
-    return "is empty"
-  kinds = [kind for signature, kind in IMAGE_SIGNATURES if head.startswith(signature)]
-  if not kinds:
-    return f"is not a JPEG, PNG, GIF or BMP file (it starts with {head[:8]!r})"
-  return _COMPLETENESS[kinds[0]](f, size)
+    return "is empty", None
+  try:
+    image = Image.open(f, formats=FORMATS)
+    if image.format == "PNG":
+      image.verify()
+      f.seek(0)
+      image = Image.open(f, formats=FORMATS)
+    return None, image
+  except UnidentifiedImageError:
+    kinds = [kind for signature, kind in _SIGNATURES.items()
+             if head.startswith(signature)]
+    if kinds:
+      return (f"is truncated or corrupt ({length} bytes; Pillow cannot read its "
+              f"{kinds[0]} header)"), None
+    return f"is not a JPEG, PNG, GIF or BMP file (it starts with {head!r})", None
+  except _PILLOW_ERRORS as error:
+    return f"is truncated or corrupt ({length} bytes; {error})", None
 
 
-def image_file_problem(path: str) -> Optional[str]:
+def _decode(image: Image.Image, size: Optional[int]) -> np.ndarray:
+  """uint8[H, W, 3] (or ``[size, size, 3]``) of an image ``_opened`` gave: a GIF's first
+  frame; grey, palette and alpha images converted to RGB. With ``size``, a JPEG at least
+  twice as large as ``size`` on both sides is decoded at a reduced scale first (libjpeg's
+  DCT scaling by 1/2, 1/4 or 1/8, never below ``size``): most of a JPEG's decoding cost
+  goes, and the reduced image is an area average of the full one."""
+  with image:
+    image.seek(0)
+    if size is not None and image.format == "JPEG":
+      image.draft("RGB", (size, size))
+    return resize(image.convert("RGB"), size)
+
+
+def _unreadable(error: OSError) -> str:
+  if isinstance(error, FileNotFoundError):
+    return "does not exist"
+  return f"cannot be read ({error.strerror or error})"
+
+
+def image_file_problem(path: str, decode: bool = False) -> Optional[str]:
   """Why ``path`` cannot be a complete image (``None`` if it looks fine).
 
   Args:
     path: an image file.
+    decode: also decode the file (``verify_images=decode``).
 
   Returns:
     ``None``, or a phrase to follow the path, e.g. ``"does not exist"``,
-    ``"is truncated (812 bytes; its PNG chunks stop before IEND)"``.
+    ``"is truncated or corrupt (812 bytes; Truncated File Read)"``.
   """
   try:
     with open(path, "rb") as f:
-      return _contents_problem(f, os.fstat(f.fileno()).st_size)
-  except FileNotFoundError:
-    return "does not exist"
+      length = os.fstat(f.fileno()).st_size
+      f.seek(max(0, length - _TAIL_BYTES))
+      tail = f.read().rstrip(b"\x00")
+      f.seek(0)
+      problem, image = _opened(f, length)
+      if problem is not None:
+        return problem
+      ending = _ENDINGS.get(image.format)
+      complete = image.format == "PNG" or (ending is not None and tail.endswith(ending))
+      if complete and not decode:
+        image.close()
+        return None
+      try:
+        _decode(image, None)
+      except _PILLOW_ERRORS as error:
+        return (f"cannot be decoded ({error})" if complete else
+                f"is truncated ({length} bytes; {error})")
+      return None
   except OSError as error:
-    return f"cannot be read ({error.strerror or error})"
-
-
-def bad_image_files(paths: Sequence[str]) -> list[tuple[str, str]]:
-  """``(path, problem)`` of every file ``image_file_problem`` finds fault with."""
-  bad = []
-  for path in paths:
-    problem = image_file_problem(path)
-    if problem is not None:
-      bad.append((path, problem))
-  return bad
+    return _unreadable(error)
 
 
 def check_image_files(paths: Sequence[str], what: str,
-                      verify_option: str = "verify_images") -> None:
-  """Raises ``DataError`` naming the first missing, empty, unknown or truncated file.
+                      verify_option: str = "verify_images",
+                      decode: bool = False) -> None:
+  """Raises ``DataError`` naming the first missing, empty, unknown, truncated (or, with
+  ``decode``, undecodable) file.
 
   Args:
     paths: image file paths.
     what: where the paths come from, for the message (e.g. the CSV's path).
     verify_option: the config key of the check, named in the message.
+    decode: also decode every file (``verify_images=decode``).
   """
-  bad = bad_image_files(paths)
+  bad = [(path, problem) for path in paths
+         if (problem := image_file_problem(path, decode)) is not None]
   if bad:
     path, problem = bad[0]
     raise errors.DataError(
         f"image file {path} (listed in {what}) {problem}; {len(bad)} of {len(paths)} "
         f"image files are bad" + (f", e.g. also {bad[1][0]}" if len(bad) > 1 else "") +
-        f". Fix or remove them and run again ({verify_option}=decode also decodes "
-        "every image up front, to find files corrupt inside).")
+        ". Fix or remove them and run again" + ("." if decode else
+        f" ({verify_option}=decode also decodes every image up front, to find files "
+        "corrupt inside)."))
+
+
+def decode_image(payload: bytes, size: Optional[int] = None
+                 ) -> tuple[Optional[np.ndarray], Optional[str]]:
+  """``(uint8[H, W, 3] or uint8[size, size, 3], None)`` of an encoded image
+  (``_opened``, then ``_decode``), or ``(None, why it cannot be decoded)``."""
+  problem, image = _opened(io.BytesIO(payload), len(payload))
+  if problem is not None:
+    return None, problem
+  try:
+    return _decode(image, size), None
+  except _PILLOW_ERRORS as error:
+    return None, f"cannot be decoded ({error})"
 
 
 def decode_image_file(path: str, what: Optional[str] = None,
                       verify_option: str = "verify_images",
                       size: Optional[int] = None) -> np.ndarray:
-  """uint8[H, W, 3] of the image file at ``path`` (Pillow; a GIF's first frame; grey,
-  palette and alpha images converted to RGB), or uint8[size, size, 3] when ``size``
-  is given.
-
-  With ``size``, the image is resized bilinearly (antialiased when shrinking), and a
-  JPEG at least twice as large as ``size`` on both sides is decoded at a reduced scale
-  first (libjpeg's DCT scaling by 1/2, 1/4 or 1/8, never below ``size``): most of a
-  JPEG's decoding cost goes, and the reduced image is an area average of the full one.
+  """uint8[H, W, 3] of the image file at ``path``, or uint8[size, size, 3] when ``size``
+  is given (``decode_image``).
 
   Args:
     path: the file.
@@ -178,46 +193,16 @@ def decode_image_file(path: str, what: Optional[str] = None,
     size: the side of the square output (``None``: the image as stored).
 
   Raises:
-    DataError: the file is missing, unreadable, not an image or corrupt; the message
-      names the file and the check that finds every bad file before training.
+    DataError: the file is missing, unreadable, not an image, cut or corrupt; the
+      message names the file and the check that finds every bad file before training.
   """
   try:
     with open(path, "rb") as f:
-      contents = f.read()
-  except FileNotFoundError:
-    problem = "does not exist"
+      image, problem = decode_image(f.read(), size)
   except OSError as error:
-    problem = f"cannot be read ({error.strerror or error})"
-  else:
-    # The completeness check of ``verify_images=header``, on the bytes read anyway:
-    # Pillow decodes some cut files (a PNG without its last chunks) without a word.
-    problem = _contents_problem(io.BytesIO(contents), len(contents))
-    if problem is None:
-      try:
-        with Image.open(io.BytesIO(contents)) as image:
-          image.seek(0)
-          if size is None:
-            return np.asarray(image.convert("RGB"))
-          if image.format == "JPEG":
-            image.draft("RGB", (size, size))
-          image = image.convert("RGB")
-          if image.size != (size, size):
-            image = image.resize((size, size), Image.BILINEAR)
-          return np.asarray(image)
-      except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        problem = f"cannot be decoded ({error})"
+    image, problem = None, _unreadable(error)
+  if problem is None:
+    return image
   listed = f" (listed in {what})" if what else ""
   raise errors.DataError(f"image file {path}{listed} {problem}. Fix or remove it; "
                          f"{verify_option}=decode checks every image before training.")
-
-
-def find_undecodable_images(paths: Sequence[str]) -> list[tuple[str, str]]:
-  """``(path, error)`` of every file ``decode_image_file`` cannot decode (slow: decodes
-  each file once)."""
-  bad = []
-  for path in paths:
-    try:
-      decode_image_file(path)
-    except errors.DataError as error:
-      bad.append((path, str(error)[len(f"image file {path} "):].split(". Fix or")[0]))
-  return bad

@@ -23,7 +23,7 @@ left below its target (over) or no attribute's majority class above it (down); t
 price, stated plainly, is that co-occurring labels are dragged along.
 
 Both return an ``int32[N]`` multiplicity per training example (0 drops it), consumed by
-``pipeline.combined_multiplicity``.
+``samplers.combined_multiplicity``.
 """
 
 from __future__ import annotations

@@ -62,14 +62,6 @@ import numpy as np
 
 from crl_jax.data import schema as schema_lib
 
-# The schemas real datasets share, re-exported here (they live in ``schema``).
-XDOMAIN_ATTRIBUTES = schema_lib.XDOMAIN_ATTRIBUTES
-XDOMAIN_CLASS_COUNTS = schema_lib.XDOMAIN_CLASS_COUNTS
-XDOMAIN_IMBALANCE_RATIOS = schema_lib.XDOMAIN_IMBALANCE_RATIOS
-CELEBA_ATTRIBUTES = schema_lib.CELEBA_ATTRIBUTES
-DEEPFASHION_GROUPS = schema_lib.DEEPFASHION_GROUPS
-DEEPFASHION_NUM_ATTRIBUTES = schema_lib.DEEPFASHION_NUM_ATTRIBUTES
-
 # Positive rates of CelebA's training split (approximately), so that the imbalance of
 # each attribute (up to 1:43 for Bald) is CelebA's.
 CELEBA_POSITIVE_RATES = (
@@ -86,7 +78,8 @@ CIFAR_LT_IMBALANCE_RATIO = 100.0
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSpec:
-  """What to generate. ``kind`` is ``"xdomain"`` or ``"celeba"``."""
+  """What to generate: ``kind`` (one of ``KINDS``, module docstring), the side of the
+  square images, the size of each split and the seed."""
 
   kind: str = "xdomain"
   image_size: int = 32
@@ -115,17 +108,18 @@ def schema_for(kind: str) -> schema_lib.Schema:
     return schema_lib.Schema((schema_lib.Attribute(
         "label", tuple(f"class_{i:02d}" for i in range(100))),))
   if kind == "deepfashion":
-    names = [f"{DEEPFASHION_GROUPS[i % 5]}_{i // 5:03d}"
-             for i in range(DEEPFASHION_NUM_ATTRIBUTES)]
-    groups = {g: tuple(range(k, DEEPFASHION_NUM_ATTRIBUTES, 5))
-              for k, g in enumerate(DEEPFASHION_GROUPS)}
+    names = [f"{schema_lib.DEEPFASHION_GROUPS[i % 5]}_{i // 5:03d}"
+             for i in range(schema_lib.DEEPFASHION_NUM_ATTRIBUTES)]
+    groups = {g: tuple(range(k, schema_lib.DEEPFASHION_NUM_ATTRIBUTES, 5))
+              for k, g in enumerate(schema_lib.DEEPFASHION_GROUPS)}
     return schema_lib.Schema(schema_lib.binary_attributes(names), groups=groups)
   if kind in ("xdomain", "xdomain_balanced"):
     return schema_lib.Schema(tuple(
         schema_lib.Attribute(name, tuple(f"{name}_{i:02d}" for i in range(count)))
-        for name, count in zip(XDOMAIN_ATTRIBUTES, XDOMAIN_CLASS_COUNTS)))
+        for name, count in zip(schema_lib.XDOMAIN_ATTRIBUTES,
+                               schema_lib.XDOMAIN_CLASS_COUNTS)))
   if kind == "celeba":
-    return schema_lib.Schema(schema_lib.binary_attributes(CELEBA_ATTRIBUTES))
+    return schema_lib.Schema(schema_lib.binary_attributes(schema_lib.CELEBA_ATTRIBUTES))
   raise ValueError(f"synthetic kind={kind!r} is unknown; use one of {KINDS}.")
 
 
@@ -164,8 +158,16 @@ def split_class_sizes(spec: SyntheticSpec, split: str) -> list[np.ndarray]:
   total = spec.split_size(split)
   minimum = {"train": 1, "validation": 10, "test": 20}[split]
   sizes = []
+
+  def balanced(count):  # every class alike, the remainder by largest share
+    if total < count:
+      raise ValueError(f"num_{split}={total} cannot hold one image of each of {count} "
+                       "classes.")
+    return _round_to_total(np.full(count, total / count), total)
+
   if spec.kind == "xdomain":
-    for count, ratio in zip(XDOMAIN_CLASS_COUNTS, XDOMAIN_IMBALANCE_RATIOS):
+    for count, ratio in zip(schema_lib.XDOMAIN_CLASS_COUNTS,
+                            schema_lib.XDOMAIN_IMBALANCE_RATIOS):
       by_rank = power_law_sizes(spec.num_train, count, ratio).astype(np.float64)
       permutation = rng.permutation(count)  # class permutation[r] has rank r
       shares = np.empty(count)
@@ -180,36 +182,21 @@ def split_class_sizes(spec: SyntheticSpec, split: str) -> list[np.ndarray]:
         class_sizes = _round_to_total(shares * total, total, minimum)
       sizes.append(class_sizes)
   elif spec.kind == "xdomain_balanced":
-    for count in XDOMAIN_CLASS_COUNTS:
-      if total < count:
-        raise ValueError(f"num_{split}={total} cannot hold one image of each of {count} "
-                         "classes.")
-      sizes.append(_round_to_total(np.full(count, total / count), total))
-  elif spec.kind == "cifar_lt":
-    if total < 100:
-      raise ValueError(f"num_{split}={total} cannot hold one image of each of 100 "
-                       "classes.")
-    if split == "train":
-      by_rank = CIFAR_LT_IMBALANCE_RATIO ** (-np.arange(100) / 99.0)
-      permutation = rng.permutation(100)
-      class_sizes = np.empty(100, np.int64)
-      class_sizes[permutation] = _round_to_total(by_rank / by_rank.sum() * total, total)
-      sizes.append(class_sizes)
-    else:
-      sizes.append(_round_to_total(np.full(100, total / 100.0), total))
-  elif spec.kind == "cifar":
-    if total < 100:
-      raise ValueError(f"num_{split}={total} cannot hold one image of each of 100 "
-                       "classes.")
-    sizes.append(_round_to_total(np.full(100, total / 100.0), total))
-  elif spec.kind == "deepfashion":
-    for rate in deepfashion_positive_rates():
+    sizes = [balanced(count) for count in schema_lib.XDOMAIN_CLASS_COUNTS]
+  elif spec.kind == "cifar_lt" and split == "train":
+    balanced(100)  # the same floor
+    by_rank = CIFAR_LT_IMBALANCE_RATIO ** (-np.arange(100) / 99.0)
+    permutation = rng.permutation(100)
+    class_sizes = np.empty(100, np.int64)
+    class_sizes[permutation] = _round_to_total(by_rank / by_rank.sum() * total, total)
+    sizes.append(class_sizes)
+  elif spec.kind in ("cifar", "cifar_lt"):
+    sizes.append(balanced(100))
+  else:  # binary attributes: deepfashion, celeba
+    rates = (deepfashion_positive_rates() if spec.kind == "deepfashion" else
+             CELEBA_POSITIVE_RATES)
+    for rate in rates:
       positives = min(max(int(round(rate * total)), 1), total - 1)
-      sizes.append(np.array([total - positives, positives], np.int64))
-  else:
-    for rate in CELEBA_POSITIVE_RATES:
-      positives = int(round(rate * total))
-      positives = min(max(positives, 1), total - 1)
       sizes.append(np.array([total - positives, positives], np.int64))
   return sizes
 
@@ -217,8 +204,9 @@ def split_class_sizes(spec: SyntheticSpec, split: str) -> list[np.ndarray]:
 def deepfashion_positive_rates() -> np.ndarray:
   """Positive rates of the 1000 binary attributes: log-uniform from 1/734 to 1/2, so
   the imbalance spans DeepFashion's (up to 1:733, the paper's Table 7)."""
-  return np.exp(np.linspace(np.log(1 / 734), np.log(0.5), DEEPFASHION_NUM_ATTRIBUTES))[
-      np.random.default_rng(97).permutation(DEEPFASHION_NUM_ATTRIBUTES)]
+  count = schema_lib.DEEPFASHION_NUM_ATTRIBUTES
+  return np.exp(np.linspace(np.log(1 / 734), np.log(0.5), count))[
+      np.random.default_rng(97).permutation(count)]
 
 
 def split_labels(spec: SyntheticSpec, split: str) -> np.ndarray:
@@ -472,17 +460,17 @@ def render_celeba(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
   _b = lambda a: a[:, None, None]  # noqa: E731
   shift = rng.uniform(-0.06, 0.06, (n, 2)).astype(np.float32)
   x, y = u - _b(shift[:, 0]), v - _b(shift[:, 1])
-  pale = labels[:, CELEBA_ATTRIBUTES.index("Pale_Skin")] == 1
+  pale = labels[:, schema_lib.CELEBA_ATTRIBUTES.index("Pale_Skin")] == 1
   skin = np.where(pale[:, None], [0.96, 0.88, 0.84], [0.78, 0.58, 0.45]).astype(np.float32)
   skin = np.clip(skin * rng.uniform(0.9, 1.1, (n, 1)).astype(np.float32), 0, 1)
-  width = np.where(labels[:, CELEBA_ATTRIBUTES.index("Male")] == 1, 0.5, 0.42)
+  width = np.where(labels[:, schema_lib.CELEBA_ATTRIBUTES.index("Male")] == 1, 0.5, 0.42)
   face = np.sqrt((x / _b(width.astype(np.float32))) ** 2 + (y / 0.62) ** 2)
   canvas = _blend(canvas, skin, _edge((1 - face) * 0.4, pixel))
   # Every other attribute: a small mark of its own colour at its own place on an 8x5
   # grid over the image (jittered by the face shift).
   cell = 2.0 / np.array([8, 5], np.float32)
   for j in range(40):
-    if CELEBA_ATTRIBUTES[j] in ("Pale_Skin", "Male", "Blurry"):
+    if schema_lib.CELEBA_ATTRIBUTES[j] in ("Pale_Skin", "Male", "Blurry"):
       continue
     row, column = divmod(j, 5)
     centre_y = -1 + (row + 0.5) * cell[0]
@@ -490,7 +478,7 @@ def render_celeba(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
     mark = np.maximum(np.abs(x - centre_x), np.abs(y - centre_y))
     alpha = _b(labels[:, j] == 1) * _edge(0.09 - mark, pixel)
     canvas = _blend(canvas, np.broadcast_to(_CELEBA_MARK_COLOURS[j], (n, 3)), alpha)
-  blurry = labels[:, CELEBA_ATTRIBUTES.index("Blurry")] == 1
+  blurry = labels[:, schema_lib.CELEBA_ATTRIBUTES.index("Blurry")] == 1
   blurred = (canvas + np.roll(canvas, 1, 1) + np.roll(canvas, -1, 1)
              + np.roll(canvas, 1, 2) + np.roll(canvas, -1, 2)) / 5.0
   canvas = np.where(blurry[:, None, None, None], blurred, canvas)
@@ -498,7 +486,7 @@ def render_celeba(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
 
 
 def _random_garment_labels(rng, n):
-  return np.stack([rng.integers(0, c, n) for c in XDOMAIN_CLASS_COUNTS],
+  return np.stack([rng.integers(0, c, n) for c in schema_lib.XDOMAIN_CLASS_COUNTS],
                   axis=1).astype(np.int32)
 
 
@@ -553,11 +541,3 @@ def generate_blocks(spec: SyntheticSpec,
     rng = np.random.default_rng([spec.seed, split_id, start // BLOCK, 31337])
     block_labels = labels[start:start + BLOCK]
     yield start, render(block_labels, spec.image_size, rng), block_labels
-
-
-def generate(spec: SyntheticSpec,
-             split: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-  """Yields ``(index, image uint8[S, S, 3], labels int32[A])`` for a whole split."""
-  for start, images, labels in generate_blocks(spec, split):
-    for offset, image in enumerate(images):
-      yield start + offset, image, labels[offset]

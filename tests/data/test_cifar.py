@@ -10,13 +10,15 @@ import ml_collections
 import numpy as np
 import pytest
 
+from crl_jax.data import errors
 from crl_jax.data import sources
 from crl_jax.data.datasets import cifar100 as cifar
-from crl_jax.data.sources import tfds as tfds_sources
 from tests.data.test_celeb_a import check_label_ranges
 from tests.data.test_celeb_a import check_reads_like_tfds
 from tests.data.test_celeb_a import eval_rows
 from tests.data.test_celeb_a import pixel_values
+from tests.data.test_celeb_a import prepare_message_without_tensorflow
+from tests.data.test_celeb_a import register_as_official
 from tests.data.test_celeb_a import run_without_tensorflow
 from tests.data.test_celeb_a import train_batches
 
@@ -111,11 +113,11 @@ def test_protocol_subsets_are_seeded():
 
 
 def test_protocol_errors():
-  with pytest.raises(sources.DataError, match="protocol='balanced' is unknown"):
+  with pytest.raises(errors.DataError, match="protocol='balanced' is unknown"):
     cifar.protocol_multiplicities(FULL_LABELS, "balanced")
   short = FULL_LABELS[FULL_LABELS != 3]
   short = np.concatenate([short, np.full(100, 3)])
-  with pytest.raises(sources.DataError, match="trains on 317 images of class 3, but the "
+  with pytest.raises(errors.DataError, match="trains on 317 images of class 3, but the "
                      "stored train split has only 100"):
     cifar.protocol_multiplicities(short, "imb", gamma=1.0)
 
@@ -140,6 +142,8 @@ def _records(labels, first_index):
 
 
 def write_archive(path):
+  """A CIFAR-100 binary archive at ``path`` (8 training and 2 test images per class),
+  taken by tfds for the official one (``register_as_official``)."""
   rng = np.random.default_rng(3)
   train_labels = rng.permutation(np.repeat(np.arange(100), TRAIN_PER_CLASS))
   test_labels = rng.permutation(np.repeat(np.arange(100), TEST_PER_CLASS))
@@ -156,6 +160,7 @@ def write_archive(path):
       info = tarfile.TarInfo(name)
       info.size = len(payload)
       archive.addfile(info, io.BytesIO(payload))
+  register_as_official("cifar100", os.path.dirname(path))
   return train_labels, test_labels
 
 
@@ -186,7 +191,7 @@ def image_indices(source, images):
 
 def test_unprepared_data_dir_is_a_clear_error(tmp_path):
   source = cifar.from_config(config(str(tmp_path)))
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     source.prepare()
   message = str(error.value)
   assert "\n" not in message
@@ -195,7 +200,7 @@ def test_unprepared_data_dir_is_a_clear_error(tmp_path):
                       "cifar-100-binary.tar.gz") in message
   assert "array_record format" in message and "never downloads" in message
   assert "python -m crl_jax.prepare --config=configs/cifar100.py" in message
-  with pytest.raises(sources.DataError, match="CIFAR-100 is not prepared"):
+  with pytest.raises(errors.DataError, match="CIFAR-100 is not prepared"):
     source.num_examples("test")
 
 
@@ -325,20 +330,7 @@ def test_building_without_tensorflow_is_one_line(tmp_path):
   ends in one line naming the extra, the command and the paths."""
   archive = os.path.join(sources.manual_dir(str(tmp_path)), cifar.OFFICIAL_ARCHIVE)
   write_archive(archive)
-  output = run_without_tensorflow(f"""
-      import ml_collections
-      from crl_jax.data import errors
-      from crl_jax.data.datasets import cifar100
-      source = cifar100.from_config(ml_collections.ConfigDict(dict(
-          data_dir={str(tmp_path)!r})))
-      try:
-        source.prepare(progress=False)
-      except errors.DataError as error:
-        print("MESSAGE", repr(str(error)))
-      """)
-  line = next(line for line in output.splitlines() if line.startswith("MESSAGE "))
-  message = eval(line[len("MESSAGE "):])  # pylint: disable=eval-used
-  assert "\n" not in message
+  message = prepare_message_without_tensorflow("cifar100", str(tmp_path))
   assert message.startswith("building cifar100 from the official files in "
                             f"{sources.manual_dir(str(tmp_path))} needs TensorFlow")
   assert "No module named 'tensorflow'" in message
@@ -351,14 +343,14 @@ def test_building_without_tensorflow_is_one_line(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                     reason="tfds.testing.mock_data makes its fake examples with TensorFlow")
-def test_source_works_under_tfds_mock_data(prepared):
+def test_source_works_under_tfds_mock_data(prepared, tmp_path):
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_FILES,
                               data_dir=prepared["data_dir"]):
-    source = cifar.from_config(config("/nonexistent/ignored/under/mock"))
-    source.prepare()
-    images = source.load_images("test", np.arange(5), 32)
-    labels = source.stored_labels("test")
+    source = cifar.from_config(config(str(tmp_path)))
+    source.prepare(progress=False)
+  images = source.load_images("test", np.arange(5), 32)
+  labels = source.stored_labels("test")
   assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
   assert labels.shape == (5, 1) and ((labels >= 0) & (labels < 100)).all()
 
@@ -370,7 +362,7 @@ def test_training_never_builds_with_tensorflow(tmp_path):
   archive = os.path.join(sources.manual_dir(str(tmp_path)), cifar.OFFICIAL_ARCHIVE)
   write_archive(archive)
   source = cifar.from_config(ml_collections.ConfigDict(dict(data_dir=str(tmp_path))))
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     source.prepare(progress=False, tensorflow_ok=False)
   message = str(error.value)
   assert "\n" not in message and "which training never imports" in message

@@ -3,19 +3,20 @@
 import csv
 import dataclasses
 import os
+import zlib
 
 import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
+from crl_jax.data import errors
 from crl_jax.data import csv_options
 from crl_jax.data.datasets import csv as csv_source
 from crl_jax.data import image_files
 from crl_jax.data import pipeline
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
-from crl_jax.data import synthetic
 
 IMAGE_SIZE = 8
 COLOURS = ("red", "blue", "green")
@@ -250,23 +251,23 @@ def test_cache_dir_depends_on_the_csv_and_config(dataset_files):
 
 def test_missing_csv_and_image_dir_name_the_expected_paths(dataset_files, tmp_path):
   missing_csv = str(tmp_path / "nowhere.csv")
-  with pytest.raises(sources.DataError, match="nowhere.csv.*does not exist.*header row"):
+  with pytest.raises(errors.DataError, match="nowhere.csv.*does not exist.*header row"):
     csv_source.from_config(make_config(dataset_files, path=missing_csv))
   missing_dir = str(tmp_path / "no_images")
-  with pytest.raises(sources.DataError,
+  with pytest.raises(errors.DataError,
                      match=r"no_images \(config.data.csv.image_dir\) does not exist"):
     csv_source.from_config(make_config(dataset_files, image_dir=missing_dir))
-  with pytest.raises(sources.DataError, match="config.data.csv.path is not set"):
+  with pytest.raises(errors.DataError, match="config.data.csv.path is not set"):
     csv_source.from_config(make_config(dataset_files, path=None))
 
 
 def test_missing_columns_list_the_columns_the_csv_has(dataset_files):
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     csv_source.from_config(make_config(dataset_files, attributes=["colour", "collar"]))
   message = str(error.value)
   assert "no column 'collar'" in message
   assert "its columns are: image, colour, size, row_id, split" in message
-  with pytest.raises(sources.DataError, match="no column 'path'"):
+  with pytest.raises(errors.DataError, match="no column 'path'"):
     csv_source.from_config(make_config(dataset_files, image_column="path"))
 
 
@@ -278,34 +279,34 @@ def _rewrite_cell(files, row, column, value):
 
 def test_unknown_class_name_names_the_line_and_column(dataset_files):
   _rewrite_cell(dataset_files, 4, 1, "purple")  # line 6 (header is line 1)
-  with pytest.raises(sources.DataError,
+  with pytest.raises(errors.DataError,
                      match=r"line 6, column 'colour': unknown class name 'purple'"):
     csv_source.from_config(make_config(dataset_files, split_column="split",
                                        class_names={"colour": list(COLOURS)}))
 
 
 def test_label_out_of_range_names_the_line_and_column(dataset_files):
-  with pytest.raises(sources.DataError,
+  with pytest.raises(errors.DataError,
                      match=r"line 3, column 'size': label 1 is outside \[0, 1\)"):
     csv_source.from_config(make_config(dataset_files, split_column="split",
                                        class_names={"size": ["only"]}))
   _rewrite_cell(dataset_files, 2, 2, "-2")
-  with pytest.raises(sources.DataError,
+  with pytest.raises(errors.DataError,
                      match=r"line 4, column 'size': label -2 is outside \[0, 4\)"):
     csv_source.from_config(make_config(dataset_files, split_column="split"))
 
 
 def test_mixed_ids_and_names_and_bad_splits_are_refused(dataset_files):
   _rewrite_cell(dataset_files, 1, 2, "huge")
-  with pytest.raises(sources.DataError,
+  with pytest.raises(errors.DataError,
                      match=r"line 3, column 'size': 'huge' is a class name but other"):
     csv_source.from_config(make_config(dataset_files, split_column="split"))
   _rewrite_cell(dataset_files, 7, 4, "holdout")
-  with pytest.raises(sources.DataError,
+  with pytest.raises(errors.DataError,
                      match=r"line 9, column 'split': split 'holdout' is unknown"):
     csv_source.from_config(make_config(dataset_files, split_column="split",
                                        attributes=["colour"]))
-  with pytest.raises(sources.DataError, match="leave none for training"):
+  with pytest.raises(errors.DataError, match="leave none for training"):
     csv_source.from_config(make_config(dataset_files, validation_size=6, test_size=6))
 
 
@@ -322,12 +323,12 @@ def test_bad_image_files_are_named_up_front(dataset_files, damage, problem):
     with open(path, "wb") as f:
       f.write(b"" if damage == "empty" else b"<html>not found</html>")
   source = csv_source.from_config(make_config(dataset_files, split_column="split"))
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     source.prepare()
   assert f"image file {path} (listed in {dataset_files['csv']}) {problem}" in str(
       error.value)
   # Reading checks too, so a caller that skips prepare() gets the same error.
-  with pytest.raises(sources.DataError, match="0005.jpg"):
+  with pytest.raises(errors.DataError, match="0005.jpg"):
     source.load_images("train", np.arange(2), IMAGE_SIZE)
 
 
@@ -337,25 +338,29 @@ def test_image_damaged_after_the_check_fails_naming_the_file(dataset_files):
   path = os.path.join(dataset_files["image_dir"], "shirts/0000.png")  # a train row
   with open(path, "wb") as f:
     f.write(b"\x00\x01garbage")
-  with pytest.raises(sources.DataError, match="0000.png") as error:
+  with pytest.raises(errors.DataError, match="0000.png") as error:
     eval_rows(source, "train", image_size=IMAGE_SIZE, batch_size=4)
   assert "\n" not in str(error.value)
 
 
 def test_verify_decode_names_a_corrupt_body(dataset_files):
-  # A complete PNG (its chunks run to IEND) whose compressed pixels are garbage: only
-  # decoding finds it.
+  # A complete PNG (its chunks run to IEND, their checksums right) whose compressed
+  # pixels are garbage: only decoding finds it.
   path = os.path.join(dataset_files["image_dir"], "shirts/0002.png")
   with open(path, "rb") as f:
     payload = bytearray(f.read())
-  data_start = payload.index(b"IDAT") + 4
+  length_at = payload.index(b"IDAT") - 4
+  length = int.from_bytes(payload[length_at:length_at + 4], "big")
+  data_start = length_at + 8
   payload[data_start:data_start + 6] = b"\x00" * 6
+  crc_at = data_start + length
+  payload[crc_at:crc_at + 4] = zlib.crc32(payload[length_at + 4:crc_at]).to_bytes(4, "big")
   with open(path, "wb") as f:
     f.write(bytes(payload))
   assert image_files.image_file_problem(path) is None
   source = csv_source.from_config(make_config(dataset_files, split_column="split",
                                               verify_images="decode"))
-  with pytest.raises(sources.DataError, match="0002.png.*cannot be decoded"):
+  with pytest.raises(errors.DataError, match="0002.png.*cannot be decoded"):
     source.prepare()
 
 
@@ -369,7 +374,7 @@ def test_truncated_image_is_named_before_training(dataset_files, name):
   with open(path, "wb") as f:
     f.write(payload[:len(payload) // 2])
   source = csv_source.from_config(make_config(dataset_files, split_column="split"))
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     source.prepare()
   message = str(error.value)
   assert f"image file {path} (listed in {dataset_files['csv']}) is truncated" in message
@@ -386,7 +391,7 @@ def test_image_truncated_after_the_check_is_named_by_the_pipeline(dataset_files)
     f.write(payload[:len(payload) - 20])
   batches, _ = pipeline.eval_batches(source, "train", pipeline_options(IMAGE_SIZE),
                                      global_batch_size=4)
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     list(batches)
   message = str(error.value)
   assert "0000.png" in message and "is truncated" in message
@@ -399,7 +404,7 @@ def test_csv_that_is_not_utf8_names_the_file_and_line(dataset_files):
   rows[3][1] = "gr\u00fcn"
   with open(dataset_files["csv"], "w", newline="", encoding="latin-1") as f:
     csv.writer(f).writerows([["image", "colour", "size", "row_id", "split"]] + rows)
-  with pytest.raises(sources.DataError,
+  with pytest.raises(errors.DataError,
                      match=r"labels.csv, line 5: byte 0xfc is not UTF-8.*iconv"):
     csv_source.from_config(make_config(dataset_files, split_column="split"))
 
@@ -407,7 +412,7 @@ def test_csv_that_is_not_utf8_names_the_file_and_line(dataset_files):
 def test_stray_integer_label_is_refused_naming_column_and_line(dataset_files):
   """Issue 16: one stray id turned a 4-class column into an 11-class one, silently."""
   _rewrite_cell(dataset_files, 5, 2, "10")  # line 7
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     csv_source.from_config(make_config(dataset_files, split_column="split"))
   message = str(error.value)
   assert "column 'size': integer ids run to 10, but ids 4-9 have no rows" in message
@@ -426,7 +431,7 @@ def test_attribute_without_training_labels_is_refused(dataset_files):
     if CANONICAL[SPLIT_CELLS[k].lower()] == "train":
       row[1] = "" if k % 2 else "-1"
   write_csv(dataset_files["csv"], ["image", "colour", "size", "row_id", "split"], rows)
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     csv_source.from_config(make_config(dataset_files, split_column="split"))
   message = str(error.value)
   assert "column 'colour': none of the 6 training rows (lines 2, 3, 8, 9, 12 and 1 more)"\
@@ -444,7 +449,7 @@ def test_no_training_rows_is_refused_at_construction(dataset_files):
   for row in rows:
     row[4] = "test" if row[4].lower() == "train" else row[4]
   write_csv(dataset_files["csv"], ["image", "colour", "size", "row_id", "split"], rows)
-  with pytest.raises(sources.DataError,
+  with pytest.raises(errors.DataError,
                      match=r"labels.csv has no training rows \(column 'split' has 4 "
                            r"validation, 8 test\); mark the training rows 'train'"):
     csv_source.from_config(make_config(dataset_files, split_column="split"))
@@ -479,23 +484,23 @@ def test_xdomain_reads_the_nine_attributes_with_the_paper_split(tmp_path):
   for k in range(40):
     write_image(str(image_dir / f"{k}.png"), k)
     rows.append([f"{k}.png"] + [str((k * (j + 1)) % count) for j, count in
-                                enumerate(synthetic.XDOMAIN_CLASS_COUNTS)])
+                                enumerate(schema_lib.XDOMAIN_CLASS_COUNTS)])
   path = write_csv(str(tmp_path / "xdomain.csv"),
-                   ["image"] + list(synthetic.XDOMAIN_ATTRIBUTES), rows)
+                   ["image"] + list(schema_lib.XDOMAIN_ATTRIBUTES), rows)
   config = ml_collections.ConfigDict(dict(
       data_dir=str(tmp_path / "data"), image_size=IMAGE_SIZE,
       csv=dict(path=path, image_dir=str(image_dir), validation_size=10_000,
                test_size=80_000, seed=0, split_column=None, attributes=None)))
   source = csv_source.xdomain_from_config(config)
   assert source.name == "xdomain"
-  assert source.schema.names == synthetic.XDOMAIN_ATTRIBUTES
-  assert source.schema.class_counts == synthetic.XDOMAIN_CLASS_COUNTS
+  assert source.schema.names == schema_lib.XDOMAIN_ATTRIBUTES
+  assert source.schema.class_counts == schema_lib.XDOMAIN_CLASS_COUNTS
   assert [source.num_examples(s) for s in sources.LOGICAL_SPLITS] == [25, 2, 13]
   images, labels = eval_rows(source, "test", image_size=IMAGE_SIZE)
   assert labels.shape == (13, 9)
   check_label_ranges(source, labels)
   rows[3][1] = "16"  # category has 16 classes
-  write_csv(path, ["image"] + list(synthetic.XDOMAIN_ATTRIBUTES), rows)
-  with pytest.raises(sources.DataError,
+  write_csv(path, ["image"] + list(schema_lib.XDOMAIN_ATTRIBUTES), rows)
+  with pytest.raises(errors.DataError,
                      match=r"line 5, column 'category': label 16 is outside \[0, 16\)"):
     csv_source.xdomain_from_config(config)

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from crl_jax.data import errors
 from crl_jax.data.datasets import deep_fashion
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
@@ -125,7 +126,7 @@ def test_eval_pass_reads_every_image_once(benchmark):
 
 
 def _error(root, data_dir):
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(errors.DataError) as error:
     deep_fashion.from_config(config(root, data_dir))
   return str(error.value)
 
@@ -193,5 +194,5 @@ def test_missing_image_is_named_before_reading(benchmark):
   missing = os.path.join(benchmark["root"], image_name(7))
   os.remove(missing)
   source = deep_fashion.from_config(config(benchmark["root"], benchmark["data_dir"]))
-  with pytest.raises(sources.DataError, match=f"image file {missing} .*does not exist"):
+  with pytest.raises(errors.DataError, match=f"image file {missing} .*does not exist"):
     source.prepare()

@@ -3,11 +3,14 @@
 The command's ``main`` runs in-process (the same code path as the command, without a
 TensorFlow start-up per case); tests/test_cli.py runs the real command."""
 
+import os
+
 import pytest
 
 from crl_jax import prepare as data_main
 from crl_jax.data.datasets import synthetic_attributes as synthetic_source
 from tests.data import conftest
+from tests.train.conftest import REPO
 
 
 def one_line_error(capsys, argv) -> str:
@@ -60,3 +63,21 @@ def test_no_progress_reaches_dataset_generation(small_source, monkeypatch, capsy
   assert data_main.main(argv) == 0
   assert calls == [False]
   assert '"dataset": "synthetic_attributes/xdomain"' in capsys.readouterr().out
+
+
+def test_the_plot_goes_to_the_dataset_directory_not_the_current_one(small_source,
+                                                                    tmp_path, monkeypatch,
+                                                                    capsys):
+  """Without --plot, the class-distribution PNG is written beside the prepared data
+  (``Source.cache_dir``), never into the directory the command runs in."""
+  monkeypatch.chdir(tmp_path)
+  spec = conftest.SMALL_SPEC
+  overrides = [f"--config.data.synthetic.{key}={getattr(spec, key)}" for key in
+               ("kind", "image_size", "num_train", "num_validation", "num_test", "seed")]
+  argv = [f"--config={os.path.join(REPO, 'configs', 'synthetic.py')}", "--no_progress",
+          f"--config.data.data_dir={small_source.data_dir}"] + overrides
+  assert data_main.main(argv) == 0
+  plot = os.path.join(small_source.cache_dir(), data_main.PLOT_NAME)
+  assert f"wrote {plot}" in capsys.readouterr().out
+  assert os.path.getsize(plot) > 0
+  assert os.listdir(tmp_path) == []

@@ -14,9 +14,9 @@ from tests.data.conftest import SMALL_SPEC
 def test_default_xdomain_class_sizes_follow_table_5():
   spec = synthetic.SyntheticSpec()
   train = synthetic.split_class_sizes(spec, "train")
-  assert [len(s) for s in train] == list(synthetic.XDOMAIN_CLASS_COUNTS)
-  assert sum(synthetic.XDOMAIN_CLASS_COUNTS) == 178
-  for sizes, ratio in zip(train, synthetic.XDOMAIN_IMBALANCE_RATIOS):
+  assert [len(s) for s in train] == list(schema_lib.XDOMAIN_CLASS_COUNTS)
+  assert sum(schema_lib.XDOMAIN_CLASS_COUNTS) == 178
+  for sizes, ratio in zip(train, schema_lib.XDOMAIN_IMBALANCE_RATIOS):
     assert sizes.sum() == 40_000
     assert sizes.min() >= 1
     # Rounding to whole images moves the ratio a little (the smallest classes hold ~10).
@@ -59,11 +59,11 @@ def _digest(images):
 
 def test_generation_is_deterministic():
   spec = synthetic.SyntheticSpec(**{**SMALL_SPEC.__dict__, "num_train": 60})
-  first = [image for _, image, _ in synthetic.generate(spec, "train")]
-  second = [image for _, image, _ in synthetic.generate(spec, "train")]
+  first = [images for _, images, _ in synthetic.generate_blocks(spec, "train")]
+  second = [images for _, images, _ in synthetic.generate_blocks(spec, "train")]
   assert _digest(first) == _digest(second)
   other_seed = synthetic.SyntheticSpec(**{**spec.__dict__, "seed": 4})
-  third = [image for _, image, _ in synthetic.generate(other_seed, "train")]
+  third = [images for _, images, _ in synthetic.generate_blocks(other_seed, "train")]
   assert _digest(first) != _digest(third)
 
 
@@ -109,9 +109,9 @@ def test_prepared_dataset_reads_back(small_source):
   labels = small_source.stored_labels_cached("test")
   assert labels.dtype == np.int32 and labels.shape == (SMALL_SPEC.num_test, 9)
   # The stored bytes are the renderer's.
-  first = next(synthetic.generate(SMALL_SPEC, "test"))
-  np.testing.assert_array_equal(first[1], image)
-  np.testing.assert_array_equal(first[2], labels[0])
+  _, images, block_labels = next(synthetic.generate_blocks(SMALL_SPEC, "test"))
+  np.testing.assert_array_equal(images[0], image)
+  np.testing.assert_array_equal(block_labels[0], labels[0])
 
 
 def test_interrupted_preparation_never_loads_as_complete(tmp_path, monkeypatch):

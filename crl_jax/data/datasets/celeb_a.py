@@ -20,17 +20,11 @@ Labels: ``int32[40]``, ``1`` where the attribute is present, ``0`` where it is n
 the order of ``schema_lib.CELEBA_ATTRIBUTES`` (the order of ``list_attr_celeba.txt``);
 CelebA has no missing labels.
 
-Reading needs no TensorFlow: the prepared dataset is tfds's ``celeb_a``
-(``<data_dir>/celeb_a/2.1.0``) in array_record files, read by index through
-``builder.as_data_source`` (``sources.tfds``); images are JPEGs decoded with Pillow, labels
-are read from the records' attribute features without decoding any image.
-
-Nothing is downloaded. ``prepare()`` finds the dataset prepared, or builds it offline with
-tfds's own ``celeb_a`` builder (``sources.tfds.offline_builder``) from the five official
-files in ``<data_dir>/downloads/manual/``: ``python -m crl_jax.prepare
---config=configs/celeba.py``. That build needs no TensorFlow either (the builder only
-iterates the zip and passes the JPEG bytes through). A celeb_a prepared as tfrecord files
-by an older crl_jax is refused with a message saying how to prepare it again.
+Preparing (``sources.tfds``) builds tfds's ``celeb_a`` (``<data_dir>/celeb_a/2.1.0``)
+offline with tfds's own builder from the five official files in
+``<data_dir>/downloads/manual/`` (``python -m crl_jax.prepare --config=configs/celeba.py``;
+the builder needs TensorFlow, the ``[prepare]`` extra), then converts it into arrays at
+``data.image_size`` (no TensorFlow). Nothing is downloaded; training reads the arrays.
 
 Example::
 
@@ -41,30 +35,22 @@ Example::
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
 
+from crl_jax.data import errors
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 from crl_jax.data.sources import tfds as tfds_sources
 
-# Official CelebA file names (as distributed by the authors) -> tfds download keys.
-OFFICIAL_FILES = {
-    "img_align_celeba.zip": "img_align_celeba",
-    "list_eval_partition.txt": "list_eval_partition",
-    "list_attr_celeba.txt": "list_attr_celeba",
-    "list_landmarks_align_celeba.txt": "landmarks_celeba",
-    "identity_CelebA.txt": "identity_celeba",
-}
 PAPER_VALIDATION_SIZE = 10_000
 TEST_SPLITS = ("validation", "test")
 # Kept for callers that found it here (tests/train/test_configs.py); it lives in sources.
 manual_dir = sources.manual_dir
 
 
-class CelebASource(tfds_sources.OfflineTfdsSource):
+class CelebASource(tfds_sources.TfdsSource):
   """CelebA's 40 binary attributes; splits as in the module docstring.
 
   Args:
@@ -74,9 +60,11 @@ class CelebASource(tfds_sources.OfflineTfdsSource):
       split (the paper's 10,000).
     test_split: ``"validation"`` (the paper's 19,867 test images, default) or
       ``"test"`` (CelebA's official test partition, 19,962 images).
+    image_size: the side of the stored (and read) images.
   """
 
   name = "celeb_a"
+  display_name = "CelebA"
   schema = schema_lib.Schema(schema_lib.binary_attributes(schema_lib.CELEBA_ATTRIBUTES))
   # Per-channel mean and standard deviation of ``image / 255`` over aligned CelebA
   # (the values commonly used for img_align_celeba).
@@ -84,68 +72,51 @@ class CelebASource(tfds_sources.OfflineTfdsSource):
   std = (0.2660, 0.2452, 0.2414)
   flip_ok = True  # a mirrored face keeps all 40 attributes
   tfds_name = "celeb_a"
+  tfds_version = "2.1.0"
   label_features = tuple(f"attributes/{name}" for name in schema_lib.CELEBA_ATTRIBUTES)
   prepare_config = "configs/celeba.py"
-  build_needs_tensorflow = False  # the builder iterates the zip; no image is re-encoded
+  official_site = ("https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, 'Align&Cropped "
+                   "Images' and 'Anno'/'Eval'")
 
   def __init__(self, data_dir: Optional[str] = None,
                validation_size: int = PAPER_VALIDATION_SIZE,
-               test_split: str = "validation"):
+               test_split: str = "validation", image_size: int = 64):
     if test_split not in TEST_SPLITS:
-      raise sources.DataError(
+      raise errors.DataError(
           f"config.data.celeb_a.test_split={test_split!r} is unknown; use "
           "'validation' (the paper's 19,867 test images) or 'test' (CelebA's official "
           "test partition).")
     if int(validation_size) < 1:
-      raise sources.DataError(
+      raise errors.DataError(
           f"config.data.celeb_a.validation_size={validation_size!r} must be >= 1.")
-    super().__init__(data_dir)
+    super().__init__(data_dir, image_size)
     self.validation_size = int(validation_size)
     self.test_split = test_split
 
-  def _missing_message(self) -> str:
-    files = ", ".join(OFFICIAL_FILES)
-    return (
-        f"CelebA is not prepared: expected tfds's prepared celeb_a at "
-        f"{self.builder.data_path} (dataset_info.json, features.json and "
-        f"celeb_a-{{train,validation,test}}.array_record-* files). crl_jax never "
-        f"downloads. Either put the five official files ({files}, from "
-        f"https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, 'Align&Cropped Images' and "
-        f"'Anno'/'Eval') in {manual_dir(self._data_dir)}/ and run "
-        f"`{self._prepare_command()}` (or call prepare() again), which builds it "
-        f"offline; or copy a celeb_a/2.1.0 that tfds prepared in array_record format "
-        f"elsewhere to {os.path.join(self._data_dir, 'celeb_a')}; or point "
-        f"config.data.data_dir / $TFDS_DATA_DIR at the data dir that holds it.")
-
-  def _official_files(self):
-    directory = manual_dir(self._data_dir)
-    paths = {key: os.path.join(directory, file_name)
-             for file_name, key in OFFICIAL_FILES.items()}
-    if not all(os.path.exists(path) for path in paths.values()):
-      return None
-    return paths
-
   def split_plan(self, split: str) -> tuple[str, Optional[np.ndarray]]:
-    """``("train[:-V]" | "train[-V:]" | test_split, None)``, ``V = validation_size``."""
+    """``("train", int32[N] 0/1)`` for train (the first ``N - V`` of tfds's train) and
+    validation (the last ``V = validation_size``), ``(test_split, None)`` for test."""
     sources.check_split(split)
     if split == "test":
       return self.test_split, None
     num_train = self.num_stored_examples("train")
     if num_train <= self.validation_size:
-      raise sources.DataError(
+      raise errors.DataError(
           f"celeb_a's train split has {num_train} images, not more than "
           f"validation_size={self.validation_size}; lower "
           "config.data.celeb_a.validation_size.")
-    if split == "train":
-      return f"train[:-{self.validation_size}]", None
-    return f"train[-{self.validation_size}:]", None
+    plan = np.zeros(num_train, np.int32)
+    plan[slice(None, -self.validation_size) if split == "train" else
+         slice(-self.validation_size, None)] = 1
+    return "train", plan
 
 
 def from_config(data_config) -> CelebASource:
-  """The CelebA source of ``config.data`` (``data_dir``, ``celeb_a.test_split``,
-  ``celeb_a.validation_size``); not yet prepared."""
+  """The CelebA source of ``config.data`` (``data_dir``, ``image_size``,
+  ``celeb_a.test_split``, ``celeb_a.validation_size``); not yet prepared."""
   section = data_config.get("celeb_a", None) or {}
   return CelebASource(
       data_dir=data_config.get("data_dir", None),
       validation_size=section.get("validation_size", PAPER_VALIDATION_SIZE),
-      test_split=section.get("test_split", "validation"))
+      test_split=section.get("test_split", "validation"),
+      image_size=data_config.get("image_size", 64))

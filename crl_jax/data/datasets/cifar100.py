@@ -32,26 +32,22 @@ Conventions the paper leaves open:
 * The validation split of the subset protocols is therefore not the standard one; the
   test split is the same for every protocol.
 
-Reading needs no TensorFlow: the prepared dataset is tfds's ``cifar100``
-(``<data_dir>/cifar100/3.0.2``) in array_record files, read by index through
-``builder.as_data_source`` (``sources.tfds``); images are PNGs decoded with Pillow, labels
-are read from the records' ``label`` feature without decoding any image.
-
-Nothing is downloaded. ``prepare()`` finds the dataset prepared, or builds it offline with
-tfds's own ``cifar100`` builder from the official archive ``cifar-100-binary.tar.gz`` in
-``<data_dir>/downloads/manual/``: ``python -m crl_jax.prepare --config=configs/cifar100.py``.
-That build needs TensorFlow (tfds's builder reads the archive and encodes the PNGs with
-it): install the ``[prepare]`` extra; without it the build stops with a one-line
-``DataError`` saying so. Only the build imports TensorFlow, never reading or training.
+Preparing (``sources.tfds``) builds tfds's ``cifar100`` (``<data_dir>/cifar100/3.0.2``)
+offline with tfds's own builder from the official archive ``cifar-100-binary.tar.gz`` in
+``<data_dir>/downloads/manual/`` (``python -m crl_jax.prepare --config=configs/cifar100.py``;
+the builder reads the archive and encodes the PNGs with TensorFlow: the ``[prepare]``
+extra, whose absence stops the build with a one-line ``DataError``), then converts it
+into arrays at ``data.image_size`` (no TensorFlow). Nothing is downloaded; training
+reads the arrays.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
 
+from crl_jax.data import errors
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
 from crl_jax.data.sources import tfds as tfds_sources
@@ -160,7 +156,7 @@ def protocol_class_sizes(protocol: str, class_counts: np.ndarray, *, gamma: floa
     return balanced_class_sizes(gamma, largest, smallest, num_classes)
   if protocol == "lt":
     return long_tail_class_sizes(imbalance_factor, largest, num_classes)
-  raise sources.DataError(f"config.data.cifar.protocol={protocol!r} is unknown; use one "
+  raise errors.DataError(f"config.data.cifar.protocol={protocol!r} is unknown; use one "
                           f"of {', '.join(PROTOCOLS)}.")
 
 
@@ -199,7 +195,7 @@ def protocol_multiplicities(labels: np.ndarray, protocol: str, *, gamma: float =
   """
   labels = np.asarray(labels).astype(np.int64).reshape(-1)
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise sources.DataError(
+    raise errors.DataError(
         f"CIFAR labels must lie in [0, {num_classes}); found {labels.min()} to "
         f"{labels.max()}.")
   counts = np.bincount(labels, minlength=num_classes)
@@ -209,7 +205,7 @@ def protocol_multiplicities(labels: np.ndarray, protocol: str, *, gamma: float =
   short = np.flatnonzero(counts < sizes)
   if short.size:
     first = short[0]
-    raise sources.DataError(
+    raise errors.DataError(
         f"CIFAR protocol {protocol!r} trains on {sizes[first]} images of class {first}, "
         f"but the stored train split has only {counts[first]} "
         f"({short.size} classes are short).")
@@ -224,7 +220,7 @@ def protocol_multiplicities(labels: np.ndarray, protocol: str, *, gamma: float =
   return {"train": train, "validation": validation}
 
 
-class CifarSource(tfds_sources.OfflineTfdsSource):
+class CifarSource(tfds_sources.TfdsSource):
   """CIFAR-100 under one of ``PROTOCOLS`` (module docstring).
 
   Args:
@@ -233,33 +229,36 @@ class CifarSource(tfds_sources.OfflineTfdsSource):
     protocol, gamma, imbalance_factor, validation_per_class, seed: as in
       ``protocol_multiplicities``.
     largest_class_size, smallest_class_size: the power law's ends (500, 25).
+    image_size: the side of the stored (and read) images.
   """
 
   # Per-channel mean and standard deviation of CIFAR-100's training images / 255.
   mean = (0.5071, 0.4865, 0.4409)
   std = (0.2673, 0.2564, 0.2762)
   flip_ok = True
+  display_name = "CIFAR-100"
   tfds_name = "cifar100"
+  tfds_version = "3.0.2"
   label_features = ("label",)
   prepare_config = "configs/cifar100.py"
-  build_needs_tensorflow = True  # tfds's builder reads with tf.io.gfile, encodes PNGs
+  official_site = f"https://www.cs.toronto.edu/~kriz/{OFFICIAL_ARCHIVE}"
 
   def __init__(self, data_dir: Optional[str] = None, protocol: str = "standard",
                gamma: float = 1.0, imbalance_factor: float = 100.0,
                validation_per_class: int = 10, seed: int = 0,
                largest_class_size: int = LARGEST_CLASS_SIZE,
-               smallest_class_size: int = SMALLEST_CLASS_SIZE):
+               smallest_class_size: int = SMALLEST_CLASS_SIZE, image_size: int = 32):
     if protocol not in PROTOCOLS:
-      raise sources.DataError(f"config.data.cifar.protocol={protocol!r} is unknown; use "
+      raise errors.DataError(f"config.data.cifar.protocol={protocol!r} is unknown; use "
                               f"one of {', '.join(PROTOCOLS)}.")
     if int(validation_per_class) < 0:
-      raise sources.DataError(f"config.data.cifar.validation_per_class="
+      raise errors.DataError(f"config.data.cifar.validation_per_class="
                               f"{validation_per_class!r} must be >= 0.")
     # Fail on impossible parameters now rather than at the first read.
     protocol_class_sizes(protocol, np.full(NUM_CLASSES, largest_class_size),
                          gamma=gamma, imbalance_factor=imbalance_factor,
                          largest=largest_class_size, smallest=smallest_class_size)
-    super().__init__(data_dir)
+    super().__init__(data_dir, image_size)
     self.protocol = protocol
     self.gamma = float(gamma)
     self.imbalance_factor = float(imbalance_factor)
@@ -277,30 +276,9 @@ class CifarSource(tfds_sources.OfflineTfdsSource):
   def schema(self) -> schema_lib.Schema:
     """One attribute ``label`` with the 100 fine class names (needs the prepared data)."""
     if self._schema is None:
-      self.require_prepared()
-      names = tuple(self.builder.info.features["label"].names)
-      self._schema = schema_lib.Schema((schema_lib.Attribute("label", names),))
+      self._schema = schema_lib.Schema((
+          schema_lib.Attribute("label", self.class_names("label")),))
     return self._schema
-
-  def _missing_message(self) -> str:
-    archive = os.path.join(sources.manual_dir(self._data_dir), OFFICIAL_ARCHIVE)
-    return (
-        f"CIFAR-100 is not prepared: expected tfds's prepared cifar100 at "
-        f"{self.builder.data_path} (dataset_info.json, features.json, "
-        f"cifar100-{{train,test}}.array_record-* files). crl_jax never downloads. Either "
-        f"put the official archive {OFFICIAL_ARCHIVE} "
-        f"(https://www.cs.toronto.edu/~kriz/{OFFICIAL_ARCHIVE}) at {archive} and run "
-        f"`{self._prepare_command()}` (or call prepare() again; building needs "
-        f"TensorFlow: `{tfds_sources.PREPARE_EXTRA}`), which builds it offline; or copy "
-        f"a cifar100/3.0.2 that tfds prepared in array_record format elsewhere to "
-        f"{os.path.join(self._data_dir, 'cifar100')}; or point config.data.data_dir / "
-        f"$TFDS_DATA_DIR at the data dir that holds it.")
-
-  def _official_files(self):
-    archive = os.path.join(sources.manual_dir(self._data_dir), OFFICIAL_ARCHIVE)
-    if not os.path.exists(archive):
-      return None
-    return {"archive": archive}
 
   def multiplicities(self) -> dict[str, np.ndarray]:
     """``{"train", "validation"}`` -> int32[50000] 0/1 over tfds's train split (cached)."""
@@ -334,4 +312,5 @@ def from_config(data_config) -> CifarSource:
       validation_per_class=section.get("validation_per_class", 10),
       seed=section.get("seed", 0),
       largest_class_size=section.get("largest_class_size", LARGEST_CLASS_SIZE),
-      smallest_class_size=section.get("smallest_class_size", SMALLEST_CLASS_SIZE))
+      smallest_class_size=section.get("smallest_class_size", SMALLEST_CLASS_SIZE),
+      image_size=data_config.get("image_size", 32))

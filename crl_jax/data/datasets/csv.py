@@ -71,6 +71,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from crl_jax.data import errors
 from crl_jax.data import csv_options
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
@@ -100,7 +101,7 @@ def _refuse_or_warn(message: str, strict: bool) -> None:
   """A label trap: a ``DataError`` under ``csv.strict_labels`` (the default), else a
   warning that points at the caller's caller (the source being built)."""
   if strict:
-    raise sources.DataError(message)
+    raise errors.DataError(message)
   warnings.warn(message, stacklevel=4)
 
 
@@ -121,15 +122,15 @@ def _id_ranges(ids: Sequence[int]) -> str:
 def check_locations(path: Optional[str], image_dir: Optional[str]) -> None:
   """Raises ``DataError`` unless ``path`` is a file and ``image_dir`` a folder."""
   if not path:
-    raise sources.DataError(f"config.data.csv.path is not set; expected {LAYOUT}.")
+    raise errors.DataError(f"config.data.csv.path is not set; expected {LAYOUT}.")
   if not os.path.isfile(path):
-    raise sources.DataError(f"CSV file {path} (config.data.csv.path) does not exist; "
+    raise errors.DataError(f"CSV file {path} (config.data.csv.path) does not exist; "
                             f"expected {LAYOUT}.")
   if not image_dir:
-    raise sources.DataError(f"config.data.csv.image_dir is not set; expected the "
+    raise errors.DataError(f"config.data.csv.image_dir is not set; expected the "
                             f"folder that holds the images listed in {path}.")
   if not os.path.isdir(image_dir):
-    raise sources.DataError(
+    raise errors.DataError(
         f"image folder {image_dir} (config.data.csv.image_dir) does not exist; expected "
         f"the folder that holds the images listed in {path}, e.g. "
         f"{os.path.join(image_dir, 'shirts/0001.jpg')} for a row 'shirts/0001.jpg,...'.")
@@ -143,7 +144,7 @@ def decode_utf8(path: str, payload: bytes) -> str:
   except UnicodeDecodeError as error:
     line = payload.count(b"\n", 0, error.start) + 1
     byte = payload[error.start:error.start + 1]
-    raise sources.DataError(
+    raise errors.DataError(
         f"{path}, line {line}: byte 0x{byte.hex()} is not UTF-8 ({error.reason}); save "
         f"the CSV as UTF-8, e.g. iconv -f latin1 -t utf-8 {path} > utf8.csv (if it is "
         "Latin-1), and point config.data.csv.path at it.") from None
@@ -165,19 +166,19 @@ def read_rows(path: str) -> tuple[list[str], list[Row]]:
       header = cells
       continue
     if len(cells) != len(header):
-      raise sources.DataError(
+      raise errors.DataError(
           f"{path}, line {reader.line_num}: {len(cells)} cells, but the header has "
           f"{len(header)} ({', '.join(header)}).")
     rows.append((reader.line_num, cells))
   if header is None:
-    raise sources.DataError(f"{path} is empty; expected a header row (e.g. "
+    raise errors.DataError(f"{path} is empty; expected a header row (e.g. "
                             "image,attribute_1,...) and one row per image.")
   duplicates = sorted({column for column in header if header.count(column) > 1})
   if duplicates:
-    raise sources.DataError(f"{path}: the header names column "
+    raise errors.DataError(f"{path}: the header names column "
                             f"{', '.join(map(repr, duplicates))} more than once.")
   if not rows:
-    raise sources.DataError(f"{path} has a header ({', '.join(header)}) but no rows.")
+    raise errors.DataError(f"{path} has a header ({', '.join(header)}) but no rows.")
   return header, rows
 
 
@@ -194,20 +195,20 @@ def resolve_columns(path: str, header: Sequence[str], options: CsvOptions,
             ([options.split_column] if options.split_column else []))
   missing = [column for column in wanted if column not in header]
   if missing:
-    raise sources.DataError(
+    raise errors.DataError(
         f"{path} has no column {', '.join(map(repr, missing))} (from "
         f"config.data.csv); its columns are: {', '.join(header)}.")
   if not attributes:
-    raise sources.DataError(f"{path} has no label columns besides "
+    raise errors.DataError(f"{path} has no label columns besides "
                             f"{options.image_column!r}; its columns are: "
                             f"{', '.join(header)}.")
   unknown = sorted(set(options.class_names) - set(attributes))
   if unknown:
-    raise sources.DataError(
+    raise errors.DataError(
         f"config.data.csv.class_names names {', '.join(map(repr, unknown))}, which "
         f"are not label columns of {path} ({', '.join(attributes)}).")
   if attribute_names is not None and len(attribute_names) != len(attributes):
-    raise sources.DataError(f"{path}: expected {len(attribute_names)} label columns "
+    raise errors.DataError(f"{path}: expected {len(attribute_names)} label columns "
                             f"({', '.join(attribute_names)}), got {len(attributes)}.")
   return attributes
 
@@ -217,7 +218,7 @@ def image_paths_of(path: str, rows: Sequence[Row], column: int, column_name: str
   """object[N] full image paths (relative cells joined to ``image_dir``)."""
   for line, cells in rows:
     if not cells[column]:
-      raise sources.DataError(f"{path}, line {line}, column {column_name!r}: the "
+      raise errors.DataError(f"{path}, line {line}, column {column_name!r}: the "
                               "image path is empty.")
   return np.array([os.path.join(image_dir, cells[column]) for _, cells in rows],
                   dtype=object)
@@ -258,7 +259,7 @@ def attribute_labels(path: str, column: str, cells: Sequence[tuple[int, str]],
   integers = {k: _as_integer(cell) for k, _, cell in present}
 
   def out_of_range(line, value, count):
-    return sources.DataError(
+    return errors.DataError(
         f"{path}, line {line}, column {column!r}: label {value} is outside "
         f"[0, {count}) (use -1 or an empty cell for a missing label).")
 
@@ -273,14 +274,14 @@ def attribute_labels(path: str, column: str, cells: Sequence[tuple[int, str]],
           raise out_of_range(line, integers[k], len(names))
         labels[k] = integers[k]
       else:
-        raise sources.DataError(
+        raise errors.DataError(
             f"{path}, line {line}, column {column!r}: unknown class name {cell!r}; "
             f"config.data.csv.class_names[{column!r}] has {', '.join(names)}.")
   else:
     named = [(line, cell) for k, line, cell in present if integers[k] is None]
     if named and len(named) < len(present):
       line, cell = named[0]
-      raise sources.DataError(
+      raise errors.DataError(
           f"{path}, line {line}, column {column!r}: {cell!r} is a class name but other "
           f"rows hold integer ids; use one kind per column, or give "
           f"config.data.csv.class_names[{column!r}].")
@@ -302,7 +303,7 @@ def attribute_labels(path: str, column: str, cells: Sequence[tuple[int, str]],
   try:
     attribute = schema_lib.Attribute(column, names)
   except ValueError as error:
-    raise sources.DataError(f"{path}, column {column!r}: {error}") from None
+    raise errors.DataError(f"{path}, column {column!r}: {error}") from None
   return attribute, labels
 
 
@@ -346,13 +347,13 @@ def parse_labels(path: str, rows: Sequence[Row], column_index: Mapping[str, int]
 
 def _split_size(value, num_rows: int, key: str) -> int:
   if isinstance(value, bool) or value is None:
-    raise sources.DataError(f"config.data.csv.{key}={value!r}: give a row count or a "
+    raise errors.DataError(f"config.data.csv.{key}={value!r}: give a row count or a "
                             "fraction in [0, 1).")
   if isinstance(value, float) and 0 <= value < 1:
     return int(np.floor(value * num_rows + 0.5))
   if float(value) >= 0 and float(value).is_integer():
     return int(value)
-  raise sources.DataError(f"config.data.csv.{key}={value!r}: give a row count or a "
+  raise errors.DataError(f"config.data.csv.{key}={value!r}: give a row count or a "
                           "fraction in [0, 1).")
 
 
@@ -364,7 +365,7 @@ def random_split(num_rows: int, validation_size: int, test_size: int,
   test, the next ``validation_size`` validation, the rest train.
   """
   if validation_size + test_size >= num_rows:
-    raise sources.DataError(
+    raise errors.DataError(
         f"the CSV has {num_rows} rows; validation_size={validation_size} plus "
         f"test_size={test_size} leave none for training. Lower "
         "config.data.csv.validation_size / test_size (row counts, or fractions such as "
@@ -390,7 +391,7 @@ def assign_splits(path: str, rows: Sequence[Row], column_index: Mapping[str, int
     for k, (line, cells) in enumerate(rows):
       value = cells[column_index[options.split_column]]
       if value.lower() not in SPLIT_ALIASES:
-        raise sources.DataError(
+        raise errors.DataError(
             f"{path}, line {line}, column {options.split_column!r}: split {value!r} is "
             "unknown; use train, validation (or val, valid, dev) or test.")
       splits[k] = SPLIT_ALIASES[value.lower()]
@@ -409,7 +410,7 @@ def check_training_rows(path: str, splits: np.ndarray, split_column: Optional[st
     return
   found = ", ".join(f"{(splits == split).sum()} {split}"
                     for split in sources.LOGICAL_SPLITS if (splits == split).any())
-  raise sources.DataError(
+  raise errors.DataError(
       f"{path} has no training rows (column {split_column!r} has {found}); mark the "
       "training rows 'train' in that column, or drop config.data.csv.split_column for a "
       "seeded random split.")

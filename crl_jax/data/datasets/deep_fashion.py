@@ -38,6 +38,7 @@ from typing import Optional
 
 import numpy as np
 
+from crl_jax.data import errors
 from crl_jax.data.datasets import csv as csv_source
 from crl_jax.data import schema as schema_lib
 from crl_jax.data import sources
@@ -53,23 +54,15 @@ LAYOUT = (f"{ATTRIBUTE_CLOTH_FILE}, {ATTRIBUTE_IMAGE_FILE}, {PARTITION_FILE} and
           "(https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/AttributePrediction.html)")
 
 
-def _require_file(path: str, what: str) -> None:
-  if not os.path.isfile(path):
-    raise sources.DataError(
-        f"DeepFashion file {path} ({what}) does not exist; expected under "
-        f"config.data.deep_fashion.root: {LAYOUT}.")
-
-
-def _lines(path: str, what: str) -> list[str]:
-  """Lines of a benchmark text file; ``DataError`` if missing or too short."""
-  _require_file(path, what)
+def _lines(path: str) -> list[str]:
+  """Lines of a benchmark text file; ``DataError`` if too short."""
   with open(path, "rb") as f:
     text = csv_source.decode_utf8(path, f.read())
   lines = [line.rstrip("\r\n") for line in io.StringIO(text, newline=None)]
   while lines and not lines[-1].strip():
     lines.pop()
   if len(lines) < 2:
-    raise sources.DataError(f"{path} has {len(lines)} lines; expected a count line, a "
+    raise errors.DataError(f"{path} has {len(lines)} lines; expected a count line, a "
                             "header line and one line per entry.")
   return lines
 
@@ -77,28 +70,28 @@ def _lines(path: str, what: str) -> list[str]:
 def _declared_count(path: str, lines: list[str]) -> int:
   first = lines[0].strip()
   if not first.isdigit():
-    raise sources.DataError(f"{path}, line 1: expected the number of entries, got "
+    raise errors.DataError(f"{path}, line 1: expected the number of entries, got "
                             f"{first[:40]!r}.")
   count = int(first)
   if count != len(lines) - 2:
-    raise sources.DataError(f"{path}, line 1 says {count} entries but the file lists "
+    raise errors.DataError(f"{path}, line 1 says {count} entries but the file lists "
                             f"{len(lines) - 2} (truncated or edited?).")
   return count
 
 
 def parse_attribute_cloth(path: str) -> tuple[list[str], np.ndarray]:
   """``(names, types)`` from ``list_attr_cloth.txt``: names and int64[K] types 1..5."""
-  lines = _lines(path, "attribute names and types")
+  lines = _lines(path)
   _declared_count(path, lines)
   names, types = [], []
   for line_number, line in enumerate(lines[2:], start=3):
     tokens = line.split()
     if len(tokens) < 2 or not tokens[-1].lstrip("-").isdigit():
-      raise sources.DataError(f"{path}, line {line_number}: expected '<attribute name> "
+      raise errors.DataError(f"{path}, line {line_number}: expected '<attribute name> "
                               f"<type 1..5>', got {line.strip()[:60]!r}.")
     attribute_type = int(tokens[-1])
     if not 1 <= attribute_type <= len(ATTRIBUTE_TYPES):
-      raise sources.DataError(f"{path}, line {line_number}: attribute type "
+      raise errors.DataError(f"{path}, line {line_number}: attribute type "
                               f"{attribute_type} is not in 1..5 "
                               f"({', '.join(ATTRIBUTE_TYPES)}).")
     names.append(" ".join(tokens[:-1]))
@@ -114,13 +107,12 @@ def parse_attribute_images(path: str,
   each line's values with numpy's C parser (the full benchmark, 289,222 x 1,000 values,
   takes ~15 s; callers cache the result).
   """
-  _require_file(path, "attribute labels per image")
   try:
     return _parse_attribute_images(path, num_attributes)
   except UnicodeDecodeError as error:
     with open(path, "rb") as f:
       csv_source.decode_utf8(path, f.read())  # raises DataError naming the line
-    raise sources.DataError(f"{path} is not UTF-8 ({error.reason}).") from None
+    raise errors.DataError(f"{path} is not UTF-8 ({error.reason}).") from None
 
 
 def _parse_attribute_images(path: str,
@@ -130,7 +122,7 @@ def _parse_attribute_images(path: str,
     first = f.readline().strip()
     f.readline()  # header
     if not first.isdigit():
-      raise sources.DataError(f"{path}, line 1: expected the number of images, got "
+      raise errors.DataError(f"{path}, line 1: expected the number of images, got "
                               f"{first[:40]!r}.")
     declared = int(first)
     labels = np.empty((declared, num_attributes), np.int8)
@@ -141,7 +133,7 @@ def _parse_attribute_images(path: str,
         if not parts:
           continue  # blank line
         if len(names) == declared:
-          raise sources.DataError(f"{path}, line 1 says {declared} images but the "
+          raise errors.DataError(f"{path}, line 1 says {declared} images but the "
                                   "file lists more (edited?).")
         values = None
         if len(parts) == 2:
@@ -155,7 +147,7 @@ def _parse_attribute_images(path: str,
         labels[len(names)] = values
         names.append(parts[0])
   if len(names) != declared:
-    raise sources.DataError(f"{path}, line 1 says {declared} images but the file lists "
+    raise errors.DataError(f"{path}, line 1 says {declared} images but the file lists "
                             f"{len(names)} (truncated?).")
   unknown = labels == 0
   labels[labels == -1] = 0
@@ -167,24 +159,24 @@ def _raise_bad_line(path: str, line: str, line_number: int,
                     num_attributes: int) -> None:
   tokens = line.split()[1:]
   if len(tokens) != num_attributes:
-    raise sources.DataError(
+    raise errors.DataError(
         f"{path}, line {line_number}: {len(tokens)} attribute values, expected "
         f"{num_attributes} (one per attribute of {ATTRIBUTE_CLOTH_FILE}).")
   bad = [token for token in tokens if token not in ("1", "-1", "0")]
-  raise sources.DataError(f"{path}, line {line_number}: attribute value "
+  raise errors.DataError(f"{path}, line {line_number}: attribute value "
                           f"{(bad or tokens)[0]!r} is not 1, -1 or 0.")
 
 
 def parse_partition(path: str) -> tuple[list[str], list[str]]:
   """``(image names, split names)`` from ``list_eval_partition.txt``; ``val`` is
   ``validation``."""
-  lines = _lines(path, "train/val/test partition")
+  lines = _lines(path)
   _declared_count(path, lines)
   names, splits = [], []
   for line_number, line in enumerate(lines[2:], start=3):
     tokens = line.split()
     if len(tokens) != 2 or tokens[1] not in PARTITION_SPLITS:
-      raise sources.DataError(f"{path}, line {line_number}: expected '<image> "
+      raise errors.DataError(f"{path}, line {line_number}: expected '<image> "
                               f"train|val|test', got {line.strip()[:60]!r}.")
     names.append(tokens[0])
     splits.append(PARTITION_SPLITS[tokens[1]])
@@ -222,7 +214,7 @@ class DeepFashionSource(sources.ImageFileSource):
   def __init__(self, root: str, data_dir: Optional[str] = None,
                verify_images: str = "header"):
     if not os.path.isdir(root):
-      raise sources.DataError(
+      raise errors.DataError(
           f"DeepFashion folder {root} (config.data.deep_fashion.root) does not exist; "
           f"expected it to hold {LAYOUT}.")
     cloth_path = os.path.join(root, ATTRIBUTE_CLOTH_FILE)
@@ -232,7 +224,7 @@ class DeepFashionSource(sources.ImageFileSource):
                        (image_path, "attribute labels per image"),
                        (partition_path, "train/val/test partition")):
       if not os.path.isfile(path):
-        raise sources.DataError(
+        raise errors.DataError(
             f"DeepFashion file {path} ({what}) does not exist; expected under "
             f"config.data.deep_fashion.root={root}: {LAYOUT}.")
     attribute_names, attribute_types = parse_attribute_cloth(cloth_path)
@@ -246,7 +238,7 @@ class DeepFashionSource(sources.ImageFileSource):
     row_of = {name: k for k, name in enumerate(image_names)}
     missing = [name for name in partition_names if name not in row_of]
     if missing:
-      raise sources.DataError(
+      raise errors.DataError(
           f"{partition_path} lists {len(missing)} images that {image_path} has no "
           f"attribute labels for, e.g. {missing[0]}.")
     rows = np.array([row_of[name] for name in partition_names], np.int64)

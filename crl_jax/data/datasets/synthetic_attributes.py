@@ -14,6 +14,7 @@ import os
 import time
 from typing import Optional
 
+from crl_jax.data import errors
 from crl_jax.data import synthetic
 from crl_jax.data.sources import arrays
 from crl_jax.data.sources import base
@@ -75,5 +76,5 @@ def from_config(data_config) -> SyntheticSource:
   try:
     spec = synthetic.SyntheticSpec(**dict(data_config.synthetic))
   except (TypeError, ValueError) as error:
-    raise base.DataError(f"config.data.synthetic: {error}") from None
+    raise errors.DataError(f"config.data.synthetic: {error}") from None
   return SyntheticSource(spec, data_dir=data_config.data_dir)

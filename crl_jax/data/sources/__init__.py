@@ -4,34 +4,25 @@ By kind:
 
 * ``base``: the ``Source`` interface and the helpers every source shares.
 * ``arrays``: raw uint8 arrays on disk, read through memory maps (the bundled
-  ``synthetic_attributes``).
+  ``synthetic_attributes``, and the tfds datasets once converted).
 * ``files``: image files listed with their labels (``csv``, ``xdomain``,
   ``deep_fashion``), decoded with Pillow and checked as ``image_files`` says.
-* ``tfds``: tfds datasets read with ``tfds.data_source`` from array_record files
-  (``celeb_a``, ``cifar100``); imported on first use, since it imports tfds.
+* ``tfds``: tfds datasets (``celeb_a``, ``cifar100``) built with tfds's own builders
+  and converted into arrays by ``prepare()``; tfds is imported only then.
 
 The dataset modules (``data/datasets/``) build on these.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from crl_jax.data.sources.arrays import ArraySource
-from crl_jax.data.sources.base import (DataError, LOGICAL_SPLITS, Source, atomic_write,
+from crl_jax.data.sources.base import (LOGICAL_SPLITS, Source, atomic_write,
                                        check_split, default_data_dir, file_stamp,
-                                       manual_dir, npy_bytes, resize, stable_digest)
+                                       manual_dir, stable_digest)
 from crl_jax.data.sources.files import IMAGENET_MEAN, IMAGENET_STD, ImageFileSource
 
-_TFDS_NAMES = ("OfflineTfdsSource", "offline_builder", "tfds_progress")
-
-__all__ = ["ArraySource", "DataError", "IMAGENET_MEAN", "IMAGENET_STD",
+__all__ = ["ArraySource", "IMAGENET_MEAN", "IMAGENET_STD",
            "ImageFileSource", "LOGICAL_SPLITS", "Source", "atomic_write", "check_split",
-           "default_data_dir", "file_stamp", "manual_dir", "npy_bytes", "resize",
-           "stable_digest", *_TFDS_NAMES]
+           "default_data_dir", "file_stamp", "manual_dir",
+           "stable_digest"]
 
-
-def __getattr__(name):
-  if name in _TFDS_NAMES:
-    return getattr(importlib.import_module("crl_jax.data.sources.tfds"), name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,6 +17,8 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
+from crl_jax.data import errors
+from crl_jax.data import image_files
 from crl_jax.data.sources import base
 
 INFO_FILE = "info.json"
@@ -64,7 +66,7 @@ def write_arrays(directory: str, sizes: Mapping[str, int], image_shape: tuple[in
       labels[start:start + len(label_block)] = label_block
       written += len(image_block)
     if written != size:
-      raise base.DataError(f"preparing {directory}: split {split} got {written} of "
+      raise errors.DataError(f"preparing {directory}: split {split} got {written} of "
                            f"{size} examples.")
     images.flush()
     del images
@@ -88,19 +90,21 @@ class ArraySource(base.Source):
 
   directory: str
 
+  def not_prepared_message(self) -> str:
+    """One line: what is missing where, and the command that prepares it."""
+    return (f"{self.name} is not prepared in {self.directory}; run `python -m "
+            "crl_jax.prepare --config=...` or any training command once to prepare it.")
+
   def _info(self) -> dict:
     path = os.path.join(self.directory, INFO_FILE)
     if not os.path.exists(path):
-      raise base.DataError(f"{self.name} is not prepared in {self.directory}; run "
-                           "`python -m crl_jax.prepare --config=...` or any training "
-                           "command once to prepare it.")
+      raise errors.DataError(self.not_prepared_message())
     with open(path) as f:
       return json.load(f)
 
   def _images(self, stored_split: str) -> np.ndarray:
     maps = self.__dict__.setdefault("_maps", {})
     if stored_split not in maps:
-      base.check_split(stored_split)
       maps[stored_split] = np.load(_images_path(self.directory, stored_split),
                                    mmap_mode="r")
     return maps[stored_split]
@@ -111,14 +115,12 @@ class ArraySource(base.Source):
     return state
 
   def cache_dir(self) -> str:
-    return os.path.join(self.directory, "crl_jax_cache")
+    return self.directory
 
   def num_stored_examples(self, stored_split: str) -> int:
-    base.check_split(stored_split)
     return int(self._info()["sizes"][stored_split])
 
   def stored_labels(self, stored_split: str) -> np.ndarray:
-    base.check_split(stored_split)
     return np.load(_labels_path(self.directory, stored_split)).astype(np.int32)
 
   def load_image(self, stored_split: str, index: int) -> np.ndarray:
@@ -134,4 +136,4 @@ class ArraySource(base.Source):
     gathered[order] = images[indices[order]]
     if images.shape[1] == size and images.shape[2] == size:
       return gathered
-    return np.stack([base.resize(image, size) for image in gathered])
+    return np.stack([image_files.resize(image, size) for image in gathered])

@@ -4,8 +4,7 @@ A source knows its attributes (``schema``), how to prepare itself without the ne
 how many examples each split has, and how to load any example by its index (random
 access, no TensorFlow): ``load_images(stored_split, indices, size)`` gives
 ``uint8[n, size, size, 3]`` and ``stored_labels(stored_split)`` the ``int32[N, A]``
-labels, computed once and cached beside the prepared data (class counts, Omega_imb and
-alpha, resampling and the baselines read them).
+labels (class counts, Omega_imb and alpha, resampling and the baselines read them).
 
 A logical split may be a subset of a stored split with multiplicities (the CIFAR-100
 imbalance protocols, a validation split carved out of a training split): ``split_plan``
@@ -17,19 +16,17 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import io
 import json
 import os
 from typing import Optional
 
 import numpy as np
-from PIL import Image
 
 from crl_jax.data import errors
+from crl_jax.data import image_files
 from crl_jax.data import schema as schema_lib
 
 LOGICAL_SPLITS = ("train", "validation", "test")
-DataError = errors.DataError
 
 
 def default_data_dir() -> str:
@@ -66,21 +63,7 @@ def file_stamp(path: str) -> list:
 
 def check_split(split: str) -> None:
   if split not in LOGICAL_SPLITS:
-    raise DataError(f"split={split!r} is unknown; use one of {LOGICAL_SPLITS}.")
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-  stream = io.BytesIO()
-  np.save(stream, array)
-  return stream.getvalue()
-
-
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-  """uint8[size, size, 3] from uint8[H, W, 3]: bilinear, antialiased when shrinking
-  (Pillow's filter widens with the scale); unchanged when already that size."""
-  if image.shape[0] == size and image.shape[1] == size:
-    return image
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    raise errors.DataError(f"split={split!r} is unknown; use one of {LOGICAL_SPLITS}.")
 
 
 class Source(abc.ABC):
@@ -103,8 +86,8 @@ class Source(abc.ABC):
 
     Args:
       progress: show progress bars while a dataset is generated.
-      tensorflow_ok: whether a build that needs TensorFlow (tfds's cifar100 builder)
-        may import it here; training, evaluation, compare and bench pass ``False`` and
+      tensorflow_ok: whether a build that needs TensorFlow (tfds's builders) may
+        import it here; training, evaluation, compare and bench pass ``False`` and
         get a ``DataError`` naming the command that builds the dataset instead.
     """
     del progress, tensorflow_ok
@@ -133,7 +116,7 @@ class Source(abc.ABC):
     Sources stored as arrays override this with one gather."""
     out = np.empty((len(indices), size, size, 3), np.uint8)
     for row, index in enumerate(indices):
-      out[row] = resize(self.load_image(stored_split, int(index)), size)
+      out[row] = image_files.resize(self.load_image(stored_split, int(index)), size)
     return out
 
   @abc.abstractmethod
@@ -142,7 +125,8 @@ class Source(abc.ABC):
 
   @abc.abstractmethod
   def cache_dir(self) -> str:
-    """Where cached label arrays and class counts live (beside the prepared data)."""
+    """This dataset's directory for what crl_jax writes about it (beside the prepared
+    data): checks done, parsed labels, ``python -m crl_jax.prepare``'s plot."""
 
   def num_examples(self, split: str) -> int:
     stored_split, multiplicity = self.split_plan(split)
@@ -163,23 +147,8 @@ class Source(abc.ABC):
     return schema_lib.count_labels(self.split_labels("train"), self.schema)
 
   def stored_labels_cached(self, stored_split: str) -> np.ndarray:
-    """``stored_labels`` computed once and cached beside the data (and in memory)."""
+    """``stored_labels`` as int32[N, A], read once per source object."""
     memo = self.__dict__.setdefault("_labels_memo", {})
-    if stored_split in memo:
-      return memo[stored_split]
-    key = hashlib.sha1(f"{self.name}/{stored_split}".encode()).hexdigest()[:12]
-    path = os.path.join(self.cache_dir(), f"labels_{key}.npy")
-    labels = None
-    if os.path.exists(path):
-      labels = np.load(path)
-      if labels.shape != (self.num_stored_examples(stored_split),
-                          self.schema.num_attributes):
-        labels = None
-    if labels is None:
-      labels = np.asarray(self.stored_labels(stored_split), np.int32)
-      try:
-        atomic_write(path, npy_bytes(labels))
-      except OSError:
-        pass  # a read-only data dir: recompute next time
-    memo[stored_split] = labels
-    return labels
+    if stored_split not in memo:
+      memo[stored_split] = np.asarray(self.stored_labels(stored_split), np.int32)
+    return memo[stored_split]

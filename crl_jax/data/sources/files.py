@@ -7,14 +7,15 @@ the run with a ``DataError`` naming it when the pipeline decodes it.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
+from typing import Mapping
 
 import numpy as np
 
+from crl_jax.data import errors
 from crl_jax.data import image_files
 from crl_jax.data import schema as schema_lib
 from crl_jax.data.sources import base
-from crl_jax.data.sources.base import DataError, LOGICAL_SPLITS, atomic_write, check_split
+from crl_jax.data.sources.base import LOGICAL_SPLITS, atomic_write
 
 # ImageNet statistics of ``image / 255``: a neutral default for photographs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,7 +33,7 @@ class ImageFileSource(base.Source):
     schema: the attributes.
     image_paths: split -> str[N] full image paths.
     labels: split -> int[N, A] labels (``-1`` missing).
-    cache_dir: where cached label arrays and the image-check marker live.
+    cache_dir: where the image-check marker lives (``cache_dir()``).
     description: what the paths were read from, for error messages.
     verify_images: ``header`` (check each file's signature and completeness once) or
       ``decode`` (also decode each file once); see ``image_files``.
@@ -41,7 +42,7 @@ class ImageFileSource(base.Source):
   """
 
   # Bump when the header check learns something new, so old success markers are void.
-  _CHECK_VERSION = 2
+  _CHECK_VERSION = 3
 
   def __init__(self, name: str, schema: schema_lib.Schema,
                image_paths: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
@@ -50,7 +51,7 @@ class ImageFileSource(base.Source):
                std: tuple[float, float, float] = IMAGENET_STD,
                verify_option: str = "verify_images"):
     if verify_images not in image_files.VERIFY_MODES:
-      raise DataError(f"{verify_option}={verify_images!r} is unknown; use one of "
+      raise errors.DataError(f"{verify_option}={verify_images!r} is unknown; use one of "
                       f"{', '.join(image_files.VERIFY_MODES)}.")
     self.name = name
     self.schema = schema
@@ -73,16 +74,13 @@ class ImageFileSource(base.Source):
     return self._cache_dir
 
   def num_stored_examples(self, stored_split: str) -> int:
-    check_split(stored_split)
     return len(self._image_paths[stored_split])
 
   def stored_labels(self, stored_split: str) -> np.ndarray:
-    check_split(stored_split)
     return self._labels[stored_split].astype(np.int32)
 
   def image_paths(self, stored_split: str) -> np.ndarray:
     """str[N] image paths of a split, in ``read`` order."""
-    check_split(stored_split)
     return self._image_paths[stored_split]
 
   def all_image_paths(self) -> list[str]:
@@ -98,15 +96,8 @@ class ImageFileSource(base.Source):
     if self._checked:
       return
     if not os.path.exists(self._marker_path()):
-      every_path = self.all_image_paths()
-      image_files.check_image_files(every_path, self.description, self.verify_option)
-      if self.verify_images == "decode":
-        undecodable = image_files.find_undecodable_images(every_path)
-        if undecodable:
-          path, error = undecodable[0]
-          raise DataError(
-              f"image file {path} (listed in {self.description}) cannot be decoded "
-              f"({error}); {len(undecodable)} files cannot. Fix or remove them.")
+      image_files.check_image_files(self.all_image_paths(), self.description,
+                                    self.verify_option, self.verify_images == "decode")
       try:
         atomic_write(self._marker_path(), b"ok\n")
       except OSError:
