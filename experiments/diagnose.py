@@ -45,8 +45,8 @@ def eligibility(config, steps: int, seed: int = 0) -> dict:
   """Per attribute and class: the fraction of the first ``steps`` training batches in
   which the class is eligible, and eligible and minority (rectified).
 
-  The batches' labels are the training stream's own (``pipeline.TrainOrder``, or
-  ``pipeline.ClassAwareOrder`` under ``data.sampler=class_aware``), data seed ``seed``;
+  The batches' labels are the training stream's own (``samplers.TrainOrder``, or
+  ``samplers.ClassAwareOrder`` under ``data.sampler=class_aware``), data seed ``seed``;
   with ``loss.crl.memory_size`` the memory's labels count too.
   """
   source = data_lib.get_source(config.data)

@@ -75,11 +75,6 @@ def build(config, *, prepare: bool = True, progress: bool = True) -> Run:
   class_mask = schema.class_mask
   multiplicity = data_lib.training_multiplicity(source, config.data, config.seed)
   epoch_size = int(multiplicity.sum())
-  if epoch_size == 0:
-    raise TrainingError(
-        f"the training split of {source.name} has no rows (after "
-        f"{config.data.resampling!r} resampling): nothing to train on; check the "
-        "dataset's training split and config.data.")
   steps_per_epoch = epoch_size / config.train.batch_size
   num_steps = (config.train.num_steps if config.train.num_steps is not None else
                max(1, math.ceil(config.train.num_epochs * steps_per_epoch)))

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from crl_jax import config_lib
-from crl_jax.data.datasets import celeb_a
+from crl_jax.data import sources
 from crl_jax.data.datasets import cifar100 as cifar
 from crl_jax.train import loop
 from tests.data import test_celeb_a
@@ -50,7 +50,7 @@ def test_smoke_config_runs_through_the_command(name, tmp_path):
 @pytest.fixture(scope="module")
 def celeb_a_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("celeb_a"))
-  test_celeb_a.write_official_files(celeb_a.manual_dir(data_dir))
+  test_celeb_a.write_official_files(sources.manual_dir(data_dir))
   celeb_a.from_config(test_celeb_a.config(data_dir)).prepare()
   return data_dir
 
@@ -58,7 +58,7 @@ def celeb_a_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cifar_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("cifar"))
-  test_cifar.write_archive(os.path.join(celeb_a.manual_dir(data_dir),
+  test_cifar.write_archive(os.path.join(sources.manual_dir(data_dir),
                                         cifar.OFFICIAL_ARCHIVE))
   cifar.from_config(test_cifar.config(data_dir)).prepare()
   return data_dir

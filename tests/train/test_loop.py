@@ -273,8 +273,8 @@ def test_no_training_rows_is_an_error_before_any_statistics(data_dir, tmp_path,
                                                             monkeypatch, capsys):
   """Nothing derived from an empty epoch (steps per epoch, alpha) is printed first."""
   config = smoke_config(data_dir, **{"train.num_steps": None, "train.num_epochs": 1.0})
-  monkeypatch.setattr(data_lib, "training_multiplicity",
+  monkeypatch.setattr(data_lib.samplers, "combined_multiplicity",
                       lambda source, *_: np.zeros(source.num_examples("train"), int))
-  with pytest.raises(setup_lib.TrainingError, match="training split of .* has no rows"):
+  with pytest.raises(data_lib.DataError, match="training split of .* has no rows"):
     loop.train_and_evaluate(config, str(tmp_path), progress=False)
   assert "epochs" not in capsys.readouterr().out

@@ -46,8 +46,6 @@ from crl_jax.data.sources import tfds as tfds_sources
 
 PAPER_VALIDATION_SIZE = 10_000
 TEST_SPLITS = ("validation", "test")
-# Kept for callers that found it here (tests/train/test_configs.py); it lives in sources.
-manual_dir = sources.manual_dir
 
 
 class CelebASource(tfds_sources.TfdsSource):
