@@ -9,6 +9,7 @@ import pytest
 
 from crl_jax import config_lib
 from crl_jax.data import sources
+from crl_jax.data.datasets import celeb_a
 from crl_jax.data.datasets import cifar100 as cifar
 from crl_jax.train import loop
 from tests.data import test_celeb_a
