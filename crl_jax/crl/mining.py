@@ -67,6 +67,21 @@ def global_positions(rows: int, block: int, axis_name: Optional[str] = None):
   return (r // block) * (num_devices(axis_name) * block) + device * block + r % block
 
 
+def local_rows(positions, block: int, axis_name: Optional[str] = None):
+  """The inverse of ``global_positions``: ``(rows int32[...], here bool[...])``, each
+  global position's local row and whether this device holds it (empty slots,
+  ``EMPTY_POSITION``, are nowhere)."""
+  here = positions != EMPTY_POSITION
+  if axis_name is None:
+    return positions, here
+  # Positions are >= 0, so truncating division is floor division (one op each).
+  div, rem = jax.lax.div, jax.lax.rem
+  width = jnp.int32(num_devices(axis_name) * block)
+  within = rem(positions, width)  # device * block + row within the block
+  return (div(positions, width) * block + rem(within, jnp.int32(block)),
+          here & (div(within, jnp.int32(block)) == jax.lax.axis_index(axis_name)))
+
+
 def gather_rows(x, block: int, axis_name: Optional[str] = None):
   """Every device's rows of ``x`` (``[R, ...]``, ``R`` a multiple of ``block``) in
   global order, ``[N * R, ...]`` (all-gathered once; the gradient is reduce-scattered
@@ -102,62 +117,72 @@ class Candidates(NamedTuple):
 
   keys: jax.Array
   positions: jax.Array
-  values: jax.Array
+  values: jax.Array = None
 
   @property
   def mask(self):
     return self.positions != EMPTY_POSITION
 
 
-def _sorted(candidates: Candidates, k: int) -> Candidates:
+def _sorted(keys, positions, k: int):
   """The first ``k`` by key (descending), ties to the lower position, empties last."""
-  negated, positions, values = jax.lax.sort(
-      (jnp.where(candidates.mask, -candidates.keys, jnp.inf), candidates.positions,
-       candidates.values), dimension=-1, num_keys=2)
-  return Candidates(-negated[..., :k], positions[..., :k], values[..., :k])
+  negated, positions = jax.lax.sort(
+      (jnp.where(positions != EMPTY_POSITION, -keys, jnp.inf), positions), num_keys=2)
+  return -negated[..., :k], positions[..., :k]
 
 
 def best_candidates(keys, candidate_mask, values, positions, k: int,
-                    axis_name: Optional[str] = None) -> Candidates:
+                    axis_name: Optional[str] = None, block: Optional[int] = None
+                    ) -> Candidates:
   """The ``k`` largest keys of the global batch in each list, with their values.
 
   keys float[..., R] (no gradient), candidate_mask bool[..., R], values float[..., R],
-  positions int32[R] (``global_positions``; ascending along the local rows), static
-  ``k >= 1`` -> ``Candidates`` ``[..., k]``. With ``axis_name`` each device's own best
-  ``min(k, R)`` are merged by ring doubling: in round ``r`` device ``i`` receives the
-  list of device ``i + 2^r`` and keeps the best ``k`` of both (a candidate met twice, in
-  the last round of a mesh whose size is not a power of two, is kept once).
+  positions int32[R] (``global_positions`` of blocks of ``block`` rows; ascending along
+  the local rows), static ``k >= 1`` -> ``Candidates`` ``[..., k]``. With ``axis_name``
+  each device's own best ``min(k, R)`` (keys and positions) are merged by ring
+  doubling: in round ``r`` device ``i`` receives the list of device ``i + 2^r`` and
+  keeps the best ``k`` of both (a candidate met twice, in the last round of a mesh whose
+  size is not a power of two, is kept once). Then every device gives the values of the
+  winners it holds, and one ``psum`` gives them all (the gradient returns the same way).
   """
   local_k = min(k, keys.shape[-1])
   indices, mask = masked_top_k(jax.lax.stop_gradient(keys), candidate_mask, local_k)
-  take = lambda x: jnp.take_along_axis(jnp.broadcast_to(x, keys.shape), indices, -1)  # pylint: disable=unnecessary-lambda-assignment
-  best = Candidates(jnp.where(mask, take(jax.lax.stop_gradient(keys)), -jnp.inf),
-                    jnp.where(mask, take(positions), EMPTY_POSITION), take(values))
+  best_keys = jnp.where(mask, jnp.take_along_axis(jax.lax.stop_gradient(keys), indices,
+                                                  -1), -jnp.inf)
+  best_positions = jnp.where(mask, positions[indices], EMPTY_POSITION)
   if local_k < k:  # fewer local rows than k: pad with empty slots
-    best = jax.tree.map(lambda x, fill: jnp.concatenate(
-        [x, jnp.full(x.shape[:-1] + (k - local_k,), fill, x.dtype)], axis=-1),
-                        best, Candidates(-jnp.inf, EMPTY_POSITION, 0.0))
+    pad = best_keys.shape[:-1] + (k - local_k,)
+    best_keys = jnp.concatenate([best_keys, jnp.full(pad, -jnp.inf)], axis=-1)
+    best_positions = jnp.concatenate(
+        [best_positions, jnp.full(pad, EMPTY_POSITION, jnp.int32)], axis=-1)
   n = num_devices(axis_name)
+  if n == 1:  # the local best are the global best
+    return Candidates(best_keys, best_positions, jnp.take_along_axis(
+        jnp.broadcast_to(values, keys.shape), indices, -1))
   shift = 1
   while shift < n:
-    received = jax.lax.ppermute(best, axis_name,
+    received = jax.lax.ppermute((best_keys, best_positions), axis_name,
                                 [(i, (i - shift) % n) for i in range(n)])
-    merged = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=-1), best, received)
+    merged_keys = jnp.concatenate([best_keys, received[0]], axis=-1)
+    merged_positions = jnp.concatenate([best_positions, received[1]], axis=-1)
     if 2 * shift > n:  # the windows overlap (n not a power of two): drop repeats
-      merged = _sorted(merged, 2 * k)
+      merged_keys, merged_positions = _sorted(merged_keys, merged_positions, 2 * k)
       repeated = jnp.concatenate(
-          [jnp.zeros_like(merged.mask[..., :1]),
-           merged.positions[..., 1:] == merged.positions[..., :-1]], axis=-1)
-      merged = merged._replace(positions=jnp.where(repeated, EMPTY_POSITION,
-                                                   merged.positions))
-    best = _sorted(merged, k)
+          [jnp.zeros_like(merged_positions[..., :1], bool),
+           merged_positions[..., 1:] == merged_positions[..., :-1]], axis=-1)
+      merged_positions = jnp.where(repeated, EMPTY_POSITION, merged_positions)
+    best_keys, best_positions = _sorted(merged_keys, merged_positions, k)
     shift *= 2
-  return best
+  rows, here = local_rows(best_positions, block or keys.shape[-1], axis_name)
+  mine = jnp.take_along_axis(jnp.broadcast_to(values, keys.shape),
+                             jnp.clip(rows, 0, keys.shape[-1] - 1), -1)
+  return Candidates(best_keys, best_positions,
+                    psum(jnp.where(here, mine, 0.0), axis_name))
 
 
 def class_level_hard_sets(probabilities, scores, labels, valid, positions, kappa: int,
-                          axis_name: Optional[str] = None) -> tuple[Candidates,
-                                                                     Candidates]:
+                          axis_name: Optional[str] = None, block: Optional[int] = None
+                          ) -> tuple[Candidates, Candidates]:
   """Class-level hard samples of every class, Eqns (4)-(5).
 
   "Hard-positives" of minority class ``c`` are its samples "given low prediction scores
@@ -166,17 +191,18 @@ def class_level_hard_sets(probabilities, scores, labels, valid, positions, kappa
   scored on c ... and kappa hard-negatives as the top-kappa scored on c". One masked
   ranking per class and set. probabilities float[R, C] (``p``, the ranking), scores
   float[R, C] (the values Eqn 10 compares), labels int[R], valid bool[R], positions
-  int32[R], static kappa >= 1 -> ``(positives, negatives)``, ``Candidates`` ``[C, K]``
-  with ``K = min(kappa, N * R)``; positives ranked lowest probability first.
+  int32[R] of blocks of ``block`` rows, static kappa >= 1 -> ``(positives,
+  negatives)``, ``Candidates`` ``[C, K]`` with ``K = min(kappa, N * R)``; positives
+  ranked lowest probability first.
   """
   kappa = check_kappa(kappa)
   rows, num_classes = probabilities.shape
   member = (labels[None, :] == jnp.arange(num_classes)[:, None]) & valid[None, :]
   keys = jax.lax.stop_gradient(probabilities).astype(jnp.float32).T  # [C, R]
   k = min(kappa, num_devices(axis_name) * rows)
-  return (best_candidates(-keys, member, scores.T, positions, k, axis_name),
+  return (best_candidates(-keys, member, scores.T, positions, k, axis_name, block),
           best_candidates(keys, ~member & valid[None, :], scores.T, positions, k,
-                          axis_name))
+                          axis_name, block))
 
 
 class HardSamples(NamedTuple):

@@ -162,7 +162,7 @@ def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level
     scores = criteria.class_scores(masked_logits, score)
     positives, negatives = mining.class_level_hard_sets(
         jax.nn.softmax(masked_logits, axis=-1), scores, labels, valid, positions, kappa,
-        axis_name)
+        axis_name, block)
     anchor_score = jnp.take_along_axis(scores[anchors], anchor_class[:, None], axis=1)
     positive_distances = jnp.abs(anchor_score - positives.values[anchor_class])
     positive_mask = (positives.mask[anchor_class]

@@ -95,7 +95,8 @@ def test_merge_keeps_the_global_best_with_ties_to_the_lower_position():
 
   def best(keys, mask):
     positions = mining.global_positions(keys.shape[1], keys.shape[1], "batch")
-    found = mining.best_candidates(keys, mask, keys * 10, positions, 7, "batch")
+    found = mining.best_candidates(keys, mask, keys * 10, positions, 7, "batch",
+                                   keys.shape[1])
     return jax.tree.map(lambda x: x[None], found)  # every device's answer
 
   found = jax.jit(jax.shard_map(best, mesh=mesh, in_specs=(P(None, "batch"),) * 2,
