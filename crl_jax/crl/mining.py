@@ -1,30 +1,24 @@
 """Minority class hard sample mining, top-kappa (Section 3.2, Eqns 4-7), exact on a
 batch sharded over devices.
 
-Miners return fixed-size index arrays (or candidate lists) plus validity masks, so the
-same code runs under ``jit``, ``vmap``, ``pmap`` and ``shard_map``. Mining selects
-samples and carries no gradient (its keys are wrapped in ``stop_gradient``); the scores
-and distances of the selected samples do. Among equal keys the lower global position is
-selected first.
+Miners return fixed-size indices or candidate lists plus masks, so the same code runs
+under ``jit``, ``vmap``, ``pmap`` and ``shard_map``. The ranking carries no gradient;
+the scores and distances of the selected samples do. Equal keys go to the lower global
+position.
 
-**Sharded batches** (``axis_name`` given, inside ``shard_map`` or ``pmap``): each device
-holds some rows of the global batch, and mining is exactly that of the global batch
-while only what it needs crosses devices (STYLE 17):
+**Sharded batches** (``axis_name``): mining is that of the global batch, and only what
+it needs crosses devices (STYLE 17). Class level: a class's hard samples are among every
+device's own ``K`` best, which ``best_candidates`` merges by ring doubling
+(``ceil(log2 N)`` exchanges of ``[C, K]`` keys and positions, then one ``psum`` of the
+winners' values): per-device cost ``O(log N)``. Instance level: every anchor needs a
+distance to every candidate, so the candidates' features are gathered once
+(``gather_rows``) and ranked from each device's own anchors: cost linear in the global
+batch.
 
-* class level (Eqns 4-5): a class's hard samples are the ``K`` best-ranked of the
-  global batch, so they are among the union of every device's own ``K`` best.
-  ``best_candidates`` ranks each device's rows, then merges the lists by ring doubling:
-  ``ceil(log2 N)`` exchanges (``ppermute``) of ``[C, K]`` candidates, each merged by
-  one sort; the per-device cost grows with ``log N``, not with the global batch;
-* instance level (Eqns 6-7): every device's anchors need distances to every candidate,
-  so the candidates' features are gathered once (``gather_rows``) and each device ranks
-  them from its own anchors only: work per device linear in the global batch.
-
-Global positions (``global_positions``): the rows of every device come in blocks of
-``block`` rows, the first block its anchors (its share of the batch), later blocks its
-share of a cross-batch memory's whole batches (``train/memory.py``). The global order
-takes block ``t`` of every device, device by device, before block ``t + 1``: the order of
-the global batch followed by the memory's batches, whatever the number of devices.
+Global positions (``global_positions``): each device's rows are blocks of ``block``
+rows, first its share of the batch, then its share of a memory's batches
+(``train/memory.py``); block ``t`` of every device, in device order, comes before block
+``t + 1``, whatever the number of devices.
 """
 
 from __future__ import annotations
