@@ -15,8 +15,9 @@
    removes it at exit, and everything it starts finds ``JAX_COMPILATION_CACHE_DIR``
    already set. A fresh folder means no entry outlives the code it was compiled from.
 
-``CRL_JAX_TEST_FULL_OPTIMISATION=1`` turns 2 and 3 off; ``CRL_JAX_TEST_COMPILATION_CACHE=0``
-turns 4 off (to rule the cache out when a failure looks like a stale program).
+``CRL_JAX_TEST_FULL_OPTIMISATION=1`` turns 2 and 3 off;
+``CRL_JAX_TEST_COMPILATION_CACHE=0`` turns 4 off (to rule the cache out when a failure
+looks like a stale program).
 """
 
 import atexit

@@ -5,8 +5,8 @@ Every adjustment has the signature::
   adjust_fn(logits, class_mask, class_counts, **hyperparameters) -> f32[B, A, Cmax]
 
 with the inputs of ``losses`` (``logits`` f[B, A, Cmax] in any float dtype, computed in
-float32; ``class_counts`` the training split's), and returns scores whose ``argmax`` over
-the last axis is the prediction; padded classes never score above a real class.
+float32; ``class_counts`` the training split's), and returns scores whose ``argmax``
+over the last axis is the prediction; padded classes never score above a real class.
 
 Also here: the class-balanced accuracy of the CRL paper (Eqns 17-18) from predictions,
 and the cross-validation of the threshold-adjustment temperature.
@@ -55,7 +55,7 @@ def threshold_adjusted_probabilities(logits, class_mask, class_counts,
   leaves ``p`` unchanged. Padded classes get ``p~ = 0``.
 
   Args:
-    logits, class_mask, class_counts: the common inputs (module docstring).
+    logits, class_mask, class_counts: see the module docstring.
     temperature: ``T >= 0``, a scalar or float[A] (one per attribute).
 
   Returns:
@@ -93,7 +93,7 @@ def posthoc_logit_adjustment(logits, class_mask, class_counts, tau=1.0):
   finite float32.
 
   Args:
-    logits, class_mask, class_counts: the common inputs (module docstring).
+    logits, class_mask, class_counts: see the module docstring.
     tau: ``>= 0``, a scalar or float[A] (one per attribute); Menon et al. use 1.
 
   Returns:

@@ -89,7 +89,7 @@ def cost_sensitive_cross_entropy(logits, labels, class_mask, class_counts, *,
   terms (not divided by the sum of the weights), as the paper's description implies.
 
   Args:
-    logits, labels, class_mask, class_counts, valid: the common inputs (module docstring).
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
 
   Returns:
     float32[A], the per-attribute loss.
@@ -128,13 +128,13 @@ def focal_loss(logits, labels, class_mask, class_counts=None, *, valid=None,
   """Softmax focal loss (Lin et al., 2017, Eqn 5), per attribute.
 
   ``FL(p_t) = -alpha_t * (1 - p_t)^gamma * log(p_t)`` with ``p_t = softmax(z)[y]`` over
-  the real classes, a plain mean over the valid labelled samples (the ``alpha_t`` are not
-  renormalised). Lin et al.'s ``alpha`` weighs a binary positive class (``1 - alpha`` the
-  negative); here it is a per-class weight, so for a binary attribute pass ``alpha=[1 - a,
-  a]``. ``gamma = 0`` and ``alpha = None`` give plain cross-entropy.
+  the real classes, a plain mean over the valid labelled samples (the ``alpha_t`` are
+  not renormalised). Lin et al.'s ``alpha`` weighs a binary positive class (``1 -
+  alpha`` the negative); here it is a per-class weight, so for a binary attribute pass
+  ``alpha=[1 - a, a]``. ``gamma = 0`` and ``alpha = None`` give plain cross-entropy.
 
   Args:
-    logits, labels, class_mask, valid: the common inputs (module docstring).
+    logits, labels, class_mask, valid: see the module docstring.
     class_counts: ignored (may be ``None``).
     gamma: focusing parameter >= 0; Lin et al. use 2.
     alpha: ``None`` (off, the default) or per-class weights >= 0 broadcastable to
@@ -181,7 +181,7 @@ def class_balanced_loss(logits, labels, class_mask, class_counts, *, valid=None,
   float32 ``0.9999`` keeps only ~4 digits of it).
 
   Args:
-    logits, labels, class_mask, class_counts, valid: the common inputs (module docstring).
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
     beta: in ``[0, 1)``; Cui et al. use 0.9999 (also 0.9, 0.99, 0.999); 0 gives CE.
     gamma: focal focusing parameter >= 0; 0 for softmax cross-entropy.
 
@@ -215,18 +215,18 @@ def ldam_loss(logits, labels, class_mask, class_counts, *, valid=None,
 
   ``L(z, y) = -log( exp(s (z_y - Delta_y)) / (exp(s (z_y - Delta_y)) + sum_{j != y}
   exp(s z_j)) )`` with ``Delta_j = K / n_j^{1/4}``, ``K`` set per attribute so that
-  ``max_j Delta_j = max_margin`` (``priors.ldam_margins``). Cao et al.'s ``s = 30`` is for
-  normalised (cosine) logits; on plain linear-head logits use ``s = 1`` (the training
-  config's default), since ``s`` multiplies the logits' gradients.
+  ``max_j Delta_j = max_margin`` (``priors.ldam_margins``). Cao et al.'s ``s = 30`` is
+  for normalised (cosine) logits; on plain linear-head logits use ``s = 1`` (the
+  training config's default), since ``s`` multiplies the logits' gradients.
 
   Without ``per_class_weights`` a plain mean over the valid labelled samples; with them
-  (deferred re-weighting, ``priors.drw_class_weights``) the weighted mean ``sum_s w_{y_s}
-  L_s / sum_s w_{y_s}`` of Cao et al.'s code, 0 where the weights sum to 0. Ones equal
-  ``None``: pass ones before the DRW step and the DRW weights after it, and one compiled
-  train step serves both.
+  (deferred re-weighting, ``priors.drw_class_weights``) the weighted mean ``sum_s
+  w_{y_s} L_s / sum_s w_{y_s}`` of Cao et al.'s code, 0 where the weights sum to 0. Ones
+  equal ``None``: pass ones before the DRW step and the DRW weights after it, and one
+  compiled train step serves both.
 
   Args:
-    logits, labels, class_mask, class_counts, valid: the common inputs (module docstring).
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
     max_margin: the rarest class's margin, > 0; Cao et al. use 0.5.
     scale: ``s > 0`` multiplying the margin-subtracted logits; Cao et al. use 30.
     per_class_weights: ``None`` or float[A, Cmax] (or broadcastable) weights >= 0.
@@ -281,7 +281,7 @@ def logit_adjusted_loss(logits, labels, class_mask, class_counts, *, valid=None,
   labelled samples. ``tau = 0`` gives plain cross-entropy; predict with the raw logits.
 
   Args:
-    logits, labels, class_mask, class_counts, valid: the common inputs (module docstring).
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
     tau: temperature of the adjustment, >= 0; Menon et al. use 1.
 
   Returns:
@@ -316,7 +316,7 @@ def balanced_softmax_loss(logits, labels, class_mask, class_counts, *, valid=Non
   ``logit_adjusted_loss`` with ``tau = 1``. Predict with the raw logits.
 
   Args:
-    logits, labels, class_mask, class_counts, valid: the common inputs (module docstring).
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
 
   Returns:
     float32[A], the per-attribute loss.
@@ -349,12 +349,12 @@ def _sigmoid_labels(logits, labels, class_mask):
   """The padded heads read as the binary labels of a multi-label problem.
 
   A binary attribute (2 real classes; CelebA's, DeepFashion's) is one label: its logit
-  is ``z_hi - z_lo`` (``sigmoid(z_hi - z_lo)`` is the 2-class softmax's probability of the
-  higher-index real class, the "present" class) and it is positive when the label is that
-  class. An attribute with ``C >= 3`` real classes (X-Domain's) is ``C`` one-vs-rest
-  labels: class ``c``'s logit is ``z_c``, positive when the label is ``c``. Either way
-  ``argmax`` over the real classes of ``z``, the project's prediction, picks the label
-  with the largest sigmoid.
+  is ``z_hi - z_lo`` (``sigmoid(z_hi - z_lo)`` is the 2-class softmax's probability of
+  the higher-index real class, the "present" class) and it is positive when the label is
+  that class. An attribute with ``C >= 3`` real classes (X-Domain's) is ``C``
+  one-vs-rest labels: class ``c``'s logit is ``z_c``, positive when the label is ``c``.
+  Either way ``argmax`` over the real classes of ``z``, the project's prediction, picks
+  the label with the largest sigmoid.
 
   Args:
     logits: float32[B, A, Cmax].
@@ -393,15 +393,16 @@ def _rebalanced_weights(labels, is_label, class_counts, labelled, *,
   """Distribution-balanced re-balanced weights ``r_hat`` of every sample's labels.
 
   Wu et al.'s sampler picks a label uniformly, then a sample carrying it: label ``i`` is
-  drawn with the class-level probability ``P^C_i = (1/L) (1/n_i)`` per sample of it, and a
-  sample ``x`` with the instance-level probability ``P^I(x) = (1/L) sum_{i positive for
-  x} 1/n_i`` (``L`` labels in all). The weight ``r = P^C_i / P^I(x) = (1/n_i) / sum_{i'
-  positive for x} (1/n_i')`` undoes the over-drawing of samples with several labels,
-  smoothed as ``r_hat = alpha + sigmoid(beta (r - mu))``. A sample's positive labels are
-  its labelled attributes' positive ``_sigmoid_labels`` across all attributes; the same
-  ``r_hat`` weighs a label's positive and negative term (the reference code's
-  ``rebalance_weight``). A sample with no labelled positive label has ``P^I = 0`` and gets
-  the limit ``r -> inf``: ``r_hat = alpha + 1`` (``alpha + 1/2`` when ``beta = 0``).
+  drawn with the class-level probability ``P^C_i = (1/L) (1/n_i)`` per sample of it, and
+  a sample ``x`` with the instance-level probability ``P^I(x) = (1/L) sum_{i positive
+  for x} 1/n_i`` (``L`` labels in all). The weight ``r = P^C_i / P^I(x) = (1/n_i) /
+  sum_{i' positive for x} (1/n_i')`` undoes the over-drawing of samples with several
+  labels, smoothed as ``r_hat = alpha + sigmoid(beta (r - mu))``. A sample's positive
+  labels are its labelled attributes' positive ``_sigmoid_labels`` across all
+  attributes; the same ``r_hat`` weighs a label's positive and negative term (the
+  reference code's ``rebalance_weight``). A sample with no labelled positive label has
+  ``P^I = 0`` and gets the limit ``r -> inf``: ``r_hat = alpha + 1`` (``alpha + 1/2``
+  when ``beta = 0``).
 
   Args:
     labels: int32[B, A], clipped or not (only read where ``labelled``).
@@ -434,8 +435,8 @@ def distribution_balanced_loss(logits, labels, class_mask, class_counts, *, vali
   """Distribution-balanced loss and its focal form, DB-Focal (Wu et al., 2020).
 
   Binary cross-entropy on the sigmoid labels (``_sigmoid_labels``) with re-balanced
-  weights and negative-tolerant regularisation. For label ``i`` of sample ``x`` with logit
-  ``z_i`` and target ``y_i``:
+  weights and negative-tolerant regularisation. For label ``i`` of sample ``x`` with
+  logit ``z_i`` and target ``y_i``:
 
   ``L_i = r_hat_i * [ y_i (1 - q)^gamma softplus(-s_i)
                      + (1 - y_i) (1/lambda) (1 - q)^gamma softplus(lambda s_i) ]``
@@ -446,14 +447,14 @@ def distribution_balanced_loss(logits, labels, class_mask, class_counts, *, vali
   * ``r_hat_i = alpha + sigmoid(beta (r_i - mu))``, the re-balanced weight
     (``_rebalanced_weights``);
   * ``nu_i = -(kappa / lambda) b_hat_i``, ``b_hat_i = log(p_i / (1 - p_i))`` the prior
-    log-odds of label ``i`` (``priors.log_prior_odds``), with the sign and the division by
-    ``lambda`` of the reference code (``init_bias = -log(N / n - 1) * init_bias /
-    neg_scale``, added to the logits). The raw logits therefore carry ``+nu_i``, a shift
-    towards rare classes that the ``argmax`` prediction keeps.
+    log-odds of label ``i`` (``priors.log_prior_odds``), with the sign and the division
+    by ``lambda`` of the reference code (``init_bias = -log(N / n - 1) * init_bias /
+    neg_scale``, added to the logits). The raw logits therefore carry ``+nu_i``, a
+    shift towards rare classes that the ``argmax`` prediction keeps.
 
   ``gamma = 0`` is the DB loss, ``gamma > 0`` DB-Focal; ``lambda = 1``, ``kappa = 0``,
-  ``beta = 0`` and ``alpha = 0.5`` give (focal) binary cross-entropy. The defaults are the
-  authors' COCO-MLT configuration (``LT_resnet50_pfc_DB.py``), without its constant
+  ``beta = 0`` and ``alpha = 0.5`` give (focal) binary cross-entropy. The defaults are
+  the authors' COCO-MLT configuration (``LT_resnet50_pfc_DB.py``), without its constant
   factor ``balance_param = 2``.
 
   The weights always take Wu et al.'s class-aware sampling probabilities, whatever
@@ -464,12 +465,12 @@ def distribution_balanced_loss(logits, labels, class_mask, class_counts, *, vali
   correct the paper's sampler, not this one exactly.
 
   Reduction: per attribute, the mean over its valid labelled samples of the sum over its
-  labels, so each attribute's loss has the scale of a cross-entropy (the reference code's
-  mean over all ``B * L`` entries differs by a constant factor). Missing labels and padded
-  classes contribute exactly 0 to values and gradients.
+  labels, so each attribute's loss has the scale of a cross-entropy (the reference
+  code's mean over all ``B * L`` entries differs by a constant factor). Missing labels
+  and padded classes contribute exactly 0 to values and gradients.
 
   Args:
-    logits, labels, class_mask, class_counts, valid: the common inputs (module docstring).
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
     gamma: focal focusing parameter ``>= 0``; 0 for the DB loss, 2 for DB-Focal.
     smoothing_alpha: ``alpha >= 0``, the smoothing function's lift; Wu et al. use 0.1.
     smoothing_beta: ``beta >= 0``, its slope; Wu et al. use 10.
@@ -524,21 +525,21 @@ def asymmetric_loss(logits, labels, class_mask, class_counts=None, *, valid=None
   """Asymmetric loss, ASL (Ridnik et al., 2021).
 
   On the sigmoid labels (``_sigmoid_labels``: a ``C``-class attribute is ``C``
-  one-vs-rest labels, ``C - 1`` of them negative, where ASL's imbalance arises), for label
-  ``i`` with ``p = sigmoid(z_i)`` and target ``y_i``:
+  one-vs-rest labels, ``C - 1`` of them negative, where ASL's imbalance arises), for
+  label ``i`` with ``p = sigmoid(z_i)`` and target ``y_i``:
 
   ``L_i = -y_i (1 - p)^gamma_pos log(p) - (1 - y_i) p_m^gamma_neg log(1 - p_m)``,
   ``p_m = max(p - m, 0)``
 
-  so a negative with ``p <= m`` contributes exactly 0 (value and gradient). The modulating
-  factors are differentiated (the paper's gradient analysis). ``gamma_pos = gamma_neg =
-  0`` and ``m = 0`` give binary cross-entropy. The defaults are the paper's
+  so a negative with ``p <= m`` contributes exactly 0 (value and gradient). The
+  modulating factors are differentiated (the paper's gradient analysis). ``gamma_pos =
+  gamma_neg = 0`` and ``m = 0`` give binary cross-entropy. The defaults are the paper's
   (``AsymmetricLoss(gamma_neg=4, gamma_pos=0, clip=0.05)``). Reduced as
-  ``distribution_balanced_loss``: per attribute, the mean over its valid labelled samples
-  of the sum over its labels.
+  ``distribution_balanced_loss``: per attribute, the mean over its valid labelled
+  samples of the sum over its labels.
 
   Args:
-    logits, labels, class_mask, valid: the common inputs (module docstring).
+    logits, labels, class_mask, valid: see the module docstring.
     class_counts: ignored (may be ``None``).
     gamma_pos: focusing parameter of the positives, ``>= 0``; Ridnik et al. use 0.
     gamma_neg: focusing parameter of the negatives, ``>= 0``; Ridnik et al. use 4.

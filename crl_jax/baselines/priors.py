@@ -1,9 +1,10 @@
 """Per-class quantities derived from the training split's class counts.
 
-Every function takes ``class_counts`` int/float[A, Cmax] (ignored on padded classes) and
-``class_mask`` bool[A, Cmax] (``None``: every class is real) and returns float32[A, Cmax]
-with 0 on padded classes. A real class with 0 training samples counts as 1 wherever a
-log, a negative power or a division needs its count, so nothing here is NaN or infinite.
+Every function takes ``class_counts`` int/float[A, Cmax] (ignored on padded classes)
+and ``class_mask`` bool[A, Cmax] (``None``: every class is real), and returns
+float32[A, Cmax] with 0 on padded classes. A real class with 0 training samples counts
+as 1 wherever a log, a negative power or a division needs its count, so nothing here is
+NaN or infinite.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def log_class_prior(class_counts, class_mask=None):
 
 
 def _log_beta(beta):
-  """``log(beta)`` as float32, taken in float64 when ``beta`` is concrete (``0.9999`` is not
-  representable in float32); a traced ``beta`` is used as given."""
+  """``log(beta)`` as float32, taken in float64 when ``beta`` is concrete (``0.9999`` is
+  not representable in float32); a traced ``beta`` is used as given."""
   concrete = checks.concrete_value(beta)
   if concrete is None:
     return jnp.log(jnp.asarray(beta, jnp.float32))
@@ -90,11 +91,11 @@ def _log_beta(beta):
 def effective_number_weights(class_counts, class_mask=None, beta: float = 0.9999):
   """Class-balanced weights from the effective number of samples (Cui et al., 2019).
 
-  ``w_j = 1 / E_{n_j} = (1 - beta) / (1 - beta^{n_j})``, normalised so that the weights of
-  an attribute's real classes sum to its number of real classes ``C``. ``beta = 0`` gives
-  ``w = 1``; ``beta -> 1`` approaches inverse-frequency weights. Computed as ``1 /
-  -expm1(n_j * log(beta))`` (``1 - beta`` cancels in the normalisation), which keeps full
-  float32 precision for ``beta`` close to 1 when it is a Python float.
+  ``w_j = 1 / E_{n_j} = (1 - beta) / (1 - beta^{n_j})``, normalised so that the weights
+  of an attribute's real classes sum to its number of real classes ``C``. ``beta = 0``
+  gives ``w = 1``; ``beta -> 1`` approaches inverse-frequency weights. Computed as
+  ``1 / -expm1(n_j * log(beta))`` (``1 - beta`` cancels in the normalisation), which
+  keeps full float32 precision for ``beta`` close to 1 when it is a Python float.
 
   Args:
     class_counts, class_mask: see the module docstring.
@@ -181,10 +182,10 @@ def log_prior_odds(class_counts, class_mask=None):
   """Each class's prior log-odds against the rest of its attribute, ``log(p_j / (1 - p_j))``.
 
   ``p_j = n_j / N`` over the attribute's real classes, so the log-odds are ``log n_j -
-  log(N - n_j)``: the bias at which a sigmoid on class ``j`` alone outputs its prior (Lin
-  et al. 2017's prior initialisation; Wu et al. 2020's ``b_hat = -log(1/p - 1)``). A
-  zero-count class counts as 1 in ``n_j`` and in ``N``, so the log-odds stay finite when
-  one class holds every sample.
+  log(N - n_j)``: the bias at which a sigmoid on class ``j`` alone outputs its prior
+  (Lin et al. 2017's prior initialisation; Wu et al. 2020's ``b_hat = -log(1/p - 1)``).
+  A zero-count class counts as 1 in ``n_j`` and in ``N``, so the log-odds stay finite
+  when one class holds every sample.
 
   Args:
     class_counts, class_mask: see the module docstring.

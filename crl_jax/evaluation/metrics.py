@@ -84,8 +84,8 @@ def mean_sensitivity(correct, support, *, empty=np.nan):
 
 
 def class_balanced_accuracy(confusion: np.ndarray) -> np.ndarray:
-  """float64[A] class-balanced accuracy of summed confusion counts int[A, Cmax, Cmax] (Eqn
-  18, ``mean_sensitivity``): nan for an attribute with no labelled example.
+  """float64[A] class-balanced accuracy of summed confusion counts int[A, Cmax, Cmax]
+  (Eqn 18, ``mean_sensitivity``): nan for an attribute with no labelled example.
 
   Example:
     >>> import numpy as np

@@ -59,10 +59,10 @@ def aggregate(per_run: dict, attribute_names) -> dict:
 
 
 def format_markdown(table: dict, attribute_names, ratios, machine: str, command: str) -> str:
-  """``compare.md`` from ``aggregate``'s ``table``: test class-balanced accuracy, a row per
-  method and a column per attribute sorted by imbalance ratio (the ratio row on top, mean
-  +- std over seeds, the best of each column in bold); the gain over CE on the less and
-  more imbalanced attributes; the training time per run."""
+  """``compare.md`` from ``aggregate``'s ``table``: test class-balanced accuracy, a row
+  per method and a column per attribute sorted by imbalance ratio (the ratio row on top,
+  mean +- std over seeds, the best of each column in bold); the gain over CE on the less
+  and more imbalanced attributes; the training time per run."""
   order = np.argsort(ratios, kind="stable")
   names = [attribute_names[i] for i in order]
   lines = [f"Test class-balanced accuracy (%), mean ± std over seeds. Machine: {machine}.",

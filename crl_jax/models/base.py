@@ -17,8 +17,9 @@ conv_kernel_init = nn.initializers.he_normal()
 
 def batch_norm(train: bool, dtype, name: str | None = None,
                scale_init: Callable[..., jax.Array] = nn.initializers.ones):
-  """The project's batch norm: momentum 0.9, epsilon 1e-5, no ``axis_name``: under ``jit``
-  on a globally sharded batch the statistics are already those of the global batch."""
+  """The project's batch norm: momentum 0.9, epsilon 1e-5, no ``axis_name``: under
+  ``jit`` on a globally sharded batch the statistics are already those of the global
+  batch."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                       dtype=dtype, param_dtype=jnp.float32, scale_init=scale_init,
                       name=name)
@@ -99,31 +100,23 @@ class MultiAttributeModel(nn.Module):
 
   @nn.nowrap
   def make_backbone(self) -> nn.Module:
-    """Returns the trunk module, constructed with ``name="backbone"``."""
+    """The trunk module, constructed with ``name="backbone"``."""
     raise TypeError(f"{type(self).__name__} must define make_backbone(); use a model "
                     "from crl_jax.models.MODELS.")
 
   @nn.nowrap
   def make_heads(self) -> nn.Module:
-    """Returns the per-attribute heads, constructed with ``name="heads"``."""
+    """The per-attribute heads, constructed with ``name="heads"``."""
     return heads_lib.AttributeHeads(class_counts=tuple(self.class_counts),
                                      feature_dim=self.feature_dim, dtype=self.dtype,
                                      shared_dim=self.shared_dim, name="heads")
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    """Predicts every attribute.
-
-    Args:
-      images: f[B, H, W, C], already normalised by the input pipeline.
-      train: batch statistics instead of running averages (pass
-        ``mutable=["batch_stats"]`` to ``apply``) and dropout where the model has it
-        (pass ``rngs={"dropout": key}``).
-
-    Returns:
-      ``{"logits": f[B, A, Cmax], "features": f[B, A, D]}`` in the compute dtype;
-      ``logits[:, j, c] == PADDED_LOGIT`` for ``c >= class_counts[j]``.
-    """
+    """Predicts every attribute: normalised ``images`` f[B, H, W, C] -> ``{"logits":
+    f[B, A, Cmax], "features": f[B, A, D]}`` in the compute dtype.
+    ``train`` uses batch statistics (pass ``mutable=["batch_stats"]`` to ``apply``) and
+    dropout where the model has it (pass ``rngs={"dropout": key}``)."""
     if images.ndim != 4:
       raise ValueError(f"images must be f[B, H, W, C], got shape {images.shape}.")
     trunk_features = self.make_backbone()(images, train=train)

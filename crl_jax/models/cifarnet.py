@@ -44,8 +44,8 @@ class CifarNetBackbone(nn.Module):
 
 
 class CifarNet(base.MultiAttributeModel):
-  """TF-slim CifarNet trunk (``CifarNetBackbone``) with per-attribute heads; for CIFAR-100
-  use ``class_counts=(100,)``.
+  """TF-slim CifarNet trunk (``CifarNetBackbone``) with per-attribute heads; for
+  CIFAR-100 use ``class_counts=(100,)``.
 
   Attributes:
     class_counts, feature_dim, dtype: see ``MultiAttributeModel``.

@@ -28,9 +28,9 @@ class DeepID2Backbone(nn.Module):
     deepid = relu(Dense(flatten(pool3)) + Dense(flatten(conv4)))    f[B, 160]
 
   All convolutions are VALID, as in DeepID2, so both image sides must be at least 31
-  pixels (55x47 in DeepID2); the FC layers' input sizes follow the image size. Departures
-  from DeepID2: batch norm after every convolution (then ReLU), and conv4 shares its
-  weights across locations (DeepID2's is locally connected).
+  pixels (55x47 in DeepID2); the FC layers' input sizes follow the image size.
+  Departures from DeepID2: batch norm after every convolution (then ReLU), and conv4
+  shares its weights across locations (DeepID2's is locally connected).
 
   Attributes:
     widths: channels of conv1..conv4 (DeepID2: 20, 40, 60, 80).
@@ -73,8 +73,8 @@ class DeepID2Backbone(nn.Module):
 
 
 class DeepID2(base.MultiAttributeModel):
-  """DeepID2 (``DeepID2Backbone``) with one FC2 feature layer and one prediction layer per
-  attribute.
+  """DeepID2 (``DeepID2Backbone``) with one FC2 feature layer and one prediction layer
+  per attribute.
 
   Section 4.1: "We adopted the 5-layers CNN architecture DeepID2 as the base network
   ... with an additional 64-dim FC2 feature layer and a 2-dim binary prediction layer

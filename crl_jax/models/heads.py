@@ -124,10 +124,10 @@ class AttributeHeads(nn.Module):
       prediction layer, only when ``train=True``; 0 disables it (and then no
       ``"dropout"`` rng is needed).
     dtype: compute dtype; parameters are float32.
-    shared_dim: optional width of one shared Dense + ReLU layer (under ``heads``) between
-      the trunk and the per-attribute layers, which keeps many heads small: DeepFashion's
-      1000 attributes on ResNet-50's 2048-d trunk need 131M per-attribute feature weights
-      directly, 16M through a 256-d shared layer.
+    shared_dim: optional width of one shared Dense + ReLU layer (under ``heads``)
+      between the trunk and the per-attribute layers, which keeps many heads small:
+      DeepFashion's 1000 attributes on ResNet-50's 2048-d trunk need 131M per-attribute
+      feature weights directly, 16M through a 256-d shared layer.
   """
 
   class_counts: tuple[int, ...]
@@ -139,8 +139,8 @@ class AttributeHeads(nn.Module):
 
   @nn.compact
   def __call__(self, trunk_features, train: bool = False):
-    """f[B, F] trunk features -> ``{"logits": f[B, A, Cmax], "features": f[B, A, D]}`` in
-    ``dtype``; ``train`` enables dropout."""
+    """f[B, F] trunk features -> ``{"logits": f[B, A, Cmax], "features": f[B, A, D]}``
+    in ``dtype``; ``train`` enables dropout."""
     class_counts = check_head_options(self.class_counts, self.feature_dim)
     num_attributes = len(class_counts)
 

@@ -11,8 +11,8 @@ from crl_jax.models import base
 
 
 class ResidualBlock(nn.Module):
-  """What the residual blocks share: ``width`` (a ``CifarBasicBlock``'s output channels, a
-  ``BottleneckBlock``'s inner ones), ``strides`` (1 or 2) and ``dtype``; each returns
+  """What the residual blocks share: ``width`` (a ``CifarBasicBlock``'s output channels,
+  a ``BottleneckBlock``'s inner ones), ``strides`` (1 or 2) and ``dtype``; each returns
   ``relu(residual + shortcut)`` in the residual's dtype."""
 
   width: int
@@ -42,8 +42,8 @@ class CifarBasicBlock(ResidualBlock):
 
 
 class CifarResNetBackbone(nn.Module):
-  """CIFAR ResNet-(6n+2): 3x3 conv 16, three stages of ``n`` basic blocks (stride 2 at the
-  first block of stages 2 and 3), global average pooling.
+  """CIFAR ResNet-(6n+2): 3x3 conv 16, three stages of ``n`` basic blocks (stride 2 at
+  the first block of stages 2 and 3), global average pooling.
 
   Attributes:
     blocks_per_stage: ``n`` (5 for ResNet-32).
