@@ -1,16 +1,9 @@
 """What every command shares: its help layout and the one-line answer to a plain install.
 
-The plain install (``pip install crl_jax``) brings what ``crl_jax.crl`` and
-``crl_jax.baselines`` import: jax and numpy. Training, data, comparisons and plots need
-the ``[train]`` extra. A command run without it stops with one line naming the missing
-package and the fix, exit code 2, instead of a traceback::
-
-    error: python -m crl_jax.main needs absl-py, which the plain install of crl_jax
-    leaves out; install the training extra: pip install 'crl_jax[train]'
-
-(one line in the terminal). Commands parse their flags before importing anything heavy,
-so ``--help`` answers at once, without TensorFlow's start-up logs, with or without the
-extra.
+The plain install brings what ``crl_jax.crl`` and ``crl_jax.baselines`` import: jax and
+numpy. A command run without the ``[train]`` extra stops with one line naming the
+missing package and the fix (``pip install 'crl_jax[train]'``), exit code 2. Commands
+parse their flags before importing anything heavy, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -43,10 +36,8 @@ INSTALL_TRAIN_EXTRA = "pip install 'crl_jax[train]'"
 
 
 def missing_package_message(command: str, error: ImportError) -> str | None:
-  """The one-line message when ``error`` is a missing package of the [train] extra.
-
-  None for any other import error (a broken install, a bug), which should surface as is.
-  """
+  """The one-line message when ``error`` is a missing package of the [train] extra; None
+  for any other import error (a broken install, a bug), which should surface as is."""
   name = error.name or ""
   top = name.partition(".")[0]
   if top not in TRAIN_EXTRA:
@@ -78,8 +69,8 @@ def run(main: Callable[[], int | None], command: str) -> NoReturn:
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-  """One line per flag (the help column starts late enough for the longest flag), a
-  fixed width so the help reads the same in every terminal, epilogs kept as written."""
+  """One line per flag and a fixed width, so the help reads the same in every terminal;
+  epilogs kept as written."""
 
   def __init__(self, prog):
     super().__init__(prog, max_help_position=40, width=110)
@@ -112,22 +103,18 @@ def parse_flags(parser: argparse.ArgumentParser,
                 argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
   """Parses a command line whose ``--config.KEY=VALUE`` overrides go to the config.
 
-  The overrides are split off before ``parser`` sees the rest (a flag parser would only
-  know that ``--config.loss.crl.kappa`` is not one of its flags); ``config_lib.
-  load_config`` applies them, and its errors name key, value and what is allowed. Call
-  it before importing jax: ``--help`` and usage errors answer at once.
+  The overrides are split off before ``parser`` sees the rest;
+  ``config_lib.load_config`` applies them. Call it before importing jax, so that
+  ``--help`` and usage errors answer at once.
 
   Args:
     parser: the command's parser (``parser``).
     argv: the arguments after the program name; default ``sys.argv[1:]``.
 
   Returns:
-    ``(args, overrides)``: the parsed flags and ``["KEY=VALUE", ...]`` in order.
-
-  Exits:
-    2 with one line (``error: --config.KEY: write config overrides as
-    --config.KEY=VALUE.``) for an override without ``=``; 2 with argparse's usage
-    message for any other unknown argument; 0 after ``--help``.
+    ``(args, overrides)``: the parsed flags and ``["KEY=VALUE", ...]`` in order. An
+    override without ``=`` exits 2 with one line, any other unknown argument with
+    argparse's usage message.
 
   Example:
     >>> import argparse

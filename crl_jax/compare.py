@@ -2,14 +2,11 @@
 
 A method is a name of ``baselines.catalogue.methods()`` (``--list_methods``), with
 optional config overrides after ``@`` (``crl@loss.crl.rho=0.1``). Every (method, seed)
-trains in ``DIR/<method>/seed<k>`` with ``config.seed = k`` through ``train.loop``
-(finished runs are read back, unfinished ones resume; a post-hoc method is evaluated on
-the models of the listed method that trains the same config), then
-``evaluation.report`` writes ``compare.md``, ``compare.json`` and the figures.
-
-This module is what ``--help`` imports, and ``--help`` answers before jax and
-TensorFlow start (tests/test_cli.py): the library modules (catalogue, config, data,
-training, report, which import them) are imported inside the functions that use them.
+trains in ``DIR/<method>/seed<k>`` through ``train.loop`` (finished runs are read back,
+unfinished ones resume; a post-hoc method is evaluated on the models of the listed
+method that trains the same config), then ``evaluation.report`` writes ``compare.md``,
+``compare.json`` and the figures. The library modules are imported inside the
+functions, so that ``--help`` answers before jax starts.
 """
 
 from __future__ import annotations
@@ -54,18 +51,13 @@ def method_config(base_spec: str, base_overrides, method_overrides: dict, seed: 
   return config
 
 
-# A directory name longer than this is cut and given a hash of the whole method, so a
-# method with many overrides still has a directory (most file systems stop at 255 bytes).
-_MAX_NAME = 200
+_MAX_NAME = 200  # bytes of a run directory's name (most file systems stop at 255)
 
 
 def run_directory(workdir: str, method: str, seed: int) -> str:
-  """`workdir/NAME/seedS`: NAME is the method with `@ = , /` made path-safe.
-
-  A NAME over 200 characters keeps its first 187 and ends in `-` and 12 hex digits of
-  the SHA-1 of the method string, so it stays unique and under the file system's limit
-  (shorter names, and so existing run directories, are unchanged).
-  """
+  """``workdir/NAME/seedS``, NAME the method with ``@ = , /`` made path-safe; a NAME
+  over ``_MAX_NAME`` bytes is cut and ends in ``-`` and 12 hex digits of the method's
+  SHA-1, so it stays unique and within the file system's limit."""
   safe = method.replace("@", "__").replace("=", "-").replace(",", "_").replace("/", "-")
   if len(safe.encode()) > _MAX_NAME:
     digest = hashlib.sha1(method.encode()).hexdigest()[:12]
@@ -98,9 +90,9 @@ def train_or_load(config, directory: str) -> dict:
 
 def evaluate_posthoc(config, directory: str, trained_directory: str) -> dict:
   """A post-hoc method (``eval.adjustment``) on the model trained in
-  ``trained_directory`` with the same training config: evaluates its best checkpoint with
-  the adjustment (variant chosen on validation) and records the run in ``directory``
-  (``config.json``, ``results.json``) as training does."""
+  ``trained_directory`` with the same training config: its best checkpoint evaluated
+  with the adjustment, recorded in ``directory`` (``config.json``, ``results.json``) as
+  training does."""
   from crl_jax.train import checkpoint as checkpoint_lib
   from crl_jax.train import evaluate as evaluate_lib
   from crl_jax.train import setup as setup_lib
@@ -130,8 +122,8 @@ COMMAND = "python -m crl_jax.compare"
 
 
 def build_parser() -> argparse.ArgumentParser:
-  """The command's flags. The help describes the methods (``--list_methods`` lists them:
-  the catalogue imports jax, and ``--help`` answers before jax starts)."""
+  """The command's flags (``--list_methods`` lists the methods: the catalogue imports
+  jax, and ``--help`` answers before jax starts)."""
   parser = cli.parser(
       COMMAND, "Train several imbalance methods on the same data, model and seeds; "
       "tabulate them (compare.md, compare.json, plots).",

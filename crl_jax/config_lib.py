@@ -1,10 +1,9 @@
 """Shared config pieces: the full default ConfigDict, loading, and validation.
 
-Experiment files in ``configs/`` call ``base_config()`` and change what their experiment
-needs (they are loaded by path, so their shared pieces live here, in the package, and
-every config imports them the same way). The returned config is locked and typed:
-unknown keys and wrong types are errors; ``validate`` refuses values out of range in one
-line that names the key, the value and what is allowed, before anything compiles.
+Experiment files in ``configs/`` (loaded by path) call ``base_config()`` and change what
+their experiment needs. The loaded config is locked and typed, so unknown keys and
+wrong types are errors; ``validate`` refuses values out of range in one line naming the
+key, the value and what is allowed, before anything compiles.
 """
 
 from __future__ import annotations
@@ -240,9 +239,9 @@ def load_config(spec: str, overrides: Sequence[str] = (), *,
     spec: a config file path, optionally with ``:arg`` passed to ``get_config(arg)``.
     overrides: ``"loss.crl.kappa=10"``-style strings (values parsed as Python literals
       where possible).
-    check: validate the values (``validate``). ``python -m crl_jax.main`` passes
-      False: ``train_and_evaluate`` and ``evaluate``, which it calls next, validate
-      what they are given, with the device count.
+    check: validate the values (``validate``). ``python -m crl_jax.main`` passes False:
+      ``train_and_evaluate`` and ``evaluate`` validate what they are given, with the
+      device count.
 
   Returns:
     A locked ``ConfigDict``.
@@ -309,23 +308,20 @@ def smoke(config: ml_collections.ConfigDict, *, kind: str, num_train: int,
           eval_batch_size: Optional[int] = None) -> ml_collections.ConfigDict:
   """Shrinks an experiment to its ``:smoke`` run and finalises it.
 
-  A smoke run keeps the experiment's shapes that CRL sees (attributes, classes per
-  attribute, image size, batch size, loss settings) and swaps what makes it slow: the
-  data become a small offline synthetic set of the same shape (``kind``, rendered at
-  ``config.data.image_size``), the model the tiny CNN, and training a few steps that
-  evaluate and save at the end (or every ``eval_every`` steps).
+  A smoke run keeps the shapes CRL sees (attributes, classes per attribute, image size,
+  batch size, loss settings) and swaps what makes it slow: the data become a small
+  offline synthetic set of the same shape (``kind``, rendered at
+  ``config.data.image_size``), the model the tiny CNN, and training a few steps.
 
   Args:
-    config: an unlocked experiment config (``base_config()`` changed by a
-      ``configs/*.py`` file).
-    kind: the synthetic dataset's shape (``data.synthetic.kind``: ``xdomain``,
-      ``celeba``, ``deepfashion``, ``cifar``, ...).
+    config: an unlocked experiment config.
+    kind: the synthetic dataset's shape (``data.synthetic.kind``).
     num_train, num_validation, num_test: the synthetic split sizes.
     num_steps: training steps.
     log_every: steps between logged metrics.
     eval_every: steps between evaluations and checkpoints; ``num_steps`` when None.
-    batch_size: ``train.batch_size`` when given; the experiment's own otherwise.
-    eval_batch_size: ``eval.batch_size`` when given; the experiment's own otherwise.
+    batch_size, eval_batch_size: ``train.batch_size`` and ``eval.batch_size`` when
+      given; the experiment's own otherwise.
 
   Returns:
     The same config, changed in place and locked (``finalise``).

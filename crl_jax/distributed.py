@@ -1,19 +1,12 @@
 """Multi-process wiring on JAX's own distributed runtime (``jax.distributed``).
 
-``initialize`` picks the mode before any JAX computation runs:
-
-* explicit: ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (any
-  cluster, or several processes on one machine over 127.0.0.1 with CPU devices and gloo
-  collectives: ``launch/local.sh``);
-* automatic on SLURM (``srun`` sets ``SLURM_JOB_ID``/``SLURM_NTASKS``) and on Cloud TPU pod
-  slices (the TPU metadata names the workers): ``jax.distributed.initialize()``
-  discovers coordinator, process count and id itself;
-* otherwise a single process.
-
-Initialisation is bounded (``initialization_timeout``): a peer that never shows up gives
-a clear error instead of a hang. Once running, the coordination service watches
-heartbeats: when a process dies, the others are stopped with an error after at most
-``heartbeat_timeout`` seconds.
+``initialize`` picks the mode before any JAX computation runs: explicit
+(``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``: any cluster, or
+several CPU processes on one machine, ``launch/local.sh``); automatic on SLURM and on
+Cloud TPU pod slices, where ``jax.distributed.initialize()`` finds the coordinator,
+process count and id itself; otherwise a single process. A peer that never shows up is
+an error after ``initialization_timeout`` seconds, a process that dies stops the
+others after ``heartbeat_timeout`` seconds.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""One description of the machine a benchmark or comparison ran on.
-
-``describe()`` is what ``crl_jax.bench``, ``crl_jax.bench_loss`` and ``crl_jax.compare``
-write beside their figures: the accelerator jax sees, the CPU model and core count,
-the jax and Python versions and the UTC date. jax is imported inside, so importing
-this module costs nothing.
+"""One description of the machine a benchmark or comparison ran on, written beside the
+figures of ``crl_jax.bench``, ``crl_jax.bench_loss`` and ``crl_jax.compare``. jax is
+imported inside, so importing this module costs nothing.
 
     >>> from crl_jax import machine
     >>> sorted(machine.describe())[:4]
@@ -30,14 +27,9 @@ def cpu_model() -> str:
 
 
 def describe() -> dict:
-  """The machine as a flat dict of strings and ints.
-
-  Returns:
-    ``{"backend", "device_kind", "num_devices", "jax_version", "cpu", "cpu_count",
-    "python", "date"}``: jax's default backend and the kind of its first device, the
-    number of devices, the CPU model and logical core count, the Python version and
-    the UTC date (``YYYY-MM-DD``).
-  """
+  """The machine as a flat dict: ``{"backend", "device_kind", "num_devices",
+  "jax_version", "cpu", "cpu_count", "python", "date"}`` (jax's default backend and its
+  first device's kind, the CPU model and logical core count, the UTC ``YYYY-MM-DD``)."""
   import jax
   device = jax.devices()[0]
   return {"backend": jax.default_backend(), "device_kind": device.device_kind,

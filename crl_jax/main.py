@@ -5,12 +5,9 @@ r"""Train and evaluate an attribute model with cross-entropy + CRL.
         --config.loss.crl.kappa=10
     python -m crl_jax.main --config=configs/synthetic.py --workdir=/tmp/run --mode=eval
 
-Flags only (``--help`` lists them; ``cli.parse_flags`` splits off the overrides); the
-work is ``crl_jax.train.loop.train_and_evaluate(config, workdir)``. Rerunning with the
-same workdir resumes; the optimiser, logging/evaluation/checkpoint cadence and NaN
-injection may change on resume (recorded in ``WORKDIR/config_changes.jsonl``); a workdir
-holding a run with any other difference is refused unless ``--overwrite``. Every
-refusal is one ``error: ...`` line and exit code 2.
+Flags only; the work is ``crl_jax.train.loop.train_and_evaluate(config, workdir)``.
+Rerunning with the same workdir resumes (``train_and_evaluate`` says what may change).
+Every refusal is one ``error: ...`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -61,10 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace, overrides=()) -> int:
   """Runs the command; ``overrides`` are ``"KEY=VALUE"`` strings (``cli.parse_flags``).
-
   Every refusal (bad config, unusable data or workdir, a run that cannot go on) is one
-  ``error: ...`` line on stderr and exit code 2.
-  """
+  ``error: ...`` line on stderr and exit code 2."""
   # Imported here, after the flags are parsed: ``--help`` and usage errors answer
   # before jax starts (tests/test_cli.py).
   from absl import logging

@@ -1,33 +1,23 @@
 """Test setup, done before anything imports jax.
 
 1. 8 simulated CPU devices.
-2. XLA compiles without its backend optimisations (``JAX_DISABLE_MOST_OPTIMIZATIONS``:
-   LLVM at -O0, no expensive passes). Nearly every test is bound by compile time, not
-   run time: this cut a serial run of ``tests/train/test_loop.py`` from 140 s to 99 s
-   and the degenerate-batch CRL tests by 30%. The programs compute the same values
-   (tests compare with tolerances or run both sides under the same setting);
-   the benchmark commands the tests run check their output, not their times.
-   ``CRL_JAX_TEST_FULL_OPTIMISATION=1`` turns it off.
-3. One persistent compilation cache per test session, in a fresh temporary folder.
-   The same step, model or loss is compiled in both xdist workers and again in every
-   subprocess a test starts (``python -m crl_jax.main``, compare, distributed runs);
-   with the cache each compiled program is built once a session and read back after
-   that. The settings travel as environment variables, so xdist workers and test
-   subprocesses inherit them: the controller (or the lone pytest process) creates the
-   folder, everything it starts finds ``JAX_COMPILATION_CACHE_DIR`` already set, and
-   the folder is removed when the creating process exits. A fresh folder per session
-   means no entry outlives the code it was compiled from. ``CRL_JAX_TEST_COMPILATION_CACHE=0``
-   turns it off (to rule the cache out when a failure looks like a stale program).
-4. XLA's CPU backend with its older (elemental) fusion emitters,
-   ``--xla_cpu_use_fusion_emitters=false``: nearly half the suite's worker time was XLA
-   compiling, and the smoke train step compiles about 2.5x faster without them at the
-   same step time (the figures and the script that measured them:
-   ``docs/performance-history.md``, commit 05ee345). The flag is probed once a session
-   in a subprocess, since
-   XLA aborts on a flag it does not know: a jaxlib that dropped it runs the tests
-   without it. Test subprocesses get it through ``TEST_XLA_FLAGS`` (see
-   ``tests/train/conftest.py::command_environment``). ``CRL_JAX_TEST_FULL_OPTIMISATION=1``
-   turns it off too.
+2. XLA compiles without most of its optimisations (``JAX_DISABLE_MOST_OPTIMIZATIONS``):
+   the tests are bound by compile time, and the programs compute the same values (tests
+   compare with tolerances or run both sides under the same setting).
+3. XLA's CPU backend with its elemental fusion emitters
+   (``--xla_cpu_use_fusion_emitters=false``), which compile faster at the same step time
+   (docs/performance-history.md). XLA aborts on a flag it does not know, so the flag is
+   probed once a session in a subprocess; test subprocesses get it through
+   ``CRL_JAX_TEST_EXTRA_XLA_FLAGS`` (``tests/train/conftest.py::subprocess_xla_flags``).
+4. One persistent compilation cache per session, in a fresh temporary folder, so that a
+   program compiled by one xdist worker or test subprocess is read back by the others.
+   The settings travel as environment variables: the process that creates the folder
+   removes it at exit, and everything it starts finds ``JAX_COMPILATION_CACHE_DIR``
+   already set. A fresh folder means no entry outlives the code it was compiled from.
+
+``CRL_JAX_TEST_FULL_OPTIMISATION=1`` turns 2 and 3 off;
+``CRL_JAX_TEST_COMPILATION_CACHE=0`` turns 4 off (to rule the cache out when a failure
+looks like a stale program).
 """
 
 import atexit
@@ -70,11 +60,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if not _FULL_OPTIMISATION:
   os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
-# Every program is cached, the small ones too: a process's first checkpoint save
-# compiles one eager slice per array shape (orbax's replica-parallel save over the 8
-# devices: 56 programs, 4 s for the smoke state; later saves 0.24 s), and eager ops
-# compile one by one. With the floor at 0.3 s none of these were shared across
-# processes; at 0 the suite went from 438 s to 417 s (815 -> 792 CPU-s), same box.
+# Every program is cached, the small ones too: eager ops and orbax's first save compile
+# many small programs, which each process would otherwise compile again.
 _CACHE_MIN_COMPILE_SECONDS = "0"
 # The folder this session created; its workers and subprocesses inherit the variable.
 _SESSION_CACHE_VARIABLE = "CRL_JAX_TEST_SESSION_COMPILATION_CACHE"

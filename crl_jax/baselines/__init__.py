@@ -1,15 +1,10 @@
 """Class-imbalance baselines: pure losses and test-time adjustments (jax/numpy only).
 
-Losses (``f32[A]`` per attribute, padded multi-attribute heads as in ``crl_jax.crl``):
-cost-sensitive cross-entropy and threshold adjustment (the CRL paper's Section 4
-competitors 3 and 4), focal (Lin et al. 2017), class-balanced (Cui et al. 2019),
-LDAM-DRW (Cao et al. 2019), logit adjustment (Menon et al. 2021), balanced softmax
-(Ren et al. 2020), and the multi-label sigmoid losses distribution-balanced (Wu et al.
-2020, with its focal form DB-Focal) and asymmetric (Ridnik et al. 2021). ``LOSSES`` /
-``ADJUSTMENTS`` map names to them; ``register_loss`` adds a loss,
-``register_adjustment`` an adjustment (with the hyperparameters chosen on validation,
-``ADJUSTMENT_SEARCH``), and ``TRAINING_LOSSES`` tells config validation and the
-training objective how to run each one from the config (``registry``).
+``losses`` (per-attribute ``f32[A]`` on the padded heads of ``crl_jax.crl``),
+``adjustments`` (post-hoc, on a trained model's logits), ``priors`` (per-class
+quantities from the training counts), and ``registry``: ``LOSSES``, ``ADJUSTMENTS`` and
+``TRAINING_LOSSES``, which config validation, the training objective and ``compare``
+read; ``register_loss`` and ``register_adjustment`` add to them.
 """
 
 from crl_jax.baselines.adjustments import class_balanced_accuracy_from_predictions

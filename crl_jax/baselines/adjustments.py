@@ -1,13 +1,12 @@
 """Test-time (post-hoc) adjustments of a trained model's scores for class imbalance.
 
-Every adjustment has the call signature::
+Every adjustment has the signature::
 
   adjust_fn(logits, class_mask, class_counts, **hyperparameters) -> f32[B, A, Cmax]
 
-and returns adjusted scores whose ``argmax`` over the last axis is the prediction;
-padded classes (``class_mask == False``) always score at or below every real class, so
-they are never predicted. ``logits`` may be any float dtype (computed in float32);
-``class_counts`` int/float[A, Cmax] are the training split's class counts.
+with the inputs of ``losses`` (``logits`` f[B, A, Cmax] in any float dtype, computed in
+float32; ``class_counts`` the training split's), and returns scores whose ``argmax``
+over the last axis is the prediction; padded classes never score above a real class.
 
 Also here: the class-balanced accuracy of the CRL paper (Eqns 17-18) from predictions,
 and the cross-validation of the threshold-adjustment temperature.
@@ -28,15 +27,21 @@ from crl_jax.evaluation import metrics
 DEFAULT_CANDIDATE_TEMPERATURES = (1.0, 2.0, 3.0, 4.0, 5.0)
 
 
-def _per_attribute(name, value, num_attributes):
-  """A scalar or float[A] hyperparameter as float32[1, A, 1]."""
+def _prepare(owner, name, value, logits, class_mask, class_counts):
+  """Checks a scalar or float[A] hyperparameter and the heads; returns ``(logits
+  f32[B, A, Cmax], class_mask, class_counts f32[A, Cmax], value)`` with ``value`` a
+  scalar or f32[1, A, 1]."""
+  checks.check_hyperparameters(owner, **{name: value})
+  logits, _, class_mask, class_counts, _ = checks.check_heads(
+      logits, class_mask=class_mask, class_counts=class_counts)
   value = jnp.asarray(value, jnp.float32)
   if value.ndim == 0:
-    return value
+    return logits, class_mask, class_counts, value
+  num_attributes = logits.shape[1]
   if value.shape != (num_attributes,):
     raise ValueError(f"{name} must be a scalar or float[A] = float[{num_attributes}], "
                      f"got shape {value.shape}.")
-  return value[None, :, None]
+  return logits, class_mask, class_counts, value[None, :, None]
 
 
 def threshold_adjusted_probabilities(logits, class_mask, class_counts,
@@ -44,17 +49,13 @@ def threshold_adjusted_probabilities(logits, class_mask, class_counts,
   """Softmax probabilities moderated by the class prior (CRL paper, competitor 4).
 
   ``p~_i = p_i * exp(-r_i)^T = p_i * exp(-T r_i)`` with ``p = softmax(z)`` over the real
-  classes, ``r_i = n_i / sum_k n_k`` class ``i``'s share of the training samples and
-  ``T`` a temperature (softening) parameter; the prediction is ``argmax_i p~_i``. The
-  paper picks ``T`` in ``{1, ..., 5}`` by cross-validation
-  (``select_threshold_temperature``). ``T = 0`` leaves ``p`` unchanged. Padded classes
-  get ``p~ = 0`` (every real class has ``p~ >= 0`` and the largest is positive).
-  A zero-count class has ``r = 0``.
+  classes, ``r_i`` class ``i``'s share of the training samples (``priors.class_shares``)
+  and ``T`` a temperature, chosen in ``{1, ..., 5}`` by cross-validation
+  (``select_threshold_temperature``); the prediction is ``argmax_i p~_i``. ``T = 0``
+  leaves ``p`` unchanged. Padded classes get ``p~ = 0``.
 
   Args:
-    logits: float[B, A, Cmax] (any float dtype; computed in float32).
-    class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
-    class_counts: int/float[A, Cmax] training class counts.
+    logits, class_mask, class_counts: see the module docstring.
     temperature: ``T >= 0``, a scalar or float[A] (one per attribute).
 
   Returns:
@@ -74,11 +75,9 @@ def threshold_adjusted_probabilities(logits, class_mask, class_counts,
   Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
   Rectification", TPAMI 2018, Section 4 (the method of its reference [54]).
   """
-  checks.check_hyperparameters("threshold_adjusted_probabilities",
-                               temperature=temperature)
-  logits, _, class_mask, class_counts, _ = checks.check_heads(
-      logits, class_mask=class_mask, class_counts=class_counts)
-  temperature = _per_attribute("temperature", temperature, logits.shape[1])
+  logits, class_mask, class_counts, temperature = _prepare(
+      "threshold_adjusted_probabilities", "temperature", temperature, logits,
+      class_mask, class_counts)
   probabilities = jax.nn.softmax(heads.masked_logits(logits, class_mask), axis=-1)
   shares = priors.class_shares(class_counts, class_mask)
   adjusted = probabilities * jnp.exp(-temperature * shares[None])
@@ -88,16 +87,13 @@ def threshold_adjusted_probabilities(logits, class_mask, class_counts,
 def posthoc_logit_adjustment(logits, class_mask, class_counts, tau=1.0):
   """Post-hoc logit adjustment for prediction (Menon et al., 2021).
 
-  ``z~_j = z_j - tau * log pi_j`` with the training label prior ``pi_j = max(n_j, 1) /
-  sum_k max(n_k, 1)`` (``priors.log_class_prior``; a zero-count class counts as 1); the
-  prediction ``argmax_j z~_j`` estimates the balanced-error Bayes classifier.
-  ``tau = 0`` leaves the logits unchanged. Padded classes get the lowest finite float32,
-  so they never rank above a real class.
+  ``z~_j = z_j - tau * log pi_j`` with the training label prior ``pi`` of
+  ``priors.log_class_prior``; ``argmax_j z~_j`` estimates the balanced-error Bayes
+  classifier. ``tau = 0`` leaves the logits unchanged. Padded classes get the lowest
+  finite float32.
 
   Args:
-    logits: float[B, A, Cmax] (any float dtype; computed in float32).
-    class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
-    class_counts: int/float[A, Cmax] training class counts.
+    logits, class_mask, class_counts: see the module docstring.
     tau: ``>= 0``, a scalar or float[A] (one per attribute); Menon et al. use 1.
 
   Returns:
@@ -119,23 +115,20 @@ def posthoc_logit_adjustment(logits, class_mask, class_counts, tau=1.0):
   Reference: Menon, Jayasumana, Rawat, Jain, Veit and Kumar, "Long-Tail Learning via
   Logit Adjustment", ICLR 2021.
   """
-  checks.check_hyperparameters("posthoc_logit_adjustment", tau=tau)
-  logits, _, class_mask, class_counts, _ = checks.check_heads(
-      logits, class_mask=class_mask, class_counts=class_counts)
-  tau = _per_attribute("tau", tau, logits.shape[1])
+  logits, class_mask, class_counts, tau = _prepare(
+      "posthoc_logit_adjustment", "tau", tau, logits, class_mask, class_counts)
   adjusted = logits - tau * priors.log_class_prior(class_counts, class_mask)[None]
   return jnp.where(class_mask[None], adjusted, heads.PADDED_CLASS_SCORE)
 
 
 def class_balanced_accuracy_from_predictions(predictions, labels, class_mask, *,
                                              valid=None):
-  """Class-balanced accuracy (mean per-class sensitivity) per attribute, Eqns 17-18.
+  """Class-balanced accuracy per attribute from predictions (CRL paper, Eqns 17-18).
 
-  ``S_i = n(i, i) / n_i`` (the recall of class ``i`` over the samples labelled ``i``)
-  and ``A_bln = (1 / c) sum_i S_i`` where the mean runs over the ``c`` real classes that
-  occur among the valid labels of the attribute (a class absent from the labels has no
-  defined sensitivity and is left out). An attribute with no valid label scores 0.
-  Predictions of a padded or out-of-range class count as errors.
+  ``evaluation.metrics.mean_sensitivity`` of the batch's per-class counts: the mean
+  recall over the real classes that occur among the attribute's valid labels, 0 for an
+  attribute with no valid label. A prediction of a padded or out-of-range class is an
+  error.
 
   Args:
     predictions: int[B, A] predicted class ids.
@@ -154,9 +147,6 @@ def class_balanced_accuracy_from_predictions(predictions, labels, class_mask, *,
     ...     jnp.array([[0], [0], [0], [1]]), jnp.array([[0], [0], [0], [0]]),
     ...     jnp.ones((1, 2), bool))
     Array([0.75], dtype=float32)
-
-  Reference: Dong, Gong and Zhu, "Imbalanced Deep Learning by Minority Class Incremental
-  Rectification", TPAMI 2018, Section 4, Eqns (17)-(18).
   """
   class_mask = jnp.asarray(class_mask, bool)
   if class_mask.ndim != 2:
@@ -187,10 +177,9 @@ def select_threshold_temperature(logits, labels, class_mask, class_counts, *,
                                      DEFAULT_CANDIDATE_TEMPERATURES)):
   """Cross-validates the threshold-adjustment temperature ``T`` per attribute.
 
-  For every candidate ``T`` (the paper's ``{1, ..., 5}`` by default) the validation
-  predictions ``argmax_i p_i exp(-r_i)^T`` (``threshold_adjusted_probabilities``) are
-  scored by ``class_balanced_accuracy_from_predictions``; each attribute gets the ``T``
-  with the highest class-balanced accuracy, ties going to the earliest candidate.
+  Each attribute gets the candidate ``T`` whose validation predictions
+  (``threshold_adjusted_probabilities``) have the highest class-balanced accuracy
+  (``class_balanced_accuracy_from_predictions``), ties going to the earliest candidate.
 
   Args:
     logits: float[B, A, Cmax] validation logits (any float dtype).
@@ -198,11 +187,11 @@ def select_threshold_temperature(logits, labels, class_mask, class_counts, *,
     class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
     class_counts: int/float[A, Cmax] *training* class counts (the prior ``r``).
     valid: optional bool[B] or bool[B, A].
-    candidate_temperatures: static non-empty sequence of floats >= 0.
+    candidate_temperatures: static non-empty sequence of floats >= 0; by default the
+      paper's ``{1, ..., 5}``.
 
   Returns:
-    float32[A], the chosen temperature of each attribute (pass it to
-    ``threshold_adjusted_probabilities``).
+    float32[A], the chosen temperature of each attribute.
 
   Example:
     >>> import jax
@@ -211,12 +200,9 @@ def select_threshold_temperature(logits, labels, class_mask, class_counts, *,
     >>> class_mask, train_counts = jnp.ones((1, 2), bool), jnp.array([[900, 100]])
     >>> val_logits = jnp.array([[[1.0, 0.0]], [[1.0, -1.0]], [[1.0, -2.0]]])
     >>> val_labels = jnp.array([[1], [0], [0]])  # int[B=3, A=1]
-    >>> temperature = jax.jit(baselines.select_threshold_temperature)(
-    ...     val_logits, val_labels, class_mask, train_counts)
-    >>> temperature  # T = 2 classifies all three correctly
+    >>> jax.jit(baselines.select_threshold_temperature)(
+    ...     val_logits, val_labels, class_mask, train_counts)  # T = 2: all three right
     Array([2.], dtype=float32)
-    >>> scores = jax.jit(baselines.threshold_adjusted_probabilities)(
-    ...     val_logits, class_mask, train_counts, temperature)
   """
   candidates = tuple(float(t) for t in candidate_temperatures)
   if not candidates:
@@ -234,9 +220,9 @@ def select_threshold_temperature(logits, labels, class_mask, class_counts, *,
 @jax.jit
 def _candidate_accuracies(logits, labels, class_mask, class_counts, valid, temperatures):
   """float32[T, A]: each candidate's class-balanced accuracy. ``lax.map`` runs one body
-  per candidate, so equal confusion counts give bit-identical accuracies and ties go to
-  the earliest candidate; memory stays O(B A Cmax). Jitted here: an eager ``lax.map``
-  over a new closure would trace its body again on every call."""
+  per candidate, so equal confusion counts give bit-identical accuracies (ties go to the
+  earliest candidate) and memory stays O(B A Cmax); jitted, since an eager ``lax.map``
+  over a new closure traces its body on every call."""
 
   def balanced_accuracy_at(temperature):
     scores = threshold_adjusted_probabilities(logits, class_mask, class_counts,

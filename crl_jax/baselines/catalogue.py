@@ -1,7 +1,7 @@
 """The methods ``compare`` trains: name -> config overrides, read from the registries,
 so a loss or adjustment added to ``registry`` (or a resampling method to
-``data.resampling``) is a method without more code (``compare --list_methods``).
-``config_lib`` imports this package, so it and ``data`` are imported in the functions.
+``data.resampling``) is a method without more code. ``config_lib`` imports this package,
+so ``config_lib`` and ``data`` are imported inside the functions.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
-"""Input plumbing shared by the baselines: input normalisation and hyperparameter ranges.
+"""Input checks shared by the baselines: the heads' inputs and hyperparameter ranges.
 
-The padded-head conventions themselves (shape checks, label validity, the class mask,
-the value of a padded class) are ``crl_jax.crl.heads``'; ``check_heads`` here applies
-them and converts the inputs.
-
-Everything that can fail is checked on the host before tracing, with a one-line
-``ValueError`` that names the offending key, its value and what is allowed. Values that
-are traced (inside ``jit`` with the hyperparameter as an argument) cannot be checked and
-are passed through unchanged.
+``check_heads`` applies the padded-head conventions of ``crl_jax.crl.heads`` and
+converts the inputs. Everything that can fail is checked on the host before tracing,
+with a one-line ``ValueError`` naming the key, its value and what is allowed; traced
+values cannot be checked and pass through unchanged.
 """
 
 from __future__ import annotations
@@ -79,17 +75,9 @@ def concrete_value(value: Any) -> Optional[np.ndarray]:
 
 
 def check_hyperparameters(owner: str, **hyperparameters: Any) -> None:
-  """Raises a one-line ``ValueError`` when a concrete hyperparameter is out of range.
-
-  Args:
-    owner: the function the values belong to, named in the message.
-    **hyperparameters: ``name=value`` pairs; ``None`` values and traced values are
-      skipped. NaN is always out of range.
-
-  Raises:
-    ValueError: e.g. ``gamma=-1.0 is out of range for focal_loss; allowed: a float
-      >= 0.``
-  """
+  """Raises a one-line ``ValueError`` when a concrete hyperparameter is out of range
+  (``range_violation``), e.g. ``gamma=-1.0 is out of range for focal_loss; allowed: a
+  float >= 0.``; ``owner`` is the function named in the message."""
   for name, value in hyperparameters.items():
     if range_violation(name, value) is not None:
       raise ValueError(f"{name}={describe_value(value)} is out of range for {owner}; "
@@ -99,14 +87,8 @@ def check_hyperparameters(owner: str, **hyperparameters: Any) -> None:
 def range_violation(name: str, value: Any) -> Optional[str]:
   """The condition a concrete value of hyperparameter ``name`` breaks, or ``None``.
 
-  Args:
-    name: a hyperparameter name; one outside ``CHECKED_HYPERPARAMETERS`` has no range
-      and breaks nothing.
-    value: its value; ``None`` and traced values break nothing. NaN and infinities
-      are always out of range.
-
-  Returns:
-    ``None`` when the value is allowed, else the condition (e.g. ``">= 0"``).
+  ``None``, traced values and names outside ``CHECKED_HYPERPARAMETERS`` break nothing;
+  NaN and infinities always break the range.
 
   Example:
     >>> from crl_jax.baselines import checks
@@ -135,10 +117,7 @@ def check_heads(logits, labels=None, class_mask=None, class_counts=None, valid=N
   Returns:
     ``(logits float32[B, A, Cmax], labels int32[B, A] or None, class_mask bool[A, Cmax],
     class_counts float32[A, Cmax] or None (0 on padded classes), valid bool[B, A] or
-    None)``.
-
-  Raises:
-    ValueError: naming the argument whose shape is wrong.
+    None)``; a wrong shape is a ``ValueError`` naming the argument.
   """
   logits = jnp.asarray(logits)
   batch_size, num_attributes, max_classes = heads.check_heads(

@@ -1,32 +1,30 @@
 """Class-imbalance baseline losses on padded multi-attribute heads.
 
-Every loss has the call signature::
+Every loss has the signature::
 
   loss_fn(logits, labels, class_mask, class_counts, *, valid=None, **hyperparameters)
       -> float32[A]
 
-Conventions shared by all of them (the same as ``crl_jax.crl``):
+with the inputs and conventions of ``crl_jax.crl``:
 
-1. ``logits`` f[B, A, Cmax] in any float dtype, computed in float32; padded classes
-   (``class_mask == False``) are excluded from every softmax (and from every sigmoid
-   label of the multi-label losses).
-2. ``labels`` int[B, A]; ``-1`` (or any id outside ``[0, Cmax)``, or the id of a padded
-   class) is a missing label. ``valid`` bool[B] or bool[B, A] masks padding rows.
-3. The loss of attribute ``j`` is a mean over its valid labelled samples (see each
-   function for how per-class weights enter); an attribute with no valid label has
-   loss exactly 0 and a zero gradient.
-4. ``class_counts`` int/float[A, Cmax] are the training split's class counts (0 on padded
-   classes; whatever is there is ignored). A real class with 0 training samples is
-   treated as having 1 wherever a log or a division needs its count.
-5. Scalar hyperparameters given as Python floats are range-checked before tracing
-   (a one-line ``ValueError``); traced values are used as given.
+* ``logits`` f[B, A, Cmax] in any float dtype, computed in float32; padded classes
+  (``class_mask == False``) are left out of every softmax and every sigmoid label.
+* ``labels`` int[B, A]; ``-1`` (or any id outside ``[0, Cmax)``, or the id of a padded
+  class) is a missing label. ``valid`` bool[B] or bool[B, A] masks padding rows.
+* ``class_mask`` bool[A, Cmax], or ``None`` when every class is real.
+* ``class_counts`` int/float[A, Cmax], the training split's class counts (ignored on
+  padded classes); a real class with 0 training samples counts as 1 wherever a log or a
+  division needs its count. A loss that does not read them accepts ``None``.
 
-The competitors of the CRL paper (Section 4) are ``cost_sensitive_cross_entropy``
-(competitor 3) and the test-time threshold adjustment in ``adjustments`` (competitor 4);
-the others are later, widely used long-tail baselines: softmax losses, and two
-multi-label losses, ``distribution_balanced_loss`` and ``asymmetric_loss``, that read
-the heads as sigmoid labels (a binary attribute one label, a ``C``-class attribute
-``C`` one-vs-rest labels) and are predicted with the same ``argmax`` of the logits.
+The loss of attribute ``j`` is a mean over its valid labelled samples; an attribute with
+no valid label has loss exactly 0 and a zero gradient. Hyperparameters given as Python
+floats are range-checked before tracing (a one-line ``ValueError``); traced values are
+used as given.
+
+``cost_sensitive_cross_entropy`` is the CRL paper's competitor 3 (Section 4; competitor
+4 is the threshold adjustment in ``adjustments``); the others are later long-tail
+baselines. ``distribution_balanced_loss`` and ``asymmetric_loss`` read the heads as
+sigmoid labels (``_sigmoid_labels``) and are predicted with the same ``argmax``.
 """
 
 from __future__ import annotations
@@ -85,23 +83,13 @@ def cost_sensitive_cross_entropy(logits, labels, class_mask, class_counts, *,
                                  valid=None):
   """Cross-entropy weighted by ``exp(-r_y)`` (CRL paper, Section 4, competitor 3).
 
-  ``w_i = exp(-r_i)`` with ``r_i = n_i / sum_k n_k`` class ``i``'s share of the
-  attribute's training samples, and
-
-  ``L_j = (1 / N_j) * sum_{s valid} w_{y_s} * -log softmax(z_s)[y_s]``
-
-  where ``N_j`` is the number of valid labelled samples of attribute ``j``: a plain
-  mean over samples of the weighted terms (not divided by the sum of the weights), as
-  the paper's description implies. Minority classes get weights close to 1, a
-  majority class with share ``r`` gets ``exp(-r)`` (at least ``1/e``). A zero-count
-  class has ``r = 0`` and weight 1.
+  ``L_j = (1 / N_j) sum_{s valid} w_{y_s} * -log softmax(z_s)[y_s]`` with ``w_i =
+  exp(-r_i)``, ``r_i = n_i / sum_k n_k`` class ``i``'s share of the attribute's training
+  samples and ``N_j`` the number of valid labelled samples: a plain mean of the weighted
+  terms (not divided by the sum of the weights), as the paper's description implies.
 
   Args:
-    logits: float[B, A, Cmax] (any float dtype; computed in float32).
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
-    class_counts: int/float[A, Cmax] training class counts.
-    valid: optional bool[B] or bool[B, A].
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
 
   Returns:
     float32[A], the per-attribute loss.
@@ -140,22 +128,14 @@ def focal_loss(logits, labels, class_mask, class_counts=None, *, valid=None,
   """Softmax focal loss (Lin et al., 2017, Eqn 5), per attribute.
 
   ``FL(p_t) = -alpha_t * (1 - p_t)^gamma * log(p_t)`` with ``p_t = softmax(z)[y]`` over
-  the real classes, averaged over the valid labelled samples (a plain mean; the
-  ``alpha_t`` are not renormalised). ``gamma = 0`` and ``alpha = None`` give plain
-  cross-entropy. Lin et al. define ``alpha`` for the binary (sigmoid) case, weight
-  ``alpha`` for the positive class and ``1 - alpha`` for the negative; here ``alpha`` is
-  a per-class weight, so for a binary attribute pass ``alpha=[1 - a, a]``.
-
-  ``class_counts`` is accepted for the common signature and not used. When ``1 - p_t <
-  1e-12`` the modulating factor uses ``1e-12`` (keeps the gradient finite for
-  ``gamma < 1``; the value moves by < 1e-12).
+  the real classes, a plain mean over the valid labelled samples (the ``alpha_t`` are
+  not renormalised). Lin et al.'s ``alpha`` weighs a binary positive class (``1 -
+  alpha`` the negative); here it is a per-class weight, so for a binary attribute pass
+  ``alpha=[1 - a, a]``. ``gamma = 0`` and ``alpha = None`` give plain cross-entropy.
 
   Args:
-    logits: float[B, A, Cmax] (any float dtype; computed in float32).
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
+    logits, labels, class_mask, valid: see the module docstring.
     class_counts: ignored (may be ``None``).
-    valid: optional bool[B] or bool[B, A].
     gamma: focusing parameter >= 0; Lin et al. use 2.
     alpha: ``None`` (off, the default) or per-class weights >= 0 broadcastable to
       float[A, Cmax] (a scalar, float[Cmax] or float[A, Cmax]).
@@ -193,24 +173,16 @@ def class_balanced_loss(logits, labels, class_mask, class_counts, *, valid=None,
   """Class-balanced loss from the effective number of samples (Cui et al., 2019).
 
   ``CB(z, y) = w_y * L(z, y)`` with ``w_j = (1 - beta) / (1 - beta^{n_j})`` normalised so
-  that an attribute's real classes' weights sum to its number of real classes ``C``
-  (``priors.effective_number_weights``), and ``L`` the softmax cross-entropy
-  (``gamma = 0``, the default) or the softmax focal loss ``(1 - p_y)^gamma * -log p_y``
-  (``gamma > 0``). Averaged over the valid labelled samples: a plain mean over samples
-  of the weighted terms, as in Cui et al.'s reference code. ``beta = 0`` gives plain
-  cross-entropy. A zero-count class uses ``n_j = 1``.
-
-  Pass ``beta`` as a Python float: ``0.9999`` is then handled in float64 before the
-  float32 weights are formed (a traced float32 ``beta`` keeps only ~4 digits of
-  ``1 - beta``).
+  that an attribute's real classes' weights sum to its number of real classes
+  (``priors.effective_number_weights``), and ``L`` the softmax cross-entropy (``gamma =
+  0``) or the softmax focal loss ``(1 - p_y)^gamma * -log p_y``. A plain mean of the
+  weighted terms over the valid labelled samples, as in Cui et al.'s reference code.
+  Pass ``beta`` as a Python float: ``1 - beta`` is then formed in float64 (a traced
+  float32 ``0.9999`` keeps only ~4 digits of it).
 
   Args:
-    logits: float[B, A, Cmax] (any float dtype; computed in float32).
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
-    class_counts: int/float[A, Cmax] training class counts.
-    valid: optional bool[B] or bool[B, A].
-    beta: in ``[0, 1)``; Cui et al. use 0.9999 (also 0.9, 0.99, 0.999).
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
+    beta: in ``[0, 1)``; Cui et al. use 0.9999 (also 0.9, 0.99, 0.999); 0 gives CE.
     gamma: focal focusing parameter >= 0; 0 for softmax cross-entropy.
 
   Returns:
@@ -242,25 +214,19 @@ def ldam_loss(logits, labels, class_mask, class_counts, *, valid=None,
   """Label-distribution-aware margin loss, with optional DRW weights (Cao et al., 2019).
 
   ``L(z, y) = -log( exp(s (z_y - Delta_y)) / (exp(s (z_y - Delta_y)) + sum_{j != y}
-  exp(s z_j)) )`` with ``Delta_j = K / n_j^{1/4}`` and ``K`` set per attribute so that
-  ``max_j Delta_j = max_margin`` (``priors.ldam_margins``; a zero-count class uses
-  ``n_j = 1``). Cao et al. feed normalised (cosine) logits, hence the scale ``s = 30``;
-  on plain linear-head logits use ``s = 1`` (the training config's default), since ``s``
-  multiplies the logits' gradients.
+  exp(s z_j)) )`` with ``Delta_j = K / n_j^{1/4}``, ``K`` set per attribute so that
+  ``max_j Delta_j = max_margin`` (``priors.ldam_margins``). Cao et al.'s ``s = 30`` is
+  for normalised (cosine) logits; on plain linear-head logits use ``s = 1`` (the
+  training config's default), since ``s`` multiplies the logits' gradients.
 
-  Reduction: without ``per_class_weights`` a plain mean over the valid labelled samples.
-  With them (deferred re-weighting, ``priors.drw_class_weights``) a weighted mean
-  ``sum_s w_{y_s} L_s / sum_s w_{y_s}``, as Cao et al.'s reference code
-  (``cross_entropy(weight=...)``) does; 0 when the weights of the labelled samples sum
-  to 0. ``per_class_weights = ones`` equals ``None``: pass ones before the DRW epoch and
-  the DRW weights after it to keep one compiled train step.
+  Without ``per_class_weights`` a plain mean over the valid labelled samples; with them
+  (deferred re-weighting, ``priors.drw_class_weights``) the weighted mean ``sum_s
+  w_{y_s} L_s / sum_s w_{y_s}`` of Cao et al.'s code, 0 where the weights sum to 0. Ones
+  equal ``None``: pass ones before the DRW step and the DRW weights after it, and one
+  compiled train step serves both.
 
   Args:
-    logits: float[B, A, Cmax] (any float dtype; computed in float32).
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
-    class_counts: int/float[A, Cmax] training class counts.
-    valid: optional bool[B] or bool[B, A].
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
     max_margin: the rarest class's margin, > 0; Cao et al. use 0.5.
     scale: ``s > 0`` multiplying the margin-subtracted logits; Cao et al. use 30.
     per_class_weights: ``None`` or float[A, Cmax] (or broadcastable) weights >= 0.
@@ -311,16 +277,11 @@ def logit_adjusted_loss(logits, labels, class_mask, class_counts, *, valid=None,
   """Logit-adjusted softmax cross-entropy (Menon et al., 2021).
 
   ``L(z, y) = -log( exp(z_y + tau log pi_y) / sum_j exp(z_j + tau log pi_j) )`` with the
-  training label prior ``pi_j = max(n_j, 1) / sum_k max(n_k, 1)``
-  (``priors.log_class_prior``; a zero-count class counts as 1). Averaged over the valid
+  training label prior ``pi`` of ``priors.log_class_prior``, averaged over the valid
   labelled samples. ``tau = 0`` gives plain cross-entropy; predict with the raw logits.
 
   Args:
-    logits: float[B, A, Cmax] (any float dtype; computed in float32).
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
-    class_counts: int/float[A, Cmax] training class counts.
-    valid: optional bool[B] or bool[B, A].
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
     tau: temperature of the adjustment, >= 0; Menon et al. use 1.
 
   Returns:
@@ -350,17 +311,12 @@ def logit_adjusted_loss(logits, labels, class_mask, class_counts, *, valid=None,
 def balanced_softmax_loss(logits, labels, class_mask, class_counts, *, valid=None):
   """Balanced softmax cross-entropy (Ren et al., 2020).
 
-  ``L(z, y) = -log( n_y exp(z_y) / sum_j n_j exp(z_j) ) = CE(z + log n, y)`` with
-  ``n_j`` the training count of class ``j`` over the attribute's real classes (a
-  zero-count class counts as 1). Averaged over the valid labelled samples. Equal to
-  ``logit_adjusted_loss`` with ``tau = 1``; predict with the raw logits.
+  ``L(z, y) = -log( n_y exp(z_y) / sum_j n_j exp(z_j) ) = CE(z + log n, y)`` over the
+  attribute's real classes, averaged over the valid labelled samples: equal to
+  ``logit_adjusted_loss`` with ``tau = 1``. Predict with the raw logits.
 
   Args:
-    logits: float[B, A, Cmax] (any float dtype; computed in float32).
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
-    class_counts: int/float[A, Cmax] training class counts.
-    valid: optional bool[B] or bool[B, A].
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
 
   Returns:
     float32[A], the per-attribute loss.
@@ -392,13 +348,13 @@ def balanced_softmax_loss(logits, labels, class_mask, class_counts, *, valid=Non
 def _sigmoid_labels(logits, labels, class_mask):
   """The padded heads read as the binary labels of a multi-label problem.
 
-  A binary attribute (2 real classes) is one label: its logit is ``z_hi - z_lo`` (the
-  softmax's log-odds of the higher-index real class, the present class of CelebA's and
-  DeepFashion's attributes) and it is positive when the label is that class. An
-  attribute with ``C >= 3`` real classes is ``C`` one-vs-rest labels: class ``c``'s
-  logit is ``z_c`` and it is positive when the label is ``c``. Either way the
-  prediction ``argmax`` over the real classes of ``z`` is the class whose label has the
-  largest sigmoid.
+  A binary attribute (2 real classes; CelebA's, DeepFashion's) is one label: its logit
+  is ``z_hi - z_lo`` (``sigmoid(z_hi - z_lo)`` is the 2-class softmax's probability of
+  the higher-index real class, the "present" class) and it is positive when the label is
+  that class. An attribute with ``C >= 3`` real classes (X-Domain's) is ``C``
+  one-vs-rest labels: class ``c``'s logit is ``z_c``, positive when the label is ``c``.
+  Either way ``argmax`` over the real classes of ``z``, the project's prediction, picks
+  the label with the largest sigmoid.
 
   Args:
     logits: float32[B, A, Cmax].
@@ -436,20 +392,17 @@ def _rebalanced_weights(labels, is_label, class_counts, labelled, *,
                        smoothing_alpha=0.1, smoothing_beta=10.0, smoothing_mu=0.2):
   """Distribution-balanced re-balanced weights ``r_hat`` of every sample's labels.
 
-  Wu et al.'s sampler picks a label uniformly, then a sample carrying it: label ``i``
-  is drawn with the class-level probability ``P^C_i = (1/L) (1/n_i)`` per sample of it,
-  and a sample ``x`` with the instance-level probability ``P^I(x) = (1/L) sum_{i
-  positive for x} 1/n_i`` (``L`` labels in all), so a sample with several labels is
-  drawn more often than any one label asks for. The weight of label ``i`` of ``x``
-  undoes that: ``r = P^C_i / P^I(x) = (1/n_i) / sum_{i' positive for x} (1/n_i')``,
-  smoothed as ``r_hat = alpha + sigmoid(beta (r - mu))``. The labels are those of
-  ``_sigmoid_labels``; a sample's positive labels are its labelled attributes' labels
-  (a binary attribute's only when its label is the higher class), across all
-  attributes. The same ``r_hat`` weighs a label's positive and negative term ("pos and
-  neg are equally treated", the reference code's ``rebalance_weight``). A zero-count
-  class counts as 1. A sample with no labelled positive label has ``P^I = 0`` and gets
-  the limit ``r -> inf`` (the reference code's ``1/0``): ``r_hat = alpha + 1``
-  (``alpha + 1/2`` when ``beta = 0``).
+  Wu et al.'s sampler picks a label uniformly, then a sample carrying it: label ``i`` is
+  drawn with the class-level probability ``P^C_i = (1/L) (1/n_i)`` per sample of it, and
+  a sample ``x`` with the instance-level probability ``P^I(x) = (1/L) sum_{i positive
+  for x} 1/n_i`` (``L`` labels in all). The weight ``r = P^C_i / P^I(x) = (1/n_i) /
+  sum_{i' positive for x} (1/n_i')`` undoes the over-drawing of samples with several
+  labels, smoothed as ``r_hat = alpha + sigmoid(beta (r - mu))``. A sample's positive
+  labels are its labelled attributes' positive ``_sigmoid_labels`` across all
+  attributes; the same ``r_hat`` weighs a label's positive and negative term (the
+  reference code's ``rebalance_weight``). A sample with no labelled positive label has
+  ``P^I = 0`` and gets the limit ``r -> inf``: ``r_hat = alpha + 1`` (``alpha + 1/2``
+  when ``beta = 0``).
 
   Args:
     labels: int32[B, A], clipped or not (only read where ``labelled``).
@@ -481,11 +434,9 @@ def distribution_balanced_loss(logits, labels, class_mask, class_counts, *, vali
                                negative_scale: float = 2.0, bias_scale: float = 0.05):
   """Distribution-balanced loss and its focal form, DB-Focal (Wu et al., 2020).
 
-  Wu et al. make "two key modifications to the standard binary cross-entropy loss: 1) a
-  new way to re-balance the weights that takes into account the impact caused by label
-  co-occurrence, and 2) a negative tolerant regularization to mitigate the
-  over-suppression of negative labels". For label ``i`` of sample ``x`` with logit
-  ``z_i`` and target ``y_i``:
+  Binary cross-entropy on the sigmoid labels (``_sigmoid_labels``) with re-balanced
+  weights and negative-tolerant regularisation. For label ``i`` of sample ``x`` with
+  logit ``z_i`` and target ``y_i``:
 
   ``L_i = r_hat_i * [ y_i (1 - q)^gamma softplus(-s_i)
                      + (1 - y_i) (1/lambda) (1 - q)^gamma softplus(lambda s_i) ]``
@@ -493,66 +444,33 @@ def distribution_balanced_loss(logits, labels, class_mask, class_counts, *, vali
   with ``s_i = z_i - nu_i``, ``q`` the probability of the target under the regularised
   logit (``sigmoid(s_i)`` for a positive, ``sigmoid(-lambda s_i)`` for a negative),
 
-  * ``r_hat_i = alpha + sigmoid(beta (r_i - mu))``, ``r_i = (1/n_i) / sum_{i'
-    positive for x} (1/n_i')`` (re-balanced weighting: the ratio of the class-level to
-    the instance-level sampling probability; ``_rebalanced_weights``);
+  * ``r_hat_i = alpha + sigmoid(beta (r_i - mu))``, the re-balanced weight
+    (``_rebalanced_weights``);
   * ``nu_i = -(kappa / lambda) b_hat_i``, ``b_hat_i = log(p_i / (1 - p_i))`` the prior
-    log-odds of label ``i`` (``priors.log_prior_odds``): negative-tolerant
-    regularisation's class-specific bias, with the sign and the division by ``lambda``
-    of the reference code (``init_bias = -log(N / n - 1) * init_bias / neg_scale``,
-    added to the logits); ``lambda`` scales the negative logits and ``1/lambda`` their
-    loss (its ``neg_scale``).
+    log-odds of label ``i`` (``priors.log_prior_odds``), with the sign and the division
+    by ``lambda`` of the reference code (``init_bias = -log(N / n - 1) * init_bias /
+    neg_scale``, added to the logits). The raw logits therefore carry ``+nu_i``, a
+    shift towards rare classes that the ``argmax`` prediction keeps.
 
-  ``gamma = 0`` is the distribution-balanced loss, ``gamma > 0`` DB-Focal (the
-  modulating factor on the regularised logits, as the reference code's ``focal``);
-  ``lambda = 1``, ``kappa = 0`` and ``beta = 0``, ``alpha = 0.5`` give binary
-  cross-entropy (focal binary cross-entropy). The defaults are the authors' COCO-MLT
-  configuration (``LT_resnet50_pfc_DB.py``: ``focal=dict(focal=True, gamma=2)``,
-  ``logit_reg=dict(neg_scale=2.0, init_bias=0.05)``, ``map_param=dict(alpha=0.1,
-  beta=10.0, gamma=0.2)``); that configuration also multiplies the focal form by
-  ``balance_param = 2``, a constant factor of the gradient left out here.
+  ``gamma = 0`` is the DB loss, ``gamma > 0`` DB-Focal; ``lambda = 1``, ``kappa = 0``,
+  ``beta = 0`` and ``alpha = 0.5`` give (focal) binary cross-entropy. The defaults are
+  the authors' COCO-MLT configuration (``LT_resnet50_pfc_DB.py``), without its constant
+  factor ``balance_param = 2``.
 
-  Labels (``_sigmoid_labels``). The paper's labels are binary, "treated as multiple
-  binary classification problems" with a sigmoid each. A binary attribute (CelebA's,
-  DeepFashion's) is one such label, positive when its label is its higher-index real
-  class (CelebA: the attribute is present), with logit ``z_1 - z_0`` (``sigmoid(z_1 -
-  z_0)`` is the 2-class softmax's probability of class 1). An attribute with ``C >= 3``
-  classes (X-Domain's) is read as ``C`` one-vs-rest labels, logit ``z_c``, of which a
-  labelled sample has exactly one positive: its class. ``n_i`` is the training count of
-  the label's class, ``p_i = n_i / N_j`` its share of the attribute's labelled samples
-  (a zero count counts as 1). Predict with ``argmax`` over the real classes of the raw
-  logits, as the project's evaluation does: it picks the label of largest ``sigmoid(z)``
-  (on a binary attribute, ``sigmoid(z_1 - z_0) > 1/2``), and since training fits
-  ``z_i - nu_i``, the raw logits carry ``+nu_i``, a shift towards rare classes
-  (``-(kappa / lambda) log(p_i / (1 - p_i))``) that ``argmax`` keeps.
-
-  Sampling probabilities. Under class-aware sampling (a label uniformly, then a sample
-  carrying it; the authors train DB with ``sampler='ClassAware'``) the instance-level
-  probability is ``P^I(x) = (1/L) sum_{i positive for x} 1/n_i``, above the
-  ``(1/L)(1/n_i)`` of each of its labels; under uniform sampling every sample has
-  ``P^I = 1/N`` whichever labels it carries, so ``r = 1`` and the weighting is a
-  constant. The loss always takes the class-aware probabilities, from the training
-  counts and the sample's labels, as the paper's formula and the reference code do,
-  whatever ``data.sampler`` is: with ``r = 1`` the loss would reduce to its
-  regularisation at the default uniform sampler. Pair it with
+  The weights always take Wu et al.'s class-aware sampling probabilities, whatever
+  ``data.sampler`` is, as the paper's formula and the reference code do (under uniform
+  sampling ``r = 1`` and the loss would reduce to its regularisation). Pair it with
   ``data.sampler=class_aware`` to run it as the authors did; this project's class-aware
-  batches draw (attribute, class) pairs, both classes of a binary attribute included,
-  and fill the rest of the batch uniformly, so the weights correct the paper's sampler,
-  not this one exactly.
+  batches draw (attribute, class) pairs and fill the rest uniformly, so the weights
+  correct the paper's sampler, not this one exactly.
 
-  Reduction: per attribute, the mean over its valid labelled samples of the sum over
-  its labels (one for a binary attribute, ``C`` otherwise), so each attribute's loss
-  has the scale of a cross-entropy; the reference code's mean over all ``B * L``
-  entries differs by a constant factor. Missing labels and padded classes contribute
-  exactly 0 to values and gradients, and a missing label is not among a sample's
-  positive labels.
+  Reduction: per attribute, the mean over its valid labelled samples of the sum over its
+  labels, so each attribute's loss has the scale of a cross-entropy (the reference
+  code's mean over all ``B * L`` entries differs by a constant factor). Missing labels
+  and padded classes contribute exactly 0 to values and gradients.
 
   Args:
-    logits: float[B, A, Cmax] (any float dtype; computed in float32).
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
-    class_counts: int/float[A, Cmax] training class counts.
-    valid: optional bool[B] or bool[B, A].
+    logits, labels, class_mask, class_counts, valid: see the module docstring.
     gamma: focal focusing parameter ``>= 0``; 0 for the DB loss, 2 for DB-Focal.
     smoothing_alpha: ``alpha >= 0``, the smoothing function's lift; Wu et al. use 0.1.
     smoothing_beta: ``beta >= 0``, its slope; Wu et al. use 10.
@@ -606,47 +524,23 @@ def asymmetric_loss(logits, labels, class_mask, class_counts=None, *, valid=None
                     gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05):
   """Asymmetric loss, ASL (Ridnik et al., 2021).
 
-  "First, to focus on hard negatives while maintaining the contribution of positive
-  samples, we decouple the modulations of the positive and negative samples and assign
-  them different exponential decay factors. Second, we propose to shift the
-  probabilities of negative samples to completely discard very easy negatives (hard
-  thresholding)." For label ``i`` with logit ``z_i``, ``p = sigmoid(z_i)`` and target
-  ``y_i``:
+  On the sigmoid labels (``_sigmoid_labels``: a ``C``-class attribute is ``C``
+  one-vs-rest labels, ``C - 1`` of them negative, where ASL's imbalance arises), for
+  label ``i`` with ``p = sigmoid(z_i)`` and target ``y_i``:
 
   ``L_i = -y_i (1 - p)^gamma_pos log(p) - (1 - y_i) p_m^gamma_neg log(1 - p_m)``,
   ``p_m = max(p - m, 0)``
 
   so a negative with ``p <= m`` contributes exactly 0 (value and gradient). The
-  modulating factors are differentiated (the paper's gradient analysis; the reference
-  code can stop their gradient, ``disable_torch_grad_focal_loss``). ``gamma_pos =
-  gamma_neg = 0`` and ``m = 0`` give binary cross-entropy; ``gamma_pos = gamma_neg =
-  gamma``, ``m = 0`` the sigmoid focal loss. The defaults are the paper's and the
-  reference training script's (``AsymmetricLoss(gamma_neg=4, gamma_pos=0,
-  clip=0.05)``).
-
-  Labels: those of ``distribution_balanced_loss`` (``_sigmoid_labels``). ASL is
-  defined on "a typical multi-label setting, [where] a picture contains on average few
-  positive labels, and many negative ones", one sigmoid per label: a binary attribute
-  is one label (positive: its higher-index real class; logit ``z_1 - z_0``), an
-  attribute with ``C >= 3`` classes ``C`` one-vs-rest labels, one of them positive,
-  which is where ASL's negative-positive imbalance arises (``C - 1`` negatives a
-  sample). Not taken: the reference code's single-label variant (``ASLSingleLabel``,
-  a softmax): it has no probability margin, and its negative focusing only weighs the
-  label-smoothing terms (without smoothing it is the focal loss of ``gamma_pos``).
-  Predict with ``argmax`` over the real classes of the raw logits, the label of largest
-  ``sigmoid(z)``, as the project's evaluation does.
-
-  Reduction: per attribute, the mean over its valid labelled samples of the sum over
-  its labels (the reference code sums over the batch too). Missing labels and padded
-  classes contribute exactly 0 to values and gradients. ``class_counts`` is accepted for
-  the common signature and not used.
+  modulating factors are differentiated (the paper's gradient analysis). ``gamma_pos =
+  gamma_neg = 0`` and ``m = 0`` give binary cross-entropy. The defaults are the paper's
+  (``AsymmetricLoss(gamma_neg=4, gamma_pos=0, clip=0.05)``). Reduced as
+  ``distribution_balanced_loss``: per attribute, the mean over its valid labelled
+  samples of the sum over its labels.
 
   Args:
-    logits: float[B, A, Cmax] (any float dtype; computed in float32).
-    labels: int[B, A]; ``-1`` marks a missing label.
-    class_mask: bool[A, Cmax] or ``None``; ``False`` for padded classes.
+    logits, labels, class_mask, valid: see the module docstring.
     class_counts: ignored (may be ``None``).
-    valid: optional bool[B] or bool[B, A].
     gamma_pos: focusing parameter of the positives, ``>= 0``; Ridnik et al. use 0.
     gamma_neg: focusing parameter of the negatives, ``>= 0``; Ridnik et al. use 4.
     clip: the probability margin ``m`` in ``[0, 1)``; Ridnik et al. use 0.05.

@@ -1,10 +1,10 @@
 """Per-class quantities derived from the training split's class counts.
 
-Every function takes ``class_counts`` int/float[A, Cmax] (one row per attribute, 0 on
-padded classes) and ``class_mask`` bool[A, Cmax] and returns float32[A, Cmax] with 0 on
-padded classes. Counts on padded classes are ignored. A real class with 0 training
-samples is treated as having 1 wherever a log, a power with a negative exponent or a
-division needs its count, so nothing here is NaN or infinite.
+Every function takes ``class_counts`` int/float[A, Cmax] (ignored on padded classes)
+and ``class_mask`` bool[A, Cmax] (``None``: every class is real), and returns
+float32[A, Cmax] with 0 on padded classes. A real class with 0 training samples counts
+as 1 wherever a log, a negative power or a division needs its count, so nothing here is
+NaN or infinite.
 """
 
 from __future__ import annotations
@@ -34,15 +34,13 @@ def _normalise_rows(values, class_mask, total):
 
 
 def class_shares(class_counts, class_mask=None):
-  """Each class's share ``r_i`` of its attribute's training samples.
+  """Each class's share ``r_i = n_i / sum_k n_k`` of its attribute's training samples.
 
-  ``r_i = n_i / sum_k n_k`` over the real classes of the attribute (Section 4 of the CRL
-  paper, competitors 3 and 4). Zero-count classes get ``r_i = 0``; an attribute whose
-  counts are all 0 gets ``r = 0`` everywhere.
+  The CRL paper's ``r`` (Section 4, competitors 3 and 4). An attribute whose counts are
+  all 0 gets ``r = 0`` everywhere.
 
   Args:
-    class_counts: int/float[A, Cmax] training class counts.
-    class_mask: optional bool[A, Cmax]; ``False`` for padded classes.
+    class_counts, class_mask: see the module docstring.
 
   Returns:
     float32[A, Cmax], rows summing to 1 over real classes (0 on padded classes).
@@ -60,12 +58,10 @@ def class_shares(class_counts, class_mask=None):
 def log_class_prior(class_counts, class_mask=None):
   """Log of the empirical label prior, ``log pi_j`` (Menon et al., 2021).
 
-  ``pi_j = max(n_j, 1) / sum_k max(n_k, 1)`` over the real classes of the attribute: a
-  zero-count class counts as 1 so that ``log pi_j`` is finite.
+  ``pi_j = max(n_j, 1) / sum_k max(n_k, 1)`` over the real classes of the attribute.
 
   Args:
-    class_counts: int/float[A, Cmax] training class counts.
-    class_mask: optional bool[A, Cmax]; ``False`` for padded classes.
+    class_counts, class_mask: see the module docstring.
 
   Returns:
     float32[A, Cmax], ``<= 0`` on real classes, 0 on padded classes.
@@ -83,11 +79,8 @@ def log_class_prior(class_counts, class_mask=None):
 
 
 def _log_beta(beta):
-  """``log(beta)`` as float32, taken in float64 when ``beta`` is concrete.
-
-  ``beta = 0.9999`` is not representable in float32 (``1 - beta`` keeps only ~4 digits),
-  so a Python ``beta`` is logged in float64 first; a traced ``beta`` is used as given.
-  """
+  """``log(beta)`` as float32, taken in float64 when ``beta`` is concrete (``0.9999`` is
+  not representable in float32); a traced ``beta`` is used as given."""
   concrete = checks.concrete_value(beta)
   if concrete is None:
     return jnp.log(jnp.asarray(beta, jnp.float32))
@@ -98,24 +91,18 @@ def _log_beta(beta):
 def effective_number_weights(class_counts, class_mask=None, beta: float = 0.9999):
   """Class-balanced weights from the effective number of samples (Cui et al., 2019).
 
-  ``E_n = (1 - beta^n) / (1 - beta)``, ``w_j = 1 / E_{n_j} = (1 - beta) / (1 -
-  beta^{n_j})``, normalised so that the weights of an attribute's real classes sum to
-  its number of real classes ``C``: ``w_j <- C * w_j / sum_k w_k``. A zero-count class
-  uses ``n_j = 1``. ``beta = 0`` gives ``w = 1`` (plain cross-entropy); ``beta -> 1``
-  approaches inverse-frequency weights.
-
-  Computed as ``1 / -expm1(n_j * log(beta))`` (the ``1 - beta`` factor cancels in the
-  normalisation), which keeps full float32 precision for ``beta`` close to 1 when
-  ``beta`` is a Python float.
+  ``w_j = 1 / E_{n_j} = (1 - beta) / (1 - beta^{n_j})``, normalised so that the weights
+  of an attribute's real classes sum to its number of real classes ``C``. ``beta = 0``
+  gives ``w = 1``; ``beta -> 1`` approaches inverse-frequency weights. Computed as
+  ``1 / -expm1(n_j * log(beta))`` (``1 - beta`` cancels in the normalisation), which
+  keeps full float32 precision for ``beta`` close to 1 when it is a Python float.
 
   Args:
-    class_counts: int/float[A, Cmax] training class counts.
-    class_mask: optional bool[A, Cmax]; ``False`` for padded classes.
+    class_counts, class_mask: see the module docstring.
     beta: scalar in ``[0, 1)``; the paper's default 0.9999.
 
   Returns:
-    float32[A, Cmax], positive on real classes (summing to ``C`` per attribute), 0 on
-    padded classes.
+    float32[A, Cmax], positive on real classes (summing to ``C`` per attribute).
 
   Example:
     >>> import jax.numpy as jnp
@@ -139,27 +126,21 @@ def effective_number_weights(class_counts, class_mask=None, beta: float = 0.9999
 def drw_class_weights(class_counts, class_mask=None, beta: float = 0.9999):
   """Deferred re-weighting (DRW) class weights of LDAM-DRW (Cao et al., 2019).
 
-  The effective-number weights of ``effective_number_weights`` (Cui et al., 2019),
-  ``w_j = C * (1 - beta) / (1 - beta^{n_j})`` normalised to sum to ``C`` per attribute,
-  which Cao et al. switch on after a fixed epoch (pass them as
-  ``ldam_loss(..., per_class_weights=...)``).
+  The ``effective_number_weights`` that Cao et al. switch on after a fixed epoch (pass
+  them as ``ldam_loss(..., per_class_weights=...)``).
 
   Args:
-    class_counts: int/float[A, Cmax] training class counts (0-count classes use 1).
-    class_mask: optional bool[A, Cmax]; ``False`` for padded classes.
+    class_counts, class_mask: see the module docstring.
     beta: scalar in ``[0, 1)``; Cao et al. use 0.9999.
 
   Returns:
-    float32[A, Cmax]; 0 on padded classes.
+    float32[A, Cmax].
 
   Example:
     >>> import jax.numpy as jnp
     >>> from crl_jax import baselines
-    >>> weights = baselines.drw_class_weights(jnp.array([[1000, 10]]))
-    >>> weights
+    >>> baselines.drw_class_weights(jnp.array([[1000, 10]]))
     Array([[0.0207..., 1.979...]], dtype=float32)
-    >>> epoch = 170  # Cao et al. switch the weights on at epoch 160
-    >>> per_class_weights = jnp.where(epoch >= 160, weights, jnp.ones_like(weights))
 
   Reference: Cao, Wei, Gaidon, Arechiga and Ma, "Learning Imbalanced Datasets with
   Label-Distribution-Aware Margin Loss", NeurIPS 2019.
@@ -171,17 +152,15 @@ def drw_class_weights(class_counts, class_mask=None, beta: float = 0.9999):
 def ldam_margins(class_counts, class_mask=None, max_margin: float = 0.5):
   """Label-distribution-aware margins ``Delta_j = K / n_j^{1/4}`` (Cao et al., 2019).
 
-  ``K`` is chosen per attribute so that the largest margin (the rarest class) equals
-  ``max_margin``: ``Delta_j = max_margin * n_j^{-1/4} / max_k n_k^{-1/4}``. A zero-count
-  class uses ``n_j = 1``.
+  ``K`` is chosen per attribute so that the rarest class's margin is ``max_margin``:
+  ``Delta_j = max_margin * n_j^{-1/4} / max_k n_k^{-1/4}``.
 
   Args:
-    class_counts: int/float[A, Cmax] training class counts.
-    class_mask: optional bool[A, Cmax]; ``False`` for padded classes.
+    class_counts, class_mask: see the module docstring.
     max_margin: scalar > 0; Cao et al. use 0.5.
 
   Returns:
-    float32[A, Cmax] in ``(0, max_margin]`` on real classes, 0 on padded classes.
+    float32[A, Cmax] in ``(0, max_margin]`` on real classes.
 
   Example:
     >>> import jax.numpy as jnp
@@ -202,19 +181,17 @@ def ldam_margins(class_counts, class_mask=None, max_margin: float = 0.5):
 def log_prior_odds(class_counts, class_mask=None):
   """Each class's prior log-odds against the rest of its attribute, ``log(p_j / (1 - p_j))``.
 
-  ``p_j = n_j / N`` with ``N = sum_k n_k`` over the attribute's real classes, so
-  ``log(p_j / (1 - p_j)) = log n_j - log(N - n_j)``: the bias at which a sigmoid on class
-  ``j`` alone outputs its prior (Lin et al. 2017's prior initialisation; Wu et al. 2020
-  write it ``b_hat = -log(1/p - 1)``). On a binary attribute it is the log of the ratio
-  of the two classes' counts. A zero-count class counts as 1 (in ``n_j`` and in ``N``),
-  so the log-odds are finite even when one class holds every sample.
+  ``p_j = n_j / N`` over the attribute's real classes, so the log-odds are ``log n_j -
+  log(N - n_j)``: the bias at which a sigmoid on class ``j`` alone outputs its prior
+  (Lin et al. 2017's prior initialisation; Wu et al. 2020's ``b_hat = -log(1/p - 1)``).
+  A zero-count class counts as 1 in ``n_j`` and in ``N``, so the log-odds stay finite
+  when one class holds every sample.
 
   Args:
-    class_counts: int/float[A, Cmax] training class counts.
-    class_mask: optional bool[A, Cmax]; ``False`` for padded classes.
+    class_counts, class_mask: see the module docstring.
 
   Returns:
-    float32[A, Cmax]; 0 on padded classes.
+    float32[A, Cmax].
 
   Example:
     >>> import jax.numpy as jnp

@@ -6,12 +6,10 @@ from them), how training derives its hyperparameters (``TrainingLoss``) and whet
 may use it as its base loss. Config validation, the training objective and
 ``catalogue`` (compare's methods) read ``TRAINING_LOSSES``; nothing else lists them.
 
-``LOSSES[name](logits, labels, class_mask, class_counts, *, valid=None,
-**hyperparameters) -> f32[A]`` and ``ADJUSTMENTS[name](logits, class_mask,
-class_counts, **hyperparameters) -> f32[B, A, Cmax]``. Registry entries are the library
-functions wrapped so that an unknown hyperparameter name is a one-line ``ValueError``
-(naming the key, its value and the allowed names) instead of a ``TypeError``;
-``get_loss`` / ``get_adjustment`` additionally check every value before any tracing.
+``LOSSES`` and ``ADJUSTMENTS`` hold the library functions wrapped so that an unknown
+hyperparameter name is a one-line ``ValueError`` (the key, its value and the allowed
+names) instead of a ``TypeError``; ``get_loss`` / ``get_adjustment`` also check every
+value before any tracing.
 """
 
 from __future__ import annotations
@@ -33,22 +31,15 @@ _INPUT_KEYWORDS = ("valid",)
 
 
 def hyperparameter_names(function: Callable[..., Any]) -> tuple[str, ...]:
-  """The hyperparameters a registered function accepts, in signature order.
-
-  Args:
-    function: a library function, or its registry entry.
-
-  Returns:
-    tuple of names (keyword-only arguments other than ``valid`` for losses; the
-    arguments after ``class_counts`` for adjustments).
-  """
+  """The hyperparameters a registered function (or its registry entry) accepts, in
+  signature order: a loss's keyword-only arguments other than ``valid``, an adjustment's
+  arguments after ``class_counts``."""
   function = inspect.unwrap(function)
   parameters = list(inspect.signature(function).parameters.values())
   names = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
   if not names:  # adjustments take their hyperparameters positionally-or-by-keyword
-    after_counts = [p.name for p in parameters]
-    after_counts = after_counts[after_counts.index("class_counts") + 1:]
-    names = after_counts
+    names = [p.name for p in parameters]
+    names = names[names.index("class_counts") + 1:]
   return tuple(name for name in names if name not in _INPUT_KEYWORDS)
 
 
@@ -91,12 +82,10 @@ class TrainingLoss:
     loss: the ``LOSSES`` name of the per-attribute function.
     config_section: ``config.loss.<config_section>`` holds its settings, or ``None``
       when it has none.
-    config_defaults: the settings' keys and default values, exactly as
-      ``config_lib.base_config`` writes them into ``config.loss.<config_section>`` (and
-      hence into every run's ``config.json``). A key that names a hyperparameter of the
-      function (``hyperparameter_names``) is passed to it; the others are read by
-      ``schedule``. A key with a range in ``checks`` is range-checked by config
-      validation.
+    config_defaults: the settings' keys and defaults, as ``config_lib.base_config``
+      writes them. A key that names a hyperparameter of the function is passed to it;
+      the others are read by ``schedule``. A key with a range in ``checks`` is
+      range-checked by config validation.
     schedule: optional ``schedule(settings, class_counts, class_mask, step, num_steps)
       -> dict`` of further (traced) hyperparameters, for a loss that changes during
       training (LDAM-DRW's deferred re-weighting).
@@ -160,20 +149,13 @@ def register_loss(name: str, function: Callable[..., Any], *,
                   crl_base: bool = True) -> Callable[..., Any]:
   """Adds a loss: the one place a new loss is named (configs, validation, training).
 
-  After this, ``LOSSES[name]`` is the checked function, ``config.loss.name =
-  config_name`` trains with it (and ``loss.crl.base`` may name it), and
-  ``config_lib.base_config()`` has a ``config.loss.<config_section>`` with
-  ``config_defaults``.
-
   Args:
     name: the ``LOSSES`` key.
     function: ``loss_fn(logits, labels, class_mask, class_counts, *, valid=None,
       **hyperparameters) -> f32[A]`` (the common signature of ``losses``).
-    config_name: the config's name for it; default ``name``.
-    config_section: see ``TrainingLoss``; ``None`` for a loss without settings.
-    config_defaults: see ``TrainingLoss``; its range-checked values are checked here.
-    schedule: see ``TrainingLoss``.
-    crl_base: see ``TrainingLoss``.
+    config_name: ``config.loss.name`` (and ``loss.crl.base``) of it; default ``name``.
+    config_section, config_defaults, schedule, crl_base: see ``TrainingLoss``; the
+      defaults are range-checked here.
 
   Returns:
     The registered (checked) function.
@@ -212,15 +194,9 @@ def register_loss(name: str, function: Callable[..., Any], *,
 
 
 def deferred_reweighting(settings, class_counts, class_mask, step, num_steps: int):
-  """LDAM-DRW's per-class weights at ``step`` (Cao et al., 2019, deferred re-weighting).
-
-  Ones before ``settings["drw_start_fraction"] * num_steps``, then
-  ``priors.drw_class_weights(class_counts, class_mask, beta=settings["beta"])``; one
-  compiled step serves both phases.
-
-  Returns:
-    ``{"per_class_weights": float32[A, Cmax]}``.
-  """
+  """LDAM-DRW's per-class weights at ``step`` (Cao et al., 2019): ones before
+  ``settings["drw_start_fraction"] * num_steps``, then ``priors.drw_class_weights``, in
+  one compiled step. Returns ``{"per_class_weights": float32[A, Cmax]}``."""
   drw_weights = priors.drw_class_weights(class_counts, class_mask,
                                          beta=settings["beta"])
   start = int(settings["drw_start_fraction"] * num_steps)
@@ -234,9 +210,8 @@ register_loss("focal", losses.focal_loss, config_section="focal",
 register_loss("class_balanced", losses.class_balanced_loss,
               config_section="class_balanced",
               config_defaults={"beta": 0.9999, "gamma": 0.0})
-# scale=1: the heads give plain (not cosine-normalised) logits. Cao et al.'s s=30 is for
-# normalised features and weights; on plain logits it multiplies the gradients by 30
-# and training diverged (docs/results.md: loss 91 -> 353, chance-level accuracy).
+# scale=1: the heads give plain (not cosine-normalised) logits, whose gradients Cao et
+# al.'s s=30 would multiply by 30 (ldam_loss).
 register_loss("ldam", losses.ldam_loss, config_name="ldam_drw", config_section="ldam",
               config_defaults={"max_margin": 0.5, "scale": 1.0,
                                "drw_start_fraction": 0.8, "beta": 0.9999},
@@ -266,17 +241,17 @@ def register_adjustment(name: str, function: Callable[..., Any], *,
   """Adds a post-hoc adjustment: the one place it is named (``eval.adjustment``,
   ``compare``'s methods, evaluation's variants).
 
-  A hyperparameter of ``function`` takes, at evaluation, the value of the same key in the
+  At evaluation a hyperparameter of ``function`` takes the value of the same key in the
   config section of the loss registered under the same name (``loss.logit_adjust.tau``),
-  else its candidates in ``searched`` (one variant each, the best chosen on the
-  validation split, ``train.loop.adjustment_variants``), else the function's default.
+  else its candidates in ``searched`` (one prediction variant each, the best chosen on
+  the validation split: ``train.evaluate.adjustment_variants``), else the function's
+  default.
 
   Args:
     name: the ``ADJUSTMENTS`` key.
     function: ``adjust(logits, class_mask, class_counts, **hyperparameters) ->
       f32[B, A, Cmax]`` scores (the common signature of ``adjustments``).
-    searched: optional ``{hyperparameter: candidates}``; every candidate is range-checked
-      here.
+    searched: optional ``{hyperparameter: candidates}``, each candidate range-checked.
 
   Returns:
     The registered (checked) function.
@@ -335,7 +310,7 @@ def get_loss(name: str, **hyperparameters: Any) -> Callable[..., Any]:
 
   Args:
     name: a key of ``LOSSES``.
-    **hyperparameters: that loss's hyperparameters (see ``hyperparameter_names``).
+    **hyperparameters: that loss's hyperparameters (``hyperparameter_names``).
 
   Returns:
     ``loss_fn(logits, labels, class_mask, class_counts, *, valid=None) -> f32[A]``.
@@ -358,17 +333,10 @@ def get_loss(name: str, **hyperparameters: Any) -> Callable[..., Any]:
 
 
 def get_adjustment(name: str, **hyperparameters: Any) -> Callable[..., Any]:
-  """A test-time adjustment with its hyperparameters bound, checked before tracing.
-
-  Args:
-    name: a key of ``ADJUSTMENTS``.
-    **hyperparameters: that adjustment's hyperparameters.
+  """A test-time adjustment with its hyperparameters bound, checked as ``get_loss``.
 
   Returns:
     ``adjust_fn(logits, class_mask, class_counts) -> f32[B, A, Cmax]``.
-
-  Raises:
-    ValueError: unknown name, unknown hyperparameter or out-of-range value (one line).
 
   Example:
     >>> import jax.numpy as jnp

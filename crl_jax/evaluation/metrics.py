@@ -57,15 +57,14 @@ def mean_sensitivity(correct, support, *, empty=np.nan):
 
   ``S_i = correct_i / support_i`` and ``A_bln = (1 / c) sum_i S_i`` over the ``c``
   classes with ``support_i > 0`` (a class absent from the labels has no sensitivity and
-  is left out); ``empty`` where no class has support. NumPy in, NumPy out (float64, for
-  summed confusion counts: ``class_balanced_accuracy``); JAX in, JAX out, traceable
-  (``baselines.class_balanced_accuracy_from_predictions``, in the threshold search).
+  is left out). NumPy in, NumPy out (float64, for summed confusion counts); JAX in, JAX
+  out, traceable (``baselines.class_balanced_accuracy_from_predictions``).
 
   Args:
     correct: int/float[..., C] correctly predicted samples of each class.
     support: int/float[..., C] samples labelled with each class.
-    empty: the value where no class has support (nan here; 0 in the jitted search,
-      where nan would win ``argmax``).
+    empty: the value where no class has support (nan here; 0 in the jitted threshold
+      search, where nan would win ``argmax``).
 
   Returns:
     float[...]: float64 for NumPy inputs, the inputs' float type (float32 for integer
@@ -85,10 +84,8 @@ def mean_sensitivity(correct, support, *, empty=np.nan):
 
 
 def class_balanced_accuracy(confusion: np.ndarray) -> np.ndarray:
-  """float64[A] mean per-class recall over the classes present in the split (Eqn 18).
-
-  Classes absent from the split (``n_i = 0``) are left out of the mean; an attribute
-  with no labelled example at all gives nan.
+  """float64[A] class-balanced accuracy of summed confusion counts int[A, Cmax, Cmax]
+  (Eqn 18, ``mean_sensitivity``): nan for an attribute with no labelled example.
 
   Example:
     >>> import numpy as np
@@ -121,12 +118,13 @@ def imbalance_ratios(class_counts: np.ndarray, class_mask: np.ndarray) -> np.nda
 
 def summarise(confusion: np.ndarray, attribute_names, class_counts=None, class_mask=None,
               split_ratio: float = 5.0, groups=None) -> dict:
-  """Every number a report needs from summed confusion matrices.
+  """Every number a report needs from summed confusion matrices int[A, Cmax, Cmax].
 
-  Returns a flat-ish dict: ``mean_class_balanced_accuracy``, ``mean_accuracy``,
-  per attribute ``class_balanced_accuracy``, ``accuracy``, ``per_class_recall``, and,
-  with training ``class_counts``, the paper's split (Tables 4 and 6) into less
-  imbalanced (ratio <= ``split_ratio``) and more imbalanced attributes.
+  Returns ``mean_class_balanced_accuracy``, ``mean_accuracy``, per attribute
+  ``class_balanced_accuracy``, ``accuracy`` and ``per_class_recall``; with training
+  ``class_counts`` each attribute's ``imbalance_ratio`` and the paper's split (Tables 4
+  and 6) into less imbalanced (ratio <= ``split_ratio``) and more imbalanced attributes;
+  with ``groups`` (name -> attribute indices) their means.
   """
   balanced = class_balanced_accuracy(confusion)
   plain = accuracy(confusion)
@@ -136,9 +134,7 @@ def summarise(confusion: np.ndarray, attribute_names, class_counts=None, class_m
       "mean_accuracy": float(np.nanmean(plain)),
       "attributes": {},
   }
-  ratios = None
-  if class_counts is not None:
-    ratios = imbalance_ratios(class_counts, class_mask)
+  ratios = None if class_counts is None else imbalance_ratios(class_counts, class_mask)
   for j, name in enumerate(attribute_names):
     num_classes = int(np.asarray(class_mask)[j].sum()) if class_mask is not None else (
         recall.shape[-1])

@@ -1,16 +1,9 @@
 """The comparison report: runs' ``results.json`` -> tables, plots and one JSON file.
 
-``write`` puts in ``report_dir``:
-
-* ``compare.md``: the paper's Table 5 layout (a row per method, a column per attribute
-  sorted by imbalance ratio, the ratio row on top, test class-balanced accuracy as mean
-  +- std over seeds, the mean column, the best of each column in bold), the Table 6
-  split (less vs more imbalanced attributes) as gain over CE, and training time per run;
-* ``gain_over_ce.png`` (per attribute, sorted by imbalance ratio: the paper's Figs. 6,
-  8), ``recall_vs_frequency.png`` (per-class test recall against training class size,
-  CE and CRL), ``training_curves.png`` (training loss and validation mean
-  class-balanced accuracy against step);
-* ``compare.json``: every number behind them.
+``write`` puts in ``report_dir`` ``compare.md`` (``format_markdown``: the paper's Table
+5 and Table 6 layouts and the training time per run), ``compare.json`` (every number
+behind them) and three figures: ``gain_over_ce.png`` (the paper's Figs. 6, 8),
+``recall_vs_frequency.png`` and ``training_curves.png``.
 """
 
 from __future__ import annotations
@@ -66,7 +59,10 @@ def aggregate(per_run: dict, attribute_names) -> dict:
 
 
 def format_markdown(table: dict, attribute_names, ratios, machine: str, command: str) -> str:
-  """``compare.md``: the three tables of ``aggregate``'s ``table`` (module docstring)."""
+  """``compare.md`` from ``aggregate``'s ``table``: test class-balanced accuracy, a row
+  per method and a column per attribute sorted by imbalance ratio (the ratio row on top,
+  mean +- std over seeds, the best of each column in bold); the gain over CE on the less
+  and more imbalanced attributes; the training time per run."""
   order = np.argsort(ratios, kind="stable")
   names = [attribute_names[i] for i in order]
   lines = [f"Test class-balanced accuracy (%), mean ± std over seeds. Machine: {machine}.",

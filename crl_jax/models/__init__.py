@@ -8,36 +8,24 @@ Every model maps normalised ``images f[B, H, W, 3]`` to a dict::
 
 in the compute dtype. Attribute ``j``'s logits come from its own feature
 ``features[:, j]``; the logits of padded classes (``c >= class_counts[j]``) are exactly
-``PADDED_LOGIT`` (finite; ``crl_jax.crl.heads`` owns it), so a softmax gives them 0.
+``PADDED_LOGIT`` (``crl_jax.crl.heads`` owns it), so a softmax gives them 0.
 
 Parameter layout (a contract other modules rely on)::
 
   params["backbone"]   the shared trunk (convolutions, the DeepID2 / CifarNet FC layers)
-  params["heads"]      every per-attribute layer: hidden_*/feature/logits, each an
-                       AttributeDense with kernel [A, in, out] and bias [A, out]
+  params["heads"]      every per-attribute layer (``AttributeHeads``)
   batch_stats["backbone"]   running batch-norm statistics (all models have batch norm)
 
-So a model can be warm-started by copying ``params["backbone"]`` and
-``batch_stats["backbone"]`` from a checkpoint and re-initialising ``params["heads"]``;
-changing ``class_counts`` changes only head shapes. Per-attribute layers are one
-``einsum`` over ``[A, in, out]`` kernels, never a Python loop over attributes.
-
-Models (``get_model(name, ...)``, see ``MODELS``; ``register_model`` adds one):
-
-* ``tiny``: two stride-2 conv+BN layers, global pooling; for tests and smoke runs.
-* ``deepid2``: DeepID2 (CelebA, Section 4.1) + BN, shared 160-d layer, FC2 per attribute.
-* ``mtct``: five NIN units + a 3-FC-layer branch per attribute (X-Domain, Section 4.2).
-* ``cifarnet``, ``resnet32``, ``densenet``: CIFAR-100 models of Section 4.3.
-* ``resnet50``: ImageNet-style ResNet-50 (DeepFashion).
-
-Batch norm: ``momentum=0.9``, ``epsilon=1e-5``, no ``axis_name`` (under ``jit`` on a
-globally sharded batch the statistics are those of the global batch). Usage::
+so a model is warm-started by copying the backbone and re-initialising the heads, and
+changing ``class_counts`` changes only head shapes. ``get_model(name, ...)`` builds the
+models of ``MODELS`` (``tiny`` for tests; ``deepid2``, ``mtct``, ``cifarnet``,
+``resnet32``, ``densenet`` and ``resnet50``, the networks of the paper's Section 4);
+``register_model`` adds one. Usage::
 
   model = models.get_model("mtct", class_counts=[2, 7, 3], dropout_rate=0.5)
   variables = model.init({"params": key, "dropout": key2}, images, train=False)
   out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"],
                              rngs={"dropout": key3})
-  out = model.apply(variables, images, train=False)
 
 ``models`` never imports ``crl_jax.data`` (nor tensorflow).
 """

@@ -17,25 +17,17 @@ conv_kernel_init = nn.initializers.he_normal()
 
 def batch_norm(train: bool, dtype, name: str | None = None,
                scale_init: Callable[..., jax.Array] = nn.initializers.ones):
-  """The project's batch norm: momentum 0.9, epsilon 1e-5, no ``axis_name``.
-
-  Under ``jit`` on a globally sharded batch the statistics are those of the global
-  batch, so no cross-device reduction is named here.
-  """
+  """The project's batch norm: momentum 0.9, epsilon 1e-5, no ``axis_name``: under
+  ``jit`` on a globally sharded batch the statistics are already those of the global
+  batch."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                       dtype=dtype, param_dtype=jnp.float32, scale_init=scale_init,
                       name=name)
 
 
 def global_average_pool(x):
-  """Mean over the spatial axes, accumulated in float32.
-
-  Args:
-    x: f[B, H, W, C].
-
-  Returns:
-    f[B, C] in ``x.dtype``.
-  """
+  """Mean over the spatial axes, accumulated in float32: f[B, H, W, C] -> f[B, C] in
+  ``x.dtype``."""
   return jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
 
 
@@ -78,13 +70,11 @@ class ConvBN(nn.Module):
 
 
 class MultiAttributeModel(nn.Module):
-  """Base of every model: a shared ``backbone`` and batched per-attribute ``heads``.
+  """Base of every model: ``make_backbone()`` then ``make_heads()``.
 
-  ``__call__`` runs ``make_backbone()`` (a module named ``"backbone"`` mapping
-  ``images f[B, H, W, C] -> trunk features f[B, F]``) then ``make_heads()`` (an
-  ``AttributeHeads`` named ``"heads"``). Every parameter therefore lives under
-  ``params["backbone"]`` or ``params["heads"]``, and batch statistics under
-  ``batch_stats["backbone"]``.
+  The backbone is a module named ``"backbone"`` mapping ``images f[B, H, W, C] -> trunk
+  features f[B, F]``; the heads an ``AttributeHeads`` named ``"heads"`` (the package
+  docstring's parameter layout).
 
   Attributes:
     class_counts: tuple of ``A`` ints >= 2, the number of classes of each attribute.
@@ -110,31 +100,23 @@ class MultiAttributeModel(nn.Module):
 
   @nn.nowrap
   def make_backbone(self) -> nn.Module:
-    """Returns the trunk module, constructed with ``name="backbone"``."""
+    """The trunk module, constructed with ``name="backbone"``."""
     raise TypeError(f"{type(self).__name__} must define make_backbone(); use a model "
                     "from crl_jax.models.MODELS.")
 
   @nn.nowrap
   def make_heads(self) -> nn.Module:
-    """Returns the per-attribute heads, constructed with ``name="heads"``."""
+    """The per-attribute heads, constructed with ``name="heads"``."""
     return heads_lib.AttributeHeads(class_counts=tuple(self.class_counts),
                                      feature_dim=self.feature_dim, dtype=self.dtype,
                                      shared_dim=self.shared_dim, name="heads")
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    """Predicts every attribute.
-
-    Args:
-      images: f[B, H, W, C], already normalised by the input pipeline.
-      train: batch statistics instead of running averages (pass
-        ``mutable=["batch_stats"]`` to ``apply``) and dropout where the model has it
-        (pass ``rngs={"dropout": key}``).
-
-    Returns:
-      ``{"logits": f[B, A, Cmax], "features": f[B, A, D]}`` in the compute dtype;
-      ``logits[:, j, c] == PADDED_LOGIT`` for ``c >= class_counts[j]``.
-    """
+    """Predicts every attribute: normalised ``images`` f[B, H, W, C] -> ``{"logits":
+    f[B, A, Cmax], "features": f[B, A, D]}`` in the compute dtype.
+    ``train`` uses batch statistics (pass ``mutable=["batch_stats"]`` to ``apply``) and
+    dropout where the model has it (pass ``rngs={"dropout": key}``)."""
     if images.ndim != 4:
       raise ValueError(f"images must be f[B, H, W, C], got shape {images.shape}.")
     trunk_features = self.make_backbone()(images, train=train)

@@ -13,14 +13,13 @@ from crl_jax.models import base
 class CifarNetBackbone(nn.Module):
   """conv 64@5x5 -> max-pool 3x3/2 -> conv 64@5x5 -> max-pool 3x3/2 -> FC 384 -> FC 192.
 
-  Every convolution is followed by batch norm and ReLU (TF-slim CifarNet uses local
-  response normalisation instead). The first FC layer's input size is computed from
-  the image size (``8 * 8 * 64`` at 32x32), so the backbone's parameter shapes depend
-  on it.
+  Batch norm and ReLU after every convolution (TF-slim's CifarNet uses local response
+  normalisation). The first FC layer's input size, and so its parameter shape, follows
+  the image size (``8 * 8 * 64`` at 32x32).
 
   Attributes:
-    dropout_rate: dropout between FC 384 and FC 192 when ``train=True`` (TF-slim uses
-      0.5); 0 disables it and then no ``"dropout"`` rng is needed.
+    dropout_rate: dropout before FC 192 when ``train=True`` (TF-slim uses 0.5); 0
+      disables it and then no ``"dropout"`` rng is needed.
     dtype: compute dtype.
   """
 
@@ -45,16 +44,12 @@ class CifarNetBackbone(nn.Module):
 
 
 class CifarNet(base.MultiAttributeModel):
-  """TF-slim CifarNet trunk with per-attribute feature and prediction layers.
-
-  ``params["backbone"]``: ``CifarNetBackbone`` (conv1, conv2, fc3 384, fc4 192; batch
-  norm instead of LRN). ``params["heads"]``: per attribute, Dense ``192 -> feature_dim``
-  + ReLU (the ``features``), then Dense ``feature_dim -> Cmax`` logits. For CIFAR-100
-  use ``class_counts=(100,)``.
+  """TF-slim CifarNet trunk (``CifarNetBackbone``) with per-attribute heads; for
+  CIFAR-100 use ``class_counts=(100,)``.
 
   Attributes:
     class_counts, feature_dim, dtype: see ``MultiAttributeModel``.
-    dropout_rate: dropout before fc4 (default 0; TF-slim uses 0.5).
+    dropout_rate: see ``CifarNetBackbone`` (default 0).
 
   Reference: TF-slim ``nets/cifarnet.py``; Krizhevsky, "Learning Multiple Layers of
   Features from Tiny Images", 2009.

@@ -27,9 +27,10 @@ class DeepID2Backbone(nn.Module):
     -> conv3 60@3x3 -> max-pool 2x2/2 (= pool3) -> conv4 80@2x2
     deepid = relu(Dense(flatten(pool3)) + Dense(flatten(conv4)))    f[B, 160]
 
-  All convolutions are VALID (no padding), as in DeepID2, so both sides of the image
-  must be at least 31 pixels (55x47 in DeepID2). The FC layer's input size is computed
-  from the image size, so the backbone's parameter shapes depend on it.
+  All convolutions are VALID, as in DeepID2, so both image sides must be at least 31
+  pixels (55x47 in DeepID2); the FC layers' input sizes follow the image size.
+  Departures from DeepID2: batch norm after every convolution (then ReLU), and conv4
+  shares its weights across locations (DeepID2's is locally connected).
 
   Attributes:
     widths: channels of conv1..conv4 (DeepID2: 20, 40, 60, 80).
@@ -72,24 +73,16 @@ class DeepID2Backbone(nn.Module):
 
 
 class DeepID2(base.MultiAttributeModel):
-  """DeepID2 with one FC2 feature layer and one prediction layer per attribute.
+  """DeepID2 (``DeepID2Backbone``) with one FC2 feature layer and one prediction layer
+  per attribute.
 
   Section 4.1: "We adopted the 5-layers CNN architecture DeepID2 as the base network
   ... with an additional 64-dim FC2 feature layer and a 2-dim binary prediction layer
   for each face attribute."
 
-  ``params["backbone"]``: ``DeepID2Backbone`` — conv 20@4x4, max-pool, conv 40@3x3,
-  max-pool, conv 60@3x3, max-pool, conv 80@2x2, and the shared 160-d DeepID2 layer fed by
-  both pool3 and conv4. Departures from DeepID2, stated: every convolution is followed
-  by batch norm (then ReLU), and conv4 shares its weights across locations (DeepID2's
-  conv4 is locally connected).
-  ``params["heads"]``: per attribute, FC2 ``160 -> feature_dim`` + ReLU (the
-  ``features``), then ``feature_dim -> Cmax`` logits (2-way for CelebA).
-
   Attributes:
     class_counts, feature_dim, dtype: see ``MultiAttributeModel``.
-    widths: conv1..conv4 channels.
-    shared_dim: width of the DeepID2 layer.
+    widths, shared_dim: see ``DeepID2Backbone``.
 
   Reference: Sun, Wang and Tang, "Deep Learning Face Representation by Joint
   Identification-Verification", NIPS 2014.

@@ -11,13 +11,8 @@ from crl_jax.models import base
 
 
 class BatchNormReLUConv(nn.Module):
-  """Pre-activation layer: batch norm -> ReLU -> convolution (no bias).
-
-  Attributes:
-    features: output channels.
-    kernel_size: square kernel side.
-    dtype: compute dtype.
-  """
+  """Pre-activation layer: batch norm -> ReLU -> convolution (no bias) of ``features``
+  channels and a square ``kernel_size``."""
 
   features: int
   kernel_size: int
@@ -38,7 +33,8 @@ class DenseNetBackbone(nn.Module):
   Each dense block has ``(depth - 4) / 6`` bottleneck layers
   ``BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k)`` whose outputs are concatenated to the
   block's input; each transition is ``BN-ReLU-Conv1x1(floor(compression * C))`` and 2x2
-  average pooling; the trunk ends with BN-ReLU and global average pooling.
+  average pooling; the trunk ends with BN-ReLU and global average pooling. The defaults
+  are DenseNet-BC-100 (0.77M parameters).
 
   Attributes:
     depth: total depth, ``6n + 4`` (100 by default).
@@ -84,18 +80,11 @@ class DenseNetBackbone(nn.Module):
 
 
 class DenseNet(base.MultiAttributeModel):
-  """DenseNet-BC trunk with per-attribute feature and prediction layers.
-
-  ``params["backbone"]``: ``DenseNetBackbone`` (defaults: depth 100, growth rate 12,
-  compression 0.5: 0.77M parameters, DenseNet-BC-100 of Huang et al.).
-  ``params["heads"]``: per attribute, Dense ``C_out -> feature_dim`` + ReLU (the
-  ``features``), then Dense to ``Cmax`` logits.
+  """DenseNet-BC trunk (``DenseNetBackbone``) with per-attribute heads.
 
   Attributes:
     class_counts, feature_dim, dtype: see ``MultiAttributeModel``.
-    depth: ``6n + 4``.
-    growth_rate: ``k``.
-    compression: ``theta``.
+    depth, growth_rate, compression: see ``DenseNetBackbone``.
 
   Reference: Huang, Liu, van der Maaten and Weinberger, "Densely Connected
   Convolutional Networks", CVPR 2017.

@@ -1,16 +1,12 @@
 """Batched per-attribute heads: one feature layer and one prediction layer per attribute.
 
-The paper gives every attribute its own branch on top of a shared trunk (Section 4.1: "an
+The paper gives every attribute its own branch on a shared trunk (Section 4.1: "an
 additional 64-dim FC2 feature layer and a 2-dim binary prediction layer for each face
-attribute"; Section 4.2: "n_attr parallel branches with each a 3-FC-layers sub-network").
-With up to 1000 attributes (DeepFashion) a Python loop over branches would trace 1000
-layers, so every branch layer here is one ``AttributeDense``: a kernel ``[A, in, out]``
-applied with one ``einsum``, attribute ``j`` seeing only its own slice.
-
-Attributes have different numbers of classes; the prediction layer is padded to
-``Cmax = max(class_counts)`` and the logits of padded classes are set to
-``PADDED_LOGIT`` so that a softmax gives them probability 0 (``crl_jax.crl.heads``
-owns the padded-head conventions: the value, the class mask, the checks).
+attribute"; Section 4.2: "n_attr parallel branches with each a 3-FC-layers
+sub-network"). Every branch layer here is one ``AttributeDense``, a kernel ``[A, in,
+out]`` applied with one ``einsum``, so 1000 attributes (DeepFashion) trace one layer,
+not 1000. The prediction layer is padded to ``Cmax = max(class_counts)``, its padded
+classes set to ``PADDED_LOGIT`` (``crl_jax.crl.heads``).
 """
 
 from __future__ import annotations
@@ -34,20 +30,9 @@ lecun_normal_per_attribute = nn.initializers.lecun_normal(in_axis=-2, out_axis=-
 
 
 def check_head_options(class_counts, feature_dim) -> tuple[int, ...]:
-  """Validates the head configuration and returns ``class_counts`` as a tuple of ints.
-
-  Args:
-    class_counts: sequence of ints, the number of classes of each attribute; at least
-      one attribute and at least 2 classes each (``crl.heads.check_class_counts``).
-    feature_dim: int >= 1, the width ``D`` of each attribute's feature layer.
-
-  Returns:
-    ``tuple[int, ...]`` of length ``A``.
-
-  Raises:
-    ValueError: on an empty ``class_counts``, a count that is not an int >= 2, or a
-      ``feature_dim`` that is not an int >= 1.
-  """
+  """Returns ``class_counts`` as a tuple of ints after checking them
+  (``crl.heads.check_class_counts``: at least one attribute, each an int >= 2) and
+  ``feature_dim`` (an int >= 1); a ``ValueError`` otherwise."""
   counts = padded_heads.check_class_counts(class_counts)
   if (isinstance(feature_dim, (bool, np.bool_))
       or not isinstance(feature_dim, (int, np.integer)) or feature_dim < 1):
@@ -59,19 +44,17 @@ def check_head_options(class_counts, feature_dim) -> tuple[int, ...]:
 class AttributeDense(nn.Module):
   """``A`` independent Dense layers applied at once: ``y[b, a] = x[b, a] @ W[a] + c[a]``.
 
-  The kernel has shape ``[A, in, out]`` and the bias ``[A, out]``; the output for
-  attribute ``a`` depends only on ``W[a]``, ``c[a]`` and (for a per-attribute input)
-  ``x[:, a]``. A shared input ``f[B, in]`` (the trunk's features) is fed to every
-  attribute: ``y[b, a] = x[b] @ W[a] + c[a]``.
+  A shared input ``f[B, in]`` (the trunk's features) is fed to every attribute: ``y[b,
+  a] = x[b] @ W[a] + c[a]``.
 
   Attributes:
     num_attributes: ``A``.
     features: ``out``, the width of each attribute's output.
-    use_bias: whether to add the per-attribute bias.
+    use_bias: whether to add the per-attribute bias ``[A, out]``.
     dtype: compute dtype (``None``: promote inputs and parameters).
     param_dtype: parameter dtype (float32).
     kernel_init: initialiser of the ``[A, in, out]`` kernel; must treat axis 0 as a
-      batch axis (see ``he_normal_per_attribute``). Default LeCun normal per attribute.
+      batch axis (``he_normal_per_attribute``). Default LeCun normal per attribute.
     bias_init: initialiser of the ``[A, out]`` bias.
 
   Example:
@@ -93,14 +76,7 @@ class AttributeDense(nn.Module):
 
   @nn.compact
   def __call__(self, inputs):
-    """Applies the ``A`` layers.
-
-    Args:
-      inputs: f[B, in] shared by every attribute, or f[B, A, in] one row per attribute.
-
-    Returns:
-      f[B, A, out] in ``dtype``.
-    """
+    """f[B, in] (shared) or f[B, A, in] (one row per attribute) -> f[B, A, out]."""
     if inputs.ndim == 3 and inputs.shape[1] != self.num_attributes:
       raise ValueError(f"AttributeDense got per-attribute inputs of shape {inputs.shape}"
                        f"; axis 1 must be num_attributes={self.num_attributes}.")
@@ -134,10 +110,8 @@ class AttributeHeads(nn.Module):
     logits[:, j]   = AttributeDense(Cmax)(dropout(features))[:, j]     f[B, A, Cmax]
 
   with ``logits[:, j, c] = PADDED_LOGIT`` for every padded class ``c >= class_counts[j]``.
-  ``features`` is the per-attribute representation that instance-level CRL (Eqn 11)
-  compares; it is returned before its own dropout (with hidden layers it still sees
-  theirs, so with ``hidden_dims=()`` it is the same whether or not dropout is on).
-  Feature and hidden layers use He-normal, the prediction layer LeCun-normal
+  ``features``, what instance-level CRL (Eqn 11) compares, is taken before its own
+  dropout. Feature and hidden layers use He-normal, the prediction layer LeCun-normal
   initialisation, each per attribute.
 
   Attributes:
@@ -150,10 +124,10 @@ class AttributeHeads(nn.Module):
       prediction layer, only when ``train=True``; 0 disables it (and then no
       ``"dropout"`` rng is needed).
     dtype: compute dtype; parameters are float32.
-    shared_dim: optional width of one shared Dense + ReLU layer (under ``heads``) between
-      the trunk and the per-attribute layers. With many attributes it keeps the heads
-      small: DeepFashion's 1000 attributes on ResNet-50's 2048-d trunk need 131M
-      per-attribute feature weights directly, 16M through a 256-d shared layer.
+    shared_dim: optional width of one shared Dense + ReLU layer (under ``heads``)
+      between the trunk and the per-attribute layers, which keeps many heads small:
+      DeepFashion's 1000 attributes on ResNet-50's 2048-d trunk need 131M per-attribute
+      feature weights directly, 16M through a 256-d shared layer.
   """
 
   class_counts: tuple[int, ...]
@@ -165,15 +139,8 @@ class AttributeHeads(nn.Module):
 
   @nn.compact
   def __call__(self, trunk_features, train: bool = False):
-    """Computes every attribute's features and logits.
-
-    Args:
-      trunk_features: f[B, F], the shared trunk's output.
-      train: enables dropout.
-
-    Returns:
-      ``{"logits": f[B, A, Cmax], "features": f[B, A, D]}`` in ``dtype``.
-    """
+    """f[B, F] trunk features -> ``{"logits": f[B, A, Cmax], "features": f[B, A, D]}``
+    in ``dtype``; ``train`` enables dropout."""
     class_counts = check_head_options(self.class_counts, self.feature_dim)
     num_attributes = len(class_counts)
 

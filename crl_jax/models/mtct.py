@@ -12,16 +12,8 @@ from crl_jax.models import heads as heads_lib
 
 
 class NetworkInNetworkUnit(nn.Module):
-  """One Network-in-Network unit: kxk conv then two 1x1 convs, each BN + ReLU.
-
-  Attributes:
-    width: channels of all three convolutions.
-    kernel_size: side of the first convolution.
-    strides: stride of the first convolution.
-    dtype: compute dtype.
-
-  Reference: Lin, Chen and Yan, "Network In Network", ICLR 2014.
-  """
+  """One Network-in-Network unit (Lin, Chen and Yan, ICLR 2014): a kxk conv of stride
+  ``strides`` then two 1x1 convs, ``width`` channels each, each with BN + ReLU."""
 
   width: int
   kernel_size: int
@@ -38,7 +30,8 @@ class NetworkInNetworkUnit(nn.Module):
 
 
 class MTCTBackbone(nn.Module):
-  """Five stacked NIN units with 3x3/2 max pooling between them, then global pooling.
+  """Five stacked NIN units with 3x3/2 max pooling between them, then global average
+  pooling (so any image size from 32x32 up works and the heads do not grow with it).
 
   Attributes:
     widths: channels of each unit.
@@ -69,30 +62,20 @@ class MTCTBackbone(nn.Module):
 
 
 class MTCT(base.MultiAttributeModel):
-  """MTCT: five NIN units and one 3-FC-layer branch per attribute.
+  """MTCT: five NIN units (``MTCTBackbone``) and one 3-FC-layer branch per attribute.
 
   Section 4.2: "this network is composited of five stacked NIN conv units and n_attr
   parallel branches with each a 3-FC-layers sub-network for modelling a distinct
-  attribute".
+  attribute". Each branch is FC ``hidden_dim`` -> FC ``feature_dim`` (the ``features``)
+  -> FC ``Cmax`` logits.
 
-  ``params["backbone"]``: ``MTCTBackbone`` — five ``NetworkInNetworkUnit`` s (a kxk conv
-  and two 1x1 convs, each with batch norm and ReLU), 3x3 stride-2 max pooling between
-  units, global average pooling at the end (so any image size from 32x32 up works and
-  the branches do not grow with it).
-  ``params["heads"]``: per attribute, FC ``hidden_dim`` + ReLU -> FC ``feature_dim`` +
-  ReLU (the ``features``) -> FC ``Cmax`` logits; optional dropout after the first two.
-
-  Defaults (the paper does not give MTCT's widths): ``widths=(64, 128, 192, 256, 384)``,
-  ``kernel_sizes=(5, 3, 3, 3, 3)``, ``stem_stride=2``, ``hidden_dim=256``: 2.17M
-  backbone parameters, sized so that a 2-core CPU still trains it at 64x64 (1.4-2.5 s
-  per forward+backward step at batch 128, measured). Wider units closer to NIN's
-  ImageNet model, e.g. ``widths=(96, 192, 256, 384, 512)`` (4.3M), cost twice as much.
+  The paper does not give MTCT's widths; the defaults (2.17M backbone parameters) are
+  sized for a CPU to train at 64x64. Wider units closer to NIN's ImageNet model, e.g.
+  ``widths=(96, 192, 256, 384, 512)`` (4.3M), cost about twice as much.
 
   Attributes:
     class_counts, feature_dim, dtype: see ``MultiAttributeModel``.
-    widths: channels of the five units.
-    kernel_sizes: first-convolution side of each unit.
-    stem_stride: stride of the first convolution.
+    widths, kernel_sizes, stem_stride: see ``MTCTBackbone``.
     hidden_dim: width of each branch's first FC layer.
     dropout_rate: dropout in the branches when ``train=True`` (needs a ``"dropout"``
       rng then); 0 disables it.

@@ -39,15 +39,12 @@ def register_model(name: str, model_class: type[base.MultiAttributeModel]):
   Args:
     name: the ``config.model.name`` / ``get_model`` name.
     model_class: a ``MultiAttributeModel`` subclass defining ``make_backbone``; its
-      other dataclass fields become its options (``model_options``,
+      other dataclass fields are its options (``model_options``,
       ``config.model.kwargs``).
 
   Returns:
-    ``model_class``.
-
-  Raises:
-    ValueError: ``name`` is already registered.
-    TypeError: ``model_class`` is not a ``MultiAttributeModel`` subclass.
+    ``model_class``; a name already registered is a ``ValueError``, a class that is no
+    ``MultiAttributeModel`` a ``TypeError``.
   """
   if name in MODELS:
     raise ValueError(f"model {name!r} is already registered.")
@@ -58,19 +55,14 @@ def register_model(name: str, model_class: type[base.MultiAttributeModel]):
   MODELS[name] = model_class
   return model_class
 
+
 _COMMON_FIELDS = ("class_counts", "feature_dim", "dtype")
 
 
 def model_options(name: str) -> tuple[str, ...]:
-  """The model-specific keyword arguments ``get_model(name, ...)`` accepts.
-
-  Args:
-    name: a key of ``MODELS``.
-
-  Returns:
-    tuple of option names (e.g. ``("widths", "kernel_sizes", "stem_stride",
-    "hidden_dim", "dropout_rate")`` for ``"mtct"``).
-  """
+  """The model-specific keyword arguments ``get_model(name, ...)`` accepts (e.g.
+  ``("widths", "kernel_sizes", "stem_stride", "hidden_dim", "dropout_rate")`` for
+  ``"mtct"``)."""
   model_class = _model_class(name)
   return tuple(field.name for field in dataclasses.fields(model_class)
                if field.init and field.name not in _COMMON_FIELDS + ("parent", "name"))
@@ -84,23 +76,17 @@ def _model_class(name):
 
 def get_model(name: str, *, class_counts: Sequence[int], feature_dim: int = 64,
               dtype: Any = jnp.float32, **model_kwargs) -> base.MultiAttributeModel:
-  """Builds a multi-attribute model by name.
-
-  Every model maps ``images f[B, H, W, 3]`` to
-  ``{"logits": f[B, A, Cmax], "features": f[B, A, D]}`` (``A = len(class_counts)``,
-  ``Cmax = max(class_counts)``, ``D = feature_dim``) with parameters under
-  ``params["backbone"]`` and ``params["heads"]``; see the package docstring.
+  """Builds a multi-attribute model of ``MODELS`` by name (outputs and parameter layout:
+  the package docstring).
 
   Args:
-    name: a key of ``MODELS``: ``"tiny"``, ``"deepid2"``, ``"mtct"``,
-      ``"cifarnet"``, ``"resnet32"``, ``"densenet"``, ``"resnet50"`` or a name added
-      with ``register_model``.
+    name: a key of ``MODELS``.
     class_counts: the number of classes of each attribute (each >= 2), e.g.
       ``[2] * 40`` for CelebA or ``[100]`` for CIFAR-100.
     feature_dim: width ``D`` of each attribute's feature layer (64 in the paper).
     dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters are always
       float32 and logits/features come back in ``dtype``.
-    **model_kwargs: model-specific options, see ``model_options(name)`` (e.g.
+    **model_kwargs: model-specific options, ``model_options(name)`` (e.g.
       ``dropout_rate=0.5`` for ``"mtct"``, ``depth=40`` for ``"densenet"``).
 
   Returns:

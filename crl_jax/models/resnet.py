@@ -11,32 +11,19 @@ from crl_jax.models import base
 
 
 class ResidualBlock(nn.Module):
-  """What the residual blocks share: their settings and ``relu(residual + shortcut)``.
-
-  Attributes:
-    width: channels of the block (``CifarBasicBlock``: its output; ``BottleneckBlock``:
-      its inner convolutions, the output is ``4 * width``).
-    strides: the block's spatial stride (1 or 2).
-    dtype: compute dtype.
-  """
+  """What the residual blocks share: ``width`` (a ``CifarBasicBlock``'s output channels,
+  a ``BottleneckBlock``'s inner ones), ``strides`` (1 or 2) and ``dtype``; each returns
+  ``relu(residual + shortcut)`` in the residual's dtype."""
 
   width: int
   strides: int = 1
   dtype: Any = jnp.float32
 
-  @staticmethod
-  def merge(residual, shortcut):
-    """``relu(residual + shortcut)`` in the residual's dtype; f[B, H, W, C] each."""
-    return nn.relu(residual + shortcut.astype(residual.dtype))
-
 
 class CifarBasicBlock(ResidualBlock):
-  """Two 3x3 ConvBN layers plus an option-A (parameter-free) shortcut.
-
-  When the block changes shape the shortcut subsamples ``x[:, ::2, ::2]`` and appends
-  zero channels (He et al. 2016, option A), so the trunk has no projection parameters.
-  ``width`` is the output channels; ``strides`` that of the first convolution.
-  """
+  """Two 3x3 ConvBN layers plus an option-A (parameter-free) shortcut: when the block
+  changes shape the shortcut subsamples ``x[:, ::2, ::2]`` and appends zero channels (He
+  et al. 2016). ``strides`` is that of the first convolution."""
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -51,11 +38,12 @@ class CifarBasicBlock(ResidualBlock):
     if shortcut.shape[-1] != self.width:
       extra_channels = self.width - shortcut.shape[-1]
       shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (0, extra_channels)))
-    return self.merge(residual, shortcut)
+    return nn.relu(residual + shortcut.astype(residual.dtype))
 
 
 class CifarResNetBackbone(nn.Module):
-  """CIFAR ResNet-(6n+2): 3x3 conv 16, three stages of ``n`` basic blocks, global pool.
+  """CIFAR ResNet-(6n+2): 3x3 conv 16, three stages of ``n`` basic blocks (stride 2 at
+  the first block of stages 2 and 3), global average pooling.
 
   Attributes:
     blocks_per_stage: ``n`` (5 for ResNet-32).
@@ -80,13 +68,8 @@ class CifarResNetBackbone(nn.Module):
 
 
 class ResNet32(base.MultiAttributeModel):
-  """The CIFAR ResNet-32 trunk with per-attribute feature and prediction layers.
-
-  ``params["backbone"]``: ``CifarResNetBackbone`` — 3x3 conv 16, then 3 stages x 5
-  basic blocks with 16/32/64 channels (stride 2 at the first block of stages 2 and 3),
-  option-A shortcuts (subsample + zero channels: no projection parameters), global
-  average pooling; 0.46M parameters, as in He et al. ``params["heads"]``: per attribute,
-  Dense ``64 -> feature_dim`` + ReLU (the ``features``), then Dense to ``Cmax`` logits.
+  """The CIFAR ResNet-32 trunk (``CifarResNetBackbone``, 5 blocks a stage of 16/32/64
+  channels: 0.46M parameters, as in He et al.) with per-attribute heads.
 
   Attributes:
     class_counts, feature_dim, dtype: see ``MultiAttributeModel``.
@@ -106,10 +89,8 @@ class BottleneckBlock(ResidualBlock):
 
   The stride sits on the 3x3 convolution ("ResNet v1.5", as in torchvision and the Flax
   ImageNet example); the shortcut is a 1x1 strided ConvBN projection when the shape
-  changes and the identity otherwise. The last batch norm's scale starts at 0 so every
-  block starts as the identity (Goyal et al. 2017). ``width`` is the channels of the
-  inner convolutions (the block outputs ``4 * width``); ``strides`` that of the 3x3
-  convolution and of the projection.
+  changes and the identity otherwise. The last batch norm's scale starts at 0, so every
+  block starts as the identity (Goyal et al. 2017).
   """
 
   @nn.compact
@@ -125,7 +106,7 @@ class BottleneckBlock(ResidualBlock):
     if self.strides != 1 or x.shape[-1] != 4 * self.width:
       shortcut = base.ConvBN(4 * self.width, 1, strides=self.strides, relu=False,
                              dtype=self.dtype, name="projection")(x, train=train)
-    return self.merge(residual, shortcut)
+    return nn.relu(residual + shortcut.astype(residual.dtype))
 
 
 class ResNetBackbone(nn.Module):
@@ -153,19 +134,13 @@ class ResNetBackbone(nn.Module):
 
 
 class ResNet50(base.MultiAttributeModel):
-  """Standard ResNet-50 trunk with per-attribute feature and prediction layers.
+  """Standard ResNet-50 trunk (``ResNetBackbone``) with per-attribute heads.
 
-  Section 4.3 (DeepFashion): "ResNet50 as the base network trained by the CE loss".
-
-  ``params["backbone"]``: ``ResNetBackbone`` — 7x7/2 conv 64 stem, 3x3/2 max pooling,
-  bottleneck stages of 3, 4, 6, 3 blocks (widths 64..512, outputs 256..2048), projection
-  shortcuts, stride on the 3x3 convolution, zero-initialised last batch-norm scale per
-  block, global average pooling; 23.5M parameters (torchvision's ResNet-50 without its
-  classifier). Every stage keeps at least one pixel, so 32x32 images work.
-  ``params["heads"]``: per attribute, Dense ``2048 -> feature_dim`` + ReLU (the
-  ``features``), then Dense to ``Cmax`` logits. The feature layer holds
-  ``A * 2048 * feature_dim`` parameters: 131M for DeepFashion's 1000 attributes at
-  ``feature_dim=64``.
+  Section 4.3 (DeepFashion): "ResNet50 as the base network trained by the CE loss". The
+  trunk has 23.5M parameters (torchvision's ResNet-50 without its classifier) and keeps
+  at least one pixel at every stage, so 32x32 images work. The feature layer holds ``A *
+  2048 * feature_dim`` parameters: 131M for DeepFashion's 1000 attributes at
+  ``feature_dim=64`` (``shared_dim`` shrinks it, ``AttributeHeads``).
 
   Attributes:
     class_counts, feature_dim, dtype: see ``MultiAttributeModel``.

@@ -11,12 +11,8 @@ from crl_jax.models import base
 
 
 class TinyBackbone(nn.Module):
-  """Two stride-2 3x3 ConvBN-ReLU layers and global average pooling.
-
-  Attributes:
-    widths: output channels of the two convolutions.
-    dtype: compute dtype.
-  """
+  """Two stride-2 3x3 ConvBN-ReLU layers of ``widths`` channels, then global average
+  pooling (any image size)."""
 
   widths: tuple[int, ...] = (16, 32)
   dtype: Any = jnp.float32
@@ -32,12 +28,7 @@ class TinyBackbone(nn.Module):
 
 
 class Tiny(base.MultiAttributeModel):
-  """A fast model for tests: ``TinyBackbone`` then per-attribute feature and logits.
-
-  ``params["backbone"]``: two 3x3 stride-2 convolutions (16 and 32 channels by
-  default), each followed by batch norm and ReLU, then global average pooling.
-  ``params["heads"]``: ``AttributeHeads`` (per attribute: Dense to ``feature_dim`` +
-  ReLU, then Dense to ``Cmax`` logits). Any image size works.
+  """A fast model for tests and smoke runs: ``TinyBackbone`` and per-attribute heads.
 
   Attributes:
     class_counts, feature_dim, dtype: see ``MultiAttributeModel``.

@@ -6,14 +6,13 @@ Layout::
   WORKDIR/checkpoints/<step>/  periodic saves, the last ``checkpoint.keep`` kept
   WORKDIR/best/<step>/         the best checkpoint by validation metric (one kept)
 
-Each checkpoint holds the whole ``TrainState``, a JSON ``meta`` (step, best metric,
-the CRC32 of each array's values, a copy of the config) and ``files.json`` (each array
-file's size and CRC32, ``storage``). Orbax writes into a temporary directory renamed
-when complete, so a save killed half-way is never a checkpoint. A disk without room
-for the next checkpoint stops the run before orbax writes (``DiskFullError``); a
-checkpoint whose files differ from ``files.json`` is refused before orbax reads it,
-reported, and the previous one used; a damaged step saved again is first moved to
-``WORKDIR/damaged/`` (never deleted).
+Each checkpoint holds the whole ``TrainState``, a JSON ``meta`` (step, best metric, the
+CRC32 of each array's values, a copy of the config) and ``files.json`` (``storage``).
+Orbax writes into a temporary directory renamed when complete, so a save killed
+half-way is never a checkpoint. A disk without room for the next checkpoint stops the
+run before orbax writes (``DiskFullError``); a checkpoint whose files differ from
+``files.json`` is refused before orbax reads it, reported, and the previous one used; a
+damaged step saved again is first moved to ``WORKDIR/damaged/`` (never deleted).
 """
 
 from __future__ import annotations
@@ -35,6 +34,9 @@ from crl_jax import cli
 from crl_jax.train import storage
 
 log = logging.getLogger(__name__)
+
+CONFIG_CHANGES = "config_changes.jsonl"
+CONFIG_COPY = "config"  # the meta key of the config copy each checkpoint keeps
 
 
 class CheckpointError(RuntimeError):
@@ -73,11 +75,9 @@ def disk_full_error(error: BaseException, workdir: str) -> Optional[DiskFullErro
 
 
 def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
-  """A manager of ``state`` (arrays) + ``meta`` (JSON) items; the item handlers are
-  registered up front so that ``item_metadata`` can report a saved tree."""
-  # cleanup_tmp_directories: a save cut short (a full disk, kill -9) leaves a
-  # ``<step>.orbax-checkpoint-tmp*`` directory, never taken for a checkpoint; the next
-  # run's manager deletes it.
+  """A manager of ``state`` (arrays) + ``meta`` (JSON) items, their handlers registered
+  up front so that ``item_metadata`` can report a saved tree. A save cut short leaves a
+  ``<step>.orbax-checkpoint-tmp*`` directory, which the next manager deletes."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=False,
                                          cleanup_tmp_directories=True)
@@ -100,9 +100,9 @@ def _host_bytes(leaf) -> Optional[bytes]:
 
 
 def path_name(path) -> str:
-  """``"params/backbone/conv0/kernel"`` for a pytree key path, whatever the containers
-  (dicts, dataclass fields, sequences), so the same variable gets the same name in a
-  ``TrainState`` and in the plain dicts a checkpoint restores to."""
+  """``"params/backbone/conv0/kernel"`` for a pytree key path, whatever the containers,
+  so a variable has the same name in a ``TrainState`` and in the plain dicts a
+  checkpoint restores to."""
   names = []
   for key in path:
     attribute = next((a for a in ("key", "name", "idx") if hasattr(key, a)), None)
@@ -111,9 +111,9 @@ def path_name(path) -> str:
 
 
 def checksums(state) -> dict:
-  """``{leaf path: crc32}`` of a state's values, stored in each checkpoint's meta and
-  checked on restore: orbax does not checksum array data, so without this a file
-  corrupted in place would restore silently wrong parameters."""
+  """``{leaf path: crc32}`` of a state's values, kept in each checkpoint's meta and
+  checked on restore: orbax does not checksum array data, so a file corrupted in place
+  would otherwise restore silently wrong parameters."""
   sums = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
     data = _host_bytes(leaf)
@@ -137,11 +137,8 @@ def _verify(state, meta: dict, step: int, prefixes: tuple[str, ...] = ("",)) -> 
 
 
 class CheckpointStore:
-  """Periodic and best checkpoints of one workdir.
-
-  ``config_json``: the run's config (sorted JSON); when given, each checkpoint's meta
-  keeps a copy, from which a damaged ``config.json`` is recovered (``check_config``).
-  """
+  """Periodic and best checkpoints of one workdir; each checkpoint's meta keeps a copy
+  of ``config_json`` when given, from which a damaged ``config.json`` is recovered."""
 
   def __init__(self, workdir: str, keep: int, config_json: Optional[str] = None):
     self.workdir = workdir
@@ -150,9 +147,9 @@ class CheckpointStore:
     self.best = _manager(os.path.join(workdir, "best"), 1)
 
   def _make_room(self, manager, step: int, keep_aside: bool) -> None:
-    """A step that already exists on disk (a damaged checkpoint that a resume skipped,
-    or the best of a run resumed from before it) is moved to ``WORKDIR/damaged/`` (kept
-    for inspection) or deleted, so the new save of that step can land."""
+    """Moves a step that already exists on disk (a damaged checkpoint that a resume
+    skipped, or the best of a run resumed from before it) to ``WORKDIR/damaged/``
+    (``keep_aside``) or deletes it, so the new save of that step can land."""
     manager.reload()
     if step not in manager.all_steps():
       return
@@ -173,8 +170,8 @@ class CheckpointStore:
 
   def _check_room(self, directory: str, state) -> None:
     """Raises ``DiskFullError`` before orbax writes anything when the filesystem of
-    ``directory`` has less room than the largest complete checkpoint of the workdir
-    takes (than the state's bytes before the first). Process 0 decides for all."""
+    ``directory`` has less room than the workdir's largest complete checkpoint takes
+    (than the state's bytes before the first). Process 0 decides for all."""
     sizes = [storage.allocated_bytes(os.path.join(self.workdir, kind, str(step)))
              for kind in ("checkpoints", "best")
              for step in storage.complete_steps(os.path.join(self.workdir, kind))]
@@ -245,8 +242,8 @@ class CheckpointStore:
     """The newest checkpoint that restores, or ``None`` when there is none.
 
     Returns:
-      ``(state, meta, skipped)`` with ``skipped`` a list of ``(step, reason)`` of newer
-      checkpoints that were damaged.
+      ``(state, meta, skipped)``, ``skipped`` the ``(step, reason)`` of the newer,
+      damaged checkpoints.
     """
     self.periodic.reload()
     skipped = []
@@ -287,8 +284,8 @@ class CheckpointStore:
 
 
 def restore_variables(workdir: str) -> dict:
-  """``{"params": ..., "batch_stats": ...}`` of the latest checkpoint of another run
-  (for ``model.init_from``), as host arrays, without knowing its shapes in advance."""
+  """``{"params": ..., "batch_stats": ...}`` of another run's latest checkpoint (for
+  ``model.init_from``), as host arrays, without knowing its shapes in advance."""
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     raise CheckpointError(f"model.init_from={workdir!r}: no checkpoints/ directory there "
@@ -331,19 +328,18 @@ def check_config(workdir: str, config_json: str, overwrite: bool,
                  resumable_keys: Sequence[str] = ()) -> list:
   """Compares a run's config with the one its workdir holds; call on process 0 only.
 
-  Nothing is written here: a new workdir's ``config.json`` is written, and a resumed
-  run's changes recorded, by ``record_config`` once training can start.
+  Nothing is written here: ``record_config`` writes ``config.json`` and the changes once
+  training can start.
 
   Args:
     workdir: the run's directory (created if missing).
     config_json: the run's config as sorted JSON.
     overwrite: the previous run is being replaced: nothing to compare.
-    resumable_keys: the keys that may differ when a run resumes; one ending in ``.``
-      covers its section (``config_lib.RESUMABLE_KEYS``: ``"optim."`` and others). The
-      refusal lists them.
+    resumable_keys: the keys that may differ when a run resumes
+      (``config_lib.RESUMABLE_KEYS``); one ending in ``.`` covers its section.
 
   Returns:
-    ``[(key, old, new), ...]``: the keys that differ, all of them ones that may change.
+    ``[(key, old, new), ...]``: the keys that differ, all of them resumable.
 
   Raises:
     CheckpointError: a key that may not change differs (one line: the keys, the keys
@@ -369,14 +365,9 @@ def check_config(workdir: str, config_json: str, overwrite: bool,
   return changes
 
 
-CONFIG_CHANGES = "config_changes.jsonl"
-CONFIG_COPY = "config"  # the meta key of the config copy each checkpoint keeps
-
-
 def saved_config_copy(workdir: str) -> Optional[tuple[dict, str]]:
-  """``(config, checkpoint directory)`` of the newest complete checkpoint in
-  ``WORKDIR/checkpoints`` or ``WORKDIR/best`` whose meta keeps a config copy, read as
-  plain JSON (no orbax), or ``None``."""
+  """``(config, checkpoint directory)`` of the newest complete checkpoint (periodic or
+  best) whose meta keeps a config copy, read as plain JSON (no orbax), or ``None``."""
   found = []
   for kind in ("checkpoints", "best"):
     directory = os.path.join(workdir, kind)
@@ -394,14 +385,10 @@ def saved_config_copy(workdir: str) -> Optional[tuple[dict, str]]:
 
 
 def read_config(workdir: str) -> dict:
-  """The config of the run in ``workdir``: ``config.json``, or, when that file is
-  damaged (not JSON: a half save, a truncated copy), the copy kept by its newest
-  checkpoint, written back to ``config.json`` (a note says so).
-
-  Raises:
-    CheckpointError: ``config.json`` is damaged and no checkpoint keeps a copy (one
-      line: the file and the fix).
-  """
+  """The config of the run in ``workdir``: ``config.json``, or, when that file is not
+  JSON (a half save, a truncated copy), the copy kept by its newest checkpoint, written
+  back to ``config.json`` with a note. A damaged file without a copy is a one-line
+  ``CheckpointError`` naming the file and the fix."""
   path = os.path.join(workdir, "config.json")
   try:
     with open(path, "rb") as f:
@@ -416,10 +403,7 @@ def read_config(workdir: str) -> dict:
         f"{path} and rerun to resume; else pass --overwrite to replace that run, or use "
         "another --workdir.")
   config, directory = copy
-  temporary = f"{path}.tmp"
-  with open(temporary, "w") as f:
-    f.write(json.dumps(config, sort_keys=True))
-  os.replace(temporary, path)
+  storage.write_whole(path, json.dumps(config, sort_keys=True))
   print(f"note: {path} was damaged ({reason}); recovered it from the copy kept by the "
         f"checkpoint {directory}.", flush=True)
   return config
@@ -427,8 +411,8 @@ def read_config(workdir: str) -> dict:
 
 def record_config(workdir: str, config_json: str, changes: list, step: int) -> None:
   """Writes ``config.json`` and appends one ``config_changes.jsonl`` row per change
-  (``{"step", "key", "old", "new", "time"}``: ``step`` is the checkpoint the run
-  resumed from, where the new values start to apply). Call on process 0 only."""
+  (``{"step", "key", "old", "new", "time"}``, ``step`` the checkpoint the run resumed
+  from, where the new values apply). Call on process 0 only."""
   if changes:
     path = os.path.join(workdir, CONFIG_CHANGES)
     torn = False
@@ -442,16 +426,12 @@ def record_config(workdir: str, config_json: str, changes: list, step: int) -> N
       for key, old, new in changes:
         f.write(json.dumps({"step": step, "key": key, "old": old, "new": new,
                             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
-  path = os.path.join(workdir, "config.json")
-  temporary = f"{path}.tmp"
-  with open(temporary, "w") as f:
-    f.write(config_json)
-  os.replace(temporary, path)
+  storage.write_whole(os.path.join(workdir, "config.json"), config_json)
 
 
 def check_writable(workdir: str) -> None:
   """Raises ``CheckpointError`` (one line) unless ``workdir`` can be created and
-  written: checked before any work, so a run never ends in an ``OSError``."""
+  written; checked before any work, so a run never ends in an ``OSError``."""
   try:
     os.makedirs(workdir, exist_ok=True)
     if not os.access(workdir, os.W_OK | os.X_OK):

@@ -2,13 +2,9 @@
 prediction variant chosen on validation.
 
 ``evaluate_workdir`` restores the best checkpoint, sums each split's confusion matrices
-on device over every example once (padded rows masked out), chooses per attribute the
-variant of ``eval.adjustment`` with the best validation class-balanced accuracy
-(``choose_variants``) and summarises validation and test with it.
-``evaluate(config, workdir)`` is ``--mode=eval``; the training loop calls
-``validation_summary`` at each evaluation step and ``evaluate_workdir`` at the end.
-(``evaluation/`` computes metrics from confusion matrices and imports nothing of
-``train/``.)
+on device over every example once, chooses per attribute the variant of
+``eval.adjustment`` with the best validation class-balanced accuracy and summarises
+validation and test with it; ``evaluate(config, workdir)`` is ``--mode=eval``.
 """
 
 from __future__ import annotations
@@ -35,15 +31,12 @@ from crl_jax.train import writer as writer_lib
 
 
 def adjustment_variants(config) -> list[tuple[str, dict]]:
-  """``[(variant name, hyperparameters), ...]`` of ``eval.adjustment``, read from the
-  registry: every hyperparameter of ``baselines.ADJUSTMENTS[name]`` takes the value of
-  the same key in the config section of the loss registered under the same name
-  (``loss.logit_adjust.tau``); one registered as searched
-  (``baselines.register_adjustment(..., searched=)``, e.g. the threshold's
-  ``temperature``) gets one variant per candidate, named ``name_<initial><value>`` (the
-  threshold's ``threshold_T2``; the whole key instead of its initial when two searched
-  keys share one), chosen on validation; any other keeps the function's default. Empty
-  for ``eval.adjustment = "none"``."""
+  """``[(variant name, hyperparameters), ...]`` of ``eval.adjustment``, empty for
+  ``"none"``: each hyperparameter from the loss config section of the same name, else
+  one variant per searched candidate, else the default
+  (``baselines.register_adjustment``). A searched variant is named
+  ``name_<initial><value>`` (the threshold's ``threshold_T2``; the whole key instead of
+  its initial when two keys share one)."""
   name = config.eval.adjustment
   if name not in baselines.ADJUSTMENTS:
     return []

@@ -1,16 +1,13 @@
 """One run per workdir: an exclusive OS file lock held for the life of a run.
 
-Two runs writing one workdir (a double launch, a scheduler retry) would write the same
-checkpoints and ``metrics.jsonl``. So every run, training or evaluation, holds
-``WORKDIR/run.lock``: ``fcntl.flock(LOCK_EX | LOCK_NB)``, taken on process 0 before the
-workdir is checked, cleared or written, and released by the OS when the process ends
-however it ends (so a crashed run never blocks the next). The file also names the
-holder (``{"host", "pid", "started", "command"}``), read only when the lock is refused:
-a stale name never blocks, since the OS lock decides. A refused run stops with one
-line naming the holder (``WorkdirInUseError``); a filesystem without ``flock`` gives a
-one-line warning and the run goes on unlocked (docs/reliability.md, "Shared
-filesystems"). The lock is re-entrant within one process (``compare`` evaluates a
-workdir it is training), counted per resolved path.
+Every run, training or evaluation, holds ``WORKDIR/run.lock`` with
+``fcntl.flock(LOCK_EX | LOCK_NB)``, taken on process 0 before the workdir is checked,
+cleared or written, and released by the OS however the process ends (a crashed run never
+blocks the next). The file names the holder (``{"host", "pid", "started",
+"command"}``), read only when the lock is refused, so a stale name never blocks. A
+filesystem without ``flock`` gives a one-line warning and the run goes on unlocked
+(docs/reliability.md). The lock is re-entrant within one process (``compare``
+evaluates a workdir it is training), counted per resolved path.
 """
 
 from __future__ import annotations
@@ -37,8 +34,8 @@ class WorkdirInUseError(checkpoint_lib.CheckpointError):
 
 
 def _holder(path: str) -> str:
-  """"pid 123 on host h, started 2026-12-02T10:00:00 (command)" from the lock file, or
-  a plain phrase when the holder has not written it yet (or wrote something else)."""
+  """"pid 123 on host h, started 2026-12-02T10:00:00 (command)" from the lock file, or a
+  plain phrase when the holder has not written it yet (or wrote something else)."""
   try:
     with open(path) as f:
       info = json.load(f)
@@ -49,10 +46,7 @@ def _holder(path: str) -> str:
 
 
 def acquire(workdir: str) -> Optional[str]:
-  """Takes ``WORKDIR/run.lock`` for this process; call on process 0 only.
-
-  Args:
-    workdir: the run's directory (created if missing).
+  """Takes ``WORKDIR/run.lock``, creating the workdir; call on process 0 only.
 
   Returns:
     ``None``, or a warning line when the filesystem does not support ``flock`` (the
@@ -97,9 +91,8 @@ def acquire(workdir: str) -> Optional[str]:
 
 
 def release(workdir: str) -> None:
-  """Releases this process's hold on ``WORKDIR/run.lock`` (the last hold unlocks it).
-
-  The holder's name is cleared first, so a lock file left on disk names no one."""
+  """Releases this process's hold on ``WORKDIR/run.lock``; the last hold clears the
+  holder's name and unlocks it."""
   path = os.path.realpath(os.path.join(workdir, LOCK_FILE))
   held = _held.get(path)
   if held is None:

@@ -1,14 +1,11 @@
 """The training loop: ``train_and_evaluate(config, workdir)``.
 
 It reads top to bottom as a run goes: install the SIGTERM/SIGINT handler
-(``preemption``), guard the workdir (``workdir``), build the run (``setup``), resume
-or initialise the state, then step: train, log (``writer``), validate and keep the
-best checkpoint (``evaluate``), save, and stop cleanly on a signal or on a non-finite
-loss; at the end evaluate the best checkpoint on the test split. ``evaluate.evaluate(config, workdir)`` re-evaluates a
-trained workdir (``--mode=eval``).
-
-Only process 0 writes logs, metrics and reports; every process takes part in
-checkpointing (orbax coordinates multi-host saves).
+(``preemption``), guard the workdir (``workdir``), build the run (``setup``), resume or
+initialise the state, then step: train, log (``writer``), validate and keep the best
+checkpoint (``evaluate``), save, and stop cleanly on a signal or a non-finite loss; at
+the end evaluate the best checkpoint on the test split. Only process 0 writes logs,
+metrics and reports; every process takes part in checkpointing.
 """
 
 from __future__ import annotations
@@ -39,10 +36,9 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
                        progress: bool = True) -> dict:
   """Trains (resuming from ``workdir``), then evaluates the test split.
 
-  A resumed run may change the keys of ``config_lib.RESUMABLE_KEYS`` (optimiser,
-  logging, evaluation and checkpoint cadence, NaN injection); each change is appended
-  to ``WORKDIR/config_changes.jsonl`` with the step it applies from. Any other change
-  is refused (``checkpoint.CheckpointError``) unless ``overwrite``.
+  A resumed run may change the keys of ``config_lib.RESUMABLE_KEYS``, each change
+  appended to ``WORKDIR/config_changes.jsonl`` with the step it applies from; any other
+  change is refused (``checkpoint.CheckpointError``) unless ``overwrite``.
 
   Returns:
     A dict with ``status`` ("finished" or "preempted"), ``step``, and for a finished

@@ -1,9 +1,7 @@
-"""The device mesh and the shardings of data-parallel training.
-
-One mesh axis, ``"data"``, over every device JAX sees (all processes). The batch is
-sharded along it; parameters and optimiser state are replicated. Inside ``jit`` the
-arrays are global, so batch-norm statistics and (global) CRL mining see the whole
-batch, exactly as on one device.
+"""The device mesh and the shardings of data-parallel training: one axis, ``"data"``,
+over every device of every process. The batch is sharded along it, parameters and
+optimiser state are replicated; inside ``jit`` the arrays are global, so batch norm and
+global CRL mining see the whole batch, as on one device.
 """
 
 from __future__ import annotations

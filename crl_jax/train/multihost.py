@@ -1,9 +1,8 @@
 """What the processes of a job agree on: who writes, a value of each, a refusal.
 
-Every process runs the same loop; process 0 alone prints, writes logs, metrics and
-results. A decision that one process makes (a workdir refused, a stop signal received)
-is shared with all the others at once, so none waits at the next collective until the
-heartbeat timeout.
+Process 0 alone prints and writes logs, metrics and results. A decision one process
+makes (a workdir refused, a stop signal) is shared with all the others at once, so none
+waits at the next collective until the heartbeat timeout.
 """
 
 from __future__ import annotations
@@ -37,9 +36,7 @@ def gather(value: int) -> np.ndarray:
 
 
 def agreed_check(check: Callable[[], None]) -> None:
-  """Runs ``check()`` on process 0 and raises its ``CheckpointError`` on every process:
-  the others learn of a refused workdir at once instead of waiting at the next
-  collective until the heartbeat timeout."""
+  """Runs ``check()`` on process 0; its ``CheckpointError`` is raised on all."""
   message = ""
   if is_main_process():
     try:

@@ -1,14 +1,12 @@
 """Preemption: SIGTERM or SIGINT becomes a request to stop at the next safe step.
 
-``train_and_evaluate`` installs the handler first thing, so a signal is honoured at
-any moment of the run: during start-up the run stops before its first step, during
-training at the next safe step; that step is saved, ``{"status": "preempted"}``
-returned, and rerunning the same command resumes. Several processes agree on stopping
-only at a step where they all meet (before the first step, a log or a save step), so
-every process saves the same step, and the message names the signal and the process
-that received it. Before the handler is installed a signal has its default action,
-except that from ``jax.distributed.initialize`` on JAX's preemption service keeps a
-SIGTERM to itself (docs/reliability.md, "From when a SIGTERM is honoured").
+``train_and_evaluate`` installs the handler first thing: a signal during start-up stops
+the run before its first step, during training at the next safe step; that step is
+saved and rerunning the same command resumes. Several processes act on a signal only at
+a step where they all meet (before the first step, a log or a save step), so every
+process saves the same step. From ``jax.distributed.initialize`` until the handler is
+installed, JAX's preemption service keeps a SIGTERM to itself (docs/reliability.md,
+"From when a SIGTERM is honoured").
 """
 
 from __future__ import annotations
@@ -23,13 +21,10 @@ from crl_jax.train import multihost
 
 
 class Preemption:
-  """Turns SIGTERM/SIGINT into a flag that the loop checks between steps.
-
-  A context manager: the previous handlers come back on exit. Outside the main thread
-  (where Python cannot install handlers) it never requests a stop. A second SIGINT
-  while a stop is pending raises ``KeyboardInterrupt`` (to abort a start-up that takes
-  long).
-  """
+  """Turns SIGTERM/SIGINT into a flag that the loop checks between steps; a context
+  manager that restores the previous handlers on exit. Outside the main thread (where
+  Python cannot install handlers) it never requests a stop. A second SIGINT while a stop
+  is pending raises ``KeyboardInterrupt``."""
 
   def __init__(self):
     self.signal_number: Optional[int] = None  # the signal this process received
@@ -53,14 +48,10 @@ class Preemption:
       signal.signal(sig, handler)
 
   def stop_requested(self, at_collective_point: bool) -> bool:
-    """Whether to save and stop after this step.
-
-    Args:
-      at_collective_point: the step is one where every process meets (before the
-        first step, a log or a save step). With several processes a signal is acted
-        on only there, once every process knows who received which
-        (``multihost.gather``); one process is stopped at once.
-    """
+    """Whether to save and stop after this step. ``at_collective_point``: every process
+    meets here (before the first step, a log or a save step); with several processes a
+    signal is acted on only there, once all know who received which
+    (``multihost.gather``)."""
     if jax.process_count() > 1 and not at_collective_point:
       return False
     numbers = multihost.gather(self.signal_number or 0)

@@ -1,10 +1,8 @@
 """Set-up of a run: everything built once from a config, before the first step.
 
-``build(config)`` prepares the data of a validated config (process 0; the others
-wait) and builds the ``Run``: source and schema, class statistics, model, objective,
-optimiser and schedule, the device mesh and the number of steps. ``initial_state``
-initialises a replicated ``TrainState`` for it; ``load_pretrained`` copies the matching
-variables of an earlier run into one (``model.init_from``).
+``build(config)`` prepares the data (process 0; the others wait) and builds the ``Run``;
+``initial_state`` initialises a replicated ``TrainState`` for it; ``load_pretrained``
+copies the matching variables of an earlier run into one (``model.init_from``).
 """
 
 from __future__ import annotations
@@ -54,10 +52,8 @@ class Run:
 
 
 def build(config, *, prepare: bool = True, progress: bool = True) -> Run:
-  """Prepares the data and builds model, objective, optimiser of a config that
-  ``config_lib.validate`` accepted (``train_and_evaluate`` and ``evaluate`` validate
-  it first). ``progress=False`` also silences the dataset-generation bars of
-  ``prepare``."""
+  """Prepares the data and builds the ``Run`` of a config that ``config_lib.validate``
+  accepted; ``progress=False`` also silences the dataset-generation bars."""
   mesh = mesh_lib.make_mesh()
   source = data_lib.get_source(config.data)
   if prepare:
@@ -91,10 +87,9 @@ def build(config, *, prepare: bool = True, progress: bool = True) -> Run:
 
 def build_training(config, *, num_classes, class_counts: np.ndarray,
                    class_mask: np.ndarray, attribute_names, num_steps: int, mesh):
-  """The model, objective, optimiser and learning-rate schedule of ``config``; no data.
-
-  ``build`` calls it with a dataset's statistics; ``crl_jax.bench`` with synthetic ones
-  (so a benchmark times exactly the model and objective training builds).
+  """The model, objective, optimiser and learning-rate schedule of ``config``; no data
+  (``crl_jax.bench`` calls it with synthetic statistics, so it times exactly what
+  training builds).
 
   Args:
     config: a validated config.
@@ -147,11 +142,10 @@ def describe(run: Run) -> None:
 
 
 def initial_keys(seed: int):
-  """``(init key, step key)`` of a run. Parameters are initialised from an ``rbg`` key:
-  XLA compiles its random-bit generator several times faster than threefry (seconds
-  per model on CPU) and initialisation is replicated, so its bits never depend on
-  sharding. The per-step key (dropout) stays threefry, whose bits do not depend on how
-  the batch is sharded."""
+  """``(init key, step key)`` of a run. Parameters are initialised from an ``rbg`` key,
+  whose generator XLA compiles much faster than threefry (initialisation is replicated,
+  so its bits never depend on sharding); the per-step (dropout) key stays threefry,
+  whose bits do not depend on how the batch is sharded."""
   return jax.random.key(seed, impl="rbg"), jax.random.key(seed)
 
 
@@ -173,11 +167,10 @@ def memory_spec(config, objective) -> Optional[tuple[int, int, str]]:
 def init_train_state(model, optimizer, *, image_size: int, num_attributes: int, mesh,
                      rng, crl_memory: Optional[tuple[int, int, str]] = None
                      ) -> state_lib.TrainState:
-  """A freshly initialised ``TrainState`` over ``mesh`` (``state.shardings``): parameters and
-  batch statistics from ``model.init`` on one ``float32[1, image_size, image_size, 3]``
-  image, optimiser state from ``optimizer``; ``rng`` from ``initial_keys``.
-  ``crl_memory=(size, batch size, level)`` adds an empty cross-batch memory of the
-  model's logits (class level) or features (instance level)."""
+  """A freshly initialised ``TrainState`` over ``mesh`` (``state.shardings``): variables
+  from ``model.init`` on one ``float32[1, image_size, image_size, 3]`` image, optimiser
+  state from ``optimizer``. ``crl_memory=(size, batch size, level)`` adds an empty
+  cross-batch memory of the model's logits (class level) or features (instance)."""
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
 
   def init(rng):
@@ -198,9 +191,8 @@ def init_train_state(model, optimizer, *, image_size: int, num_attributes: int, 
 
 
 def abstract_state(run: Run, optimizer=None):
-  """The ``ShapeDtypeStruct`` tree of the run's ``TrainState`` with its shardings (of
-  its state under ``optimizer`` instead of the run's, to restore a checkpoint saved
-  with another optimiser)."""
+  """The ``ShapeDtypeStruct`` tree, with shardings, of the run's ``TrainState`` (under
+  ``optimizer`` instead of the run's, to restore a checkpoint saved with another)."""
   if optimizer is not None:
     run = dataclasses.replace(run, optimizer=optimizer)
   return state_lib.abstract(
@@ -209,36 +201,33 @@ def abstract_state(run: Run, optimizer=None):
 
 def load_pretrained(state: state_lib.TrainState, init_from: str, mesh):
   """Copies every variable of an earlier run whose path and shape match; the rest
-  (typically heads for other classes) stays freshly initialised. Returns
-  ``(state, report lines)``."""
+  (typically heads for other classes) stays freshly initialised. Returns ``(state,
+  report lines)``."""
   earlier = checkpoint_lib.restore_variables(init_from)
   report = []
 
   def merge(collection, current):
-    flat_current = dict(jax.tree_util.tree_flatten_with_path(current)[0])
-    flat_earlier = dict(jax.tree_util.tree_flatten_with_path(earlier.get(collection,
-                                                                         {}))[0])
-    merged, copied = {}, 0
-    for path, leaf in flat_current.items():
-      name = checkpoint_lib.path_name(path)
-      old = flat_earlier.get(path)
+    earlier_leaves = dict(
+        jax.tree_util.tree_flatten_with_path(earlier.get(collection, {}))[0])
+    current_leaves, treedef = jax.tree_util.tree_flatten_with_path(current)
+    leaves, copied = [], 0
+    for path, leaf in current_leaves:
+      old = earlier_leaves.get(path)
       if old is not None and tuple(old.shape) == tuple(leaf.shape):
-        merged[path] = jnp.asarray(old, leaf.dtype)
+        leaves.append(jnp.asarray(old, leaf.dtype))
         copied += 1
       else:
-        merged[path] = leaf
+        leaves.append(leaf)
         why = "absent there" if old is None else (
             f"shape {tuple(old.shape)} there vs {tuple(leaf.shape)} here")
-        report.append(f"re-initialised {collection}/{name} ({why})")
-    treedef = jax.tree_util.tree_structure(current)
-    leaves = [merged[path] for path, _ in jax.tree_util.tree_flatten_with_path(current)[0]]
-    report.insert(0, f"loaded {copied}/{len(flat_current)} {collection} arrays from "
+        report.append(f"re-initialised {collection}/{checkpoint_lib.path_name(path)} "
+                      f"({why})")
+    report.insert(0, f"loaded {copied}/{len(current_leaves)} {collection} arrays from "
                   f"{init_from}")
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
   params = merge("params", state.params)
   batch_stats = merge("batch_stats", state.batch_stats) if state.batch_stats else {}
-  replicated = mesh_lib.replicated_sharding(mesh)
-  params = jax.device_put(params, replicated)
-  batch_stats = jax.device_put(batch_stats, replicated)
+  params, batch_stats = jax.device_put((params, batch_stats),
+                                       mesh_lib.replicated_sharding(mesh))
   return state.replace(params=params, batch_stats=batch_stats), report

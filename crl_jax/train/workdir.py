@@ -1,11 +1,10 @@
 """The workdir guard and resume: what a run may find in its workdir, and how it goes on.
 
 A workdir holds one run (``config.json``, ``checkpoints/``, ``best/``,
-``metrics.jsonl``, ``tensorboard/``, ``results.json``, ``config_changes.jsonl``):
+``metrics.jsonl``, ``tensorboard/``, ``results.json``, ``config_changes.jsonl``).
 ``exclusive`` refuses one that cannot be written and locks it, ``prepare_workdir``
 refuses one that holds a run of a config that may not resume (and clears it with
-``overwrite``),
-``resume`` goes on from its latest undamaged checkpoint.
+``overwrite``), ``resume`` goes on from its latest undamaged checkpoint.
 """
 
 from __future__ import annotations
@@ -29,9 +28,9 @@ from crl_jax.train import writer as writer_lib
 
 @contextlib.contextmanager
 def exclusive(workdir: str):
-  """Holds ``WORKDIR/run.lock`` (``train.lock``) for the block: process 0 checks that
-  the workdir is writable and takes the lock, and a refusal (another live run holds
-  it) reaches every process at once as a one-line ``CheckpointError``."""
+  """Holds ``WORKDIR/run.lock`` (``lock``) for the block: process 0 checks that the
+  workdir is writable and takes the lock, and a refusal reaches every process at once as
+  a one-line ``CheckpointError``."""
   warning = []
 
   def take():
@@ -51,9 +50,8 @@ def exclusive(workdir: str):
 @contextlib.contextmanager
 def closed_on_exit(store: checkpoint_lib.CheckpointStore):
   """Yields ``store`` and closes it after the block. A full disk met by a write in the
-  block (``metrics.jsonl``, ``config.json``, ``results.json``) or in the close becomes
-  one ``checkpoint.DiskFullError`` line, as a checkpoint's does; after any failure the
-  close is quiet, so the failure is reported once, not again from the close."""
+  block or in the close becomes one ``checkpoint.DiskFullError`` line, as a checkpoint's
+  does; after any failure the close is quiet, so the failure is reported once."""
   try:
     yield store
     store.close()
@@ -68,10 +66,9 @@ def closed_on_exit(store: checkpoint_lib.CheckpointStore):
 
 
 def prepare_workdir(config, workdir: str, overwrite: bool) -> list:
-  """Checks (on process 0, agreed by all; inside ``exclusive``, which checked that it
-  is writable) that ``workdir`` holds no run of a config that may not resume; clears
-  it with ``overwrite``. Returns the resumable config changes
-  (``checkpoint.check_config``): ``[(key, old, new), ...]``."""
+  """Checks (on process 0, agreed by all; inside ``exclusive``) that ``workdir`` holds
+  no run of a config that may not resume, clearing it first with ``overwrite``. Returns
+  the resumable changes ``[(key, old, new), ...]`` (``checkpoint.check_config``)."""
   changes = []
 
   def check():
@@ -92,8 +89,7 @@ def prepare_workdir(config, workdir: str, overwrite: bool) -> list:
 
 
 def check_trained_workdir(workdir: str) -> None:
-  """Refuses (on every process) a workdir that holds no run; ``exclusive``, next,
-  refuses one that cannot be written (``--mode=eval`` writes ``results.json``)."""
+  """Refuses (on every process) a workdir that holds no run (no ``config.json``)."""
 
   def check():
     if not os.path.exists(os.path.join(workdir, "config.json")):
@@ -107,12 +103,10 @@ def resume(run: setup_lib.Run, store: checkpoint_lib.CheckpointStore, workdir: s
            changes: list, init_rng) -> tuple:
   """The state a run starts from, and its checkpoint metadata.
 
-  The latest undamaged checkpoint of ``store`` (older ones when the latest are
-  damaged, each reported), its optimiser state carried to the run's optimiser when
-  ``optim.*`` changed; else a state initialised from ``init_rng``
-  (``setup.initial_state``) with ``model.init_from``'s matching variables when set.
-  Then records the config (``config.json``) and appends ``changes`` to
-  ``config_changes.jsonl`` from the start step.
+  The latest undamaged checkpoint of ``store`` (each damaged newer one reported), its
+  optimiser state carried to the run's optimiser when ``optim.*`` changed; else a state
+  initialised from ``init_rng`` with ``model.init_from``'s matching variables when set.
+  Then records the config and ``changes`` from the start step (``record_config``).
 
   Returns:
     ``(state, meta)``; ``meta`` has ``best_metric``, ``best_step`` and
@@ -151,8 +145,8 @@ def resume(run: setup_lib.Run, store: checkpoint_lib.CheckpointStore, workdir: s
 
 
 def saved_optimizer(run: setup_lib.Run, changes: list):
-  """The optimiser of the checkpoints in the workdir when ``optim.*`` changed on this
-  resume (its state is restored with that optimiser's tree), else ``None``."""
+  """The optimiser the workdir's checkpoints were saved with when ``optim.*`` changed on
+  this resume (their state is restored with its tree), else ``None``."""
   if not any(key.startswith("optim.") for key, _, _ in changes):
     return None
   saved = ml_collections.ConfigDict(dict(run.config.optim))
@@ -163,9 +157,9 @@ def saved_optimizer(run: setup_lib.Run, changes: list):
 
 
 def carry_optimizer_state(run: setup_lib.Run, state, notes: list):
-  """``state`` whose optimiser state has the run's (new) optimiser's tree: the saved
-  leaves when they match (momentum kept across a change of learning rate, schedule,
-  clipping or weight decay), else freshly initialised (appended to ``notes``)."""
+  """``state`` with the run's (new) optimiser's state tree: the saved leaves when their
+  shapes match (momentum kept across a change of learning rate, schedule, clipping or
+  weight decay), else freshly initialised (appended to ``notes``)."""
   fresh = jax.eval_shape(run.optimizer.init, state.params)
   old_leaves = jax.tree.leaves(state.opt_state)
   new_leaves, treedef = jax.tree.flatten(fresh)

@@ -1,11 +1,10 @@
-"""What a run writes as it goes: ``metrics.jsonl``, TensorBoard events, the progress bar
-and ``results.json``; process 0 only.
+"""What a run writes as it goes, on process 0: ``metrics.jsonl``, TensorBoard events,
+the progress bar and ``results.json``.
 
 ``WORKDIR/metrics.jsonl`` holds one JSON row per logged step and split
 (``{"step": 4, "split": "train", "loss": ..., ...}``); ``WORKDIR/tensorboard/`` the same
-finite scalars as TensorBoard events, tagged ``<split>/<name>`` (``train/loss``,
-``validation/mean_class_balanced_accuracy``), written with tensorboardX (no
-TensorFlow), which TensorBoard reads as it reads its own.
+finite scalars as events tagged ``<split>/<name>`` (``train/loss``), written with
+tensorboardX (no TensorFlow).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import tensorboardX
 from tqdm import tqdm
 
 from crl_jax.train import multihost
+from crl_jax.train import storage
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
@@ -36,10 +36,9 @@ _EVENT_FILES = itertools.count()
 class MetricWriter:
   """JSON lines and TensorBoard events in the workdir (process 0 only).
 
-  ``resume_step``: rows of ``metrics.jsonl`` after that step (written by a run that
-  went on past its last checkpoint) are dropped, so a resumed run's rows are not
-  repeated; the TensorBoard events after it are purged the same way (tensorboardX's
-  ``purge_step``: TensorBoard drops the earlier files' events from that step on).
+  The rows and events after ``resume_step`` (written by a run that went on past its
+  last checkpoint) are dropped, so a resumed run's are not repeated (tensorboardX's
+  ``purge_step`` for the events).
 
   Example::
 
@@ -57,9 +56,7 @@ class MetricWriter:
         rows = [line for line in f if line.strip()]
       kept = [line for line in rows if _row_step(line) <= resume_step]
       if len(kept) < len(rows):
-        with open(f"{path}.tmp", "w") as f:
-          f.writelines(kept)
-        os.replace(f"{path}.tmp", path)
+        storage.write_whole(path, "".join(kept))
     self._jsonl = open(path, "a")
     self._events = tensorboardX.SummaryWriter(
         os.path.join(workdir, TENSORBOARD),
@@ -138,13 +135,9 @@ class ProgressBar:
 
 
 def write_results(workdir: str, results: dict) -> None:
-  """``WORKDIR/results.json`` (process 0; written whole, then renamed into place)."""
-  if not multihost.is_main_process():
-    return
-  path = os.path.join(workdir, RESULTS)
-  with open(f"{path}.tmp", "w") as f:
-    json.dump(results, f, indent=1)
-  os.replace(f"{path}.tmp", path)
+  """``WORKDIR/results.json`` (process 0; ``storage.write_whole``)."""
+  if multihost.is_main_process():
+    storage.write_whole(os.path.join(workdir, RESULTS), json.dumps(results, indent=1))
 
 
 def read_metrics(workdir: str) -> list:
