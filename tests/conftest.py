@@ -6,7 +6,7 @@
    compare with tolerances or run both sides under the same setting).
 3. XLA's CPU backend with its elemental fusion emitters
    (``--xla_cpu_use_fusion_emitters=false``), which compile faster at the same step time
-   (docs/performance-history.md). XLA aborts on a flag it does not know, so the flag is
+   (docs/history.md). XLA aborts on a flag it does not know, so the flag is
    probed once a session in a subprocess; test subprocesses get it through
    ``CRL_JAX_TEST_EXTRA_XLA_FLAGS`` (``tests/train/conftest.py::subprocess_xla_flags``).
 4. One persistent compilation cache per session, in a fresh temporary folder, so that a
@@ -21,6 +21,7 @@ looks like a stale program).
 """
 
 import atexit
+import contextlib
 import os
 import shutil
 import subprocess
@@ -83,3 +84,47 @@ def _share_a_fresh_compilation_cache():
 
 
 _share_a_fresh_compilation_cache()
+
+# --- Counting jax's traces, for tests of "compiles once" that a retracing function
+# fails.
+#
+# Wrapping the function under test in ``jax.jit`` around ``chex.assert_max_traces`` and
+# calling it at one shape proves nothing: jax's own cache then guarantees one trace
+# whatever the function does. Instead, call the function itself (an entry point that
+# jits internally, or a pure function run eagerly, op by op) once to warm jax's caches,
+# then at several other values of the same shapes inside ``traces()``: it must record
+# none. A function that derives a shape or a static argument from the data, or builds a
+# new ``jax.jit`` per call, records one or more.
+
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+
+
+@contextlib.contextmanager
+def traces():
+  """Yields the list of the names of the functions jax traces inside the block (one
+  entry per trace to a jaxpr: a jitted function, or an eager operation on new shapes)."""
+  import jax  # pylint: disable=import-outside-toplevel  (after the setup above)
+  names = []
+
+  def listener(event, duration, *, fun_name="?", **unused):
+    del duration, unused
+    if event == TRACE_EVENT:
+      names.append(fun_name)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield names
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def new_traces(function, calls):
+  """The traces of ``function(*arguments)`` for each ``arguments`` of ``calls`` after
+  the first (which warms jax's caches), results blocked on, as a list of names."""
+  import jax  # pylint: disable=import-outside-toplevel
+  calls = iter(calls)
+  jax.block_until_ready(function(*next(calls)))
+  with traces() as names:
+    for arguments in calls:
+      jax.block_until_ready(function(*arguments))
+  return names

@@ -15,7 +15,7 @@ from tests.baselines.reference import heads_options
 from tests.baselines.reference import make_heads
 from tests.baselines.reference import same_shape_heads
 from tests.baselines.reference import SETTINGS
-from tests.traces import new_traces
+from tests.conftest import new_traces
 
 LOWEST_FLOAT32 = np.finfo(np.float32).min
 

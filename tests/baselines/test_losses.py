@@ -19,7 +19,7 @@ from tests.baselines.reference import SETTINGS
 from tests.baselines.reference import heads_options
 from tests.baselines.reference import make_heads
 from tests.baselines.reference import same_shape_heads
-from tests.traces import new_traces
+from tests.conftest import new_traces
 
 
 LOSS_NAMES = sorted(baselines.LOSSES)

@@ -13,7 +13,7 @@ from crl_jax import crl
 from tests.crl import reference
 from tests.crl.test_rectify import make_batch
 from tests.crl.test_rectify import make_heads
-from tests.traces import new_traces
+from tests.conftest import new_traces
 
 
 @pytest.mark.parametrize("score,criterion,scope", list(itertools.product(

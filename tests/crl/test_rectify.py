@@ -13,7 +13,7 @@ import pytest
 
 from crl_jax import crl
 from tests.crl import reference
-from tests.traces import new_traces
+from tests.conftest import new_traces
 
 DESIGNS = list(itertools.product(crl.LEVELS, crl.CRITERIA, crl.SCOPES))
 FEATURE_DIM = 8

@@ -184,7 +184,7 @@ def config(data_dir, **celeb_a_keys):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("tfds"))
-  write_official_files(celeb_a.manual_dir(data_dir))
+  write_official_files(sources.manual_dir(data_dir))
   celeb_a.from_config(config(data_dir)).prepare(progress=False)  # build, convert
   return data_dir
 
@@ -330,7 +330,7 @@ def test_damaged_image_is_named_when_converting(tmp_path):
   """tfds stores JPEG bytes as given: a damaged one is found when the conversion
   decodes it, as a one-line DataError naming the record, the split and the directory;
   no arrays are left behind."""
-  write_official_files(celeb_a.manual_dir(str(tmp_path)), damaged=range(20))
+  write_official_files(sources.manual_dir(str(tmp_path)), damaged=range(20))
   source = celeb_a.from_config(config(str(tmp_path), validation_size=5))
   with pytest.raises(errors.DataError) as error:
     source.prepare(progress=False)
@@ -345,7 +345,7 @@ def test_damaged_image_is_named_when_converting(tmp_path):
 def test_building_without_tensorflow_is_one_line(tmp_path):
   """tfds's celeb_a builder reads the zip with TensorFlow: where it cannot be imported,
   prepare() ends in one line naming the extra, the command and the paths."""
-  write_official_files(celeb_a.manual_dir(str(tmp_path)))
+  write_official_files(sources.manual_dir(str(tmp_path)))
   message = prepare_message_without_tensorflow("celeb_a", str(tmp_path))
   assert "needs TensorFlow" in message and "No module named 'tensorflow'" in message
   assert "pip install 'crl_jax[prepare]'" in message
