@@ -58,7 +58,9 @@ def all_designs(logits, features, labels, valid, class_mask, *, kappa, num_ancho
 @pytest.mark.parametrize("devices,block,memory_blocks,kappa", [
     (8, 6, 0, 4),   # kappa below the rows of a device
     (8, 4, 2, 9),   # a memory: two candidate blocks per device; kappa above a device
-    (6, 5, 1, 7),   # a mesh that is not a power of two (the merge drops repeats)
+    # A mesh that is not a power of two (the merge drops repeats; the default suite
+    # checks that merge on 6 devices below).
+    pytest.param(6, 5, 1, 7, marks=pytest.mark.slow),
 ])
 def test_sharded_loss_and_gradients_equal_one_device(devices, block, memory_blocks,
                                                      kappa):
@@ -85,13 +87,15 @@ def test_sharded_loss_and_gradients_equal_one_device(devices, block, memory_bloc
                                atol=2e-6)
 
 
-def test_merge_keeps_the_global_best_with_ties_to_the_lower_position():
-  """``best_candidates`` on 8 devices: each list is the global top-k by key, equal
-  keys in global position order, whatever device holds them."""
-  rng = np.random.default_rng(0)
-  keys = rng.integers(0, 5, (3, 8 * 6)).astype(np.float32)  # many ties
+@pytest.mark.parametrize("devices", [8, 6, 3])
+def test_merge_keeps_the_global_best_with_ties_to_the_lower_position(devices):
+  """``best_candidates`` on 8, 6 and 3 devices: each list is the global top-k by key,
+  equal keys in global position order, whatever device holds them, each candidate once
+  (on 6 and 3 devices the last round's windows overlap)."""
+  rng = np.random.default_rng(devices)
+  keys = rng.integers(0, 5, (3, devices * 6)).astype(np.float32)  # many ties
   mask = rng.random(keys.shape) > 0.2
-  mesh = Mesh(np.array(jax.devices()[:8]), ("batch",))
+  mesh = Mesh(np.array(jax.devices()[:devices]), ("batch",))
 
   def best(keys, mask):
     positions = mining.global_positions(keys.shape[1], keys.shape[1], "batch")
@@ -104,7 +108,7 @@ def test_merge_keeps_the_global_best_with_ties_to_the_lower_position():
   for row in range(3):
     order = sorted((-k, i) for i, (k, m) in enumerate(zip(keys[row], mask[row])) if m)
     expected = [i for _, i in order[:7]]
-    for device in range(8):
+    for device in range(devices):
       np.testing.assert_array_equal(found.positions[device, row], expected)
       np.testing.assert_array_equal(found.values[device, row], keys[row, expected] * 10)
       assert found.mask[device, row].all()
