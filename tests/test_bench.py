@@ -182,10 +182,10 @@ def test_collective_bytes_are_the_results_of_each_kind():
 
 def test_scaling_measures_the_compiled_programs_per_device(tmp_path):
   """One mesh size in this process (8 simulated devices): the loss and the full step of
-  CE and a CRL design, with and without a memory, compiled and read."""
+  CE and of a CRL design with a memory, compiled and read."""
   args, overrides = cli.parse_flags(bench.build_parser(), [
       f"--config={os.path.join(REPO, 'configs/synthetic.py:smoke')}", "--devices=8",
-      "--shapes=xdomain", "--designs=class/relative/minority", "--memory=0,16",
+      "--shapes=xdomain", "--designs=class/relative/minority", "--memory=16",
       "--batch=4", "--image_size=16", "--config.model.kwargs.widths=(4,8)"])
   path = tmp_path / "child.json"
   with pytest.MonkeyPatch.context() as patch:
@@ -194,12 +194,11 @@ def test_scaling_measures_the_compiled_programs_per_device(tmp_path):
   rows = json.loads(path.read_text())
   assert {(r["variant"], r["memory_per_device"], r["program"]) for r in rows} == {
       (variant, memory, program) for variant, memory in (
-          ("ce", 0), ("class/relative/minority", 0), ("class/relative/minority", 16))
-      for program in ("loss", "step")}
+          ("ce", 0), ("class/relative/minority", 16)) for program in ("loss", "step")}
   by_key = {(r["variant"], r["memory_per_device"], r["program"]): r for r in rows}
   for row in rows:
     assert row["devices"] == 8 and row["flops"] > 0 and row["temp_bytes"] > 0
-  crl_loss = by_key[("class/relative/minority", 0, "loss")]
+  crl_loss = by_key[("class/relative/minority", 16, "loss")]
   # Exact mining: the class counts and the loss's sums are all-reduced, the candidates
   # merged by collective permutes (3 rounds on 8 devices); CE's loss only all-reduces.
   assert crl_loss["collective_bytes"]["collective-permute"] > 0
