@@ -24,6 +24,7 @@ from crl_jax import cli
 from crl_jax import crl as crl_lib
 from crl_jax import models
 from crl_jax.data import csv_options  # data/__init__ is lazy: nothing else loads
+from crl_jax.train import memory as memory_lib
 
 # ``data.sampler``: the training stream's order (data/samplers.py).
 SAMPLERS = ("uniform", "class_aware")
@@ -184,10 +185,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     raise ConfigError(f"config.loss.crl.{error}") from None
   positive("loss.crl.memory_size", crl.memory_size, 0)
   positive("loss.crl.memory_warmup_steps", crl.memory_warmup_steps, 0)
-  if config.train.batch_size > 0 and crl.memory_size % config.train.batch_size:
-    raise _allowed("loss.crl.memory_size", crl.memory_size, "must be a multiple of "
-                   f"train.batch_size={config.train.batch_size} (the memory keeps "
-                   "whole batches)")
+  if crl.memory_size > 0 and config.train.batch_size > 0:
+    try:  # whole batches (train/memory.py owns the rule)
+      memory_lib.check_size(crl.memory_size, config.train.batch_size)
+    except ValueError as error:
+      raise ConfigError(f"config.loss.crl.{error}") from None
   if crl.memory_size and crl.reduction == "pooled":
     raise _allowed("loss.crl.memory_size", crl.memory_size,
                    "must be 0 with loss.crl.reduction='pooled'")

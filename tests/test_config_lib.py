@@ -22,8 +22,8 @@ BAD_VALUES = [
                              "implementation, which runs on every backend; drop the "
                              "override."),
     ("loss.crl.memory_size=100", "config.loss.crl.memory_size=100 is not allowed: must be "
-                                 "a multiple of train.batch_size=64 (the memory keeps "
-                                 "whole batches)."),
+                                 "a multiple of the global batch size 64 (the memory "
+                                 "keeps whole batches); use 128."),
     ("loss.crl.margin=-0.5", "config.loss.crl.margin=-0.5 is not allowed: must be >= 0 "
                              "(or None for the paper's default)."),
     ("loss.crl.eta=-0.1", "config.loss.crl.eta=-0.1 is not allowed: must be >= 0."),

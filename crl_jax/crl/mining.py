@@ -111,7 +111,7 @@ class Candidates(NamedTuple):
 
   keys: jax.Array
   positions: jax.Array
-  values: jax.Array = None
+  values: jax.Array
 
   @property
   def mask(self):

@@ -54,9 +54,9 @@ def check_size(size: int, batch_size: int) -> int:
   """``size // batch_size``, the batches held; ``ValueError`` unless ``size`` is a
   positive multiple of the global batch size."""
   if size < batch_size or size % batch_size:
-    raise ValueError(f"loss.crl.memory_size={size} is not allowed: must be a multiple "
-                     f"of the global batch size {batch_size} (the memory keeps whole "
-                     f"batches); use {max(1, round(size / batch_size)) * batch_size}.")
+    raise ValueError(f"memory_size={size} is not allowed: must be a multiple of the "
+                     f"global batch size {batch_size} (the memory keeps whole batches); "
+                     f"use {max(1, round(size / batch_size)) * batch_size}.")
   return size // batch_size
 
 
@@ -71,10 +71,13 @@ def init(size: int, batch_size: int, value_shape: tuple[int, ...], num_attribute
                 position=jnp.zeros((), jnp.int32))
 
 
+# Every stored batch split over the data axis like the batch; the position replicated.
+SPECS = Memory(*[PartitionSpec(None, mesh_lib.DATA_AXIS)] * 3, PartitionSpec())
+
+
 def sharding(mesh) -> Memory:
-  """The memory's shardings: every stored batch split over ``mesh`` like the batch."""
-  by_row = NamedSharding(mesh, PartitionSpec(None, mesh_lib.DATA_AXIS))
-  return Memory(by_row, by_row, by_row, mesh_lib.replicated_sharding(mesh))
+  """The memory's shardings over ``mesh`` (``SPECS``)."""
+  return Memory(*(NamedSharding(mesh, spec) for spec in SPECS))
 
 
 def enqueue(memory: Memory, values: jax.Array, labels: jax.Array,

@@ -136,10 +136,9 @@ class Objective:
     if not sharded:
       return crl_of(logits, values, labels, valid, memory)
     rows = PartitionSpec(mesh_lib.DATA_AXIS)
-    memory_specs = None if memory is None else jax.tree.map(
-        lambda s: s.spec, memory_lib.sharding(self.mesh))
     return jax.shard_map(crl_of, mesh=self.mesh,
-                         in_specs=(rows, rows, rows, rows, memory_specs),
+                         in_specs=(rows, rows, rows, rows,
+                                   None if memory is None else memory_lib.SPECS),
                          out_specs=PartitionSpec())(logits, values, labels, valid,
                                                     memory)
 
