@@ -172,10 +172,11 @@ def attribute_loss(logits, features, labels, valid, class_mask, margin, *, level
   else:
     normalised = criteria.l2_normalise(features.astype(jnp.float32))
     candidates = mining.gather_rows(normalised, block, axis_name)
+    # The candidates' labels, -1 where not valid: one gather carries both.
+    candidate_labels = mining.gather_rows(jnp.where(valid, labels, -1), block, axis_name)
     hard = mining.instance_level_hard_samples(
         criteria.pairwise_distances(normalised[anchors], candidates), labels[anchors],
-        anchor_mask, positions[anchors], mining.gather_rows(labels, block, axis_name),
-        mining.gather_rows(valid, block, axis_name), kappa)
+        anchor_mask, positions[anchors], candidate_labels, candidate_labels >= 0, kappa)
     positive_distances = criteria.pair_distances(normalised[anchors],
                                                  candidates[hard.positive_indices])
     negative_distances = criteria.pair_distances(normalised[anchors],
