@@ -1,0 +1,92 @@
+"""experiments/tune.py's plan: every row tuned on validation with seed 0, the same grid
+size, test never read for a choice, twins without the CRL term, resumable from the run
+directories (fake finished runs here; no training)."""
+
+import json
+import os
+
+import pytest
+
+from crl_jax import compare
+from experiments import tune
+
+BED = tune.BEDS["bundled"]
+
+
+def finish(workdir, spec, seed, validation, test=None, attributes=("a", "b")):
+  directory = compare.run_directory(workdir, spec, seed)
+  os.makedirs(directory, exist_ok=True)
+  split = lambda value: {  # noqa: E731
+      "mean_class_balanced_accuracy": value,
+      "attributes": {a: {"class_balanced_accuracy": value} for a in attributes}}
+  with open(os.path.join(directory, "results.json"), "w") as f:
+    json.dump({"status": "finished", "validation": split(validation),
+               "test": split(validation if test is None else test)}, f)
+
+
+def finish_all(workdir, score):
+  """Finishes every job the plan asks for, seed by seed, until it asks for none;
+  ``score(spec, seed)`` -> (validation, test)."""
+  for _ in range(10):
+    plan = tune.Plan(str(workdir), BED)
+    if not plan.jobs:
+      return plan
+    for spec, seed in plan.jobs:
+      finish(workdir, spec, seed, *score(spec, seed))
+  raise AssertionError("the plan never ends")
+
+
+def test_first_plan_is_every_seed0_trial(tmp_path):
+  plan = tune.Plan(str(tmp_path), BED)
+  rows = {row.name: row for row in plan.rows}
+  twin = plan.twins["crl + class-aware + memory"]  # known from the start
+  assert {seed for spec, seed in plan.jobs if spec != twin} == {0}
+  for row in rows.values():
+    assert (row.trials()[0], 0) in plan.jobs  # every row's default (the screen)
+    if row.group != "family":
+      assert len(row.grid) == 3 and all((s, 0) in plan.jobs for s in row.trials())
+  # The family's other values wait for the screen; twin's seeds 1, 2 wait for nothing.
+  assert (rows["focal"].trials()[1], 0) not in plan.jobs
+  assert len(plan.jobs) == len(set(plan.jobs))
+
+
+def test_choices_are_made_on_validation_never_test(tmp_path):
+  # Validation prefers logit adjustment at tau 2 and the focal loss at gamma 0.5; test
+  # says the opposite everywhere: it must not change a choice.
+  def score(spec, seed):
+    v = 0.3
+    if spec.startswith("logit_adjust@") and "tau=2.0" in spec and "class_aware" not in spec:
+      v = 0.5
+    if spec.startswith("focal"):
+      v = 0.45 if "gamma=0.5" in spec else 0.4
+    if spec.startswith("crl@loss.crl.base=") and "eta=0.1" in spec:
+      v = 0.6
+    return v, 1 - v
+
+  plan = finish_all(tmp_path, score)
+  assert plan.chosen["logit_adjust"] == "logit_adjust@loss.logit_adjust.tau=2.0"
+  assert plan.family == "focal"
+  assert plan.chosen["focal"] == "focal@loss.focal.gamma=0.5"
+  assert "class_balanced" not in plan.chosen  # screened only
+  assert plan.tried["class_balanced"] == ["class_balanced@loss.class_balanced.beta=0.9999"]
+  best = "crl on logit_adjust + class-aware + memory"
+  assert plan.chosen[best].startswith(
+      "crl@loss.crl.base=logit_adjust,loss.logit_adjust.tau=2.0,data.sampler=class_aware")
+  assert plan.chosen[best].endswith("loss.crl.eta=0.1")
+  # The twin: the same base, knob and sampler without the CRL term (nor its memory).
+  assert plan.twins[best] == ("logit_adjust@loss.logit_adjust.tau=2.0,"
+                              "data.sampler=class_aware,data.class_aware.classes_per_batch=32")
+  for _, spec in plan.table_rows():
+    assert all(plan.result(spec, seed) for seed in tune.SEEDS), spec
+  text = tune.report("bundled", str(tmp_path))
+  assert "| logit_adjust | `logit_adjust@loss.logit_adjust.tau=2.0` | 3 |" in text
+  assert "Moonshot" in text and "Not finished" not in text
+
+
+@pytest.mark.parametrize("missing", [0, 1])
+def test_resumes_from_the_run_directories(tmp_path, missing):
+  plan = finish_all(tmp_path, lambda spec, seed: (0.3, 0.3))
+  _, spec = plan.table_rows()[0]
+  os.remove(os.path.join(compare.run_directory(str(tmp_path), spec, missing),
+                         "results.json"))
+  assert tune.Plan(str(tmp_path), BED).jobs == [(spec, missing)]
