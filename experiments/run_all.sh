@@ -1,74 +1,41 @@
 #!/bin/bash
 set -e
-# Makes every number in docs/results.md: `run_all.sh tail_more` (the table: CE tuned on
-# validation, then every row on both beds, about 3 h on a quiet 2-core CPU) and
+# Makes every number in docs/results.md: `run_all.sh curves` (tuned CE's validation
+# curve on each bed: where it stops improving sets the bed's budget, about 15 min),
+# `run_all.sh tune` (every method tuned on its own knob at that budget, then three seeds:
+# experiments/tune.py; about 7 h on a quiet 2-core CPU, resumable) and
 # `run_all.sh tail_eligibility` (which classes CRL reaches; no training, about 2 min);
-# `run_all.sh` runs both. Finished runs in runs/ are reused, so a rerun after an
-# interruption resumes. The diagnosis and the earlier comparisons of the page's history
-# are made by this script at commit 3ed3d74 (docs/history.md).
+# `run_all.sh` runs all three. Finished runs in runs/ are reused, so a rerun after an
+# interruption resumes. The earlier tables of the page's history (docs/history.md) are
+# made by this script at the commits it names.
 cd "$(dirname "$0")/.."  # the repository root
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
 
-# CE's optimiser tuned on validation, seed 0: weight decay {5e-5, 5e-4, 5e-3} x learning
-# rate {0.1, 0.2, 0.4, 0.8}. Prints the winner's overrides. $1: the config, $2: the
-# workdir.
-tune_ce() {
-  local grid="" d r
-  for d in 0.00005 0.0005 0.005; do for r in 0.1 0.2 0.4 0.8; do
-    grid+=",ce@optim.weight_decay=$d,optim.learning_rate=$r"
-  done; done
-  python -m crl_jax.compare --config="$1" "${PIN[@]}" --seeds=1 --workdir="$2" \
-    --methods="${grid#,}" >&2
-  python experiments/validation_choice.py "$2/compare.json" > "$2/choice.md"
-  python -c 'import json, sys; from experiments import validation_choice as v
-rows = v.summary(json.load(open(sys.argv[1] + "/compare.json")))
-print(max(rows, key=lambda name: rows[name][0]).partition("@")[2])' "$2"
+# CE with the bed's tuned optimiser at a constant learning rate for 41 (bundled) and 51
+# (cifar_lt) epochs, validation every 400 steps; prints each curve and the step from
+# which its running best is within 1 point of its best (experiments/tune.py BEDS.steps).
+curves() {
+  local bed config wd lr steps
+  for bed in bundled cifar_lt; do
+    case $bed in
+      bundled) config=configs/synthetic.py:quickstart wd=0.0005 lr=0.4 steps=12800 ;;
+      cifar_lt) config=configs/synthetic.py:cifar_lt wd=0.00005 lr=0.8 steps=6400 ;;
+    esac
+    python -m crl_jax.main --config=$config --workdir=runs/curve/$bed \
+      --config.loss.name=ce --config.optim.weight_decay=$wd --config.optim.learning_rate=$lr \
+      --config.optim.schedule=constant --config.train.num_steps=$steps \
+      --config.train.eval_every=400 --config.checkpoint.every_steps=800 >&2
+    echo "$bed:"
+    python experiments/tune.py --bed=$bed --curve=runs/curve/$bed
+  done
 }
 
-# The rows of one bed, 3 seeds, every method with the tuned optimiser: CE,
-# over-sampling, logit adjustment, class-aware CE, CRL, CRL + sampler, CRL + memory,
-# CRL + both; then logit adjustment + CRL + the better tool on validation (sampler,
-# memory or both). Prints that tool's overrides. $1: config, $2: workdir, $3: "@" and
-# the tuned overrides (and any others every row takes). Two ablations of the last row
-# come with it: logit adjustment on class-aware batches without CRL, and logit
-# adjustment + CRL without the tools (is a gain the CRL term's, the sampler's or both?).
-tail_rows() {
-  local T=$3 best rows
-  rows=ce$T,over_sampling$T,logit_adjust$T,ce$T,$CA,crl$T,crl$T,$CA,crl$T,$MEM,crl$T,$CA,$MEM
-  python -m crl_jax.compare --config="$1" "${PIN[@]}" --seeds=3 --workdir="$2" \
-    --methods=$rows >&2
-  best=$(python -c 'import json, sys; from experiments import validation_choice as v
-rows = v.summary(json.load(open(sys.argv[1] + "/compare.json")))
-tools = {name: rows[name][0] for name in rows
-         if name.startswith("crl@") and ("sampler" in name or "memory" in name)}
-print(max(tools, key=tools.get).partition("@")[2])' "$2")
-  # Every row again (the finished runs are reused), so compare.json/.md hold them all.
-  python -m crl_jax.compare --config="$1" "${PIN[@]}" --seeds=3 --workdir="$2" \
-    --methods=$rows,crl@$best,loss.crl.base=logit_adjust,logit_adjust$T,$CA,crl$T,loss.crl.base=logit_adjust >&2
-  python experiments/validation_choice.py "$2/compare.json" --prefix=crl > "$2/choice.md"
-  echo "$best"
+# Every method on its own knob, the same grid, chosen on validation, three seeds.
+tune() {
+  python experiments/tune.py --bed=bundled --workers=2
+  python experiments/tune.py --bed=cifar_lt --workers=2
 }
 
-# `run_all.sh tail_more`: the table, with CE tuned on validation per bed.
-# The bundled data (800 steps, every row), the second bed (`cifar_lt`, 800 steps, every
-# row), then the bundled data at 4x the steps (3,200), every row again (the better tool
-# chosen on the 3,200-step validation). About 3 h on a quiet 2-core CPU.
-tail_more() {
-  PIN=(--config.loss.crl.eta=0.01 --config.loss.crl.blend=convex
-    --config.loss.crl.score=probability --config.loss.crl.reduction=attribute)
-  CA=data.sampler=class_aware,data.class_aware.classes_per_batch=32
-  MEM=loss.crl.memory_size=1024,loss.crl.memory_warmup_steps=100
-  B4=train.num_steps=3200,train.eval_every=800,checkpoint.every_steps=800
-  local bundled cifar best
-  bundled=$(tune_ce configs/synthetic.py:quickstart runs/tail_more/tune)
-  echo "bundled: tuned on validation: $bundled"
-  best=$(tail_rows configs/synthetic.py:quickstart runs/tail_more/methods "@$bundled")
-  echo "bundled: the better tool on validation: $best"
-  cifar=$(tune_ce configs/synthetic.py:cifar_lt runs/tail_more/cifar_lt_tune)
-  echo "cifar_lt: tuned on validation: $cifar"
-  tail_rows configs/synthetic.py:cifar_lt runs/tail_more/cifar_lt "@$cifar"
-  tail_rows configs/synthetic.py:quickstart runs/tail_more/budget "@$bundled,$B4"
-}
 # `run_all.sh tail_eligibility`: which classes CRL reaches with each tool on both beds
 # (the training stream's own batches, 800 steps; no training), rare-first batches
 # (every batch class-aware, 64 pairs x 2, pairs drawn ~ 1 / count) among them.
@@ -102,8 +69,12 @@ tail_eligibility() {
     done
   done
 }
-if [ "${1:-}" = tail_eligibility ]; then tail_eligibility; exit 0; fi
-if [ "${1:-}" = tail_more ]; then tail_more; exit 0; fi
-tail_more
+case "${1:-}" in
+  curves|tune|tail_eligibility) "$1"; exit 0 ;;
+  "") ;;
+  *) echo "run_all.sh: unknown step '$1'; use curves, tune or tail_eligibility" >&2; exit 2 ;;
+esac
+curves
+tune
 tail_eligibility
 echo ALL DONE

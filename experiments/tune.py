@@ -334,12 +334,19 @@ def report(bed_name: str, workdir: str) -> str:
   return text
 
 
-def curve(workdir: str) -> str:
-  """Validation mean class-balanced accuracy against steps of one run's metrics."""
+def curve(workdir: str, tolerance: float = 1.0) -> str:
+  """One run's validation mean class-balanced accuracy against steps, and the budget
+  read from it: the first step whose running best is within ``tolerance`` points of the
+  run's best (where the curve stops improving)."""
   from crl_jax.train import writer
   points = [(m["step"], 100 * m["mean_class_balanced_accuracy"])
             for m in writer.read_metrics(workdir) if m["split"] == "validation"]
-  return "\n".join(f"{step}\t{value:.2f}" for step, value in points)
+  best = max(value for _, value in points)
+  running = np.maximum.accumulate([value for _, value in points])
+  budget = next(step for (step, _), top in zip(points, running) if top >= best - tolerance)
+  return ("\n".join(f"{step}\t{value:.2f}" for step, value in points)
+          + f"\nbest {best:.2f}; the running best is within {tolerance} of it from step "
+          f"{budget}")
 
 
 def main(argv=None) -> int:
