@@ -74,7 +74,8 @@ def _finished(config, directory: str):
       saved = json.load(f)
   except (OSError, ValueError):  # none, or damaged: training recovers or refuses it
     return None
-  same = saved == json.loads(config.to_json(sort_keys=True))
+  from crl_jax import config_lib
+  same = config_lib.with_defaults(saved) == json.loads(config.to_json(sort_keys=True))
   return results if same and results.get("status") == "finished" else None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import traceback
 from typing import Any, Optional, Sequence
@@ -359,6 +360,22 @@ def parse_value(text: str):
 # Keys that existed once, with what replaces them: an override names the change.
 REMOVED_KEYS = {"loss.crl.impl": "the CRL has one implementation, which runs on every "
                                 "backend; drop the override"}
+
+
+def with_defaults(saved: dict) -> dict:
+  """A run's saved config (``config.json``, a dict) with every key it lacks set to
+  ``base_config()``'s default: a run saved before a key existed (a loss section added
+  later) reads as it trained, so it is reused or resumed, not refused. Keys the saved
+  config has are kept as they are."""
+  def fill(node, defaults):
+    out = dict(node)
+    for key, default in defaults.items():
+      if key not in out:
+        out[key] = default
+      elif isinstance(out[key], dict) and isinstance(default, dict):
+        out[key] = fill(out[key], default)
+    return out
+  return fill(saved, json.loads(base_config().to_json(sort_keys=True)))
 
 
 def set_by_path(config: ml_collections.ConfigDict, key: str, value) -> None:

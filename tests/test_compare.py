@@ -138,3 +138,23 @@ def test_report_sorts_by_imbalance_bolds_each_best_and_gains_over_ce():
                         "| crl | 55.00 ± 0.00 | **65.00 ± 0.00** | **62.00 ± 0.00** |"]
   assert "| crl | +2.00 | n/a | +2.00 |" in lines
   assert "| ce | 2 | 10 ± 0 | n/a |" in lines and "| crl | 1 | 10 ± 0 | n/a |" in lines
+
+
+def test_a_run_saved_before_a_config_key_existed_is_reused_and_resumes(tmp_path):
+  # A config.json written before loss.asymmetric existed: that section reads as its
+  # default, so the finished run is reused and an unfinished one resumes; a value the
+  # saved config does hold still has to match.
+  from crl_jax.train import checkpoint
+  config = config_lib.load_config(f"{REPO}/configs/synthetic.py:smoke")
+  saved = json.loads(config.to_json(sort_keys=True))
+  del saved["loss"]["asymmetric"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  (tmp_path / "results.json").write_text(json.dumps({"status": "finished"}))
+  assert compare._finished(config, str(tmp_path)) == {"status": "finished"}
+  assert checkpoint.check_config(str(tmp_path), config.to_json(sort_keys=True),
+                                 overwrite=False) == []
+  config.loss.asymmetric.gamma_neg = 1.0  # differs from the default the old run had
+  assert compare._finished(config, str(tmp_path)) is None
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"loss\.asymmetric\.gamma_neg: 4\.0 -> 1\.0"):
+    checkpoint.check_config(str(tmp_path), config.to_json(sort_keys=True), overwrite=False)

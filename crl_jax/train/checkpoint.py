@@ -349,7 +349,8 @@ def check_config(workdir: str, config_json: str, overwrite: bool,
   os.makedirs(workdir, exist_ok=True)
   if overwrite or not os.path.exists(path):
     return []
-  existing = read_config(workdir)
+  from crl_jax import config_lib  # noqa: PLC0415  (config_lib imports train modules)
+  existing = config_lib.with_defaults(read_config(workdir))
   changes = _diff(existing, json.loads(config_json))
   fixed = [f"{key}: {old!r} -> {new!r}" for key, old, new in changes
            if not _resumable(key, resumable_keys)]
