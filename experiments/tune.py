@@ -199,6 +199,7 @@ class Plan:
     out = [(row.name, self.chosen[row.name]) for row in self.rows
            if row.name in self.chosen and (row.group != "family" or row.name == self.family)]
     out += [(f"twin of {name}", spec) for name, spec in self.twins.items()]
+    # (twins: the CRL row's spec without the CRL term and its memory)
     return out
 
 
@@ -265,7 +266,7 @@ def report(bed_name: str, workdir: str) -> str:
            f"{bed.weight_decay}, learning rate {bed.learning_rate} (CE's, tuned on "
            "validation); test mean class-balanced accuracy in %, mean ± std over the "
            "seeds done.", "",
-           "| method | chosen on validation (seed 0) | trials | validation | test | "
+           "| method | knob chosen on validation (seed 0) | trials | validation | test | "
            "vs CE | seeds |", "|---|---|---|---|---|---|---|"]
   table, stats = {}, {}
   for label, spec in plan.table_rows():
@@ -280,19 +281,24 @@ def report(bed_name: str, workdir: str) -> str:
     base_name = label.removeprefix("twin of ")
     trials = len(plan.tried.get(base_name, [])) if not label.startswith("twin") else "-"
     delta = f"{t[0] - ce_test:+.2f}" if ce_test is not None and label != "ce" else ""
-    lines.append(f"| {label} | `{spec}` | {trials} | {v[0]:.2f} ± {v[1]:.2f} | "
+    key, _, value = spec.rsplit(",", 1)[-1].rpartition("@")[2].partition("=")
+    chosen = "-" if label.startswith("twin") or not value else (
+        f"{key.rpartition('.')[2]}={value}")
+    lines.append(f"| {label} | {chosen} | {trials} | {v[0]:.2f} ± {v[1]:.2f} | "
                  f"{t[0]:.2f} ± {t[1]:.2f} | {delta} | {len(runs)} |")
     table[label] = dict(spec=spec, validation=v, test=t, seeds=len(runs),
                         attributes={a: _stats([r["test"]["attributes"][a][
                             "class_balanced_accuracy"] for r in runs])
                                     for a in runs[0]["test"]["attributes"]})
-  lines += ["", "Grids (seed 0, chosen on validation; the first value is the default):"]
+  lines += ["", "Grids (seed 0, chosen on validation; the first value is the default; "
+            "the family's other rows were screened at their default only):"]
   for row in plan.rows:
     tried = plan.tried.get(row.name, [])
     values = ", ".join(f"{v}" for v in row.grid[:len(tried)]) if row.knob else "no knob"
     scores = ", ".join(f"{validation(plan.result(s, 0)):.2f}" if plan.result(s, 0)
                        else "-" for s in tried)
-    lines.append(f"- {row.name}: `{row.knob}` in ({values}): validation {scores}")
+    lines.append(f"- {row.name} (`{row.method}`): `{row.knob}` in ({values}): "
+                 f"validation {scores}")
   lines += ["", "What the CRL term adds (test, the CRL row minus its twin; spread: "
             "the larger of the two rows' std):"]
   for crl_label, twin_spec in plan.twins.items():
