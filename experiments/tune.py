@@ -294,6 +294,9 @@ def report(bed_name: str, workdir: str) -> str:
             "the family's other rows were screened at their default only):"]
   for row in plan.rows:
     tried = plan.tried.get(row.name, [])
+    if not tried:
+      lines.append(f"- {row.name} (`{row.method}`): waits for the screen")
+      continue
     values = ", ".join(f"{v}" for v in row.grid[:len(tried)]) if row.knob else "no knob"
     scores = ", ".join(f"{validation(plan.result(s, 0)):.2f}" if plan.result(s, 0)
                        else "-" for s in tried)
