@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import os
 import subprocess
@@ -136,6 +137,8 @@ class Plan:
     self.twins: dict[str, str] = {}  # CRL row name -> its twin's spec
     self._seeds: list[tuple[str, int]] = []
     self.family = None  # the strongest resampling or re-weighting baseline's row name
+    self._group: dict[str, str] = {}  # spec -> its row's group
+    headline = set()  # the CRL rows, their twins and the chosen CRL base: trained first
     by_name = {row.name: row for row in self.rows}
     for row in self.rows:
       if row.group != "family":
@@ -151,6 +154,7 @@ class Plan:
       self.rows.append(best)
       self._tune(best, best.trials())
       self.twins[best.name] = f"{base.name}@{knob},{CA}"
+      headline.add(base_spec)
     family = [row for row in self.rows if row.group == "family"]
     screened = [row.trials()[0] for row in family]
     self._need(screened)
@@ -166,6 +170,16 @@ class Plan:
     for spec in self.twins.values():
       self._seeds.extend((spec, seed) for seed in SEEDS)
     self._need_seeds()
+    headline |= set(self.twins.values()) | {
+        self.chosen[row.name] for row in self.rows
+        if row.group == "crl" and row.name in self.chosen}
+
+    def priority(job):  # the losses' and CRL's grids; the CRL comparison; the rest
+      spec, seed = job
+      if seed == 0 and self._group.get(spec) in ("loss", "crl"):
+        return 0
+      return 1 if spec in headline else 2 if seed == 0 else 3
+    self.jobs.sort(key=priority)
 
   def result(self, spec: str, seed: int):
     """The results of the finished run, else None."""
@@ -183,6 +197,7 @@ class Plan:
 
   def _tune(self, row: Row, trials: list[str]):
     self.tried[row.name] = trials
+    self._group.update((spec, row.group) for spec in trials)
     self._need(trials)
     if all(self.result(s, 0) for s in trials):
       choice = max(trials, key=lambda s: validation(self.result(s, 0)))
@@ -219,6 +234,23 @@ def run_job(bed: Bed, workdir: str, spec: str, seed: int) -> int:
   return 0
 
 
+def _locked(directory: str) -> bool:
+  """Whether another process trains in ``directory`` now (holds its ``run.lock``)."""
+  from crl_jax.train import lock
+  try:
+    descriptor = os.open(os.path.join(directory, lock.LOCK_FILE), os.O_RDWR)
+  except OSError:
+    return False
+  try:
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.flock(descriptor, fcntl.LOCK_UN)
+    return False
+  except OSError:
+    return True
+  finally:
+    os.close(descriptor)
+
+
 def train_missing(bed_name: str, workdir: str, workers: int) -> None:
   bed = BEDS[bed_name]
   running: dict[tuple[str, int], subprocess.Popen] = {}
@@ -227,7 +259,9 @@ def train_missing(bed_name: str, workdir: str, workers: int) -> None:
   while True:
     plan = Plan(workdir, bed)
     todo = [j for j in plan.jobs if j not in running and j not in failed]
-    while todo and len(running) < workers:
+    elsewhere = [j for j in todo if _locked(compare.run_directory(workdir, *j))]
+    todo = [j for j in todo if j not in elsewhere]
+    while todo and len(running) + len(elsewhere) < workers:
       spec, seed = job = todo.pop(0)
       log = os.path.join(workdir, "logs", os.path.basename(os.path.dirname(
           compare.run_directory(workdir, spec, seed))) + f".seed{seed}.log")
@@ -235,7 +269,7 @@ def train_missing(bed_name: str, workdir: str, workers: int) -> None:
       with open(log, "a") as f:
         running[job] = subprocess.Popen(job_command(bed_name, spec, seed), stdout=f,
                                         stderr=subprocess.STDOUT, cwd=ROOT)
-    if not running:
+    if not running and not elsewhere:
       break
     time.sleep(2)
     for job, process in list(running.items()):

@@ -90,3 +90,33 @@ def test_resumes_from_the_run_directories(tmp_path, missing):
   os.remove(os.path.join(compare.run_directory(str(tmp_path), spec, missing),
                          "results.json"))
   assert tune.Plan(str(tmp_path), BED).jobs == [(spec, missing)]
+
+
+def test_crl_comparison_trains_before_the_rest(tmp_path):
+  # Once the losses' grids are done, the CRL rows, their twins and the chosen base get
+  # their seeds before CE's grid and the family's screen.
+  score = lambda spec, seed: (0.5 if "tau=1.0" in spec else 0.3, 0.3)  # noqa: E731
+  plan = tune.Plan(str(tmp_path), BED)
+  for spec, seed in plan.jobs:
+    if seed == 0 and plan._group.get(spec) in ("loss", "crl"):
+      finish(tmp_path, spec, seed, *score(spec, seed))
+  plan = tune.Plan(str(tmp_path), BED)
+  groups = [plan._group.get(spec) for spec, _ in plan.jobs]
+  first_ce = groups.index("ce")
+  assert {seed for _, seed in plan.jobs[:first_ce]} == {0, 1, 2}
+  ahead = {spec for spec, _ in plan.jobs[:first_ce]}
+  assert "logit_adjust@loss.logit_adjust.tau=1.0" in ahead
+  assert plan.twins["crl on logit_adjust + class-aware + memory"] in ahead
+  assert all(group != "family" or spec in plan.twins.values()
+             for (spec, _), group in zip(plan.jobs[:first_ce], groups))
+
+
+def test_a_run_locked_by_another_process_is_left_to_it(tmp_path):
+  from crl_jax.train import lock
+  assert not tune._locked(str(tmp_path))  # no lock file
+  lock.acquire(str(tmp_path))
+  try:
+    assert tune._locked(str(tmp_path))
+  finally:
+    lock.release(str(tmp_path))
+  assert not tune._locked(str(tmp_path))
