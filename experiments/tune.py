@@ -157,6 +157,7 @@ class Plan:
       headline.add(base_spec)
     family = [row for row in self.rows if row.group == "family"]
     screened = [row.trials()[0] for row in family]
+    self._group.update((spec, "family") for spec in screened)
     self._need(screened)
     if all(self.result(s, 0) for s in screened):
       strongest = max(family, key=lambda row: validation(self.result(row.trials()[0], 0)))
@@ -174,11 +175,13 @@ class Plan:
         self.chosen[row.name] for row in self.rows
         if row.group == "crl" and row.name in self.chosen}
 
-    def priority(job):  # the losses' and CRL's grids; the CRL comparison; the rest
+    def priority(job):  # the losses' and CRL's grids; the CRL comparison; CE; the rest
       spec, seed = job
       if seed == 0 and self._group.get(spec) in ("loss", "crl"):
         return 0
-      return 1 if spec in headline else 2 if seed == 0 else 3
+      if spec in headline:
+        return 1
+      return 2 if self._group.get(spec) == "ce" else 3 if seed == 0 else 4
     self.jobs.sort(key=priority)
 
   def result(self, spec: str, seed: int):

@@ -94,7 +94,7 @@ def test_resumes_from_the_run_directories(tmp_path, missing):
 
 def test_crl_comparison_trains_before_the_rest(tmp_path):
   # Once the losses' grids are done, the CRL rows, their twins and the chosen base get
-  # their seeds before CE's grid and the family's screen.
+  # their seeds before CE's grid, CE's grid and seeds before the family's screen.
   score = lambda spec, seed: (0.5 if "tau=1.0" in spec else 0.3, 0.3)  # noqa: E731
   plan = tune.Plan(str(tmp_path), BED)
   for spec, seed in plan.jobs:
@@ -109,6 +109,13 @@ def test_crl_comparison_trains_before_the_rest(tmp_path):
   assert plan.twins["crl on logit_adjust + class-aware + memory"] in ahead
   assert all(group != "family" or spec in plan.twins.values()
              for (spec, _), group in zip(plan.jobs[:first_ce], groups))
+  for spec, _ in plan.jobs[first_ce:]:
+    if plan._group.get(spec) == "ce":
+      finish(tmp_path, spec, 0, 0.4 if "0.4" in spec else 0.3, 0.3)
+  plan = tune.Plan(str(tmp_path), BED)
+  after = [(spec, seed) for spec, seed in plan.jobs if spec not in ahead]
+  assert after[:2] == [("ce@optim.learning_rate=0.4", 1), ("ce@optim.learning_rate=0.4", 2)]
+  assert plan._group[after[2][0]] == "family"
 
 
 def test_a_run_locked_by_another_process_is_left_to_it(tmp_path):
