@@ -158,6 +158,7 @@ class Plan:
     family = [row for row in self.rows if row.group == "family"]
     screened = [row.trials()[0] for row in family]
     self._group.update((spec, "family") for spec in screened)
+    self.tried.update((row.name, [row.trials()[0]]) for row in family)
     self._need(screened)
     if all(self.result(s, 0) for s in screened):
       strongest = max(family, key=lambda row: validation(self.result(row.trials()[0], 0)))
@@ -165,8 +166,6 @@ class Plan:
       for row in family:  # every screened method is a row; only the strongest is tuned
         if row is strongest:
           self._tune(row, row.trials())
-        else:
-          self.tried[row.name] = [row.trials()[0]]
     self.twins["crl + class-aware + memory"] = by_name["class_aware"].trials()[0]
     for spec in self.twins.values():
       self._seeds.extend((spec, seed) for seed in SEEDS)
@@ -331,9 +330,6 @@ def report(bed_name: str, workdir: str) -> str:
             "the family's other rows were screened at their default only):"]
   for row in plan.rows:
     tried = plan.tried.get(row.name, [])
-    if not tried:
-      lines.append(f"- {row.name} (`{row.method}`): waits for the screen")
-      continue
     values = ", ".join(f"{v}" for v in row.grid[:len(tried)]) if row.knob else "no knob"
     scores = ", ".join(f"{validation(plan.result(s, 0)):.2f}" if plan.result(s, 0)
                        else "-" for s in tried)
