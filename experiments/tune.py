@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import json
 import os
 import subprocess
@@ -45,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from crl_jax import compare  # noqa: E402  (after the path, for a plain script call)
+from crl_jax.train import lock  # noqa: E402
 
 CA = "data.sampler=class_aware,data.class_aware.classes_per_batch=32"
 MEMORY = "loss.crl.memory_size=1024,loss.crl.memory_warmup_steps=100"
@@ -236,23 +236,6 @@ def run_job(bed: Bed, workdir: str, spec: str, seed: int) -> int:
   return 0
 
 
-def _locked(directory: str) -> bool:
-  """Whether another process trains in ``directory`` now (holds its ``run.lock``)."""
-  from crl_jax.train import lock
-  try:
-    descriptor = os.open(os.path.join(directory, lock.LOCK_FILE), os.O_RDWR)
-  except OSError:
-    return False
-  try:
-    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    fcntl.flock(descriptor, fcntl.LOCK_UN)
-    return False
-  except OSError:
-    return True
-  finally:
-    os.close(descriptor)
-
-
 def train_missing(bed_name: str, workdir: str, workers: int) -> None:
   bed = BEDS[bed_name]
   running: dict[tuple[str, int], subprocess.Popen] = {}
@@ -261,7 +244,7 @@ def train_missing(bed_name: str, workdir: str, workers: int) -> None:
   while True:
     plan = Plan(workdir, bed)
     todo = [j for j in plan.jobs if j not in running and j not in failed]
-    elsewhere = [j for j in todo if _locked(compare.run_directory(workdir, *j))]
+    elsewhere = [j for j in todo if lock.in_use(compare.run_directory(workdir, *j))]
     todo = [j for j in todo if j not in elsewhere]
     while todo and len(running) + len(elsewhere) < workers:
       spec, seed = job = todo.pop(0)

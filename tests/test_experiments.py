@@ -116,14 +116,3 @@ def test_crl_comparison_trains_before_the_rest(tmp_path):
   after = [(spec, seed) for spec, seed in plan.jobs if spec not in ahead]
   assert after[:2] == [("ce@optim.learning_rate=0.4", 1), ("ce@optim.learning_rate=0.4", 2)]
   assert plan._group[after[2][0]] == "family"
-
-
-def test_a_run_locked_by_another_process_is_left_to_it(tmp_path):
-  from crl_jax.train import lock
-  assert not tune._locked(str(tmp_path))  # no lock file
-  lock.acquire(str(tmp_path))
-  try:
-    assert tune._locked(str(tmp_path))
-  finally:
-    lock.release(str(tmp_path))
-  assert not tune._locked(str(tmp_path))

@@ -114,3 +114,20 @@ def release(workdir: str) -> None:
 def is_held(workdir: str) -> bool:
   """Whether this process holds ``WORKDIR/run.lock``."""
   return os.path.realpath(os.path.join(workdir, LOCK_FILE)) in _held
+
+
+def in_use(workdir: str) -> bool:
+  """Whether another process holds ``WORKDIR/run.lock`` now: a probe that takes the lock
+  and drops it at once (False with no lock file, or where ``flock`` is not offered)."""
+  try:
+    descriptor = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR)
+  except OSError:
+    return False
+  try:
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.flock(descriptor, fcntl.LOCK_UN)
+    return False
+  except OSError as error:
+    return error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+  finally:
+    os.close(descriptor)

@@ -87,6 +87,17 @@ def test_the_lock_goes_with_its_process_and_stale_names_do_not_block(data_dir,
   assert (tmp_path / lock_lib.LOCK_FILE).read_text() == ""  # no name left behind
 
 
+def test_in_use_says_whether_another_holder_has_the_lock(tmp_path):
+  # experiments/tune.py leaves a run another process trains to it.
+  assert not lock_lib.in_use(str(tmp_path))  # no lock file
+  lock_lib.acquire(str(tmp_path))
+  try:
+    assert lock_lib.in_use(str(tmp_path))
+  finally:
+    lock_lib.release(str(tmp_path))
+  assert not lock_lib.in_use(str(tmp_path))
+
+
 def test_the_lock_is_released_when_a_run_fails(data_dir, tmp_path):
   config = smoke_config(data_dir, **{"train.num_steps": 2, "checkpoint.every_steps": 2,
                                      "train.eval_every": 2})
