@@ -44,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from crl_jax import compare  # noqa: E402  (after the path, for a plain script call)
+from crl_jax.evaluation import report as report_lib  # noqa: E402
 from crl_jax.train import lock  # noqa: E402
 
 CA = "data.sampler=class_aware,data.class_aware.classes_per_batch=32"
@@ -131,6 +132,7 @@ class Plan:
 
   def __init__(self, workdir: str, bed: Bed):
     self.workdir, self.bed, self.rows = workdir, bed, rows(bed)
+    self._results: dict[tuple[str, int], dict | None] = {}
     self.jobs: list[tuple[str, int]] = []  # (spec, seed), in the order to train
     self.chosen: dict[str, str] = {}  # row name -> chosen spec
     self.tried: dict[str, list[str]] = {}  # row name -> the specs tuned over
@@ -163,9 +165,7 @@ class Plan:
     if all(self.result(s, 0) for s in screened):
       strongest = max(family, key=lambda row: validation(self.result(row.trials()[0], 0)))
       self.family = strongest.name
-      for row in family:  # every screened method is a row; only the strongest is tuned
-        if row is strongest:
-          self._tune(row, row.trials())
+      self._tune(strongest, strongest.trials())  # the others keep their screen
     self.twins["crl + class-aware + memory"] = by_name["class_aware"].trials()[0]
     for spec in self.twins.values():
       self._seeds.extend((spec, seed) for seed in SEEDS)
@@ -184,14 +184,17 @@ class Plan:
     self.jobs.sort(key=priority)
 
   def result(self, spec: str, seed: int):
-    """The results of the finished run, else None."""
-    path = os.path.join(compare.run_directory(self.workdir, spec, seed), "results.json")
-    try:
-      with open(path) as f:
-        results = json.load(f)
-    except (OSError, ValueError):
-      return None
-    return results if results.get("status") == "finished" else None
+    """The results of the finished run, else None (each file read once per plan)."""
+    if (spec, seed) not in self._results:
+      path = os.path.join(compare.run_directory(self.workdir, spec, seed), "results.json")
+      try:
+        with open(path) as f:
+          results = json.load(f)
+      except (OSError, ValueError):
+        results = None
+      finished = results is not None and results.get("status") == "finished"
+      self._results[spec, seed] = results if finished else None
+    return self._results[spec, seed]
 
   def _need(self, specs):
     self.jobs.extend((s, 0) for s in specs if not self.result(s, 0)
@@ -270,11 +273,6 @@ def train_missing(bed_name: str, workdir: str, workers: int) -> None:
     raise SystemExit(f"{len(failed)} run(s) failed; their logs are in {workdir}/logs.")
 
 
-def _stats(values):
-  values = [100 * v for v in values]
-  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
 def report(bed_name: str, workdir: str) -> str:
   """The bed's table (markdown): every row's chosen setting, validation and test over
   the seeds done, the grid and trial budget, the CRL term's gain over its twin, and the
@@ -287,28 +285,27 @@ def report(bed_name: str, workdir: str) -> str:
            "seeds done.", "",
            "| method | knob chosen on validation (seed 0) | trials | validation | test | "
            "vs CE | seeds |", "|---|---|---|---|---|---|---|"]
-  table, stats = {}, {}
-  for label, spec in plan.table_rows():
-    runs = [r for r in (plan.result(spec, s) for s in SEEDS) if r]
-    if not runs:
-      continue
-    v = _stats([r["validation"]["mean_class_balanced_accuracy"] for r in runs])
-    t = _stats([r["test"]["mean_class_balanced_accuracy"] for r in runs])
-    stats[label] = (spec, v, t, runs)
-  ce_test = stats["ce"][2][0] if "ce" in stats else None
-  for label, (spec, v, t, runs) in stats.items():
-    base_name = label.removeprefix("twin of ")
-    trials = len(plan.tried.get(base_name, [])) if not label.startswith("twin") else "-"
-    delta = f"{t[0] - ce_test:+.2f}" if ce_test is not None and label != "ce" else ""
-    key, _, value = spec.rsplit(",", 1)[-1].rpartition("@")[2].partition("=")
-    chosen = "-" if label.startswith("twin") or not value else (
-        f"{key.rpartition('.')[2]}={value}")
-    lines.append(f"| {label} | {chosen} | {trials} | {v[0]:.2f} ± {v[1]:.2f} | "
-                 f"{t[0]:.2f} ± {t[1]:.2f} | {delta} | {len(runs)} |")
-    table[label] = dict(spec=spec, validation=v, test=t, seeds=len(runs),
-                        attributes={a: _stats([r["test"]["attributes"][a][
-                            "class_balanced_accuracy"] for r in runs])
-                                    for a in runs[0]["test"]["attributes"]})
+  per_run = {label: runs for label, runs in (
+      (label, [r for r in (plan.result(spec, s) for s in SEEDS) if r])
+      for label, spec in plan.table_rows()) if runs}
+  specs = dict(plan.table_rows())
+  names = list(next(iter(per_run.values()))[0]["test"]["attributes"]) if per_run else []
+  percent = lambda pair: (100 * pair[0], 100 * pair[1])  # noqa: E731
+  table = {label: dict(
+      spec=specs[label], test=percent(row["mean"]), seeds=row["seeds"],
+      validation=percent(report_lib.mean_std(
+          [r["validation"]["mean_class_balanced_accuracy"] for r in per_run[label]])),
+      attributes={a: percent(row["attributes"][a]) for a in names})
+           for label, row in report_lib.aggregate(per_run, names).items()}
+  ce_test = table["ce"]["test"][0] if "ce" in table else None
+  for label, row in table.items():
+    twin = label.startswith("twin")
+    key, _, value = row["spec"].rsplit(",", 1)[-1].rpartition("@")[2].partition("=")
+    chosen = "-" if twin or not value else f"{key.rpartition('.')[2]}={value}"
+    delta = f"{row['test'][0] - ce_test:+.2f}" if ce_test is not None and label != "ce" else ""
+    (v, vs), (t, ts) = row["validation"], row["test"]
+    lines.append(f"| {label} | {chosen} | {'-' if twin else len(plan.tried[label])} | "
+                 f"{v:.2f} ± {vs:.2f} | {t:.2f} ± {ts:.2f} | {delta} | {row['seeds']} |")
   lines += ["", "Grids (seed 0, chosen on validation; the first value is the default; "
             "the family's other rows were screened at their default only):"]
   for row in plan.rows:

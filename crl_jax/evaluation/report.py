@@ -32,7 +32,8 @@ def median_step_ms(rows: list):
   return float(np.median(1000.0 / np.asarray(rates[1:], float)))
 
 
-def _mean_std(values):
+def mean_std(values):
+  """``(mean, std over seeds)`` of the finite values, NaN for none."""
   values = np.asarray([v for v in values if v is not None and np.isfinite(v)], float)
   if not len(values):
     return float("nan"), float("nan")
@@ -47,14 +48,14 @@ def aggregate(per_run: dict, attribute_names) -> dict:
   for method, runs in per_run.items():
     tests = [r["test"] for r in runs]
     table[method] = {
-        "attributes": {name: _mean_std([t["attributes"][name]["class_balanced_accuracy"]
+        "attributes": {name: mean_std([t["attributes"][name]["class_balanced_accuracy"]
                                         for t in tests]) for name in attribute_names},
         "seeds": len(runs),
-        "mean": _mean_std([t["mean_class_balanced_accuracy"] for t in tests]),
-        "less_imbalanced": _mean_std([t.get("less_imbalanced_mean") for t in tests]),
-        "more_imbalanced": _mean_std([t.get("more_imbalanced_mean") for t in tests]),
-        "train_seconds": _mean_std([r.get("train_seconds") for r in runs]),
-        "step_ms": _mean_std([r.get("median_step_ms") for r in runs])}
+        "mean": mean_std([t["mean_class_balanced_accuracy"] for t in tests]),
+        "less_imbalanced": mean_std([t.get("less_imbalanced_mean") for t in tests]),
+        "more_imbalanced": mean_std([t.get("more_imbalanced_mean") for t in tests]),
+        "train_seconds": mean_std([r.get("train_seconds") for r in runs]),
+        "step_ms": mean_std([r.get("median_step_ms") for r in runs])}
   return table
 
 
