@@ -11,23 +11,12 @@ set -e
 cd "$(dirname "$0")/.."  # the repository root
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
 
-# CE with the bed's tuned optimiser at a constant learning rate for 41 (bundled) and 51
-# (cifar_lt) epochs, validation every 400 steps; prints each curve and the step from
-# which its running best is within 1 point of its best (experiments/tune.py BEDS.steps).
+# CE with the bed's tuned optimiser at a constant learning rate (experiments/tune.py
+# BEDS), validation every 400 steps; prints each curve and the step from which its
+# running best is within 1 point of its best (the bed's budget, BEDS.steps).
 curves() {
-  local bed config wd lr steps
-  for bed in bundled cifar_lt; do
-    case $bed in
-      bundled) config=configs/synthetic.py:quickstart wd=0.0005 lr=0.4 steps=12800 ;;
-      cifar_lt) config=configs/synthetic.py:cifar_lt wd=0.00005 lr=0.8 steps=6400 ;;
-    esac
-    python -m crl_jax.main --config=$config --workdir=runs/curve/$bed \
-      --config.loss.name=ce --config.optim.weight_decay=$wd --config.optim.learning_rate=$lr \
-      --config.optim.schedule=constant --config.train.num_steps=$steps \
-      --config.train.eval_every=400 --config.checkpoint.every_steps=800 >&2
-    echo "$bed:"
-    python experiments/tune.py --bed=$bed --curve=runs/curve/$bed
-  done
+  python experiments/tune.py --bed=bundled --curve
+  python experiments/tune.py --bed=cifar_lt --curve
 }
 
 # Every method on its own knob, the same grid, chosen on validation, three seeds.

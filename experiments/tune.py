@@ -3,7 +3,7 @@ r"""Every method tuned the same way on validation, then three seeds: docs/result
     python experiments/tune.py --bed=bundled --workers=2   # trains what is missing
     python experiments/tune.py --bed=cifar_lt --workers=2
     python experiments/tune.py --bed=bundled --report      # the table from what is done
-    python experiments/tune.py --bed=bundled --curve       # CE's validation curve
+    python experiments/tune.py --bed=bundled --curve       # CE's curve: the budget
 
 Per bed (``BEDS``: the config, its tuned optimiser and its converged budget) every row of
 ``rows()`` gets the same small grid over its own main knob (tau, gamma, margin, eta, the
@@ -61,6 +61,14 @@ class Bed:
   weight_decay: float  # the optimiser tuned for CE on validation (docs/results.md)
   learning_rate: float
   steps: int  # where tuned CE's validation curve stops improving (--curve)
+  curve_steps: int  # the length of that curve's run
+
+  def curve_overrides(self) -> list[str]:
+    """CE's curve: the tuned optimiser at a constant rate, validation every 400 steps."""
+    return [f"optim.weight_decay={self.weight_decay}",
+            f"optim.learning_rate={self.learning_rate}", "optim.schedule=constant",
+            f"train.num_steps={self.curve_steps}", "train.eval_every=400",
+            "checkpoint.every_steps=800"]
 
   def overrides(self) -> list[str]:
     eval_every = self.steps // 8
@@ -71,8 +79,8 @@ class Bed:
 
 
 BEDS = {
-    "bundled": Bed("configs/synthetic.py:quickstart", 5e-4, 0.4, 7200),
-    "cifar_lt": Bed("configs/synthetic.py:cifar_lt", 5e-5, 0.8, 4000),
+    "bundled": Bed("configs/synthetic.py:quickstart", 5e-4, 0.4, 7200, 12800),
+    "cifar_lt": Bed("configs/synthetic.py:cifar_lt", 5e-5, 0.8, 4000, 6400),
 }
 
 
@@ -356,11 +364,13 @@ def report(bed_name: str, workdir: str) -> str:
   return text
 
 
-def curve(workdir: str, tolerance: float = 1.0) -> str:
-  """One run's validation mean class-balanced accuracy against steps, and the budget
-  read from it: the first step whose running best is within ``tolerance`` points of the
-  run's best (where the curve stops improving)."""
+def curve(bed: Bed, workdir: str, tolerance: float = 1.0) -> str:
+  """Tuned CE's validation curve on ``bed`` (trained in ``workdir``, or read back), and
+  the budget read from it: the first step whose running best is within ``tolerance``
+  points of the run's best (where the curve stops improving)."""
   from crl_jax.train import writer
+  config = compare.method_config(bed.config, bed.curve_overrides(), {"loss.name": "ce"}, 0)
+  compare.train_or_load(config, workdir)
   points = [(m["step"], 100 * m["mean_class_balanced_accuracy"])
             for m in writer.read_metrics(workdir) if m["split"] == "validation"]
   best = max(value for _, value in points)
@@ -375,17 +385,20 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--bed", choices=sorted(BEDS), required=True)
   parser.add_argument("--workdir", default=None,
-                      help="default runs/tune/<bed> under the repository root")
+                      help="default runs/tune/<bed> (with --curve runs/curve/<bed>) under "
+                      "the repository root")
   parser.add_argument("--workers", type=int, default=1, help="runs at once")
   parser.add_argument("--report", action="store_true", help="print the table and exit")
-  parser.add_argument("--curve", default=None, metavar="RUN",
-                      help="print a run's validation curve and exit")
+  parser.add_argument("--curve", action="store_true",
+                      help="train (or read back) CE's validation curve, print it and "
+                      "the budget it gives, and exit")
   parser.add_argument("--job", default=None, help=argparse.SUPPRESS)
   parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
-  workdir = args.workdir or os.path.join(ROOT, "runs", "tune", args.bed)
+  workdir = args.workdir or os.path.join(ROOT, "runs", "curve" if args.curve else "tune",
+                                         args.bed)
   if args.curve:
-    print(curve(args.curve))
+    print(curve(BEDS[args.bed], workdir))
   elif args.job is not None:
     return run_job(BEDS[args.bed], workdir, args.job, args.seed)
   elif args.report:

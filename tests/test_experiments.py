@@ -116,3 +116,16 @@ def test_crl_comparison_trains_before_the_rest(tmp_path):
   after = [(spec, seed) for spec, seed in plan.jobs if spec not in ahead]
   assert after[:2] == [("ce@optim.learning_rate=0.4", 1), ("ce@optim.learning_rate=0.4", 2)]
   assert plan._group[after[2][0]] == "family"
+
+
+def test_the_budget_is_where_the_running_best_comes_within_a_point_of_the_best(tmp_path):
+  config = compare.method_config(BED.config, BED.curve_overrides(), {"loss.name": "ce"}, 0)
+  (tmp_path / "config.json").write_text(config.to_json(sort_keys=True))  # read back
+  (tmp_path / "results.json").write_text(json.dumps({"status": "finished"}))
+  scores = {400: 0.20, 800: 0.30, 1200: 0.295, 1600: 0.315, 2000: 0.31, 2400: 0.325}
+  (tmp_path / "metrics.jsonl").write_text("".join(
+      json.dumps({"step": step, "split": "validation", "mean_class_balanced_accuracy": v})
+      + "\n" for step, v in scores.items()))
+  text = tune.curve(BED, str(tmp_path))
+  assert text.splitlines()[0] == "400\t20.00"
+  assert text.endswith("best 32.50; the running best is within 1.0 of it from step 1600")
