@@ -38,7 +38,7 @@ from crl_jax import config_lib
 from crl_jax import crl
 from crl_jax import data as data_lib
 from crl_jax.train import checkpoint as checkpoint_lib
-from crl_jax.train import loop
+from crl_jax.train import setup as setup_lib
 
 
 def eligibility(config, steps: int, seed: int = 0) -> dict:
@@ -262,19 +262,19 @@ def gradients(workdir: str, run_names, seed: int, num_batches: int) -> dict:
   result = {}
   for name in run_names:
     directory = os.path.join(workdir, name, f"seed{seed}")
-    with open(os.path.join(directory, "config.json")) as f:
-      config = config_lib.finalise(config_lib.ml_collections.ConfigDict(json.load(f)))
+    config = config_lib.finalise(config_lib.ml_collections.ConfigDict(
+        checkpoint_lib.read_config(directory)))
     # The CRL statistics need CRL options even for a CE run: the paper's defaults.
-    run = loop.build(config, prepare=False)
+    run = setup_lib.build(config, prepare=False)
     stream = data_lib.pipeline.train_batches(
         run.source, data_lib.pipeline_options(config.data),
         global_batch_size=config.train.batch_size, seed=config.seed + 1000)
     batches = [b for _, b in zip(range(num_batches), stream)]
     store = checkpoint_lib.CheckpointStore(directory, config.checkpoint.keep)
-    abstract = loop.abstract_state(run)
+    abstract = setup_lib.abstract_state(run)
     entry = {"alpha": run.objective.alpha.tolist(), "loss": config.loss.to_dict(),
              "steps": {}}
-    states = [(0, loop.initial_state(run, loop.initial_keys(config.seed)[0]))]
+    states = [(0, setup_lib.initial_state(run, setup_lib.initial_keys(config.seed)[0]))]
     states += [(step, store.restore_step(step, abstract)[0])
                for step in store.periodic_steps()]
     for step, state in states:

@@ -31,6 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from crl_jax import cli
+from crl_jax import config_lib
 from crl_jax.train import storage
 
 log = logging.getLogger(__name__)
@@ -349,9 +350,7 @@ def check_config(workdir: str, config_json: str, overwrite: bool,
   os.makedirs(workdir, exist_ok=True)
   if overwrite or not os.path.exists(path):
     return []
-  from crl_jax import config_lib  # noqa: PLC0415  (config_lib imports train modules)
-  existing = config_lib.with_defaults(read_config(workdir))
-  changes = _diff(existing, json.loads(config_json))
+  changes = _diff(read_config(workdir), json.loads(config_json))
   fixed = [f"{key}: {old!r} -> {new!r}" for key, old, new in changes
            if not _resumable(key, resumable_keys)]
   if fixed:
@@ -388,12 +387,13 @@ def saved_config_copy(workdir: str) -> Optional[tuple[dict, str]]:
 def read_config(workdir: str) -> dict:
   """The config of the run in ``workdir``: ``config.json``, or, when that file is not
   JSON (a half save, a truncated copy), the copy kept by its newest checkpoint, written
-  back to ``config.json`` with a note. A damaged file without a copy is a one-line
-  ``CheckpointError`` naming the file and the fix."""
+  back to ``config.json`` with a note. Keys the run was saved without (added to the
+  config later) read as their defaults (``config_lib.with_defaults``). A damaged file
+  without a copy is a one-line ``CheckpointError`` naming the file and the fix."""
   path = os.path.join(workdir, "config.json")
   try:
     with open(path, "rb") as f:
-      return json.loads(f.read().decode())
+      return config_lib.with_defaults(json.loads(f.read().decode()))
   except (ValueError, UnicodeDecodeError) as error:
     reason = cli.one_line(error, 120)
   copy = saved_config_copy(workdir)
@@ -407,7 +407,7 @@ def read_config(workdir: str) -> dict:
   storage.write_whole(path, json.dumps(config, sort_keys=True))
   print(f"note: {path} was damaged ({reason}); recovered it from the copy kept by the "
         f"checkpoint {directory}.", flush=True)
-  return config
+  return config_lib.with_defaults(config)
 
 
 def record_config(workdir: str, config_json: str, changes: list, step: int) -> None:

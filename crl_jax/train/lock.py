@@ -26,6 +26,8 @@ from crl_jax.train import checkpoint as checkpoint_lib
 LOCK_FILE = "run.lock"
 # flock is not offered by this filesystem: the run goes on without the lock.
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+# flock's answer when another process holds the lock.
+_BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 _held: dict[str, list] = {}  # resolved lock path -> [file descriptor, count]
 
 
@@ -71,7 +73,7 @@ def acquire(workdir: str) -> Optional[str]:
     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError as error:
     os.close(descriptor)
-    if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+    if error.errno in _BUSY:
       raise WorkdirInUseError(
           f"workdir {workdir} is in use by another run: {_holder(path)}. Wait for it "
           "to finish, or give this run another --workdir.") from None
@@ -128,6 +130,6 @@ def in_use(workdir: str) -> bool:
     fcntl.flock(descriptor, fcntl.LOCK_UN)
     return False
   except OSError as error:
-    return error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    return error.errno in _BUSY
   finally:
     os.close(descriptor)

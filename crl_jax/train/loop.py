@@ -46,8 +46,8 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
     best checkpoint, ``best_step`` and ``train_seconds``.
 
   Raises:
-    setup.TrainingError: a non-finite loss (nothing non-finite is saved) or no
-      training rows; ``config_lib.ConfigError``, ``data.DataError``,
+    setup.TrainingError: a non-finite loss (nothing non-finite is saved);
+      ``config_lib.ConfigError``, ``data.DataError`` (no training rows among them),
       ``checkpoint.CheckpointError`` for a config, data or workdir that cannot run.
   """
   with preemption_lib.Preemption() as preemption:
