@@ -133,7 +133,7 @@ class _TrainBatch:
     images = augment(images, positions, self.order.seed, self.options,
                      self.source.flip_ok)
     return {"image": normalise(images, self.source),
-            "labels": self.labels[stored].astype(np.int32)}
+            "labels": self.labels[stored]}  # int32 (stored_labels_cached)
 
 
 class _EvalBatch:

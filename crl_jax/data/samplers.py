@@ -245,13 +245,15 @@ class ClassAwareOrder(_Sampler):
     self.process_index = process_index
     self.filler = (TrainOrder(multiplicity, seed, global_batch - c * m)
                    if global_batch > c * m else None)
-    owner_labels = np.asarray(labels)[self.owners]
-    # CSR per (attribute, class): the positions in ``owners`` carrying that label.
+    labels = np.asarray(labels)
+    # CSR per (attribute, class): the positions in ``owners`` carrying that label (one
+    # attribute's column of the epoch at a time, not a copy of every label).
     pairs, starts, counts, members = [], [], [], []
     offset = 0
     for j, classes in enumerate(num_classes):
-      order = np.argsort(owner_labels[:, j], kind="stable")
-      sorted_labels = owner_labels[order, j]
+      column = labels[self.owners, j]
+      order = np.argsort(column, kind="stable")
+      sorted_labels = column[order]
       for k in range(classes):
         lo, hi = np.searchsorted(sorted_labels, [k, k + 1])
         if hi - lo >= 2:

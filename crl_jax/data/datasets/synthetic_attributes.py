@@ -49,9 +49,6 @@ class SyntheticSource(arrays.ArraySource):
     self.directory = os.path.join(self.data_dir, "synthetic_attributes",
                                   config_name(spec), VERSION)
 
-  def is_prepared(self) -> bool:
-    return arrays.is_prepared(self.directory)
-
   def prepare(self, progress: bool = True, tensorflow_ok: bool = True) -> None:
     del tensorflow_ok  # rendering needs none
     if self.is_prepared():

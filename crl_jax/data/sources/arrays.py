@@ -1,4 +1,5 @@
-"""Sources stored as raw uint8 arrays on disk (the bundled synthetic data).
+"""Sources stored as raw uint8 arrays on disk (the bundled synthetic data, and the tfds
+datasets once converted).
 
 A prepared dataset is a directory holding, per stored split, ``<split>.images.npy``
 (``uint8[N, S, S, 3]``) and ``<split>.labels.npy`` (``int32[N, A]``), plus
@@ -89,6 +90,9 @@ class ArraySource(base.Source):
   """
 
   directory: str
+
+  def is_prepared(self) -> bool:
+    return is_prepared(self.directory)
 
   def not_prepared_message(self) -> str:
     """One line: what is missing where, and the command that prepares it."""

@@ -249,9 +249,6 @@ class TfdsSource(arrays.ArraySource):
           f"`{self._prepare_command()}`.")
     self._convert(builder, progress)
 
-  def is_prepared(self) -> bool:
-    return arrays.is_prepared(self.directory)
-
   def class_names(self, feature: str) -> tuple[str, ...]:
     """The names of a class-label feature, as the prepared dataset records them."""
     return tuple(self._info()["class_names"][feature])
