@@ -54,7 +54,7 @@ tail_eligibility() {
                             --config.loss.crl.memory_warmup_steps=100) ;;
       esac
       python experiments/diagnose.py eligibility --config=configs/synthetic.py:$bed \
-        --steps=800 --out=runs/tail_more/eligibility/${bed}_$tool.json "${extra[@]}"
+        --steps=800 --out=runs/eligibility/${bed}_$tool.json "${extra[@]}"
     done
   done
 }
