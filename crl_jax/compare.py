@@ -65,7 +65,7 @@ def run_directory(workdir: str, method: str, seed: int) -> str:
   return os.path.join(workdir, safe, f"seed{seed}")
 
 
-def _finished(config, directory: str):
+def finished(config, directory: str):
   """The results of a finished run of exactly ``config`` in ``directory``, else None."""
   try:
     with open(os.path.join(directory, "results.json")) as f:
@@ -81,7 +81,7 @@ def _finished(config, directory: str):
 
 def train_or_load(config, directory: str) -> dict:
   from crl_jax.train import loop
-  results = _finished(config, directory)
+  results = finished(config, directory)
   if results is None:
     started = time.time()
     results = loop.train_and_evaluate(config, directory, progress=False)
@@ -99,7 +99,7 @@ def evaluate_posthoc(config, directory: str, trained_directory: str) -> dict:
   from crl_jax.train import setup as setup_lib
   from crl_jax.train import workdir as workdir_lib
   from crl_jax.train import writer as writer_lib
-  results = _finished(config, directory)
+  results = finished(config, directory)
   if results is not None and results.get("trained_in") == trained_directory:
     return results
   with open(os.path.join(trained_directory, writer_lib.RESULTS)) as f:

@@ -192,16 +192,24 @@ class Plan:
     self.jobs.sort(key=priority)
 
   def result(self, spec: str, seed: int):
-    """The results of the finished run, else None (each file read once per plan)."""
+    """The results of the finished run of exactly this spec, seed and bed (its saved
+    config checked, as ``compare`` reuses a run), else None: a run of another config
+    is trained again, which refuses that directory with the keys that differ."""
     if (spec, seed) not in self._results:
-      path = os.path.join(compare.run_directory(self.workdir, spec, seed), "results.json")
-      try:
-        with open(path) as f:
-          results = json.load(f)
-      except (OSError, ValueError):
-        results = None
-      finished = results is not None and results.get("status") == "finished"
-      self._results[spec, seed] = results if finished else None
+      directory = compare.run_directory(self.workdir, spec, seed)
+      results = _read_finished(directory)
+      if results is not None:
+        try:
+          with open(os.path.join(directory, "config.json")) as f:
+            key = directory, f.read()
+        except OSError:
+          key = None
+        if key not in _SAME_CONFIG:
+          if compare.finished(job_config(self.bed, spec, seed), directory) is None:
+            results = None
+          else:
+            _SAME_CONFIG.add(key)
+      self._results[spec, seed] = results
     return self._results[spec, seed]
 
   def _need(self, specs):
@@ -231,6 +239,28 @@ class Plan:
     return out
 
 
+# (directory, config.json's text) of the finished runs whose config matched: the
+# orchestrator rebuilds its plan every 2 s, and building a config costs ~10 ms.
+_SAME_CONFIG: set = set()
+
+
+def _read_finished(directory: str):
+  try:
+    with open(os.path.join(directory, "results.json")) as f:
+      results = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return results if results.get("status") == "finished" else None
+
+
+def job_config(bed: Bed, spec: str, seed: int):
+  """The training config of one run of the table: the bed, its optimiser and budget, the
+  method's overrides and the seed."""
+  from crl_jax.baselines import catalogue
+  _, overrides = catalogue.parse_method(spec)
+  return compare.method_config(bed.config, bed.overrides(), overrides, seed)
+
+
 def job_command(bed_name: str, spec: str, seed: int) -> list[str]:
   return [sys.executable, os.path.abspath(__file__), f"--bed={bed_name}", f"--job={spec}",
           f"--seed={seed}"]
@@ -238,11 +268,8 @@ def job_command(bed_name: str, spec: str, seed: int) -> list[str]:
 
 def run_job(bed: Bed, workdir: str, spec: str, seed: int) -> int:
   """Trains (or reads back) one run, in this process."""
-  from crl_jax.baselines import catalogue
-  _, overrides = catalogue.parse_method(spec)
-  config = compare.method_config(bed.config, bed.overrides(), overrides, seed)
   directory = compare.run_directory(workdir, spec, seed)
-  results = compare.train_or_load(config, directory)
+  results = compare.train_or_load(job_config(bed, spec, seed), directory)
   print(f"{spec} seed {seed}: validation {validation(results):.2f}", flush=True)
   return 0
 

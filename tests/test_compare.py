@@ -150,11 +150,11 @@ def test_a_run_saved_before_a_config_key_existed_is_reused_and_resumes(tmp_path)
   del saved["loss"]["asymmetric"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
   (tmp_path / "results.json").write_text(json.dumps({"status": "finished"}))
-  assert compare._finished(config, str(tmp_path)) == {"status": "finished"}
+  assert compare.finished(config, str(tmp_path)) == {"status": "finished"}
   assert checkpoint.check_config(str(tmp_path), config.to_json(sort_keys=True),
                                  overwrite=False) == []
   config.loss.asymmetric.gamma_neg = 1.0  # differs from the default the old run had
-  assert compare._finished(config, str(tmp_path)) is None
+  assert compare.finished(config, str(tmp_path)) is None
   with pytest.raises(checkpoint.CheckpointError,
                      match=r"loss\.asymmetric\.gamma_neg: 4\.0 -> 1\.0"):
     checkpoint.check_config(str(tmp_path), config.to_json(sort_keys=True), overwrite=False)

@@ -22,6 +22,8 @@ def finish(workdir, spec, seed, validation, test=None, attributes=("a", "b")):
   with open(os.path.join(directory, "results.json"), "w") as f:
     json.dump({"status": "finished", "validation": split(validation),
                "test": split(validation if test is None else test)}, f)
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    f.write(tune.job_config(BED, spec, seed).to_json(sort_keys=True))
 
 
 def finish_all(workdir, score):
@@ -90,6 +92,22 @@ def test_resumes_from_the_run_directories(tmp_path, missing):
   os.remove(os.path.join(compare.run_directory(str(tmp_path), spec, missing),
                          "results.json"))
   assert tune.Plan(str(tmp_path), BED).jobs == [(spec, missing)]
+
+
+def test_a_finished_run_of_another_config_is_not_a_result(tmp_path):
+  # A run directory of the same name trained with another budget (or any other key)
+  # must not enter the table: the plan asks for it again (training then refuses the
+  # directory, naming the keys that differ).
+  spec = "logit_adjust@loss.logit_adjust.tau=1.0"
+  finish(tmp_path, spec, 0, 0.5)
+  assert tune.Plan(str(tmp_path), BED).result(spec, 0) is not None
+  directory = compare.run_directory(str(tmp_path), spec, 0)
+  config = tune.job_config(BED, spec, 0)
+  config.train.num_steps = BED.steps // 2
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    f.write(config.to_json(sort_keys=True))
+  plan = tune.Plan(str(tmp_path), BED)
+  assert plan.result(spec, 0) is None and (spec, 0) in plan.jobs
 
 
 def test_crl_comparison_trains_before_the_rest(tmp_path):
