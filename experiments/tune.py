@@ -26,6 +26,12 @@ The run directories are the state: ``runs/tune/<bed>/<method>/seed<k>`` through
 ``crl_jax.compare``'s naming and resume rules. Each call recomputes the plan from what
 is finished, trains what is missing (``--workers`` at once, in the order of the plan:
 seed-0 grids first, then seeds), and is safe to stop and rerun.
+
+``runs/`` is not committed, and a new checkout starts without it: so each finished run's
+``config.json`` and ``results.json`` are also kept, one line a run, in
+``experiments/records/<bed>.jsonl`` (committed with the page they make). Every call first
+restores the recorded runs its run directories lack, so ``--report`` on a fresh clone
+prints the page's table, and training resumes where the records end.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ sys.path.insert(0, ROOT)
 from crl_jax import compare  # noqa: E402  (after the path, for a plain script call)
 from crl_jax.evaluation import report as report_lib  # noqa: E402
 from crl_jax.train import lock  # noqa: E402
+from crl_jax.train import storage  # noqa: E402
 
 CA = "data.sampler=class_aware,data.class_aware.classes_per_batch=32"
 MEMORY = "loss.crl.memory_size=1024,loss.crl.memory_warmup_steps=100"
@@ -253,6 +260,85 @@ def _read_finished(directory: str):
   return results if results.get("status") == "finished" else None
 
 
+RECORDS = os.path.join(ROOT, "experiments", "records")
+
+
+def records_path(bed_name: str, records: str = RECORDS) -> str:
+  return os.path.join(records, f"{bed_name}.jsonl")
+
+
+def read_records(path: str) -> dict[str, dict]:
+  """``{run: {"config": ..., "results": ...}}`` from a records file (none: empty); ``run``
+  is the run directory relative to the bed's workdir (``<method>/seed<k>``)."""
+  try:
+    with open(path) as f:
+      lines = [line for line in f if line.strip()]
+  except FileNotFoundError:
+    return {}
+  records = {}
+  for number, line in enumerate(lines, 1):
+    try:
+      record = json.loads(line)
+      records[record["run"]] = record
+    except (ValueError, KeyError, TypeError) as e:
+      raise SystemExit(f"{path}:{number}: not a run record ({e}); restore the file from "
+                       "git (git checkout -- experiments/records) or delete that line "
+                       "(the run then trains again).") from None
+  return records
+
+
+def save_record(workdir: str, directory: str, path: str) -> bool:
+  """Adds the finished run in ``directory`` to the records at ``path`` (replacing its
+  earlier line); False if the run is not finished."""
+  results = _read_finished(directory)
+  if results is None:
+    return False
+  with open(os.path.join(directory, "config.json")) as f:
+    config = json.load(f)
+  run = os.path.relpath(directory, workdir).replace(os.sep, "/")
+  records = read_records(path)
+  records[run] = {"run": run, "config": config, "results": results}
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  storage.write_whole(path, "".join(json.dumps(records[k], sort_keys=True) + "\n"
+                                    for k in sorted(records)))
+  return True
+
+
+def save_records(workdir: str, path: str) -> int:
+  """Records every finished run under ``workdir`` that the records lack or hold
+  differently (runs finished by hand or by an earlier call); returns how many."""
+  records = read_records(path)
+  saved = 0
+  for directory, _, files in sorted(os.walk(workdir)):
+    if "results.json" not in files or "config.json" not in files:
+      continue
+    run = os.path.relpath(directory, workdir).replace(os.sep, "/")
+    results = _read_finished(directory)
+    if results is None or records.get(run, {}).get("results") == results:
+      continue
+    saved += save_record(workdir, directory, path)
+  return saved
+
+
+def restore_records(workdir: str, path: str) -> int:
+  """Writes each recorded run's ``config.json`` and ``results.json`` into its run
+  directory under ``workdir`` where that directory has no finished run; returns how many.
+  A directory holding a run of its own (finished, or with checkpoints) is left alone."""
+  restored = 0
+  for run, record in read_records(path).items():
+    directory = os.path.join(workdir, *run.split("/"))
+    if _read_finished(directory) is not None or os.path.exists(
+        os.path.join(directory, "config.json")):
+      continue
+    os.makedirs(directory, exist_ok=True)
+    storage.write_whole(os.path.join(directory, "config.json"),
+                        json.dumps(record["config"], sort_keys=True))
+    storage.write_whole(os.path.join(directory, "results.json"),
+                        json.dumps(record["results"], indent=1))
+    restored += 1
+  return restored
+
+
 def job_config(bed: Bed, spec: str, seed: int):
   """The training config of one run of the table: the bed, its optimiser and budget, the
   method's overrides and the seed."""
@@ -274,8 +360,10 @@ def run_job(bed: Bed, workdir: str, spec: str, seed: int) -> int:
   return 0
 
 
-def train_missing(bed_name: str, workdir: str, workers: int) -> None:
+def train_missing(bed_name: str, workdir: str, workers: int,
+                  records: str = RECORDS) -> None:
   bed = BEDS[bed_name]
+  path = records_path(bed_name, records)
   running: dict[tuple[str, int], subprocess.Popen] = {}
   failed: set = set()
   os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
@@ -303,6 +391,7 @@ def train_missing(bed_name: str, workdir: str, workers: int) -> None:
           print(f"FAILED ({process.returncode}): {job[0]} seed {job[1]}; see "
                 f"{workdir}/logs", flush=True)
         else:
+          save_record(workdir, compare.run_directory(workdir, *job), path)
           print(f"{time.strftime('%H:%M:%S')} done {job[0]} seed {job[1]}", flush=True)
   if failed:
     raise SystemExit(f"{len(failed)} run(s) failed; their logs are in {workdir}/logs.")
@@ -419,6 +508,8 @@ def main(argv=None) -> int:
   parser.add_argument("--curve", action="store_true",
                       help="train (or read back) CE's validation curve, print it and "
                       "the budget it gives, and exit")
+  parser.add_argument("--records", default=RECORDS,
+                      help="the folder of the committed run records (<bed>.jsonl)")
   parser.add_argument("--job", default=None, help=argparse.SUPPRESS)
   parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -426,12 +517,19 @@ def main(argv=None) -> int:
                                          args.bed)
   if args.curve:
     print(curve(BEDS[args.bed], workdir))
-  elif args.job is not None:
+    return 0
+  if args.job is not None:
     return run_job(BEDS[args.bed], workdir, args.job, args.seed)
-  elif args.report:
+  path = records_path(args.bed, args.records)
+  restored = restore_records(workdir, path)
+  saved = save_records(workdir, path)
+  if restored or saved:
+    print(f"{path}: {restored} run(s) restored from it, {saved} recorded in it",
+          file=sys.stderr)
+  if args.report:
     print(report(args.bed, workdir))
   else:
-    train_missing(args.bed, workdir, args.workers)
+    train_missing(args.bed, workdir, args.workers, args.records)
     print(report(args.bed, workdir))
   return 0
 

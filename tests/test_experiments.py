@@ -147,3 +147,40 @@ def test_the_budget_is_where_the_running_best_comes_within_a_point_of_the_best(t
   text = tune.curve(BED, str(tmp_path))
   assert text.splitlines()[0] == "400\t20.00"
   assert text.endswith("best 32.50; the running best is within 1.0 of it from step 1600")
+
+
+def test_a_new_checkout_resumes_from_the_committed_records(tmp_path):
+  # runs/ is not committed: the records file carries every finished run to a fresh
+  # checkout, where the plan and the report read them as the run directories did.
+  workdir, records = tmp_path / "runs", str(tmp_path / "records.jsonl")
+  plan = finish_all(workdir, lambda spec, seed: (0.3, 0.4))
+  table = tune.report("bundled", str(workdir))
+  running = compare.run_directory(str(workdir), "ce@optim.learning_rate=0.4", 1)
+  os.remove(os.path.join(running, "results.json"))  # a run still training: not recorded
+  assert tune.save_records(str(workdir), records) == sum(
+      len(files) for files in [[f for f in fs if f == "results.json"]
+                               for _, _, fs in os.walk(workdir)])
+  assert tune.save_records(str(workdir), records) == 0  # nothing new: the file is kept
+  fresh = tmp_path / "fresh"
+  restored = tune.restore_records(str(fresh), records)
+  assert restored == len(tune.read_records(records)) > 20
+  again = tune.Plan(str(fresh), BED)
+  assert again.jobs == [("ce@optim.learning_rate=0.4", 1)] and again.chosen == plan.chosen
+  finish(fresh, "ce@optim.learning_rate=0.4", 1, 0.3, 0.4)
+  assert tune.report("bundled", str(fresh)) == table
+  # A directory with a run of its own is never overwritten by a record.
+  own = compare.run_directory(str(fresh), "ce@optim.learning_rate=0.4", 0)
+  with open(os.path.join(own, "results.json")) as f:
+    text = f.read()
+  with open(os.path.join(own, "results.json"), "w") as f:
+    f.write(text.replace("0.4", "0.45"))
+  assert tune.restore_records(str(fresh), records) == 0
+  with open(os.path.join(own, "results.json")) as f:
+    assert "0.45" in f.read()
+
+
+def test_a_damaged_records_file_is_named_with_the_fix(tmp_path):
+  path = tmp_path / "bundled.jsonl"
+  path.write_text('{"run": "ce/seed0", "config": {}, "results": {}}\n{"run": \n')
+  with pytest.raises(SystemExit, match=r"bundled.jsonl:2: not a run record.*git checkout"):
+    tune.read_records(str(path))
