@@ -18,9 +18,12 @@ Two rows depend on others' choices:
   bed fit a 2-core CPU: the grid of the others is not run);
 - CRL's best combination is CRL with the tools (class-aware batches and the memory) on
   the base loss best on validation among ``logit_adjust``, ``distribution_balanced``
-  and ``asymmetric``, at that base's chosen knob; its grid is eta.
+  and ``asymmetric``, at that base's chosen knob; its grid is eta. Beside it, the same
+  with the memory alone (uniform batches): where class-aware batches hurt the base, the
+  term is measured on the better recipe too.
 Each CRL row has a twin without the CRL term: the same base, knob and sampler (the memory
-only feeds the CRL term), three seeds, not tuned.
+only feeds the CRL term), three seeds, not tuned; the memory-only row's twin is the
+chosen base itself.
 
 The run directories are the state: ``runs/tune/<bed>/<method>/seed<k>`` through
 ``crl_jax.compare``'s naming and resume rules. Each call recomputes the plan from what
@@ -171,6 +174,12 @@ class Plan:
       self.rows.append(best)
       self._tune(best, best.trials())
       self.twins[best.name] = f"{base.name}@{knob},{CA}"
+      uniform = Row(f"crl on {base.name} + memory",
+                    f"crl@loss.crl.base={base.name},{knob},{MEMORY}", "loss.crl.eta",
+                    ETA, "crl")
+      self.rows.append(uniform)
+      self._tune(uniform, uniform.trials())
+      self.twins[uniform.name] = base_spec
       headline.add(base_spec)
     family = [row for row in self.rows if row.group == "family"]
     screened = [row.trials()[0] for row in family]

@@ -78,9 +78,17 @@ def test_choices_are_made_on_validation_never_test(tmp_path):
   # The twin: the same base, knob and sampler without the CRL term (nor its memory).
   assert plan.twins[best] == ("logit_adjust@loss.logit_adjust.tau=2.0,"
                               "data.sampler=class_aware,data.class_aware.classes_per_batch=32")
+  # Beside it, the memory alone on the same base: its twin is the chosen base itself.
+  uniform = "crl on logit_adjust + memory"
+  assert plan.chosen[uniform] == ("crl@loss.crl.base=logit_adjust,"
+                                  f"loss.logit_adjust.tau=2.0,{tune.MEMORY},loss.crl.eta=0.1")
+  assert plan.tried[uniform] == [plan.chosen[uniform][:-3] + f"{eta}" for eta in tune.ETA]
+  assert plan.twins[uniform] == plan.chosen["logit_adjust"]
   for _, spec in plan.table_rows():
     assert all(plan.result(spec, seed) for seed in tune.SEEDS), spec
   text = tune.report("bundled", str(tmp_path))
+  # Its term: test 1 - 0.6 against its twin's 1 - 0.5.
+  assert "- crl on logit_adjust + memory: -10.00 (spread 0.00)" in text
   assert "| logit_adjust | tau=2.0 | 3 |" in text
   assert "Moonshot" in text and "Not finished" not in text
 
