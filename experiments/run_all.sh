@@ -3,7 +3,8 @@ set -e
 # Makes every number in docs/results.md: `run_all.sh curves` (tuned CE's validation
 # curve on each bed: where it stops improving sets the bed's budget, about 15 min),
 # `run_all.sh tune` (every method tuned on its own knob at that budget, then three seeds:
-# experiments/tune.py; about 7 h on a quiet 2-core CPU, resumable) and
+# experiments/tune.py; about 5 h (bundled) and 1.5 h (cifar_lt) on a 2-core CPU,
+# resumable, also from the committed experiments/records) and
 # `run_all.sh tail_eligibility` (which classes CRL reaches; no training, about 2 min);
 # `run_all.sh` runs all three. Finished runs in runs/ are reused, so a rerun after an
 # interruption resumes. The earlier tables of the page's history (docs/history.md) are
