@@ -296,36 +296,51 @@ def read_records(path: str) -> dict[str, dict]:
   return records
 
 
-def save_record(workdir: str, directory: str, path: str) -> bool:
-  """Adds the finished run in ``directory`` to the records at ``path`` (replacing its
-  earlier line); False if the run is not finished."""
+def _record(workdir: str, directory: str):
+  """The record of the finished run in ``directory`` (``workdir``-relative), else None."""
   results = _read_finished(directory)
   if results is None:
-    return False
+    return None
   with open(os.path.join(directory, "config.json")) as f:
     config = json.load(f)
   run = os.path.relpath(directory, workdir).replace(os.sep, "/")
-  records = read_records(path)
-  records[run] = {"run": run, "config": config, "results": results}
+  return {"run": run, "config": config, "results": results}
+
+
+def _write_records(path: str, records: dict[str, dict]) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   storage.write_whole(path, "".join(json.dumps(records[k], sort_keys=True) + "\n"
                                     for k in sorted(records)))
+
+
+def save_record(workdir: str, directory: str, path: str) -> bool:
+  """Adds the finished run in ``directory`` to the records at ``path`` (replacing its
+  earlier line); False if the run is not finished."""
+  record = _record(workdir, directory)
+  if record is None:
+    return False
+  records = read_records(path)
+  records[record["run"]] = record
+  _write_records(path, records)
   return True
 
 
 def save_records(workdir: str, path: str) -> int:
   """Records every finished run under ``workdir`` that the records lack or hold
-  differently (runs finished by hand or by an earlier call); returns how many."""
+  differently (runs finished by hand or by an earlier call), in one write; returns how
+  many."""
   records = read_records(path)
   saved = 0
   for directory, _, files in sorted(os.walk(workdir)):
     if "results.json" not in files or "config.json" not in files:
       continue
-    run = os.path.relpath(directory, workdir).replace(os.sep, "/")
-    results = _read_finished(directory)
-    if results is None or records.get(run, {}).get("results") == results:
+    record = _record(workdir, directory)
+    if record is None or records.get(record["run"], {}).get("results") == record["results"]:
       continue
-    saved += save_record(workdir, directory, path)
+    records[record["run"]] = record
+    saved += 1
+  if saved:
+    _write_records(path, records)
   return saved
 
 
