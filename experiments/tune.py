@@ -53,9 +53,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from crl_jax import compare  # noqa: E402  (after the path, for a plain script call)
+from crl_jax import fileio  # noqa: E402
 from crl_jax.evaluation import report as report_lib  # noqa: E402
 from crl_jax.train import lock  # noqa: E402
-from crl_jax.train import storage  # noqa: E402
 
 CA = "data.sampler=class_aware,data.class_aware.classes_per_batch=32"
 MEMORY = "loss.crl.memory_size=1024,loss.crl.memory_warmup_steps=100"
@@ -309,7 +309,7 @@ def _record(workdir: str, directory: str):
 
 def _write_records(path: str, records: dict[str, dict]) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  storage.write_whole(path, "".join(json.dumps(records[k], sort_keys=True) + "\n"
+  fileio.write_whole(path, "".join(json.dumps(records[k], sort_keys=True) + "\n"
                                     for k in sorted(records)))
 
 
@@ -355,9 +355,9 @@ def restore_records(workdir: str, path: str) -> int:
         os.path.join(directory, "config.json")):
       continue
     os.makedirs(directory, exist_ok=True)
-    storage.write_whole(os.path.join(directory, "config.json"),
+    fileio.write_whole(os.path.join(directory, "config.json"),
                         json.dumps(record["config"], sort_keys=True))
-    storage.write_whole(os.path.join(directory, "results.json"),
+    fileio.write_whole(os.path.join(directory, "results.json"),
                         json.dumps(record["results"], indent=1))
     restored += 1
   return restored

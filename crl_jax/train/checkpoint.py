@@ -32,6 +32,7 @@ import orbax.checkpoint as ocp
 
 from crl_jax import cli
 from crl_jax import config_lib
+from crl_jax import fileio
 from crl_jax.train import storage
 
 log = logging.getLogger(__name__)
@@ -404,7 +405,7 @@ def read_config(workdir: str) -> dict:
         f"{path} and rerun to resume; else pass --overwrite to replace that run, or use "
         "another --workdir.")
   config, directory = copy
-  storage.write_whole(path, json.dumps(config, sort_keys=True))
+  fileio.write_whole(path, json.dumps(config, sort_keys=True))
   print(f"note: {path} was damaged ({reason}); recovered it from the copy kept by the "
         f"checkpoint {directory}.", flush=True)
   return config_lib.with_defaults(config)
@@ -427,7 +428,7 @@ def record_config(workdir: str, config_json: str, changes: list, step: int) -> N
       for key, old, new in changes:
         f.write(json.dumps({"step": step, "key": key, "old": old, "new": new,
                             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
-  storage.write_whole(os.path.join(workdir, "config.json"), config_json)
+  fileio.write_whole(os.path.join(workdir, "config.json"), config_json)
 
 
 def check_writable(workdir: str) -> None:

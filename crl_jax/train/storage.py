@@ -3,7 +3,7 @@ called, and when the disk is full): the complete checkpoint steps (orbax renames
 ``<step>.orbax-checkpoint-tmp*`` to ``<step>`` once every file is written), the bytes a
 checkpoint takes and those still free, each checkpoint's list of array files with their
 sizes and CRC32s (written after a save, checked before a restore, so a damaged file is
-found before orbax reads it), whole-file writes, and whether an error is a full disk.
+found before orbax reads it), and whether an error is a full disk.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import re
 import shutil
 import zlib
 from typing import Optional
+
+from crl_jax import fileio
 
 FILE_LIST = "files.json"  # in each checkpoint's step directory
 ARRAYS = "state"  # the orbax item whose files FILE_LIST covers
@@ -74,21 +76,13 @@ def _array_files(step_directory: str) -> list[str]:
                 for folder, _, names in os.walk(root) for name in names)
 
 
-def write_whole(path: str, text: str) -> None:
-  """Writes ``text`` to ``path.tmp``, then renames it to ``path``: a reader never sees
-  a half-written file."""
-  with open(f"{path}.tmp", "w") as f:
-    f.write(text)
-  os.replace(f"{path}.tmp", path)
-
-
 def write_file_list(step_directory: str) -> None:
   """Writes ``<step>/files.json``: ``{relative path: [bytes, crc32]}`` of every file
   of the checkpoint's arrays."""
   listing = {name: [os.path.getsize(os.path.join(step_directory, name)),
                     _crc32(os.path.join(step_directory, name))]
              for name in _array_files(step_directory)}
-  write_whole(os.path.join(step_directory, FILE_LIST), json.dumps(listing))
+  fileio.write_whole(os.path.join(step_directory, FILE_LIST), json.dumps(listing))
 
 
 def file_list_problem(step_directory: str) -> Optional[str]:

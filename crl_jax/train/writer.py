@@ -20,8 +20,8 @@ from typing import Optional
 import tensorboardX
 from tqdm import tqdm
 
+from crl_jax import fileio
 from crl_jax.train import multihost
-from crl_jax.train import storage
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
@@ -56,7 +56,7 @@ class MetricWriter:
         rows = [line for line in f if line.strip()]
       kept = [line for line in rows if _row_step(line) <= resume_step]
       if len(kept) < len(rows):
-        storage.write_whole(path, "".join(kept))
+        fileio.write_whole(path, "".join(kept))
     self._jsonl = open(path, "a")
     self._events = tensorboardX.SummaryWriter(
         os.path.join(workdir, TENSORBOARD),
@@ -135,9 +135,9 @@ class ProgressBar:
 
 
 def write_results(workdir: str, results: dict) -> None:
-  """``WORKDIR/results.json`` (process 0; ``storage.write_whole``)."""
+  """``WORKDIR/results.json`` (process 0; ``fileio.write_whole``)."""
   if multihost.is_main_process():
-    storage.write_whole(os.path.join(workdir, RESULTS), json.dumps(results, indent=1))
+    fileio.write_whole(os.path.join(workdir, RESULTS), json.dumps(results, indent=1))
 
 
 def read_metrics(workdir: str) -> list:

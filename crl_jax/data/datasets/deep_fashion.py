@@ -38,6 +38,7 @@ from typing import Optional
 
 import numpy as np
 
+from crl_jax import fileio
 from crl_jax.data import errors
 from crl_jax.data.datasets import csv as csv_source
 from crl_jax.data import schema as schema_lib
@@ -196,7 +197,7 @@ def _load_labels(root: str, cache_dir: str, num_attributes: int):
     buffer = io.BytesIO()
     np.savez(buffer, names=np.asarray(names, dtype=str), labels=labels)
     try:
-      sources.atomic_write(cached, buffer.getvalue())
+      fileio.write_whole(cached, buffer.getvalue())
     except OSError:
       pass  # a read-only data dir: parse again next time
   return names, labels

@@ -16,13 +16,13 @@ The dataset modules (``data/datasets/``) build on these.
 from __future__ import annotations
 
 from crl_jax.data.sources.arrays import ArraySource
-from crl_jax.data.sources.base import (LOGICAL_SPLITS, Source, atomic_write,
+from crl_jax.data.sources.base import (LOGICAL_SPLITS, Source,
                                        check_split, default_data_dir, file_stamp,
                                        manual_dir, stable_digest)
 from crl_jax.data.sources.files import IMAGENET_MEAN, IMAGENET_STD, ImageFileSource
 
 __all__ = ["ArraySource", "IMAGENET_MEAN", "IMAGENET_STD",
-           "ImageFileSource", "LOGICAL_SPLITS", "Source", "atomic_write", "check_split",
+           "ImageFileSource", "LOGICAL_SPLITS", "Source", "check_split",
            "default_data_dir", "file_stamp", "manual_dir",
            "stable_digest"]
 

@@ -38,17 +38,6 @@ def manual_dir(data_dir: str) -> str:
   return os.path.join(data_dir, "downloads", "manual")
 
 
-def atomic_write(path: str, payload: bytes) -> None:
-  """Writes ``payload`` to ``path`` through a temporary file and a rename."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  temporary = f"{path}.tmp-{os.getpid()}"
-  with open(temporary, "wb") as f:
-    f.write(payload)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(temporary, path)
-
-
 def stable_digest(payload) -> str:
   """16 hex digits identifying a JSON-able ``payload`` (cache directory names)."""
   return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()

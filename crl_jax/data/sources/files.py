@@ -11,11 +11,12 @@ from typing import Mapping
 
 import numpy as np
 
+from crl_jax import fileio
 from crl_jax.data import errors
 from crl_jax.data import image_files
 from crl_jax.data import schema as schema_lib
 from crl_jax.data.sources import base
-from crl_jax.data.sources.base import LOGICAL_SPLITS, atomic_write
+from crl_jax.data.sources.base import LOGICAL_SPLITS
 
 # ImageNet statistics of ``image / 255``: a neutral default for photographs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -99,7 +100,7 @@ class ImageFileSource(base.Source):
       image_files.check_image_files(self.all_image_paths(), self.description,
                                     self.verify_option, self.verify_images == "decode")
       try:
-        atomic_write(self._marker_path(), b"ok\n")
+        fileio.write_whole(self._marker_path(), b"ok\n")
       except OSError:
         pass  # a read-only cache dir: check again next time
     self._checked = True
