@@ -308,9 +308,11 @@ def _record(workdir: str, directory: str):
 
 
 def _write_records(path: str, records: dict[str, dict]) -> None:
+  """One line a run, sorted by run; each record's keys in the run's own order (a
+  results file lists its attributes in the dataset's order, which the report's
+  per-attribute table keeps)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  fileio.write_whole(path, "".join(json.dumps(records[k], sort_keys=True) + "\n"
-                                    for k in sorted(records)))
+  fileio.write_whole(path, "".join(json.dumps(records[k]) + "\n" for k in sorted(records)))
 
 
 def save_record(workdir: str, directory: str, path: str) -> bool:

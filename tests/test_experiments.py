@@ -13,7 +13,7 @@ from experiments import tune
 BED = tune.BEDS["bundled"]
 
 
-def finish(workdir, spec, seed, validation, test=None, attributes=("a", "b")):
+def finish(workdir, spec, seed, validation, test=None, attributes=("b", "a")):
   directory = compare.run_directory(workdir, spec, seed)
   os.makedirs(directory, exist_ok=True)
   split = lambda value: {  # noqa: E731
