@@ -311,7 +311,6 @@ def _write_records(path: str, records: dict[str, dict]) -> None:
   """One line a run, sorted by run; each record's keys in the run's own order (a
   results file lists its attributes in the dataset's order, which the report's
   per-attribute table keeps)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   fileio.write_whole(path, "".join(json.dumps(records[k]) + "\n" for k in sorted(records)))
 
 
@@ -356,11 +355,10 @@ def restore_records(workdir: str, path: str) -> int:
     if _read_finished(directory) is not None or os.path.exists(
         os.path.join(directory, "config.json")):
       continue
-    os.makedirs(directory, exist_ok=True)
-    fileio.write_whole(os.path.join(directory, "config.json"),
-                        json.dumps(record["config"], sort_keys=True))
+    fileio.write_whole(os.path.join(directory, "config.json"),  # makes the folder
+                       json.dumps(record["config"], sort_keys=True))
     fileio.write_whole(os.path.join(directory, "results.json"),
-                        json.dumps(record["results"], indent=1))
+                       json.dumps(record["results"], indent=1))
     restored += 1
   return restored
 
